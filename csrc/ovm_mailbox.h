@@ -1,0 +1,84 @@
+/* Mailboxes: a many-writer inbox plus the owner's private, ordered queue.
+ *
+ * Senders append signals (messages, exit/link/monitor signals) to the inbox
+ * under a short mutex.  The owning process detaches the whole inbox at once
+ * (`ovm_inbox_take`) and moves messages into its private queue, where
+ * selective receive scans them without any lock.  Once a process has exited
+ * the inbox is closed: a push fails, which tells the sender that the target
+ * is dead (links and monitors then answer `noproc`).
+ *
+ * The private queue supports OTP's receive-marker optimisation: a marker
+ * remembers the last message present when a fresh reference was made, so a
+ * receive that matches on that reference skips everything before it. */
+#ifndef OVM_MAILBOX_H
+#define OVM_MAILBOX_H
+
+#include "ovm_atomic.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* What a node carries; the payload's meaning depends on the kind. */
+enum {
+    OVM_SIG_MESSAGE = 0,
+    OVM_SIG_EXIT = 1,       /* exit/2: payload = (from, reason) */
+    OVM_SIG_EXIT_LINKED = 2,/* a linked process ended: (from, reason) */
+    OVM_SIG_LINK = 3,       /* payload = from */
+    OVM_SIG_UNLINK = 4,     /* payload = from */
+    OVM_SIG_MONITOR = 5,    /* payload = (ref, from) */
+    OVM_SIG_DEMONITOR = 6,  /* payload = ref */
+    OVM_SIG_DOWN = 7        /* a monitor fired: payload = Down message */
+};
+
+typedef struct ovm_node {
+    struct ovm_node *next;
+    void *payload;          /* owned reference, opaque to C */
+    int kind;
+} ovm_node;
+
+/* Nodes are recycled through a small per-thread free list. */
+ovm_node *ovm_node_new(void *payload, int kind);   /* NULL on out of memory */
+void ovm_node_free(ovm_node *node);
+
+typedef struct {
+    pthread_mutex_t lock;
+    ovm_node *head;
+    ovm_node *tail;
+    _Atomic size_t len;     /* readable without the lock */
+    int closed;
+} ovm_inbox;
+
+int ovm_inbox_init(ovm_inbox *box);                 /* 0 or an errno */
+void ovm_inbox_destroy(ovm_inbox *box);
+/* Appends node; returns 0, or -1 when the inbox is closed (node untouched). */
+int ovm_inbox_push(ovm_inbox *box, ovm_node *node);
+/* Detaches and returns every queued node in order (NULL when empty). */
+ovm_node *ovm_inbox_take(ovm_inbox *box);
+/* Closes the inbox for good and returns what was still queued. */
+ovm_node *ovm_inbox_close(ovm_inbox *box);
+static inline size_t ovm_inbox_len(ovm_inbox *box) {
+    return atomic_load_explicit(&box->len, memory_order_relaxed);
+}
+
+/* The owner's private queue: single-threaded, no lock. */
+typedef struct {
+    ovm_node *head;
+    ovm_node *tail;
+    size_t len;
+    ovm_node *marker;       /* last node before the marked ref was made */
+    int marked;             /* whether marker is in use */
+} ovm_queue;
+
+void ovm_queue_init(ovm_queue *q);
+void ovm_queue_append(ovm_queue *q, ovm_node *node);
+/* Removes `node`, whose predecessor is `prev` (NULL for the head). */
+void ovm_queue_unlink(ovm_queue *q, ovm_node *prev, ovm_node *node);
+/* Sets the marker at the current tail. */
+void ovm_queue_mark(ovm_queue *q);
+/* Where a scan for the marked ref starts: the node after the marker. */
+ovm_node *ovm_queue_marked_start(ovm_queue *q, ovm_node **prev);
+/* Detaches every node (for teardown). */
+ovm_node *ovm_queue_take_all(ovm_queue *q);
+
+#endif

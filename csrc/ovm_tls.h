@@ -1,0 +1,8 @@
+/* The process a scheduler thread is running right now, as an opaque
+ * pointer (the layer above keeps the object alive while it runs). */
+#ifndef OVM_TLS_H
+#define OVM_TLS_H
+static _Thread_local void *ovm_current;
+static inline void *ovm_get_current(void) { return ovm_current; }
+static inline void ovm_set_current(void *p) { ovm_current = p; }
+#endif

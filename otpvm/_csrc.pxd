@@ -1,0 +1,126 @@
+# Declarations of the C primitives in csrc/ (no Python objects live there).
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+
+cdef extern from "ovm_atomic.h" nogil:
+    int64_t ovm_now_ns()
+    uint64_t ovm_next_id()
+
+
+cdef extern from "ovm_mailbox.h" nogil:
+    enum:
+        OVM_SIG_MESSAGE
+        OVM_SIG_EXIT
+        OVM_SIG_EXIT_LINKED
+        OVM_SIG_LINK
+        OVM_SIG_UNLINK
+        OVM_SIG_MONITOR
+        OVM_SIG_DEMONITOR
+        OVM_SIG_DOWN
+
+    ctypedef struct ovm_node:
+        ovm_node *next
+        void *payload
+        int kind
+
+    ovm_node *ovm_node_new(void *payload, int kind)
+    void ovm_node_free(ovm_node *node)
+
+    ctypedef struct ovm_inbox:
+        pass
+
+    int ovm_inbox_init(ovm_inbox *box)
+    void ovm_inbox_destroy(ovm_inbox *box)
+    int ovm_inbox_push(ovm_inbox *box, ovm_node *node)
+    ovm_node *ovm_inbox_take(ovm_inbox *box)
+    ovm_node *ovm_inbox_close(ovm_inbox *box)
+    size_t ovm_inbox_len(ovm_inbox *box)
+
+    ctypedef struct ovm_queue:
+        ovm_node *head
+        ovm_node *tail
+        size_t len
+        int marked
+
+    void ovm_queue_init(ovm_queue *q)
+    void ovm_queue_append(ovm_queue *q, ovm_node *node)
+    void ovm_queue_unlink(ovm_queue *q, ovm_node *prev, ovm_node *node)
+    void ovm_queue_mark(ovm_queue *q)
+    ovm_node *ovm_queue_marked_start(ovm_queue *q, ovm_node **prev)
+    ovm_node *ovm_queue_take_all(ovm_queue *q)
+
+
+cdef extern from "ovm_proc.h" nogil:
+    enum:
+        OVM_RUNQ
+        OVM_RUNNING
+        OVM_ACTIVE
+        OVM_EXITED
+
+    ctypedef struct ovm_proc:
+        uint32_t home
+        void *owner
+
+    void ovm_proc_init(ovm_proc *p, void *owner, uint32_t home)
+    int ovm_proc_wake(ovm_proc *p)
+    int ovm_proc_begin(ovm_proc *p)
+    int ovm_proc_try_wait(ovm_proc *p)
+    void ovm_proc_requeue(ovm_proc *p)
+    uint32_t ovm_proc_exit(ovm_proc *p)
+    int ovm_proc_exited(ovm_proc *p)
+    uint32_t ovm_proc_state(ovm_proc *p)
+    void ovm_proc_fire_timeout(ovm_proc *p, uint64_t gen)
+    uint64_t ovm_proc_timeout_fired(ovm_proc *p)
+
+
+cdef extern from "ovm_timer.h" nogil:
+    int64_t OVM_NEVER
+
+    ctypedef struct ovm_timer:
+        int64_t deadline
+        uint64_t id
+        size_t index
+        void *payload
+
+    ctypedef struct ovm_timers:
+        pass
+
+    int ovm_timers_add(ovm_timers *t, ovm_timer *timer, int *earliest)
+    int ovm_timers_cancel(ovm_timers *t, ovm_timer *timer)
+    ovm_timer *ovm_timers_pop_due(ovm_timers *t, int64_t now)
+    ovm_timer *ovm_timers_pop_any(ovm_timers *t)
+    int64_t ovm_timers_next(ovm_timers *t)
+
+
+cdef extern from "ovm_sched.h" nogil:
+    uint32_t OVM_NO_RUNQ
+
+    enum:
+        OVM_NEXT_PROC
+        OVM_NEXT_TIMERS
+        OVM_NEXT_STOP
+
+    ctypedef struct ovm_sched:
+        uint32_t nrunqs
+        uint32_t nworkers
+        int64_t slice_limit_ns
+        ovm_timers timers
+        uint64_t handoffs
+        uint64_t no_spare
+
+    int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
+                       int64_t slice_limit_ns, int steal)
+    int ovm_sched_start_monitor(ovm_sched *s)
+    void ovm_sched_stop(ovm_sched *s)
+    void ovm_sched_destroy(ovm_sched *s)
+    void ovm_runq_push(ovm_sched *s, uint32_t q, ovm_proc *p)
+    void ovm_sched_timers_changed(ovm_sched *s)
+    int ovm_worker_next(ovm_sched *s, uint32_t w, ovm_proc **out)
+    uint32_t ovm_worker_runq(ovm_sched *s, uint32_t w)
+    void ovm_worker_slice_begin(ovm_sched *s, uint32_t w)
+    int64_t ovm_worker_slice_end(ovm_sched *s, uint32_t w, int *lost)
+
+
+cdef extern from "ovm_tls.h" nogil:
+    void *ovm_get_current()
+    void ovm_set_current(void *p)

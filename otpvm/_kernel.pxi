@@ -1,0 +1,271 @@
+# The calls a process makes.  Each needs a calling process: outside of one,
+# they raise NotInProcessError (use the VM object from ordinary threads).
+
+from otpvm.terms import NotInProcessError as _NotInProcessError
+
+
+cdef inline Process _me(str call):
+    cdef void *cur = ovm_get_current()
+    if cur == NULL:
+        raise _NotInProcessError(
+            f"otpvm.{call}() must be called from inside an otpvm process; "
+            f"from ordinary code use the VM object (VM.spawn, VM.send, VM.run)")
+    return <Process>cur
+
+
+cdef Pid _as_pid(object pid, str call):
+    if type(pid) is not Pid:
+        raise TypeError(f"otpvm.{call}() needs a Pid, not {pid!r}")
+    return <Pid>pid
+
+
+def self():
+    """The pid of the calling process."""
+    return _me("self").pid
+
+
+def spawn(fn, *args):
+    """Starts a process running ``fn(*args)`` (an async def or a function)."""
+    cdef Process me = _me("spawn")
+    return me.vm.start_process(fn, args, me, False).pid
+
+
+def spawn_link(fn, *args):
+    """Like spawn, and links the new process to the caller atomically."""
+    cdef Process me = _me("spawn_link")
+    return me.vm.start_process(fn, args, me, True).pid
+
+
+def spawn_monitor(fn, *args):
+    """Like spawn, and monitors the new process atomically: (pid, ref)."""
+    cdef Process me = _me("spawn_monitor")
+    cdef Process p = me.vm.start_process(fn, args, me, False)
+    cdef Ref ref = _new_ref()
+    if me.monitors_out is None:
+        me.monitors_out = {}
+    me.monitors_out[ref] = p.pid
+    p.monitors_in = {ref: me.pid}
+    return p.pid, ref
+
+
+def send(dest, msg):
+    """Sends msg to a Pid (dropped silently if it is dead) or a registered
+    name (UnknownNameError if nobody has it).  The receiver gets its own
+    copy: nothing it does to the message is visible to the sender."""
+    cdef Process me = _me("send")
+    cdef Process target
+    cdef Pid pid
+    me.budget -= 1
+    me.reductions += 1
+    if type(dest) is Pid:
+        pid = <Pid>dest
+        target = pid.proc
+        if target is None or target.vm is not me.vm:
+            target = me.vm.lookup(dest)
+            if target is None:
+                return
+    else:
+        target = me.vm.resolve(dest)
+    target.deliver(OVM_SIG_MESSAGE, copy_msg(msg), me.c.home)
+
+
+def receive(match=None, timeout=None):
+    """``await receive(match, timeout)``: the first message that matches.
+
+    Unmatched messages stay in the mailbox, in order.  ``match`` is None
+    (anything), a type, a tuple pattern (with ``ANY`` and types inside), an
+    ``AnyOf(...)``, a predicate, or a value compared by equality.  Raises
+    TimeoutError after ``timeout`` seconds; ``timeout=0`` only looks.
+    """
+    return _new_receive(_me("receive"), match, _timeout_ns(timeout, "timeout"), False)
+
+
+def sleep(seconds):
+    """``await sleep(seconds)``: suspends the process (``sleep(0)`` yields)."""
+    cdef int64_t ns = _timeout_ns(seconds, "sleep()'s seconds")
+    if seconds is None:
+        raise TypeError("sleep() needs a number of seconds, not None")
+    return _new_receive(_me("sleep"), _NEVER, ns, True)
+
+
+def make_ref():
+    """A new unique reference.  A receive whose pattern contains it starts
+    scanning at the messages that arrived after it was made, so a call's
+    reply is found in O(1) however long the mailbox is."""
+    cdef Process me = _me("make_ref")
+    cdef Ref ref = _new_ref()
+    me.drain()
+    ovm_queue_mark(&me.mq)
+    me.mark_ref = ref
+    return ref
+
+
+def link(pid):
+    """Links the caller and pid: when either ends, the other gets an exit
+    signal.  Linking to a dead process sends the caller ``noproc``."""
+    cdef Process me = _me("link")
+    cdef Pid other = _as_pid(pid, "link")
+    if other == me.pid or (me.links is not None and other in me.links):
+        return
+    me.link_set().add(other)
+    target = me.vm.lookup(other)
+    if target is None or not (<Process>target).deliver(OVM_SIG_LINK, me.pid, me.c.home):
+        me.deliver(OVM_SIG_EXIT_LINKED, (other, "noproc"), me.c.home)
+
+
+def unlink(pid):
+    """Removes the link; no exit signal from it arrives afterwards."""
+    cdef Process me = _me("unlink")
+    cdef Pid other = _as_pid(pid, "unlink")
+    if me.links is None or other not in me.links:
+        return
+    me.links.discard(other)
+    target = me.vm.lookup(other)
+    if target is not None:
+        (<Process>target).deliver(OVM_SIG_UNLINK, me.pid, me.c.home)
+
+
+def monitor(pid):
+    """Monitors a Pid or a registered name: when it ends (or if it is already
+    gone) the caller gets ``Down(ref, pid, reason)``.  Returns ref."""
+    cdef Process me = _me("monitor")
+    cdef Ref ref = _new_ref()
+    if type(pid) is not Pid and not isinstance(pid, str):
+        raise TypeError(f"otpvm.monitor() needs a Pid or a registered name, not {pid!r}")
+    target = me.vm.lookup(pid)
+    if me.monitors_out is None:
+        me.monitors_out = {}
+    me.monitors_out[ref] = pid
+    if target is None or not (<Process>target).deliver(OVM_SIG_MONITOR, (ref, me.pid), me.c.home):
+        me.deliver(OVM_SIG_DOWN, _Down(ref, pid, "noproc"), me.c.home)
+    return ref
+
+
+def demonitor(ref, flush=False):
+    """Removes a monitor: no Down for it arrives afterwards.  With
+    ``flush=True`` a Down that already arrived is removed too.  Returns
+    True if the monitor was still active."""
+    cdef Process me = _me("demonitor")
+    cdef ovm_node *prev = NULL
+    cdef ovm_node *node
+    if type(ref) is not Ref:
+        raise TypeError(f"otpvm.demonitor() needs a Ref, not {ref!r}")
+    target = me.monitors_out.pop(ref, None) if me.monitors_out is not None else None
+    if target is not None:
+        target = me.vm.lookup(target)
+        if target is not None:
+            (<Process>target).deliver(OVM_SIG_DEMONITOR, ref, me.c.home)
+    if flush:
+        me.drain()
+        node = me.mq.head
+        while node != NULL:
+            msg = <object>node.payload
+            if type(msg) is _Down and (<tuple>msg)[0] == ref:
+                ovm_queue_unlink(&me.mq, prev, node)
+                Py_DECREF(msg)
+                ovm_node_free(node)
+                break
+            prev = node
+            node = node.next
+    return target is not None
+
+
+def exit(*args):
+    """``exit(reason)`` ends the calling process with reason (it unwinds
+    like an exception: ``finally`` blocks run).  ``exit(pid, reason)`` sends
+    pid an exit signal: ignored if 'normal', trapped as an ``Exit`` message
+    if pid traps exits, untrappable if 'kill' (it dies with 'killed')."""
+    cdef Process me
+    if len(args) == 1:
+        _me("exit")
+        raise _ProcessExit(args[0])
+    if len(args) != 2:
+        raise TypeError(f"exit() takes (reason) or (pid, reason), got {len(args)} arguments")
+    me = _me("exit")
+    pid = _as_pid(args[0], "exit")
+    reason = args[1]
+    if pid == me.pid:
+        me.exit_signal(me.pid, reason, False)
+        if me.kill_reason is not NOTHING:
+            raise _ProcessExit(me.kill_reason)
+        return
+    target = me.vm.lookup(pid)
+    if target is not None:
+        (<Process>target).deliver(OVM_SIG_EXIT, (me.pid, reason), me.c.home)
+
+
+def process_flag(flag, value):
+    """Sets a process flag and returns its old value (only 'trap_exit')."""
+    cdef Process me = _me("process_flag")
+    if flag != "trap_exit":
+        raise ValueError(f"unknown process flag {flag!r} (supported: 'trap_exit')")
+    if not isinstance(value, bool):
+        raise TypeError(f"process_flag('trap_exit', ...) needs a bool, not {value!r}")
+    old = me.trap_exit
+    me.trap_exit = value
+    return old
+
+
+def register(name, pid):
+    """Registers pid under name (a non-empty str), atomically."""
+    cdef Process me = _me("register")
+    me.vm.register(name, _as_pid(pid, "register"))
+
+
+def unregister(name):
+    """Removes a registered name."""
+    _me("unregister").vm.unregister(name)
+
+
+def whereis(name):
+    """The pid registered under name, or None."""
+    p = _me("whereis").vm.names.get(name)
+    return None if p is None else (<Process>p).pid
+
+
+def registered():
+    """The registered names."""
+    return list(_me("registered").vm.names)
+
+
+def send_after(seconds, dest, msg):
+    """Sends msg to dest (a Pid, or a name looked up when the timer fires)
+    after `seconds`.  Returns a TimerRef for cancel_timer."""
+    cdef Process me = _me("send_after")
+    cdef int64_t ns = _timeout_ns(seconds, "send_after()'s seconds")
+    if seconds is None or ns < 0:
+        raise ValueError(f"send_after() needs a finite number of seconds, not {seconds!r}")
+    if type(dest) is not Pid and not isinstance(dest, str):
+        raise TypeError(f"send_after() needs a Pid or a registered name, not {dest!r}")
+    return me.vm.start_timer(ns, _TIMER_SEND, None, dest, copy_msg(msg), 0)
+
+
+def cancel_timer(tref):
+    """Cancels a send_after timer: the seconds that were left, or False if
+    it already fired (or was cancelled)."""
+    cdef Process me = _me("cancel_timer")
+    if type(tref) is not TimerRef:
+        raise TypeError(f"cancel_timer() needs a TimerRef, not {tref!r}")
+    return me.vm.cancel_timer(<TimerRef>tref)
+
+
+def is_alive(pid):
+    """Whether the process is alive."""
+    cdef Pid p = _as_pid(pid, "is_alive")
+    return p.proc is not None and not ovm_proc_exited(&p.proc.c)
+
+
+def processes():
+    """The pids of every live process of the caller's VM."""
+    return _me("processes").vm.processes()
+
+
+def process_info(pid):
+    """A dict about a live process (status, message_queue_len, reductions,
+    links, monitors, monitored_by, registered_name, trap_exit,
+    initial_call), or None if it is dead."""
+    cdef Process me = _me("process_info")
+    target = me.vm.lookup(_as_pid(pid, "process_info"))
+    if target is None:
+        return None
+    return (<Process>target).info()

@@ -1,0 +1,362 @@
+# The VM: scheduler threads, the pid table, registered names, timers.
+
+import os as _os
+import time as _time
+import sys as _sys
+import threading as _threading
+from otpvm.terms import NameRegistrationError as _NameRegistrationError, \
+    UnknownNameError as _UnknownNameError
+
+# Free-threaded CPython runs Python on every scheduler thread at once; with a
+# GIL, Python code is serialised and extra scheduler threads only add GIL
+# hand-offs, so one run queue (plus spare threads for rescues) is the default.
+cdef bint _FREE_THREADED = not getattr(_sys, "_is_gil_enabled", lambda: True)()
+
+cdef enum:
+    _STOP_GRACE_MS = 5000
+
+
+def _default_schedulers():
+    return (_os.cpu_count() or 1) if _FREE_THREADED else 1
+
+
+cdef class VM:
+    """An otpvm virtual machine: scheduler threads and the processes they run.
+
+    Use it to embed otpvm in ordinary threaded or asyncio code; every method
+    is thread-safe::
+
+        with otpvm.VM() as vm:
+            result = vm.run(main, 42)
+
+    ``schedulers`` is the number of run queues (default: one per core on
+    free-threaded Python, one with a GIL).  ``slice_limit`` is how long a
+    process may run without awaiting before the monitor hands its run queue
+    to a spare thread and logs a ``long_schedule`` warning.
+    """
+
+    cdef ovm_sched sched
+    cdef bint sched_ready
+    cdef readonly int schedulers
+    cdef dict procs                 # pid id -> Process, the live ones
+    cdef dict names                 # registered name -> Process
+    cdef object lock                # guards names
+    cdef object threads
+    cdef object stopped_event
+    cdef bint stopping
+    cdef uint32_t next_runq
+
+    def __init__(self, schedulers=None, *, slice_limit=0.002, spare_threads=None):
+        if schedulers is None:
+            schedulers = _default_schedulers()
+        if isinstance(schedulers, bool) or not isinstance(schedulers, int) or schedulers < 1:
+            raise ValueError(f"schedulers must be a positive int or None, not {schedulers!r}")
+        if schedulers > 1024:
+            raise ValueError(f"schedulers={schedulers} is more than the 1024 supported")
+        limit = _timeout_ns(slice_limit, "slice_limit")
+        if limit <= 0:
+            raise ValueError(f"slice_limit must be a positive number of seconds, not {slice_limit!r}")
+        spares = schedulers if spare_threads is None else spare_threads
+        if isinstance(spares, bool) or not isinstance(spares, int) or spares < 1:
+            raise ValueError(f"spare_threads must be a positive int or None, not {spare_threads!r}")
+        self.schedulers = schedulers
+        self.procs = {}
+        self.names = {}
+        self.lock = _threading.Lock()
+        self.stopped_event = _threading.Event()
+        err = ovm_sched_init(&self.sched, schedulers, schedulers + spares, limit, _FREE_THREADED)
+        if err:
+            raise OSError(err, f"otpvm: cannot set up the scheduler: {_os.strerror(err)}")
+        self.sched_ready = True
+        self.threads = []
+        for i in range(schedulers + spares):
+            t = _threading.Thread(target=self._worker, args=(i,), daemon=True,
+                                  name=f"otpvm-scheduler-{i}")
+            t.start()
+            self.threads.append(t)
+        err = ovm_sched_start_monitor(&self.sched)
+        if err:
+            self.stop()
+            raise OSError(err, f"otpvm: cannot start the monitor thread: {_os.strerror(err)}")
+
+    def __dealloc__(self):
+        if self.sched_ready and all(not t.is_alive() for t in self.threads or ()):
+            self.drop_timers()
+            ovm_sched_destroy(&self.sched)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def __repr__(self):
+        state = "stopped" if self.stopping else "running"
+        return f"<otpvm.VM {state}, {len(self.procs)} processes, {self.schedulers} schedulers>"
+
+    # -- the public, thread-safe face ---------------------------------------
+
+    def spawn(self, fn, *args):
+        """Starts a process running ``fn(*args)``; returns its Pid."""
+        cdef void *cur = ovm_get_current()
+        parent = <Process>cur if cur != NULL and (<Process>cur).vm is self else None
+        return self.start_process(fn, args, parent, False).pid
+
+    def send(self, dest, msg):
+        """Sends msg to a Pid or a registered name, from any thread."""
+        self.check_running()
+        target = self.resolve(dest)
+        if target is not None:
+            (<Process>target).deliver(OVM_SIG_MESSAGE, copy_msg(msg), (<Process>target).c.home)
+
+    def run(self, main, *args):
+        """Runs ``main(*args)`` as a process and waits for it to end.
+
+        Returns its return value, re-raises the exception it crashed with, or
+        raises ``ProcessExit(reason)`` if it ended with another reason.
+        """
+        done = _threading.Event()
+        cdef Process p = self.start_process(main, args, None, False, done.set)
+        done.wait()
+        reason = p.exit_reason
+        if _is(reason, "normal"):
+            return p.result
+        if isinstance(reason, BaseException):
+            raise reason
+        raise _ProcessExit(reason)
+
+    def stop(self, timeout=5.0):
+        """Kills every process, then stops the scheduler threads.
+
+        Processes get ``exit(pid, 'kill')`` and end as usual (links and
+        monitors fire, ``finally`` blocks run).  Waits up to ``timeout``
+        seconds for them; a process stuck in a loop that never awaits cannot
+        be interrupted, and its thread is abandoned (it is a daemon thread).
+        """
+        if self.stopping:
+            return
+        self.stopping = True
+        if ovm_get_current() != NULL and (<Process>ovm_get_current()).vm is self:
+            # A scheduler thread cannot join itself: stop from another thread.
+            _threading.Thread(target=self.shutdown, args=(timeout,), daemon=True).start()
+            return
+        self.shutdown(timeout)
+
+    def processes(self):
+        """The pids of the live processes."""
+        return [(<Process>p).pid for p in list(self.procs.values())]
+
+    @property
+    def rescues(self):
+        """How many times the monitor handed a stuck run queue to a spare thread."""
+        return self.sched.handoffs
+
+    # -- internals ------------------------------------------------------------
+
+    def shutdown(self, timeout):
+        for p in list(self.procs.values()):
+            (<Process>p).deliver(OVM_SIG_EXIT, (None, "kill"), (<Process>p).c.home)
+        deadline = _time.monotonic() + timeout
+        while self.procs and _time.monotonic() < deadline:
+            _time.sleep(0.001)
+        with nogil:
+            ovm_sched_stop(&self.sched)
+        for t in self.threads:
+            if t is not _threading.current_thread():
+                t.join(max(0.0, deadline - _time.monotonic()) + 0.1)
+        self.stopped_event.set()
+
+    cdef int check_running(self) except -1:
+        if self.stopping:
+            raise RuntimeError("this otpvm VM has been stopped")
+        return 0
+
+    def _worker(self, uint32_t w):
+        cdef ovm_proc *cp = NULL
+        cdef int next_
+        while True:
+            with nogil:
+                next_ = ovm_worker_next(&self.sched, w, &cp)
+            if next_ == OVM_NEXT_STOP:
+                return
+            if next_ == OVM_NEXT_TIMERS:
+                self.fire_timers()
+                continue
+            p = <Process>cp.owner
+            Py_DECREF(p)                    # the run queue's reference
+            self.run_slice(p, w)
+
+    cdef int run_slice(self, Process p, uint32_t w) except -1:
+        cdef int outcome
+        cdef int lost = 0
+        cdef int64_t took
+        cdef uint32_t q
+        if not ovm_proc_begin(&p.c):
+            return 0
+        q = ovm_worker_runq(&self.sched, w)
+        if q != OVM_NO_RUNQ:
+            p.c.home = q
+        ovm_worker_slice_begin(&self.sched, w)
+        ovm_set_current(<void *>p)
+        try:
+            outcome = p.step()
+        except BaseException as exc:        # a VM bug: never lose the process
+            _log.critical("otpvm: internal error running %r", p.pid, exc_info=True)
+            if not ovm_proc_exited(&p.c):
+                p.crash(exc)
+                p.terminate(exc)
+            outcome = STEP_DONE
+        finally:
+            ovm_set_current(NULL)
+        took = ovm_worker_slice_end(&self.sched, w, &lost)
+        if lost:
+            _log.warning(
+                "long_schedule: process %r ran %.1f ms without awaiting; its run queue "
+                "was handed to another scheduler thread meanwhile", p.pid, took / 1e6)
+        if outcome == STEP_YIELD:
+            ovm_proc_requeue(&p.c)
+            Py_INCREF(p)
+            ovm_runq_push(&self.sched, p.c.home, &p.c)
+        return 0
+
+    cdef Process start_process(self, object fn, tuple args, Process parent, bint link,
+                               object on_exit=None):
+        cdef Process p
+        cdef uint32_t q
+        self.check_running()
+        if not callable(fn):
+            raise TypeError(f"a process body must be callable (an async def or a function), "
+                            f"not {fn!r}")
+        args = copy_msg(args)
+        p = Process.__new__(Process)
+        if parent is not None:
+            q = parent.c.home
+        else:
+            q = self.next_runq % self.schedulers
+            self.next_runq += 1
+        if ovm_inbox_init(&p.inbox) != 0:
+            raise MemoryError("otpvm: cannot create a mailbox")
+        ovm_queue_init(&p.mq)
+        ovm_proc_init(&p.c, <void *>p, q)
+        p.vm = self
+        p.pid = _new_pid(p)
+        p.fn = fn
+        p.args = args
+        p.ctx = PyContext_CopyCurrent()
+        p.kill_reason = NOTHING
+        p.exit_reason = NOTHING
+        p.on_exit = on_exit
+        if link:
+            parent.link_set().add(p.pid)
+            p.links = {parent.pid}
+        self.procs[p.pid.id] = p
+        p.wake(q)
+        return p
+
+    cdef forget(self, Process p):
+        self.procs.pop(p.pid.id, None)
+        if p.name is not None:
+            with self.lock:
+                if self.names.get(p.name) is p:
+                    del self.names[p.name]
+            p.name = None
+
+    cdef object lookup(self, object dest):
+        """The live Process for a Pid or a registered name, else None."""
+        cdef Process p
+        if type(dest) is Pid:
+            p = (<Pid>dest).proc
+            if p is None or p.vm is not self:
+                p = self.procs.get((<Pid>dest).id)
+            return p
+        return self.names.get(dest)
+
+    cdef object resolve(self, object dest):
+        """Like lookup, but an unknown name is an error (Erlang's badarg)."""
+        if type(dest) is Pid:
+            return self.lookup(dest)
+        if isinstance(dest, str):
+            target = self.names.get(dest)
+            if target is None:
+                raise _UnknownNameError(f"no process is registered as {dest!r}")
+            return target
+        raise TypeError(f"a destination must be a Pid or a registered name, not {dest!r}")
+
+    cdef int register(self, object name, Pid pid) except -1:
+        if not isinstance(name, str) or not name or name == "undefined":
+            raise _NameRegistrationError(
+                f"a registered name must be a non-empty str other than 'undefined', not {name!r}")
+        cdef Process p = self.lookup(pid)
+        with self.lock:
+            if name in self.names:
+                raise _NameRegistrationError(
+                    f"{name!r} is already registered to {self.names[name].pid!r}")
+            if p is None or ovm_proc_exited(&p.c):
+                raise _NameRegistrationError(f"cannot register {name!r}: {pid!r} is not alive")
+            if p.name is not None:
+                raise _NameRegistrationError(
+                    f"{pid!r} is already registered as {p.name!r}")
+            self.names[name] = p
+            p.name = name
+        return 0
+
+    cdef int unregister(self, object name) except -1:
+        with self.lock:
+            p = self.names.pop(name, None)
+            if p is None:
+                raise _NameRegistrationError(f"{name!r} is not a registered name")
+            (<Process>p).name = None
+        return 0
+
+    # -- timers -----------------------------------------------------------------
+
+    cdef TimerRef start_timer(self, int64_t after_ns, int kind, Process p, object dest,
+                              object msg, uint64_t gen):
+        cdef TimerRef t = TimerRef.__new__(TimerRef)
+        cdef int earliest = 0
+        t.kind = kind
+        t.proc = p
+        t.gen = gen
+        t.dest = dest
+        t.msg = msg
+        t.c.id = ovm_next_id()
+        t.c.deadline = ovm_now_ns() + after_ns
+        t.c.index = <size_t>-1
+        t.c.payload = <void *>t
+        Py_INCREF(t)                        # the heap's reference
+        if ovm_timers_add(&self.sched.timers, &t.c, &earliest) != 0:
+            Py_DECREF(t)
+            raise MemoryError("otpvm: out of memory starting a timer")
+        if earliest:
+            with nogil:
+                ovm_sched_timers_changed(&self.sched)
+        return t
+
+    cdef object cancel_timer(self, TimerRef t):
+        """Seconds that were left, or False if it had fired already."""
+        if not ovm_timers_cancel(&self.sched.timers, &t.c):
+            return False
+        left = max(0, t.c.deadline - ovm_now_ns()) / 1e9
+        t.proc = None
+        t.dest = t.msg = None
+        Py_DECREF(t)                        # the heap's reference
+        return left
+
+    cdef int fire_timers(self) except -1:
+        cdef ovm_timer *c
+        cdef TimerRef t
+        while True:
+            c = ovm_timers_pop_due(&self.sched.timers, ovm_now_ns())
+            if c == NULL:
+                return 0
+            t = <TimerRef>c.payload
+            Py_DECREF(t)                    # the heap's reference
+            _fire_timer(t, self)
+
+    cdef void drop_timers(self):
+        cdef ovm_timer *c
+        while True:
+            c = ovm_timers_pop_any(&self.sched.timers)
+            if c == NULL:
+                return
+            Py_DECREF(<object>c.payload)

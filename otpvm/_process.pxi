@@ -1,0 +1,489 @@
+# A process: its mailbox, its signals, its links and monitors, its end.
+#
+# Only the process itself (on whichever scheduler thread runs it) touches its
+# private queue, links and monitors.  Other processes reach it only through
+# its inbox: messages and signals queue up there in the order they were sent,
+# and the process handles them when it next looks at its mailbox, which is
+# what gives Erlang's ordering guarantee between any two processes.
+
+import logging as _logging
+import traceback as _traceback
+
+cdef extern from "Python.h":
+    object PyContext_CopyCurrent()
+    int PyContext_Enter(object ctx) except -1
+    int PyContext_Exit(object ctx) except -1
+    int PyIter_Send(object iter, object arg, PyObject **presult) except -1
+    bint PyCoro_CheckExact(object o)
+
+from collections.abc import Coroutine as _Coroutine
+from otpvm.terms import ProcessExit as _ProcessExit_cls
+
+cdef object _ProcessExit = _ProcessExit_cls
+cdef object _Down = _Down_cls
+cdef object _Exit = _Exit_cls
+cdef object _log = _logging.getLogger("otpvm")
+
+# What a slice of a process ended with.
+cdef enum:
+    STEP_WAIT = 0       # blocked in receive: not queued anywhere
+    STEP_YIELD = 1      # used up its reductions: back of the run queue
+    STEP_DONE = 2       # ended
+
+# Erlang's CONTEXT_REDS: what one slice may spend before yielding.
+DEF CONTEXT_REDS = 4000
+
+# The values a process's awaitable yields to the scheduler.
+cdef object _WAIT = object()
+cdef object _YIELD = object()
+cdef object NOTHING = object()
+
+
+cdef inline object _take_payload(ovm_node *node):
+    """The node's payload, taking over the reference the node held."""
+    cdef object payload = <object>node.payload
+    Py_DECREF(payload)
+    return payload
+
+
+cdef inline bint _is(object reason, str atom):
+    return type(reason) is str and <str>reason == atom
+
+
+cdef void _free_nodes(ovm_node *node) noexcept:
+    cdef ovm_node *nxt
+    while node != NULL:
+        nxt = node.next
+        Py_DECREF(<object>node.payload)
+        ovm_node_free(node)
+        node = nxt
+
+
+cdef class Process:
+    """A lightweight process (internal: user code only ever sees its Pid)."""
+
+    cdef ovm_proc c
+    cdef ovm_inbox inbox
+    cdef ovm_queue mq
+    cdef VM vm
+    cdef Pid pid
+    cdef object fn                  # the body, until it first runs
+    cdef tuple args
+    cdef object coro                # the running coroutine, if any
+    cdef object ctx                 # its contextvars.Context
+    cdef set links                  # Pids
+    cdef dict monitors_in           # Ref -> Pid watching us
+    cdef dict monitors_out          # Ref -> Pid (or name) we watch
+    cdef bint trap_exit
+    cdef object name                # registered name, or None
+    cdef uint64_t reductions
+    cdef int budget
+    cdef object kill_reason         # NOTHING, or why a signal kills us
+    cdef object exit_reason         # NOTHING while alive
+    cdef object result
+    cdef object on_exit             # called with no argument when it ends
+    # A receive in progress (see _receive.pxi).
+    cdef bint waiting
+    cdef object rcv_match
+    cdef ovm_node *rcv_prev         # last node already examined
+    cdef bint rcv_marked            # the scan starts at the ref marker
+    cdef bint rcv_done
+    cdef object rcv_msg
+    cdef object rcv_error
+    cdef uint64_t rcv_gen
+    cdef TimerRef rcv_timer
+    cdef Ref mark_ref               # the ref the mailbox marker belongs to
+
+    def __dealloc__(self):
+        if self.inbox_ready():
+            _free_nodes(ovm_inbox_close(&self.inbox))
+            _free_nodes(ovm_queue_take_all(&self.mq))
+            ovm_inbox_destroy(&self.inbox)
+
+    cdef inline bint inbox_ready(self):
+        return self.c.owner != NULL
+
+    # -- delivery (called from any thread) --------------------------------
+
+    cdef bint deliver(self, int kind, object payload, uint32_t runq) except -1:
+        """Queues a message or signal; False if the process is gone."""
+        cdef ovm_node *node
+        Py_INCREF(payload)
+        node = ovm_node_new(<void *>payload, kind)
+        if node == NULL:
+            Py_DECREF(payload)
+            raise MemoryError("otpvm: out of memory queueing a message")
+        if ovm_inbox_push(&self.inbox, node) != 0:
+            ovm_node_free(node)
+            Py_DECREF(payload)
+            return False
+        self.wake(runq)
+        return True
+
+    cdef inline void wake(self, uint32_t runq):
+        if ovm_proc_wake(&self.c):
+            Py_INCREF(self)
+            ovm_runq_push(&self.vm.sched, runq, &self.c)
+
+    # -- the mailbox (owner only) ----------------------------------------
+
+    cdef int drain(self) except -1:
+        """Moves what arrived into the private queue, acting on signals."""
+        cdef ovm_node *node = ovm_inbox_take(&self.inbox)
+        cdef ovm_node *nxt
+        while node != NULL:
+            nxt = node.next
+            if node.kind == OVM_SIG_MESSAGE:
+                ovm_queue_append(&self.mq, node)
+            elif node.kind == OVM_SIG_DOWN and self.monitor_fired(node):
+                ovm_queue_append(&self.mq, node)
+            else:
+                kind = node.kind
+                payload = _take_payload(node)
+                ovm_node_free(node)
+                self.handle_signal(kind, payload)
+            node = nxt
+        return 0
+
+    cdef bint monitor_fired(self, ovm_node *node) except -1:
+        """A Down arrived: forget the monitor, or drop the Down if it was
+        demonitored meanwhile (demonitor's guarantee)."""
+        cdef object down = <object>node.payload
+        if self.monitors_out is not None and self.monitors_out.pop(down[0], None) is not None:
+            return True
+        Py_DECREF(down)
+        ovm_node_free(node)
+        return False
+
+    cdef int handle_signal(self, int kind, object payload) except -1:
+        if kind == OVM_SIG_EXIT:
+            self.exit_signal(payload[0], payload[1], False)
+        elif kind == OVM_SIG_EXIT_LINKED:
+            if self.links is not None and payload[0] in self.links:
+                self.links.discard(payload[0])
+                self.exit_signal(payload[0], payload[1], True)
+        elif kind == OVM_SIG_LINK:
+            self.link_set().add(payload)
+        elif kind == OVM_SIG_UNLINK:
+            if self.links is not None:
+                self.links.discard(payload)
+        elif kind == OVM_SIG_MONITOR:
+            if self.monitors_in is None:
+                self.monitors_in = {}
+            self.monitors_in[payload[0]] = payload[1]
+        elif kind == OVM_SIG_DEMONITOR:
+            if self.monitors_in is not None:
+                self.monitors_in.pop(payload, None)
+        return 0
+
+    cdef int exit_signal(self, object sender, object reason, bint linked) except -1:
+        """Erlang's exit-signal rules."""
+        if self.kill_reason is not NOTHING:
+            return 0
+        if not linked and _is(reason, "kill"):
+            self.kill_reason = "killed"             # untrappable
+        elif self.trap_exit:
+            self.append_message(_Exit(sender, reason))
+        elif _is(reason, "normal"):
+            if not linked and sender == self.pid:
+                self.kill_reason = "normal"         # exit(self(), 'normal')
+        else:
+            self.kill_reason = reason
+        return 0
+
+    cdef int append_message(self, object msg) except -1:
+        cdef ovm_node *node
+        Py_INCREF(msg)
+        node = ovm_node_new(<void *>msg, OVM_SIG_MESSAGE)
+        if node == NULL:
+            Py_DECREF(msg)
+            raise MemoryError("otpvm: out of memory queueing a message")
+        ovm_queue_append(&self.mq, node)
+        return 0
+
+    cdef set link_set(self):
+        if self.links is None:
+            self.links = set()
+        return self.links
+
+    cdef ovm_node *scan(self, object pattern, ovm_node *prev, ovm_node *node) except? NULL:
+        """Finds and unlinks the first message from `node` on that matches;
+        remembers the last one examined in rcv_prev."""
+        if pattern is _NEVER:
+            self.rcv_prev = self.mq.tail
+            return NULL
+        while node != NULL:
+            if matches(pattern, <object>node.payload):
+                ovm_queue_unlink(&self.mq, prev, node)
+                self.rcv_prev = prev
+                return node
+            prev = node
+            node = node.next
+        self.rcv_prev = prev
+        return NULL
+
+    cdef ovm_node *scan_start(self, ovm_node **prev):
+        if self.rcv_marked:
+            return ovm_queue_marked_start(&self.mq, prev)
+        prev[0] = NULL
+        return self.mq.head
+
+    # -- selective receive (owner only; see _receive.pxi) ------------------
+
+    cdef bint receive_now(self, object pattern) except -1:
+        """Looks for a match among the queued messages, from the start (or
+        from the ref marker).  On a match the message is in rcv_msg."""
+        cdef ovm_node *prev
+        cdef ovm_node *node
+        self.drain()
+        self.rcv_marked = self.mark_ref is not None and mentions(pattern, self.mark_ref)
+        node = self.scan_start(&prev)
+        node = self.scan(pattern, prev, node)
+        return self.took(node)
+
+    cdef bint took(self, ovm_node *node) except -1:
+        if node == NULL:
+            return False
+        self.rcv_msg = _take_payload(node)
+        ovm_node_free(node)
+        if self.rcv_marked:
+            self.mark_ref = None
+            self.mq.marked = 0
+        return True
+
+    cdef int begin_wait(self, object pattern, int64_t timeout_ns) except -1:
+        """Suspends the receive: the scheduler keeps scanning new messages
+        (only those that arrived since) until one matches or time is up."""
+        self.waiting = True
+        self.rcv_done = False
+        self.rcv_match = pattern
+        self.rcv_gen += 1
+        if timeout_ns >= 0:
+            self.rcv_timer = self.vm.start_timer(
+                timeout_ns, _TIMER_RECEIVE, self, None, None, self.rcv_gen)
+        return 0
+
+    cdef bint receive_ready(self) except -1:
+        """Scheduler side of a suspended receive: a new match or a timeout?"""
+        cdef ovm_node *prev = self.rcv_prev
+        cdef ovm_node *node
+        try:
+            if prev != NULL:
+                node = self.scan(self.rcv_match, prev, prev.next)
+            else:
+                node = self.scan(self.rcv_match, NULL, self.scan_start(&prev))
+            if self.took(node):
+                self.end_wait()
+                return True
+        except BaseException as exc:
+            self.rcv_error = exc
+            self.end_wait()
+            return True
+        if ovm_proc_timeout_fired(&self.c) == self.rcv_gen:
+            self.rcv_timer = None
+            self.waiting = False
+            return True
+        return False
+
+    cdef int end_wait(self) except -1:
+        self.waiting = False
+        self.rcv_done = True
+        if self.rcv_timer is not None:
+            self.vm.cancel_timer(self.rcv_timer)
+            self.rcv_timer = None
+        return 0
+
+    # -- the end ------------------------------------------------------------
+
+    cdef int terminate(self, object reason) except -1:
+        """Ends the process with `reason`: tells its links and monitors."""
+        cdef ovm_node *node
+        cdef ovm_node *nxt
+        cdef uint32_t q = self.c.home
+        ovm_proc_exit(&self.c)
+        self.exit_reason = reason
+        self.waiting = False
+        if self.rcv_timer is not None:
+            self.vm.cancel_timer(self.rcv_timer)
+            self.rcv_timer = None
+        # Signals still queued: a pending link or monitor answers at once.
+        node = ovm_inbox_close(&self.inbox)
+        while node != NULL:
+            nxt = node.next
+            kind = node.kind
+            payload = _take_payload(node)
+            ovm_node_free(node)
+            if kind == OVM_SIG_LINK:
+                (<Pid>payload).proc.deliver(OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
+            elif kind == OVM_SIG_MONITOR:
+                (<Pid>payload[1]).proc.deliver(
+                    OVM_SIG_DOWN, _Down(payload[0], self.pid, reason), q)
+            node = nxt
+        _free_nodes(ovm_queue_take_all(&self.mq))
+        if self.links:
+            for pid in self.links:
+                (<Pid>pid).proc.deliver(OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
+        if self.monitors_in:
+            for ref, pid in self.monitors_in.items():
+                (<Pid>pid).proc.deliver(OVM_SIG_DOWN, _Down(ref, self.pid, reason), q)
+        if self.monitors_out:
+            for ref, pid in self.monitors_out.items():
+                if isinstance(pid, Pid):
+                    (<Pid>pid).proc.deliver(OVM_SIG_DEMONITOR, ref, q)
+        self.links = self.monitors_in = self.monitors_out = None
+        self.coro = self.ctx = self.fn = self.args = None
+        self.rcv_match = self.rcv_msg = self.mark_ref = None
+        self.vm.forget(self)
+        if self.on_exit is not None:
+            hook, self.on_exit = self.on_exit, None
+            hook()
+        return 0
+
+    cdef int crash(self, object exc) except -1:
+        """Logs a crash report, once, like Erlang's error logger."""
+        name = f" registered as {self.name!r}" if self.name is not None else ""
+        _log.error(
+            "crash report: process %r%s exited with %s\n"
+            "  initial call: %s\n  message queue length: %d\n  links: %s\n%s",
+            self.pid, name, f"{type(exc).__qualname__}: {exc}",
+            self.initial_call(), self.mq.len, sorted(self.links or ()),
+            "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+        return 0
+
+    cdef str initial_call(self):
+        fn = self.fn if self.fn is not None else self.coro
+        qualname = getattr(fn, "__qualname__", None) or repr(fn)
+        return f"{getattr(fn, '__module__', '?')}.{qualname}"
+
+    # -- running (one scheduler thread at a time) -------------------------
+
+    cdef int step(self) except -1:
+        """Runs one slice; returns a STEP_* value."""
+        cdef int outcome
+        self.budget = CONTEXT_REDS
+        while True:
+            self.drain()
+            if self.kill_reason is not NOTHING:
+                self.kill()
+                return STEP_DONE
+            if self.waiting and not self.receive_ready():
+                if ovm_proc_try_wait(&self.c):
+                    return STEP_WAIT
+                continue            # something arrived meanwhile: look again
+            if self.budget <= 0:
+                return STEP_YIELD
+            outcome = self.resume()
+            if outcome != STEP_WAIT:
+                return outcome
+
+    cdef int resume(self) except -1:
+        """Runs the body until its next suspension."""
+        cdef PyObject *yielded = NULL
+        cdef int status
+        cdef object ctx = self.ctx
+        self.budget -= 1
+        self.reductions += 1
+        PyContext_Enter(ctx)
+        try:
+            if self.coro is None and not self.start_body():
+                return STEP_DONE
+            status = PyIter_Send(self.coro, None, &yielded)
+        except BaseException as exc:
+            self.finish_with(exc)
+            return STEP_DONE
+        finally:
+            PyContext_Exit(ctx)
+        value = <object>yielded
+        Py_DECREF(value)
+        if status == 0:             # PYGEN_RETURN
+            self.result = value
+            self.finish(self.kill_reason if self.kill_reason is not NOTHING else "normal")
+            return STEP_DONE
+        if value is _WAIT:
+            return STEP_WAIT
+        if value is _YIELD:
+            return STEP_YIELD
+        self.abandon(TypeError(
+            f"process {self.pid!r} awaited {value!r}, which otpvm cannot wait for: "
+            "processes await otpvm.receive() and otpvm.sleep(), not asyncio objects"))
+        return STEP_DONE
+
+    cdef bint start_body(self) except -1:
+        """First run: call the body; a coroutine becomes the process."""
+        args, self.args = self.args, None
+        body = self.fn(*args)
+        if PyCoro_CheckExact(body) or isinstance(body, _Coroutine):
+            self.coro = body
+            return True
+        self.result = body
+        self.finish("normal")
+        return False
+
+    cdef int finish_with(self, object exc) except -1:
+        if isinstance(exc, _ProcessExit):
+            self.finish((<object>exc).reason)
+        else:
+            self.crash(exc)
+            self.finish(exc)
+        return 0
+
+    cdef int finish(self, object reason) except -1:
+        if self.kill_reason is not NOTHING:
+            reason = self.kill_reason
+        self.terminate(reason)
+        return 0
+
+    cdef int abandon(self, object exc) except -1:
+        """Closes the coroutine and crashes with exc."""
+        cdef object ctx = self.ctx
+        try:
+            PyContext_Enter(ctx)
+            try:
+                self.coro.close()
+            finally:
+                PyContext_Exit(ctx)
+        except BaseException:
+            pass
+        self.crash(exc)
+        self.terminate(exc)
+        return 0
+
+    cdef int kill(self) except -1:
+        """An exit signal ends the process: unwind its coroutine (finally
+        blocks run, as GeneratorExit) and end with the signal's reason."""
+        cdef object ctx = self.ctx
+        if self.coro is not None:
+            PyContext_Enter(ctx)
+            try:
+                self.coro.close()
+            except BaseException as exc:
+                _log.error("process %r raised while being killed: %r", self.pid, exc)
+            finally:
+                PyContext_Exit(ctx)
+        self.terminate(self.kill_reason)
+        return 0
+
+    # -- introspection -------------------------------------------------------
+
+    cdef dict info(self):
+        cdef uint32_t state = ovm_proc_state(&self.c)
+        if state & OVM_EXITED:
+            return None
+        if state & OVM_RUNNING:
+            status = "running"
+        elif state & OVM_RUNQ:
+            status = "runnable"
+        else:
+            status = "waiting"
+        return {
+            "pid": self.pid,
+            "status": status,
+            "message_queue_len": self.mq.len + ovm_inbox_len(&self.inbox),
+            "reductions": self.reductions,
+            "links": sorted(self.links or ()),
+            "monitors": [pid for pid in (self.monitors_out or {}).values()],
+            "monitored_by": sorted((self.monitors_in or {}).values()),
+            "registered_name": self.name,
+            "trap_exit": self.trap_exit,
+            "initial_call": self.initial_call(),
+        }

@@ -1,0 +1,28 @@
+# cython: language_level=3, freethreading_compatible=True
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""The otpvm virtual machine core.
+
+Processes, mailboxes, selective receive, links, monitors, exit signals,
+registered names, timers and the scheduler threads.  The data structures that
+must be shared between threads (mailbox inboxes, run queues, process states,
+timers) are the C primitives of csrc/; this module is the Python-facing half
+that owns the Python objects they carry.
+
+The module is split by concept, like uvloop's loop.pyx, into the included files below.
+"""
+
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+from otpvm._csrc cimport *
+
+include "_handles.pxi"      # Pid, Ref: process and reference identifiers
+include "_match.pxi"        # receive patterns
+include "_copy.pxi"         # share-nothing message copying
+include "_process.pxi"      # a process: mailbox, signals, links, termination
+include "_receive.pxi"      # the awaitables behind receive() and sleep()
+include "_timers.pxi"       # send_after, receive timeouts
+include "_machine.pxi"      # the VM: scheduler threads, pid table, names
+include "_kernel.pxi"       # the calls a process makes: spawn, send, link...
+

@@ -1,0 +1,84 @@
+"""Plain data the VM speaks in: system messages, match wildcards, errors.
+
+Everything here is immutable, so it travels between processes by reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class _AnyType:
+    """The wildcard of `receive` patterns: matches every value."""
+
+    _instance: _AnyType | None = None
+
+    def __new__(cls) -> _AnyType:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+    def __reduce__(self) -> str:
+        return "ANY"
+
+
+ANY = _AnyType()
+"""Matches anything inside a `receive` tuple pattern."""
+
+
+class AnyOf(tuple):
+    """A `receive` pattern that matches when any of its alternatives does.
+
+    ``await receive(AnyOf((ref, ANY), Down(ref, ANY, ANY)))`` waits for a
+    reply or for the server's death, whichever comes first.
+    """
+
+    def __new__(cls, *alternatives: Any) -> AnyOf:
+        return super().__new__(cls, alternatives)
+
+    def __repr__(self) -> str:
+        return f"AnyOf{tuple.__repr__(self)}"
+
+
+class Down(NamedTuple):
+    """Sent to a monitoring process when the monitored one ends."""
+
+    ref: Any
+    pid: Any
+    reason: Any
+
+
+class Exit(NamedTuple):
+    """An exit signal, delivered as a message to a process trapping exits."""
+
+    pid: Any
+    reason: Any
+
+
+class ProcessExit(BaseException):
+    """Raised by ``exit(reason)`` to end the calling process with `reason`.
+
+    Like Erlang's ``exit/1`` it unwinds the process (``finally`` blocks run);
+    it derives from BaseException so that ``except Exception`` does not
+    swallow it by accident.  ``run()`` raises it when the main process ended
+    with a reason that is not an exception.
+    """
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NotInProcessError(RuntimeError):
+    """A kernel call that needs a calling process was made from outside any."""
+
+
+class NameRegistrationError(ValueError):
+    """``register`` with a taken or invalid name, or a pid that cannot take it."""
+
+
+class UnknownNameError(LookupError):
+    """A message was sent to a name that nobody has registered."""
