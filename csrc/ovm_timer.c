@@ -121,3 +121,11 @@ ovm_timer *ovm_timers_pop_any(ovm_timers *t) {
     pthread_mutex_unlock(&t->lock);
     return timer;
 }
+
+size_t ovm_timers_len(ovm_timers *t) {
+    size_t len;
+    pthread_mutex_lock(&t->lock);
+    len = t->len;
+    pthread_mutex_unlock(&t->lock);
+    return len;
+}

@@ -48,4 +48,7 @@ static inline int64_t ovm_timers_next(ovm_timers *t) {
     return atomic_load_explicit(&t->next_deadline, memory_order_acquire);
 }
 
+/* How many timers are armed (a snapshot). */
+size_t ovm_timers_len(ovm_timers *t);
+
 #endif

@@ -90,6 +90,7 @@ cdef extern from "ovm_timer.h" nogil:
     ovm_timer *ovm_timers_pop_due(ovm_timers *t, int64_t now)
     ovm_timer *ovm_timers_pop_any(ovm_timers *t)
     int64_t ovm_timers_next(ovm_timers *t)
+    size_t ovm_timers_len(ovm_timers *t)
 
 
 cdef extern from "ovm_sched.h" nogil:

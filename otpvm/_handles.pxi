@@ -16,7 +16,7 @@ cdef class Pid:
         return f"<0.{self.id}.0>"
 
     def __hash__(self):
-        return <Py_hash_t>(self.id * 0x9E3779B97F4A7C15 >> 1)
+        return <Py_hash_t>(self.id & 0x3fffffffffffffff)
 
     def __richcmp__(self, other, int op):
         if not isinstance(other, Pid):
@@ -62,7 +62,7 @@ cdef class Ref:
         return f"#Ref<0.{self.id}>"
 
     def __hash__(self):
-        return <Py_hash_t>(self.id * 0x9E3779B97F4A7C15 >> 1)
+        return <Py_hash_t>(self.id & 0x3fffffffffffffff)
 
     def __richcmp__(self, other, int op):
         if op == 2:

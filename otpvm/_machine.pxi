@@ -147,6 +147,11 @@ cdef class VM:
         return [(<Process>p).pid for p in list(self.procs.values())]
 
     @property
+    def pending_timers(self):
+        """How many timers are armed (receive timeouts and send_after)."""
+        return ovm_timers_len(&self.sched.timers)
+
+    @property
     def rescues(self):
         """How many times the monitor handed a stuck run queue to a spare thread."""
         return self.sched.handoffs
@@ -290,7 +295,7 @@ cdef class VM:
         with self.lock:
             if name in self.names:
                 raise _NameRegistrationError(
-                    f"{name!r} is already registered to {self.names[name].pid!r}")
+                    f"{name!r} is already registered to {(<Process>self.names[name]).pid!r}")
             if p is None or ovm_proc_exited(&p.c):
                 raise _NameRegistrationError(f"cannot register {name!r}: {pid!r} is not alive")
             if p.name is not None:

@@ -1,0 +1,267 @@
+"""Processes: spawning, ending, crash reports, run() and the embeddable VM."""
+
+import asyncio
+import logging
+import threading
+import types
+
+import pytest
+
+import otpvm
+from otpvm import receive, self, send
+
+
+def test_run_returns_mains_value():
+    async def main(a, b):
+        return a + b
+
+    assert otpvm.run(main, 2, 3) == 5
+
+
+def test_run_accepts_a_plain_function():
+    def main(x):
+        return x * 2
+
+    assert otpvm.run(main, 21) == 42
+
+
+def test_run_reraises_mains_exception():
+    async def main():
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        otpvm.run(main)
+
+
+def test_run_raises_process_exit_for_other_reasons():
+    async def main():
+        otpvm.exit("shutdown")
+
+    with pytest.raises(otpvm.ProcessExit) as info:
+        otpvm.run(main)
+    assert info.value.reason == "shutdown"
+
+
+def test_exit_normal_returns_none():
+    async def main():
+        otpvm.exit("normal")
+
+    assert otpvm.run(main) is None
+
+
+def test_run_kills_what_remains_when_main_ends():
+    seen = []
+
+    async def sleeper():
+        try:
+            await receive()
+        finally:
+            seen.append("unwound")
+
+    async def main():
+        pid = otpvm.spawn(sleeper)
+        await otpvm.sleep(0)
+        return pid
+
+    pid = otpvm.run(main)
+    assert seen == ["unwound"]
+    assert isinstance(pid, otpvm.Pid)
+
+
+def test_spawned_process_runs_with_its_args_and_gets_its_own_pid():
+    async def child(parent, tag):
+        send(parent, (tag, self()))
+
+    async def main():
+        pid = otpvm.spawn(child, self(), "hello")
+        tag, reported = await receive(timeout=5)
+        return pid, tag, reported
+
+    pid, tag, reported = otpvm.run(main)
+    assert tag == "hello" and reported == pid
+
+
+def test_pids_are_unique_ordered_hashable_and_print_like_erlang():
+    async def main():
+        pids = [otpvm.spawn(lambda: None) for _ in range(100)]
+        return pids
+
+    pids = otpvm.run(main)
+    assert len(set(pids)) == 100
+    assert sorted(pids) == pids
+    assert repr(pids[0]).startswith("<0.") and repr(pids[0]).endswith(".0>")
+
+
+@pytest.mark.parametrize("bad", [42, "not callable", None])
+def test_spawn_rejects_a_non_callable_body(bad):
+    async def main():
+        with pytest.raises(TypeError, match="callable"):
+            otpvm.spawn(bad)
+        return "ok"
+
+    assert otpvm.run(main) == "ok"
+
+
+def test_kernel_calls_outside_a_process_are_clear_errors():
+    for call, args in [(otpvm.spawn, (print,)), (otpvm.self, ()), (otpvm.link, (None,)),
+                       (otpvm.whereis, ("x",)), (otpvm.processes, ())]:
+        with pytest.raises(otpvm.NotInProcessError, match=call.__name__):
+            call(*args)
+
+
+def test_a_crash_is_logged_once_with_its_traceback_and_nothing_else_notices(caplog):
+    async def crasher():
+        raise ZeroDivisionError("bad code path")
+
+    async def bystander(parent):
+        n = await receive(timeout=5)
+        send(parent, ("alive", n))
+
+    async def main():
+        others = [otpvm.spawn(bystander, self()) for _ in range(10)]
+        _, ref = otpvm.spawn_monitor(crasher)
+        down = await receive(otpvm.Down(ref, otpvm.ANY, otpvm.ANY), timeout=5)
+        for i, pid in enumerate(others):
+            send(pid, i)
+        replies = sorted([await receive(timeout=5) for _ in others])
+        return down.reason, replies
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        reason, replies = otpvm.run(main)
+    assert isinstance(reason, ZeroDivisionError)
+    assert replies == [("alive", i) for i in range(10)]
+    reports = [r for r in caplog.records if "crash report" in r.getMessage()]
+    assert len(reports) == 1
+    text = reports[0].getMessage()
+    assert "ZeroDivisionError: bad code path" in text
+    assert "Traceback" in text and "crasher" in text
+
+
+def test_awaiting_a_foreign_awaitable_crashes_only_that_process(caplog):
+    @types.coroutine
+    def foreign():
+        yield "a trio or asyncio trap"
+
+    async def bad():
+        await foreign()
+
+    async def main():
+        _, ref = otpvm.spawn_monitor(bad)
+        down = await receive(otpvm.Down(ref, otpvm.ANY, otpvm.ANY), timeout=5)
+        return down.reason
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        reason = otpvm.run(main)
+    assert isinstance(reason, TypeError)
+    assert "cannot wait for" in str(reason)
+
+
+def test_each_process_has_its_own_context():
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="unset")
+
+    async def child(parent):
+        before = var.get()
+        var.set("child")
+        await otpvm.sleep(0)
+        send(parent, (before, var.get()))
+
+    async def main():
+        var.set("main")
+        otpvm.spawn(child, self())
+        got = await receive(timeout=5)
+        return got, var.get()
+
+    assert otpvm.run(main) == (("main", "child"), "main")
+
+
+def test_vm_embeds_in_threaded_code():
+    results = []
+
+    async def echo():
+        while True:
+            msg = await receive()
+            if msg == "stop":
+                return
+            results.append(msg)
+
+    with otpvm.VM(schedulers=2) as vm:
+        pid = vm.spawn(echo)
+        threads = [threading.Thread(target=lambda i=i: vm.send(pid, i)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        async def waiter():
+            ref = otpvm.monitor(pid)
+            otpvm.send(pid, "stop")
+            return (await receive(otpvm.Down(ref, otpvm.ANY, otpvm.ANY), timeout=5)).reason
+
+        assert vm.run(waiter) == "normal"
+    assert sorted(results) == list(range(20))
+
+
+def test_vm_run_from_asyncio_code():
+    async def double(x):
+        return 2 * x
+
+    async def app():
+        with otpvm.VM() as vm:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, vm.run, double, 21)
+
+    assert asyncio.run(app()) == 42
+
+
+def test_stopped_vm_refuses_work():
+    vm = otpvm.VM()
+    vm.stop()
+    with pytest.raises(RuntimeError, match="stopped"):
+        vm.spawn(print)
+    vm.stop()  # idempotent
+
+
+@pytest.mark.parametrize("bad", [0, -1, "2", 1.5, True])
+def test_vm_rejects_bad_scheduler_counts(bad):
+    with pytest.raises(ValueError, match="schedulers"):
+        otpvm.VM(schedulers=bad)
+
+
+def test_send_to_a_dead_pid_is_silently_dropped():
+    async def main():
+        pid = otpvm.spawn(lambda: None)
+        ref = otpvm.monitor(pid)
+        await receive(otpvm.Down(ref, otpvm.ANY, otpvm.ANY), timeout=5)
+        send(pid, "lost")
+        return otpvm.is_alive(pid)
+
+    assert otpvm.run(main) is False
+
+
+def test_process_info_reports_the_documented_keys():
+    async def idle():
+        await receive("x")
+        await receive("never")
+
+    async def main():
+        pid = otpvm.spawn(idle)
+        otpvm.register("idler", pid)
+        otpvm.link(pid)
+        send(pid, "x")  # consumed
+        send(pid, ("not", "matched"))
+        await otpvm.sleep(0.01)
+        return otpvm.process_info(pid), otpvm.process_info(self())
+
+    info, mine = otpvm.run(main)
+    for key in ("status", "message_queue_len", "reductions", "links", "monitors",
+                "registered_name", "trap_exit"):
+        assert key in info
+    assert info["registered_name"] == "idler"
+    assert info["trap_exit"] is False
+    assert info["reductions"] > 0
+    assert mine["status"] == "running"
+    assert info["status"] == "waiting"
+    assert info["message_queue_len"] == 1
+    assert len(info["links"]) == 1
