@@ -185,6 +185,22 @@ static void park(ovm_sched *s, ovm_worker *w) {
     pthread_mutex_unlock(&s->lock);
 }
 
+int ovm_worker_poll(ovm_sched *s, uint32_t wi, ovm_proc **out) {
+    uint32_t q = atomic_load(&s->workers[wi].runq);
+    int64_t deadline;
+    ovm_runq *rq;
+    if (q == OVM_NO_RUNQ || atomic_load(&s->stopping))
+        return OVM_NEXT_NONE;
+    deadline = ovm_timers_next(&s->timers);
+    if (deadline != OVM_NEVER && deadline <= ovm_now_ns())
+        return OVM_NEXT_TIMERS;
+    rq = &s->runqs[q];
+    pthread_mutex_lock(&rq->lock);
+    *out = pop_locked(rq);
+    pthread_mutex_unlock(&rq->lock);
+    return *out != NULL ? OVM_NEXT_PROC : OVM_NEXT_NONE;
+}
+
 int ovm_worker_next(ovm_sched *s, uint32_t wi, ovm_proc **out) {
     ovm_worker *w = &s->workers[wi];
     for (;;) {

@@ -69,7 +69,7 @@ typedef struct {
     pthread_t monitor;
 } ovm_sched;
 
-enum { OVM_NEXT_PROC = 0, OVM_NEXT_TIMERS = 1, OVM_NEXT_STOP = 2 };
+enum { OVM_NEXT_PROC = 0, OVM_NEXT_TIMERS = 1, OVM_NEXT_STOP = 2, OVM_NEXT_NONE = 3 };
 
 int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
                    int64_t slice_limit_ns, int steal);
@@ -88,6 +88,9 @@ void ovm_sched_timers_changed(ovm_sched *s);
  * GIL) until there is a process to run (*out), timers are due, or the
  * scheduler stops. */
 int ovm_worker_next(ovm_sched *s, uint32_t w, ovm_proc **out);
+/* The same without blocking: OVM_NEXT_NONE when there is nothing to do now
+ * (the caller then releases the GIL and calls ovm_worker_next). */
+int ovm_worker_poll(ovm_sched *s, uint32_t w, ovm_proc **out);
 /* The run queue the worker serves now, or OVM_NO_RUNQ. */
 static inline uint32_t ovm_worker_runq(ovm_sched *s, uint32_t w) {
     return atomic_load_explicit(&s->workers[w].runq, memory_order_acquire);

@@ -100,6 +100,7 @@ cdef extern from "ovm_sched.h" nogil:
         OVM_NEXT_PROC
         OVM_NEXT_TIMERS
         OVM_NEXT_STOP
+        OVM_NEXT_NONE
 
     ctypedef struct ovm_sched:
         uint32_t nrunqs
@@ -117,6 +118,7 @@ cdef extern from "ovm_sched.h" nogil:
     void ovm_runq_push(ovm_sched *s, uint32_t q, ovm_proc *p)
     void ovm_sched_timers_changed(ovm_sched *s)
     int ovm_worker_next(ovm_sched *s, uint32_t w, ovm_proc **out)
+    int ovm_worker_poll(ovm_sched *s, uint32_t w, ovm_proc **out)
     uint32_t ovm_worker_runq(ovm_sched *s, uint32_t w)
     void ovm_worker_slice_begin(ovm_sched *s, uint32_t w)
     int64_t ovm_worker_slice_end(ovm_sched *s, uint32_t w, int *lost)

@@ -7,10 +7,13 @@ cdef class Pid:
 
     Pids are immutable, hashable and ordered.  Holding a pid does not keep
     the process alive; sending to the pid of a dead process does nothing.
+    A pid names its process through the VM's pid table rather than holding
+    it: no reference cycle, so processes need no cyclic garbage collection.
     """
 
     cdef readonly uint64_t id
-    cdef Process proc
+    cdef object key                 # id as the pid table's key
+    cdef VM vm
 
     def __repr__(self):
         return f"<0.{self.id}.0>"
@@ -34,10 +37,11 @@ cdef class Pid:
         return (_pid_from_id, (self.id,))
 
 
-cdef Pid _new_pid(Process proc):
+cdef Pid _new_pid(VM vm):
     cdef Pid pid = Pid.__new__(Pid)
     pid.id = ovm_next_id()
-    pid.proc = proc
+    pid.key = pid.id
+    pid.vm = vm
     return pid
 
 
@@ -46,10 +50,9 @@ def _pid_from_id(uint64_t ident):
     cdef Pid pid = Pid.__new__(Pid)
     cdef void *cur = ovm_get_current()
     pid.id = ident
+    pid.key = ident
     if cur != NULL:
-        found = (<Process>cur).vm.procs.get(ident)
-        if found is not None:
-            return (<Process>found).pid
+        pid.vm = (<Process>cur).vm
     return pid
 
 

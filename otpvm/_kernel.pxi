@@ -53,20 +53,15 @@ def send(dest, msg):
     name (UnknownNameError if nobody has it).  The receiver gets its own
     copy: nothing it does to the message is visible to the sender."""
     cdef Process me = _me("send")
-    cdef Process target
-    cdef Pid pid
     me.budget -= 1
     me.reductions += 1
     if type(dest) is Pid:
-        pid = <Pid>dest
-        target = pid.proc
-        if target is None or target.vm is not me.vm:
-            target = me.vm.lookup(dest)
-            if target is None:
-                return
+        target = me.vm.procs.get((<Pid>dest).key)
+        if target is None:
+            return
     else:
         target = me.vm.resolve(dest)
-    target.deliver(OVM_SIG_MESSAGE, copy_msg(msg), me.c.home)
+    (<Process>target).deliver(OVM_SIG_MESSAGE, copy_msg(msg), me.c.home)
 
 
 def receive(match=None, timeout=None):
@@ -252,7 +247,7 @@ def cancel_timer(tref):
 def is_alive(pid):
     """Whether the process is alive."""
     cdef Pid p = _as_pid(pid, "is_alive")
-    return p.proc is not None and not ovm_proc_exited(&p.proc.c)
+    return p.vm is not None and p.key in p.vm.procs
 
 
 def processes():

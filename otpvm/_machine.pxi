@@ -180,8 +180,11 @@ cdef class VM:
         cdef ovm_proc *cp = NULL
         cdef int next_
         while True:
-            with nogil:
-                next_ = ovm_worker_next(&self.sched, w, &cp)
+            # Hold on to the GIL while there is work; release it only to wait.
+            next_ = ovm_worker_poll(&self.sched, w, &cp)
+            if next_ == OVM_NEXT_NONE:
+                with nogil:
+                    next_ = ovm_worker_next(&self.sched, w, &cp)
             if next_ == OVM_NEXT_STOP:
                 return
             if next_ == OVM_NEXT_TIMERS:
@@ -244,7 +247,7 @@ cdef class VM:
         ovm_queue_init(&p.mq)
         ovm_proc_init(&p.c, <void *>p, q)
         p.vm = self
-        p.pid = _new_pid(p)
+        p.pid = _new_pid(self)
         p.fn = fn
         p.args = args
         p.ctx = PyContext_CopyCurrent()
@@ -254,26 +257,29 @@ cdef class VM:
         if link:
             parent.link_set().add(p.pid)
             p.links = {parent.pid}
-        self.procs[p.pid.id] = p
+        self.procs[p.pid.key] = p
         p.wake(q)
         return p
 
     cdef forget(self, Process p):
-        self.procs.pop(p.pid.id, None)
+        self.procs.pop(p.pid.key, None)
         if p.name is not None:
             with self.lock:
                 if self.names.get(p.name) is p:
                     del self.names[p.name]
             p.name = None
 
+    cdef int deliver_to(self, Pid pid, int kind, object payload, uint32_t q) except -1:
+        """Queues a signal for pid if it is alive."""
+        target = self.procs.get(pid.key)
+        if target is not None:
+            (<Process>target).deliver(kind, payload, q)
+        return 0
+
     cdef object lookup(self, object dest):
         """The live Process for a Pid or a registered name, else None."""
-        cdef Process p
         if type(dest) is Pid:
-            p = (<Pid>dest).proc
-            if p is None or p.vm is not self:
-                p = self.procs.get((<Pid>dest).id)
-            return p
+            return self.procs.get((<Pid>dest).key)
         return self.names.get(dest)
 
     cdef object resolve(self, object dest):

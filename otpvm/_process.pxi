@@ -59,8 +59,15 @@ cdef void _free_nodes(ovm_node *node) noexcept:
         node = nxt
 
 
+@cython.no_gc
 cdef class Process:
-    """A lightweight process (internal: user code only ever sees its Pid)."""
+    """A lightweight process (internal: user code only ever sees its Pid).
+
+    Not tracked by the cyclic GC: a million processes would otherwise make
+    every full collection walk a million objects.  Nothing refers back to a
+    process except the VM's pid table, and terminate() drops everything it
+    holds, so no cycle can keep a dead process alive.
+    """
 
     cdef ovm_proc c
     cdef ovm_inbox inbox
@@ -314,22 +321,22 @@ cdef class Process:
             payload = _take_payload(node)
             ovm_node_free(node)
             if kind == OVM_SIG_LINK:
-                (<Pid>payload).proc.deliver(OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
+                self.vm.deliver_to(<Pid>payload, OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
             elif kind == OVM_SIG_MONITOR:
-                (<Pid>payload[1]).proc.deliver(
-                    OVM_SIG_DOWN, _Down(payload[0], self.pid, reason), q)
+                self.vm.deliver_to(<Pid>payload[1], OVM_SIG_DOWN,
+                                   _Down(payload[0], self.pid, reason), q)
             node = nxt
         _free_nodes(ovm_queue_take_all(&self.mq))
         if self.links:
             for pid in self.links:
-                (<Pid>pid).proc.deliver(OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
+                self.vm.deliver_to(<Pid>pid, OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
         if self.monitors_in:
             for ref, pid in self.monitors_in.items():
-                (<Pid>pid).proc.deliver(OVM_SIG_DOWN, _Down(ref, self.pid, reason), q)
+                self.vm.deliver_to(<Pid>pid, OVM_SIG_DOWN, _Down(ref, self.pid, reason), q)
         if self.monitors_out:
             for ref, pid in self.monitors_out.items():
                 if isinstance(pid, Pid):
-                    (<Pid>pid).proc.deliver(OVM_SIG_DEMONITOR, ref, q)
+                    self.vm.deliver_to(<Pid>pid, OVM_SIG_DEMONITOR, ref, q)
         self.links = self.monitors_in = self.monitors_out = None
         self.coro = self.ctx = self.fn = self.args = None
         self.rcv_match = self.rcv_msg = self.mark_ref = None

@@ -17,6 +17,7 @@ cdef enum:
 cdef object _NEVER = lambda msg: False      # sleep's pattern
 
 
+@cython.freelist(64)
 cdef class _Receive:
     cdef Process proc
     cdef object pattern
@@ -28,49 +29,26 @@ cdef class _Receive:
         return self
 
     def __next__(self):
-        cdef Process p = self.proc
-        if self.state == RCV_WAITING:
-            self.state = RCV_DONE
-            return self.finish(p)
-        if self.state == RCV_YIELDED:
-            self.state = RCV_DONE
-            raise StopIteration(None)
-        if self.state != RCV_FRESH:
-            raise RuntimeError("an otpvm receive() can be awaited only once")
-        if self.is_sleep and self.timeout_ns == 0:
-            self.state = RCV_YIELDED           # sleep(0): to the back of the queue
-            return _YIELD
-        if p.budget <= 0:
-            p.budget = CONTEXT_REDS
-            return _YIELD
-        p.budget -= 1
-        p.reductions += 1
-        if p.receive_now(self.pattern):
-            self.state = RCV_DONE
-            msg, p.rcv_msg = p.rcv_msg, None
-            raise StopIteration(msg)
-        if self.timeout_ns == 0:
-            self.state = RCV_DONE
-            raise TimeoutError("receive(timeout=0): no matching message")
-        p.begin_wait(self.pattern, self.timeout_ns)
-        self.state = RCV_WAITING
-        return _WAIT
+        # Replaced at import by the C slot of _awaitable.h (see below); kept
+        # so that Cython gives the type an iterator slot to replace.
+        raise RuntimeError("otpvm: the receive awaitable was not installed")
 
     cdef object finish(self, Process p):
+        """The outcome of a receive that had to wait."""
         if p.rcv_error is not None:
             exc, p.rcv_error = p.rcv_error, None
             raise exc
         if p.rcv_done:
             p.rcv_done = False
             msg, p.rcv_msg = p.rcv_msg, None
-            raise StopIteration(msg)
+            return msg
         if self.is_sleep:
-            raise StopIteration(None)
+            return None
         raise TimeoutError(
             f"receive timed out after {self.timeout_ns / 1e9:g} s with no matching message")
 
     def send(self, value):
-        return self.__next__()
+        return next(self)
 
     def throw(self, typ, val=None, tb=None):
         if val is None:
@@ -79,6 +57,55 @@ cdef class _Receive:
 
     def close(self):
         pass
+
+
+cdef int _advance(object obj, PyObject **out) except -1:
+    """One step of an awaited receive: 0 with the result in *out, 1 with a
+    value to yield to the scheduler in *out."""
+    cdef _Receive r = <_Receive>obj
+    cdef Process p = r.proc
+    cdef object result
+    if r.state == RCV_WAITING:
+        r.state = RCV_DONE
+        result = r.finish(p)
+        return _give(result, out, 0)
+    if r.state == RCV_YIELDED:
+        r.state = RCV_DONE
+        return _give(None, out, 0)
+    if r.state != RCV_FRESH:
+        raise RuntimeError("an otpvm receive() can be awaited only once")
+    if r.is_sleep and r.timeout_ns == 0:
+        r.state = RCV_YIELDED           # sleep(0): to the back of the queue
+        return _give(_YIELD, out, 1)
+    if p.budget <= 0:
+        p.budget = CONTEXT_REDS
+        return _give(_YIELD, out, 1)
+    p.budget -= 1
+    p.reductions += 1
+    if p.receive_now(r.pattern):
+        r.state = RCV_DONE
+        result = p.rcv_msg
+        p.rcv_msg = None
+        return _give(result, out, 0)
+    if r.timeout_ns == 0:
+        r.state = RCV_DONE
+        raise TimeoutError("receive(timeout=0): no matching message")
+    p.begin_wait(r.pattern, r.timeout_ns)
+    r.state = RCV_WAITING
+    return _give(_WAIT, out, 1)
+
+
+cdef inline int _give(object value, PyObject **out, int status):
+    Py_INCREF(value)
+    out[0] = <PyObject *>value
+    return status
+
+
+cdef extern from "_awaitable.h":
+    ctypedef int (*ovm_advance_fn)(object, PyObject **) except -1
+    int ovm_install_awaitable(type t, ovm_advance_fn advance) except -1
+
+ovm_install_awaitable(_Receive, _advance)
 
 
 cdef int64_t _timeout_ns(object timeout, str what) except -2:

@@ -11,6 +11,7 @@ that owns the Python objects they carry.
 The module is split by concept, like uvloop's loop.pyx, into the included files below.
 """
 
+cimport cython
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport int64_t, uint32_t, uint64_t
