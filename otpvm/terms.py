@@ -29,7 +29,7 @@ ANY = _AnyType()
 """Matches anything inside a `receive` tuple pattern."""
 
 
-class AnyOf(tuple):
+class AnyOf(tuple[Any, ...]):
     """A `receive` pattern that matches when any of its alternatives does.
 
     ``await receive(AnyOf((ref, ANY), Down(ref, ANY, ANY)))`` waits for a

@@ -16,6 +16,7 @@ import logging
 import os
 import resource
 import time
+from typing import Any
 
 import otpvm
 from otpvm import ANY, Down, receive, self, send
@@ -43,7 +44,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def demo(n: int, rounds: int, crashes: int) -> dict:
+async def demo(n: int, rounds: int, crashes: int) -> dict[str, Any]:
     """Runs the demo; returns its figures."""
     me = self()
     start = time.perf_counter()
