@@ -2,13 +2,15 @@
 
 
 
+@cython.no_gc
 cdef class Pid:
     """The identifier of a process, like Erlang's ``<0.42.0>``.
 
     Pids are immutable, hashable and ordered.  Holding a pid does not keep
     the process alive; sending to the pid of a dead process does nothing.
     A pid names its process through the VM's pid table rather than holding
-    it: no reference cycle, so processes need no cyclic garbage collection.
+    it: no reference cycle, so neither pids nor processes need the cyclic
+    garbage collector (a pid refers only to its VM and an int).
     """
 
     cdef readonly uint64_t id
