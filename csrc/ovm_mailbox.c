@@ -8,6 +8,44 @@
 #define OVM_NODE_CACHE_MAX 4096
 static _Thread_local ovm_node *node_cache;
 static _Thread_local size_t node_cache_len;
+static _Thread_local int node_cache_registered;
+
+/* The cache must not outlive its thread: a pthread key's destructor empties
+ * it when a thread that cached nodes exits (the main thread's cache stays
+ * reachable until the process ends). */
+static pthread_key_t node_cache_key;
+static pthread_once_t node_cache_once = PTHREAD_ONCE_INIT;
+static int node_cache_key_ok;
+
+void ovm_node_cache_clear(void) {
+    ovm_node *node = node_cache;
+    node_cache = NULL;
+    node_cache_len = 0;
+    while (node != NULL) {
+        ovm_node *next = node->next;
+        free(node);
+        node = next;
+    }
+}
+
+static void node_cache_at_exit(void *unused) {
+    (void)unused;
+    ovm_node_cache_clear();
+}
+
+static void node_cache_key_init(void) {
+    node_cache_key_ok = pthread_key_create(&node_cache_key, node_cache_at_exit) == 0;
+}
+
+/* Arranges for this thread's cache to be freed when it exits; 0 if that
+ * cannot be arranged (then nodes are not cached). */
+static int node_cache_register(void) {
+    pthread_once(&node_cache_once, node_cache_key_init);
+    if (!node_cache_key_ok || pthread_setspecific(node_cache_key, (void *)1) != 0)
+        return 0;
+    node_cache_registered = 1;
+    return 1;
+}
 
 ovm_node *ovm_node_new(void *payload, int kind) {
     ovm_node *node = node_cache;
@@ -26,7 +64,8 @@ ovm_node *ovm_node_new(void *payload, int kind) {
 }
 
 void ovm_node_free(ovm_node *node) {
-    if (node_cache_len < OVM_NODE_CACHE_MAX) {
+    if (node_cache_len < OVM_NODE_CACHE_MAX &&
+        (node_cache_registered || node_cache_register())) {
         node->next = node_cache;
         node_cache = node;
         node_cache_len++;

@@ -40,6 +40,9 @@ typedef struct ovm_node {
 /* Nodes are recycled through a small per-thread free list. */
 ovm_node *ovm_node_new(void *payload, int kind);   /* NULL on out of memory */
 void ovm_node_free(ovm_node *node);
+/* Frees the calling thread's cache of nodes (done automatically when a
+ * thread that cached nodes exits). */
+void ovm_node_cache_clear(void);
 
 typedef struct {
     pthread_mutex_t lock;
@@ -51,7 +54,8 @@ typedef struct {
 
 int ovm_inbox_init(ovm_inbox *box);                 /* 0 or an errno */
 void ovm_inbox_destroy(ovm_inbox *box);
-/* Appends node; returns 0, or -1 when the inbox is closed (node untouched). */
+/* Appends node; returns 0, or -1 when the inbox is closed (the node still
+ * belongs to the caller, its next pointer cleared). */
 int ovm_inbox_push(ovm_inbox *box, ovm_node *node);
 /* Detaches and returns every queued node in order (NULL when empty). */
 ovm_node *ovm_inbox_take(ovm_inbox *box);

@@ -24,7 +24,7 @@ enum {
 typedef struct ovm_proc {
     struct ovm_proc *rq_next;   /* intrusive run-queue link */
     _Atomic uint32_t state;
-    uint32_t home;              /* index of the run queue it last ran from */
+    _Atomic uint32_t home;      /* index of the run queue it last ran from */
     void *owner;                /* the object of the layer above */
     _Atomic uint64_t timeout_fired; /* generation of the last receive timeout */
 } ovm_proc;
@@ -32,9 +32,18 @@ typedef struct ovm_proc {
 static inline void ovm_proc_init(ovm_proc *p, void *owner, uint32_t home) {
     p->rq_next = NULL;
     atomic_init(&p->state, 0);
-    p->home = home;
+    atomic_init(&p->home, home);
     p->owner = owner;
     atomic_init(&p->timeout_fired, 0);
+}
+
+/* Where to queue the process when it wakes (any thread may ask). */
+static inline uint32_t ovm_proc_home(ovm_proc *p) {
+    return atomic_load_explicit(&p->home, memory_order_relaxed);
+}
+
+static inline void ovm_proc_set_home(ovm_proc *p, uint32_t q) {
+    atomic_store_explicit(&p->home, q, memory_order_relaxed);
 }
 
 /* A receive timeout of generation `gen` fired (called by a timer thread). */
@@ -80,7 +89,8 @@ static inline int ovm_proc_begin(ovm_proc *p) {
 
 /* The process has nothing to do.  RUNNING -> waiting, unless something
  * arrived since it looked: then ACTIVE is consumed and it stays RUNNING, and
- * the caller must look at the mailbox again (returns 0). */
+ * the caller must look at the mailbox again (returns 0).  Only a live
+ * process waits: once EXITED is set this keeps returning 0. */
 static inline int ovm_proc_try_wait(ovm_proc *p) {
     uint32_t expected = OVM_RUNNING;
     if (atomic_compare_exchange_strong_explicit(

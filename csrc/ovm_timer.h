@@ -31,8 +31,15 @@ typedef struct {
 } ovm_timers;
 
 int ovm_timers_init(ovm_timers *t);
-/* Frees the heap; timers still in it are returned as a linked array the
- * caller walks with ovm_timers_pop_any(). */
+/* Prepares a timer record before its first ovm_timers_add. */
+static inline void ovm_timer_init(ovm_timer *timer, int64_t deadline, uint64_t id, void *payload) {
+    timer->deadline = deadline;
+    timer->id = id;
+    timer->index = SIZE_MAX;
+    timer->payload = payload;
+}
+/* Frees the heap.  Empty it with ovm_timers_pop_any() first: the timers
+ * still in it belong to the caller. */
 void ovm_timers_destroy(ovm_timers *t);
 /* Inserts a timer; returns 0, -1 on out of memory.  *earliest is set when
  * it became the earliest deadline (sleeping schedulers must recompute). */

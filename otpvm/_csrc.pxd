@@ -25,6 +25,7 @@ cdef extern from "ovm_mailbox.h" nogil:
 
     ovm_node *ovm_node_new(void *payload, int kind)
     void ovm_node_free(ovm_node *node)
+    void ovm_node_cache_clear()
 
     ctypedef struct ovm_inbox:
         pass
@@ -58,7 +59,6 @@ cdef extern from "ovm_proc.h" nogil:
         OVM_EXITED
 
     ctypedef struct ovm_proc:
-        uint32_t home
         void *owner
 
     void ovm_proc_init(ovm_proc *p, void *owner, uint32_t home)
@@ -68,6 +68,8 @@ cdef extern from "ovm_proc.h" nogil:
     void ovm_proc_requeue(ovm_proc *p)
     uint32_t ovm_proc_exit(ovm_proc *p)
     int ovm_proc_exited(ovm_proc *p)
+    uint32_t ovm_proc_home(ovm_proc *p)
+    void ovm_proc_set_home(ovm_proc *p, uint32_t q)
     uint32_t ovm_proc_state(ovm_proc *p)
     void ovm_proc_fire_timeout(ovm_proc *p, uint64_t gen)
     uint64_t ovm_proc_timeout_fired(ovm_proc *p)
@@ -85,6 +87,7 @@ cdef extern from "ovm_timer.h" nogil:
     ctypedef struct ovm_timers:
         pass
 
+    void ovm_timer_init(ovm_timer *timer, int64_t deadline, uint64_t id, void *payload)
     int ovm_timers_add(ovm_timers *t, ovm_timer *timer, int *earliest)
     int ovm_timers_cancel(ovm_timers *t, ovm_timer *timer)
     ovm_timer *ovm_timers_pop_due(ovm_timers *t, int64_t now)

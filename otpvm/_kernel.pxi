@@ -61,7 +61,7 @@ def send(dest, msg):
             return
     else:
         target = me.vm.resolve(dest)
-    (<Process>target).deliver(OVM_SIG_MESSAGE, copy_msg(msg), me.c.home)
+    (<Process>target).deliver(OVM_SIG_MESSAGE, copy_msg(msg), me.home())
 
 
 def receive(match=None, timeout=None):
@@ -104,8 +104,8 @@ def link(pid):
         return
     me.link_set().add(other)
     target = me.vm.lookup(other)
-    if target is None or not (<Process>target).deliver(OVM_SIG_LINK, me.pid, me.c.home):
-        me.deliver(OVM_SIG_EXIT_LINKED, (other, "noproc"), me.c.home)
+    if target is None or not (<Process>target).deliver(OVM_SIG_LINK, me.pid, me.home()):
+        me.deliver(OVM_SIG_EXIT_LINKED, (other, "noproc"), me.home())
 
 
 def unlink(pid):
@@ -117,7 +117,7 @@ def unlink(pid):
     me.links.discard(other)
     target = me.vm.lookup(other)
     if target is not None:
-        (<Process>target).deliver(OVM_SIG_UNLINK, me.pid, me.c.home)
+        (<Process>target).deliver(OVM_SIG_UNLINK, me.pid, me.home())
 
 
 def monitor(pid):
@@ -131,8 +131,8 @@ def monitor(pid):
     if me.monitors_out is None:
         me.monitors_out = {}
     me.monitors_out[ref] = pid
-    if target is None or not (<Process>target).deliver(OVM_SIG_MONITOR, (ref, me.pid), me.c.home):
-        me.deliver(OVM_SIG_DOWN, _Down(ref, pid, "noproc"), me.c.home)
+    if target is None or not (<Process>target).deliver(OVM_SIG_MONITOR, (ref, me.pid), me.home()):
+        me.deliver(OVM_SIG_DOWN, _Down(ref, pid, "noproc"), me.home())
     return ref
 
 
@@ -149,7 +149,7 @@ def demonitor(ref, flush=False):
     if target is not None:
         target = me.vm.lookup(target)
         if target is not None:
-            (<Process>target).deliver(OVM_SIG_DEMONITOR, ref, me.c.home)
+            (<Process>target).deliver(OVM_SIG_DEMONITOR, ref, me.home())
     if flush:
         me.drain()
         node = me.mq.head
@@ -186,7 +186,7 @@ def exit(*args):
         return
     target = me.vm.lookup(pid)
     if target is not None:
-        (<Process>target).deliver(OVM_SIG_EXIT, (me.pid, reason), me.c.home)
+        (<Process>target).deliver(OVM_SIG_EXIT, (me.pid, reason), me.home())
 
 
 def process_flag(flag, value):

@@ -107,7 +107,7 @@ cdef class VM:
         self.check_running()
         target = self.resolve(dest)
         if target is not None:
-            (<Process>target).deliver(OVM_SIG_MESSAGE, copy_msg(msg), (<Process>target).c.home)
+            (<Process>target).deliver(OVM_SIG_MESSAGE, copy_msg(msg), (<Process>target).home())
 
     def run(self, main, *args):
         """Runs ``main(*args)`` as a process and waits for it to end.
@@ -160,7 +160,7 @@ cdef class VM:
 
     def shutdown(self, timeout):
         for p in list(self.procs.values()):
-            (<Process>p).deliver(OVM_SIG_EXIT, (None, "kill"), (<Process>p).c.home)
+            (<Process>p).deliver(OVM_SIG_EXIT, (None, "kill"), (<Process>p).home())
         deadline = _time.monotonic() + timeout
         while self.procs and _time.monotonic() < deadline:
             _time.sleep(0.001)
@@ -203,7 +203,7 @@ cdef class VM:
             return 0
         q = ovm_worker_runq(&self.sched, w)
         if q != OVM_NO_RUNQ:
-            p.c.home = q
+            ovm_proc_set_home(&p.c, q)
         ovm_worker_slice_begin(&self.sched, w)
         ovm_set_current(<void *>p)
         try:
@@ -224,7 +224,7 @@ cdef class VM:
         if outcome == STEP_YIELD:
             ovm_proc_requeue(&p.c)
             Py_INCREF(p)
-            ovm_runq_push(&self.sched, p.c.home, &p.c)
+            ovm_runq_push(&self.sched, p.home(), &p.c)
         return 0
 
     cdef Process start_process(self, object fn, tuple args, Process parent, bint link,
@@ -238,7 +238,7 @@ cdef class VM:
         args = copy_msg(args)
         p = Process.__new__(Process)
         if parent is not None:
-            q = parent.c.home
+            q = parent.home()
         else:
             q = self.next_runq % self.schedulers
             self.next_runq += 1
@@ -330,10 +330,7 @@ cdef class VM:
         t.gen = gen
         t.dest = dest
         t.msg = msg
-        t.c.id = ovm_next_id()
-        t.c.deadline = ovm_now_ns() + after_ns
-        t.c.index = <size_t>-1
-        t.c.payload = <void *>t
+        ovm_timer_init(&t.c, ovm_now_ns() + after_ns, ovm_next_id(), <void *>t)
         Py_INCREF(t)                        # the heap's reference
         if ovm_timers_add(&self.sched.timers, &t.c, &earliest) != 0:
             Py_DECREF(t)

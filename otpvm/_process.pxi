@@ -127,6 +127,10 @@ cdef class Process:
         self.wake(runq)
         return True
 
+    cdef inline uint32_t home(self) noexcept:
+        """The run queue this process last ran from."""
+        return ovm_proc_home(&self.c)
+
     cdef inline void wake(self, uint32_t runq):
         if ovm_proc_wake(&self.c):
             Py_INCREF(self)
@@ -306,7 +310,7 @@ cdef class Process:
         """Ends the process with `reason`: tells its links and monitors."""
         cdef ovm_node *node
         cdef ovm_node *nxt
-        cdef uint32_t q = self.c.home
+        cdef uint32_t q = self.home()
         ovm_proc_exit(&self.c)
         self.exit_reason = reason
         self.waiting = False

@@ -30,10 +30,10 @@ cdef void _fire_timer(TimerRef timer, VM vm) except *:
         timer.proc = None
         if p is not None:
             ovm_proc_fire_timeout(&p.c, timer.gen)
-            p.wake(p.c.home)
+            p.wake(p.home())
         return
     dest, msg = timer.dest, timer.msg
     timer.dest = timer.msg = None
     target = vm.lookup(dest)
     if target is not None:
-        (<Process>target).deliver(OVM_SIG_MESSAGE, msg, (<Process>target).c.home)
+        (<Process>target).deliver(OVM_SIG_MESSAGE, msg, (<Process>target).home())
