@@ -42,7 +42,7 @@ cdef class VM:
     cdef dict names                 # registered name -> Process
     cdef object lock                # guards names
     cdef object threads
-    cdef object stopped_event
+    cdef object emptied             # set when stopping and the last process ended
     cdef bint stopping
     cdef uint32_t next_runq
 
@@ -63,7 +63,7 @@ cdef class VM:
         self.procs = {}
         self.names = {}
         self.lock = _threading.Lock()
-        self.stopped_event = _threading.Event()
+        self.emptied = _threading.Event()
         err = ovm_sched_init(&self.sched, schedulers, schedulers + spares, limit, _FREE_THREADED)
         if err:
             raise OSError(err, f"otpvm: cannot set up the scheduler: {_os.strerror(err)}")
@@ -162,14 +162,13 @@ cdef class VM:
         for p in list(self.procs.values()):
             (<Process>p).deliver(OVM_SIG_EXIT, (None, "kill"), (<Process>p).home())
         deadline = _time.monotonic() + timeout
-        while self.procs and _time.monotonic() < deadline:
-            _time.sleep(0.001)
+        if self.procs:
+            self.emptied.wait(timeout)
         with nogil:
             ovm_sched_stop(&self.sched)
         for t in self.threads:
             if t is not _threading.current_thread():
                 t.join(max(0.0, deadline - _time.monotonic()) + 0.1)
-        self.stopped_event.set()
 
     cdef int check_running(self) except -1:
         if self.stopping:
@@ -263,6 +262,8 @@ cdef class VM:
 
     cdef forget(self, Process p):
         self.procs.pop(p.pid.key, None)
+        if self.stopping and not self.procs:
+            self.emptied.set()
         if p.name is not None:
             with self.lock:
                 if self.names.get(p.name) is p:
