@@ -114,6 +114,14 @@ ovm_node *ovm_inbox_take(ovm_inbox *box) {
     return head;
 }
 
+void ovm_inbox_visit(ovm_inbox *box, ovm_visit_fn fn, void *ctx) {
+    ovm_node *node;
+    pthread_mutex_lock(&box->lock);
+    for (node = box->head; node != NULL; node = node->next)
+        fn(ctx, node->kind, node->payload);
+    pthread_mutex_unlock(&box->lock);
+}
+
 ovm_node *ovm_inbox_close(ovm_inbox *box) {
     ovm_node *head;
     pthread_mutex_lock(&box->lock);

@@ -61,6 +61,11 @@ int ovm_inbox_push(ovm_inbox *box, ovm_node *node);
 ovm_node *ovm_inbox_take(ovm_inbox *box);
 /* Closes the inbox for good and returns what was still queued. */
 ovm_node *ovm_inbox_close(ovm_inbox *box);
+/* Calls fn on every queued node, in order, under the inbox lock: another
+ * process can see the signals on their way (Erlang orders process_info and
+ * is_process_alive after the signals already sent). */
+typedef void (*ovm_visit_fn)(void *ctx, int kind, void *payload);
+void ovm_inbox_visit(ovm_inbox *box, ovm_visit_fn fn, void *ctx);
 static inline size_t ovm_inbox_len(ovm_inbox *box) {
     return atomic_load_explicit(&box->len, memory_order_relaxed);
 }

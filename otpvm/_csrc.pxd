@@ -51,6 +51,12 @@ cdef extern from "ovm_mailbox.h" nogil:
     ovm_node *ovm_queue_take_all(ovm_queue *q)
 
 
+# Visiting an inbox calls back into Python-object code: it keeps the GIL.
+cdef extern from "ovm_mailbox.h":
+    ctypedef void (*ovm_visit_fn)(void *ctx, int kind, void *payload) noexcept
+    void ovm_inbox_visit(ovm_inbox *box, ovm_visit_fn fn, void *ctx)
+
+
 cdef extern from "ovm_proc.h" nogil:
     enum:
         OVM_RUNQ

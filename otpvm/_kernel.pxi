@@ -1,7 +1,7 @@
 # The calls a process makes.  Each needs a calling process: outside of one,
 # they raise NotInProcessError (use the VM object from ordinary threads).
 
-from otpvm.terms import NotInProcessError as _NotInProcessError
+from otpvm.terms import NoProcError as _NoProcError, NotInProcessError as _NotInProcessError
 
 
 cdef inline Process _me(str call):
@@ -39,12 +39,8 @@ def spawn_link(fn, *args):
 def spawn_monitor(fn, *args):
     """Like spawn, and monitors the new process atomically: (pid, ref)."""
     cdef Process me = _me("spawn_monitor")
-    cdef Process p = me.vm.start_process(fn, args, me, False)
     cdef Ref ref = _new_ref()
-    if me.monitors_out is None:
-        me.monitors_out = {}
-    me.monitors_out[ref] = p.pid
-    p.monitors_in = {ref: me.pid}
+    cdef Process p = me.vm.start_process(fn, args, me, False, None, ref)
     return p.pid, ref
 
 
@@ -97,15 +93,20 @@ def make_ref():
 
 def link(pid):
     """Links the caller and pid: when either ends, the other gets an exit
-    signal.  Linking to a dead process sends the caller ``noproc``."""
+    signal.  Linking to a dead process raises NoProcError, or, when the
+    caller traps exits, delivers ``Exit(pid, 'noproc')`` (as Erlang does)."""
     cdef Process me = _me("link")
     cdef Pid other = _as_pid(pid, "link")
     if other == me.pid or (me.links is not None and other in me.links):
         return
-    me.link_set().add(other)
     target = me.vm.lookup(other)
-    if target is None or not (<Process>target).deliver(OVM_SIG_LINK, me.pid, me.home()):
+    if target is not None and (<Process>target).deliver(OVM_SIG_LINK, me.pid, me.home()):
+        me.link_set().add(other)
+    elif me.trap_exit:
+        me.link_set().add(other)
         me.deliver(OVM_SIG_EXIT_LINKED, (other, "noproc"), me.home())
+    else:
+        raise _NoProcError(f"link({other!r}): no such process (noproc)")
 
 
 def unlink(pid):
@@ -130,8 +131,9 @@ def monitor(pid):
     target = me.vm.lookup(pid)
     if me.monitors_out is None:
         me.monitors_out = {}
-    me.monitors_out[ref] = pid
-    if target is None or not (<Process>target).deliver(OVM_SIG_MONITOR, (ref, me.pid), me.home()):
+    me.monitors_out[ref] = pid if target is None else (<Process>target).pid
+    if target is None or not (<Process>target).deliver(
+            OVM_SIG_MONITOR, (ref, me.pid, pid), me.home()):
         me.deliver(OVM_SIG_DOWN, _Down(ref, pid, "noproc"), me.home())
     return ref
 
@@ -180,7 +182,10 @@ def exit(*args):
     pid = _as_pid(args[0], "exit")
     reason = args[1]
     if pid == me.pid:
-        me.exit_signal(me.pid, reason, False)
+        # A signal to oneself: in order after the messages already sent to
+        # oneself, and acted on before exit() returns.
+        me.deliver(OVM_SIG_EXIT, (me.pid, reason), me.home())
+        me.drain()
         if me.kill_reason is not NOTHING:
             raise _ProcessExit(me.kill_reason)
         return
@@ -247,7 +252,8 @@ def cancel_timer(tref):
 def is_alive(pid):
     """Whether the process is alive."""
     cdef Pid p = _as_pid(pid, "is_alive")
-    return p.vm is not None and p.key in p.vm.procs
+    target = p.vm.procs.get(p.key) if p.vm is not None else None
+    return target is not None and (<Process>target).alive()
 
 
 def processes():

@@ -227,7 +227,9 @@ cdef class VM:
         return 0
 
     cdef Process start_process(self, object fn, tuple args, Process parent, bint link,
-                               object on_exit=None):
+                               object on_exit=None, Ref monitor=None):
+        """Creates a process and queues it; links and monitors it first, so
+        that it cannot end before they exist."""
         cdef Process p
         cdef uint32_t q
         self.check_running()
@@ -256,6 +258,11 @@ cdef class VM:
         if link:
             parent.link_set().add(p.pid)
             p.links = {parent.pid}
+        if monitor is not None:
+            if parent.monitors_out is None:
+                parent.monitors_out = {}
+            parent.monitors_out[monitor] = p.pid
+            p.monitors_in = {monitor: (parent.pid, p.pid)}
         self.procs[p.pid.key] = p
         p.wake(q)
         return p

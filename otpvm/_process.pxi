@@ -50,6 +50,10 @@ cdef inline bint _is(object reason, str atom):
     return type(reason) is str and <str>reason == atom
 
 
+cdef void _collect_signal(void *out, int kind, void *payload) noexcept:
+    (<list>out).append((kind, <object>payload))
+
+
 cdef void _free_nodes(ovm_node *node) noexcept:
     cdef ovm_node *nxt
     while node != NULL:
@@ -79,8 +83,8 @@ cdef class Process:
     cdef object coro                # the running coroutine, if any
     cdef object ctx                 # its contextvars.Context
     cdef set links                  # Pids
-    cdef dict monitors_in           # Ref -> Pid watching us
-    cdef dict monitors_out          # Ref -> Pid (or name) we watch
+    cdef dict monitors_in           # Ref -> (watcher Pid, how its Down names us)
+    cdef dict monitors_out          # Ref -> Pid we watch
     cdef bint trap_exit
     cdef object name                # registered name, or None
     cdef uint64_t reductions
@@ -181,7 +185,7 @@ cdef class Process:
         elif kind == OVM_SIG_MONITOR:
             if self.monitors_in is None:
                 self.monitors_in = {}
-            self.monitors_in[payload[0]] = payload[1]
+            self.monitors_in[payload[0]] = (payload[1], payload[2])
         elif kind == OVM_SIG_DEMONITOR:
             if self.monitors_in is not None:
                 self.monitors_in.pop(payload, None)
@@ -328,15 +332,15 @@ cdef class Process:
                 self.vm.deliver_to(<Pid>payload, OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
             elif kind == OVM_SIG_MONITOR:
                 self.vm.deliver_to(<Pid>payload[1], OVM_SIG_DOWN,
-                                   _Down(payload[0], self.pid, reason), q)
+                                   _Down(payload[0], payload[2], reason), q)
             node = nxt
         _free_nodes(ovm_queue_take_all(&self.mq))
         if self.links:
             for pid in self.links:
                 self.vm.deliver_to(<Pid>pid, OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
         if self.monitors_in:
-            for ref, pid in self.monitors_in.items():
-                self.vm.deliver_to(<Pid>pid, OVM_SIG_DOWN, _Down(ref, self.pid, reason), q)
+            for ref, (watcher, shown) in self.monitors_in.items():
+                self.vm.deliver_to(<Pid>watcher, OVM_SIG_DOWN, _Down(ref, shown, reason), q)
         if self.monitors_out:
             for ref, pid in self.monitors_out.items():
                 if isinstance(pid, Pid):
@@ -474,11 +478,31 @@ cdef class Process:
         self.terminate(self.kill_reason)
         return 0
 
-    # -- introspection -------------------------------------------------------
+    # -- introspection (any thread) -----------------------------------------
+    #
+    # Erlang orders process_info and is_process_alive after the signals the
+    # caller already sent, so a link or monitor shows at once on both sides,
+    # and a process with a kill on its way is already dead.  Here the reader
+    # folds the signals still waiting in the inbox into what it reports.
+
+    cdef list pending_signals(self):
+        cdef list out = []
+        if ovm_inbox_len(&self.inbox):
+            ovm_inbox_visit(&self.inbox, _collect_signal, <void *>out)
+        return out
+
+    cdef bint alive(self) except -1:
+        if ovm_proc_exited(&self.c):
+            return False
+        for kind, payload in self.pending_signals():
+            if kind == OVM_SIG_EXIT and _is(payload[1], "kill"):
+                return False
+        return True
 
     cdef dict info(self):
         cdef uint32_t state = ovm_proc_state(&self.c)
-        if state & OVM_EXITED:
+        cdef list pending = self.pending_signals()
+        if not self.alive():
             return None
         if state & OVM_RUNNING:
             status = "running"
@@ -486,14 +510,27 @@ cdef class Process:
             status = "runnable"
         else:
             status = "waiting"
+        links = set(self.links or ())
+        watchers = {ref: watcher for ref, (watcher, _) in (self.monitors_in or {}).items()}
+        for kind, payload in pending:
+            if kind == OVM_SIG_LINK:
+                links.add(payload)
+            elif kind == OVM_SIG_UNLINK:
+                links.discard(payload)
+            elif kind == OVM_SIG_EXIT_LINKED:
+                links.discard(payload[0])
+            elif kind == OVM_SIG_MONITOR:
+                watchers[payload[0]] = payload[1]
+            elif kind == OVM_SIG_DEMONITOR:
+                watchers.pop(payload, None)
         return {
             "pid": self.pid,
             "status": status,
             "message_queue_len": self.mq.len + ovm_inbox_len(&self.inbox),
             "reductions": self.reductions,
-            "links": sorted(self.links or ()),
-            "monitors": [pid for pid in (self.monitors_out or {}).values()],
-            "monitored_by": sorted((self.monitors_in or {}).values()),
+            "links": sorted(links),
+            "monitors": list((self.monitors_out or {}).values()),
+            "monitored_by": sorted(watchers.values()),
             "registered_name": self.name,
             "trap_exit": self.trap_exit,
             "initial_call": self.initial_call(),

@@ -76,6 +76,10 @@ class NotInProcessError(RuntimeError):
     """A kernel call that needs a calling process was made from outside any."""
 
 
+class NoProcError(LookupError):
+    """The process a call needs does not exist (Erlang's ``noproc``)."""
+
+
 class NameRegistrationError(ValueError):
     """``register`` with a taken or invalid name, or a pid that cannot take it."""
 
