@@ -28,7 +28,8 @@ enum {
     OVM_SIG_UNLINK = 4,     /* payload = from */
     OVM_SIG_MONITOR = 5,    /* payload = (ref, from) */
     OVM_SIG_DEMONITOR = 6,  /* payload = ref */
-    OVM_SIG_DOWN = 7        /* a monitor fired: payload = Down message */
+    OVM_SIG_DOWN = 7,       /* a monitor fired: payload = Down message */
+    OVM_SIG_ALIAS = 8       /* a message to an alias: payload = (ref, message) */
 };
 
 typedef struct ovm_node {

@@ -17,6 +17,7 @@ cdef extern from "ovm_mailbox.h" nogil:
         OVM_SIG_MONITOR
         OVM_SIG_DEMONITOR
         OVM_SIG_DOWN
+        OVM_SIG_ALIAS
 
     ctypedef struct ovm_node:
         ovm_node *next

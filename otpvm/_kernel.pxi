@@ -44,6 +44,24 @@ def spawn_monitor(fn, *args):
     return p.pid, ref
 
 
+def spawn_handler(handler, args=(), *, link=False, monitor=False):
+    """Starts a callback process (the kind every OTP behaviour uses).
+
+    ``handler.start(*args)`` runs first (a plain method or an async def);
+    then each message in the mailbox, in order, goes to
+    ``handler.handle_message(msg)``, which may return a coroutine to run
+    before the next message.  The process keeps no stack between messages.
+    It ends when a handler call raises (``exit(reason)`` included).
+    Returns the pid, or (pid, ref) with ``monitor=True``."""
+    cdef Process me = _me("spawn_handler")
+    cdef Ref ref = _new_ref() if monitor else None
+    if not callable(getattr(handler, "handle_message", None)):
+        raise TypeError(f"a handler needs a handle_message method, not {handler!r}")
+    cdef Process p = me.vm.start_process(handler.start, tuple(args), me, link, None, ref,
+                                         handler)
+    return (p.pid, ref) if monitor else p.pid
+
+
 def send(dest, msg):
     """Sends msg to a Pid (dropped silently if it is dead) or a registered
     name (UnknownNameError if nobody has it).  The receiver gets its own
@@ -91,6 +109,37 @@ def make_ref():
     return ref
 
 
+def alias():
+    """A new reference that other processes can send to with
+    ``send_alias(pid, ref, msg)`` while it is active (Erlang's alias/0).
+    Like make_ref(), a receive on it skips older messages."""
+    cdef Process me = _me("alias")
+    ref = make_ref()
+    if me.aliases is None:
+        me.aliases = set()
+    me.aliases.add(ref)
+    return ref
+
+
+def unalias(ref):
+    """Deactivates an alias: messages sent to it from now on are dropped,
+    even those already on their way.  Returns whether it was active."""
+    cdef Process me = _me("unalias")
+    if me.aliases is None or ref not in me.aliases:
+        return False
+    me.aliases.discard(ref)
+    return True
+
+
+def send_alias(pid, ref, msg):
+    """Sends msg to pid through its alias ref: delivered only if pid still
+    has the alias active when the message arrives."""
+    cdef Process me = _me("send_alias")
+    target = me.vm.lookup(_as_pid(pid, "send_alias"))
+    if target is not None:
+        (<Process>target).deliver(OVM_SIG_ALIAS, (ref, copy_msg(msg)), me.home())
+
+
 def link(pid):
     """Links the caller and pid: when either ends, the other gets an exit
     signal.  Linking to a dead process raises NoProcError, or, when the
@@ -121,13 +170,19 @@ def unlink(pid):
         (<Process>target).deliver(OVM_SIG_UNLINK, me.pid, me.home())
 
 
-def monitor(pid):
+def monitor(pid, *, alias=False):
     """Monitors a Pid or a registered name: when it ends (or if it is already
-    gone) the caller gets ``Down(ref, pid, reason)``.  Returns ref."""
+    gone) the caller gets ``Down(ref, pid, reason)``.  Returns ref.  With
+    ``alias=True`` the ref is also an active alias (see alias()), the way a
+    gen_server call tags its request."""
     cdef Process me = _me("monitor")
-    cdef Ref ref = _new_ref()
     if type(pid) is not Pid and not isinstance(pid, str):
         raise TypeError(f"otpvm.monitor() needs a Pid or a registered name, not {pid!r}")
+    cdef Ref ref = make_ref()       # marks the mailbox: a receive on ref is O(1)
+    if alias:
+        if me.aliases is None:
+            me.aliases = set()
+        me.aliases.add(ref)
     target = me.vm.lookup(pid)
     if me.monitors_out is None:
         me.monitors_out = {}

@@ -227,7 +227,7 @@ cdef class VM:
         return 0
 
     cdef Process start_process(self, object fn, tuple args, Process parent, bint link,
-                               object on_exit=None, Ref monitor=None):
+                               object on_exit=None, Ref monitor=None, object handler=None):
         """Creates a process and queues it; links and monitors it first, so
         that it cannot end before they exist."""
         cdef Process p
@@ -251,6 +251,8 @@ cdef class VM:
         p.pid = _new_pid(self)
         p.fn = fn
         p.args = args
+        if handler is not None:
+            p.on_message = handler.handle_message
         p.ctx = PyContext_CopyCurrent()
         p.kill_reason = NOTHING
         p.exit_reason = NOTHING

@@ -29,6 +29,8 @@ cdef enum:
     STEP_WAIT = 0       # blocked in receive: not queued anywhere
     STEP_YIELD = 1      # used up its reductions: back of the run queue
     STEP_DONE = 2       # ended
+    STEP_AGAIN = 3      # (inside a slice) a handler finished a message: go on
+    STEP_IDLE = 4       # (inside a slice) a handler has no message to take
 
 # Erlang's CONTEXT_REDS: what one slice may spend before yielding.
 DEF CONTEXT_REDS = 4000
@@ -78,8 +80,10 @@ cdef class Process:
     cdef ovm_queue mq
     cdef VM vm
     cdef Pid pid
-    cdef object fn                  # the body, until it first runs
+    cdef object fn                  # the body (for a handler: its start method)
     cdef tuple args
+    cdef bint started
+    cdef object on_message          # callback processes: handler.handle_message
     cdef object coro                # the running coroutine, if any
     cdef object ctx                 # its contextvars.Context
     cdef set links                  # Pids
@@ -104,6 +108,7 @@ cdef class Process:
     cdef uint64_t rcv_gen
     cdef TimerRef rcv_timer
     cdef Ref mark_ref               # the ref the mailbox marker belongs to
+    cdef set aliases                # Refs that messages may be sent to
 
     def __dealloc__(self):
         if self.inbox_ready():
@@ -152,12 +157,27 @@ cdef class Process:
                 ovm_queue_append(&self.mq, node)
             elif node.kind == OVM_SIG_DOWN and self.monitor_fired(node):
                 ovm_queue_append(&self.mq, node)
+            elif node.kind == OVM_SIG_ALIAS:
+                self.alias_message(node)
             else:
                 kind = node.kind
                 payload = _take_payload(node)
                 ovm_node_free(node)
                 self.handle_signal(kind, payload)
             node = nxt
+        return 0
+
+    cdef int alias_message(self, ovm_node *node) except -1:
+        """A message sent to an alias is kept only while the alias is
+        active: a reply that comes after its call gave up is dropped."""
+        payload = _take_payload(node)
+        if self.aliases is not None and payload[0] in self.aliases:
+            node.payload = <void *>payload[1]
+            Py_INCREF(payload[1])
+            node.kind = OVM_SIG_MESSAGE
+            ovm_queue_append(&self.mq, node)
+        else:
+            ovm_node_free(node)
         return 0
 
     cdef bint monitor_fired(self, ovm_node *node) except -1:
@@ -346,8 +366,8 @@ cdef class Process:
                 if isinstance(pid, Pid):
                     self.vm.deliver_to(<Pid>pid, OVM_SIG_DEMONITOR, ref, q)
         self.links = self.monitors_in = self.monitors_out = None
-        self.coro = self.ctx = self.fn = self.args = None
-        self.rcv_match = self.rcv_msg = self.mark_ref = None
+        self.coro = self.ctx = self.fn = self.args = self.on_message = None
+        self.rcv_match = self.rcv_msg = self.mark_ref = self.aliases = None
         self.vm.forget(self)
         if self.on_exit is not None:
             hook, self.on_exit = self.on_exit, None
@@ -373,7 +393,7 @@ cdef class Process:
     # -- running (one scheduler thread at a time) -------------------------
 
     cdef int step(self) except -1:
-        """Runs one slice; returns a STEP_* value."""
+        """Runs one slice; returns STEP_WAIT, STEP_YIELD or STEP_DONE."""
         cdef int outcome
         self.budget = CONTEXT_REDS
         while True:
@@ -387,9 +407,44 @@ cdef class Process:
                 continue            # something arrived meanwhile: look again
             if self.budget <= 0:
                 return STEP_YIELD
-            outcome = self.resume()
-            if outcome != STEP_WAIT:
+            if self.coro is not None or not self.started:
+                outcome = self.resume()
+            else:
+                outcome = self.dispatch()
+            if outcome == STEP_IDLE:
+                if ovm_proc_try_wait(&self.c):
+                    return STEP_WAIT
+            elif outcome != STEP_WAIT and outcome != STEP_AGAIN:
                 return outcome
+
+    cdef int dispatch(self) except -1:
+        """Callback processes: hands the next message to the handler.
+
+        A behaviour keeps no stack between messages: its state is data the
+        handler holds.  A handler that must wait for another process returns
+        a coroutine, which runs as the process until it completes; then
+        dispatching resumes."""
+        cdef ovm_node *node = self.mq.head
+        cdef object ctx = self.ctx
+        if node == NULL:
+            return STEP_IDLE
+        ovm_queue_unlink(&self.mq, NULL, node)
+        msg = _take_payload(node)
+        ovm_node_free(node)
+        self.budget -= 1
+        self.reductions += 1
+        PyContext_Enter(ctx)
+        try:
+            body = self.on_message(msg)
+        except BaseException as exc:
+            self.finish_with(exc)
+            return STEP_DONE
+        finally:
+            PyContext_Exit(ctx)
+        if body is not None and (PyCoro_CheckExact(body) or isinstance(body, _Coroutine)):
+            self.coro = body
+            return self.resume()
+        return STEP_AGAIN
 
     cdef int resume(self) except -1:
         """Runs the body until its next suspension."""
@@ -400,8 +455,10 @@ cdef class Process:
         self.reductions += 1
         PyContext_Enter(ctx)
         try:
-            if self.coro is None and not self.start_body():
-                return STEP_DONE
+            if not self.started:
+                self.started = True
+                if not self.start_body():
+                    return STEP_DONE if self.on_message is None else STEP_AGAIN
             status = PyIter_Send(self.coro, None, &yielded)
         except BaseException as exc:
             self.finish_with(exc)
@@ -411,6 +468,9 @@ cdef class Process:
         value = <object>yielded
         Py_DECREF(value)
         if status == 0:             # PYGEN_RETURN
+            if self.on_message is not None:
+                self.coro = None    # back to dispatching messages
+                return STEP_AGAIN
             self.result = value
             self.finish(self.kill_reason if self.kill_reason is not NOTHING else "normal")
             return STEP_DONE
@@ -424,14 +484,17 @@ cdef class Process:
         return STEP_DONE
 
     cdef bint start_body(self) except -1:
-        """First run: call the body; a coroutine becomes the process."""
+        """First run: call the body.  A coroutine becomes the process; a
+        plain function's return ends it; a handler's start may be either,
+        and dispatching begins when it is done."""
         args, self.args = self.args, None
         body = self.fn(*args)
         if PyCoro_CheckExact(body) or isinstance(body, _Coroutine):
             self.coro = body
             return True
-        self.result = body
-        self.finish("normal")
+        if self.on_message is None:
+            self.result = body
+            self.finish("normal")
         return False
 
     cdef int finish_with(self, object exc) except -1:

@@ -1,0 +1,183 @@
+"""What every behaviour shares: starting with an acknowledgement, calls, replies.
+
+This is OTP's ``gen`` and ``proc_lib`` in one module.  A behaviour process is a
+callback process (``spawn_handler``); its handler acknowledges its start with
+``ack``, and requests reach it as plain tuples:
+
+* ``('$gen_call', From(pid, ref), request)`` — answered with ``reply(from_, value)``;
+* ``('$gen_cast', msg)`` — no answer;
+* ``('$system', From(pid, ref), request)`` — the ``sys`` protocol.
+
+A call monitors the server and tags the request with the monitor's ref, which
+is also an alias: the caller waits for the reply or the server's death in O(1)
+however full its mailbox is, and a reply arriving after the call gave up is
+dropped on arrival, never left in the mailbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from otpvm.kernel import (
+    Pid,
+    Ref,
+    demonitor,
+    exit,
+    make_ref,
+    monitor,
+    receive,
+    self,
+    send,
+    send_alias,
+    spawn_handler,
+    unalias,
+    whereis,
+)
+from otpvm.terms import ANY, AnyOf, Down, Exit
+
+CALL = "$gen_call"
+CAST = "$gen_cast"
+SYSTEM = "$system"
+
+
+class From(NamedTuple):
+    """Who is waiting for a reply: pass it to ``reply``."""
+
+    pid: Pid
+    ref: Ref
+
+
+class CallError(Exception):
+    """A call failed because the server was gone or died before replying.
+
+    ``reason`` is the server's exit reason: ``'noproc'`` if it did not exist,
+    ``'normal'``/``'shutdown'`` if it stopped, or the exception it crashed with.
+    """
+
+    def __init__(self, reason: Any, dest: Any = None, request: Any = None) -> None:
+        super().__init__(reason, dest, request)
+        self.reason = reason
+        self.dest = dest
+        self.request = request
+
+    def __str__(self) -> str:
+        return f"call to {self.dest!r} failed: {self.reason!r} (request {self.request!r})"
+
+
+class StartError(Exception):
+    """A behaviour's start failed: ``reason`` is why (``('already_started',
+    pid)``, the exception init raised, or the reason it stopped with).
+    """
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Ignored(Exception):
+    """``init`` returned Ignore: no process was started (supervisors skip it)."""
+
+
+def resolve(dest: Any) -> Pid | None:
+    """The pid behind a Pid or a registered name (None when nobody has it)."""
+    if isinstance(dest, Pid):
+        return dest
+    if isinstance(dest, str):
+        return whereis(dest)
+    raise TypeError(f"a server is a Pid or a registered name, not {dest!r}")
+
+
+async def call(dest: Any, request: Any, timeout: float | None = 5.0, tag: str = CALL) -> Any:
+    """Sends a request and waits for its reply (see the module docstring)."""
+    pid = resolve(dest)
+    if pid is None:
+        raise CallError("noproc", dest, request)
+    ref = monitor(pid, alias=True)
+    send(pid, (tag, From(self(), ref), request))
+    try:
+        msg = await receive(AnyOf((ref, ANY), Down(ref, ANY, ANY)), timeout=timeout)
+    except TimeoutError:
+        unalias(ref)
+        demonitor(ref, flush=True)
+        await _flush_reply(ref)
+        raise TimeoutError(f"call to {dest!r} timed out after {timeout} s "
+                           f"(request {request!r})") from None
+    unalias(ref)
+    if isinstance(msg, Down):
+        raise CallError(msg.reason, dest, request)
+    demonitor(ref, flush=True)
+    return msg[1]
+
+
+async def _flush_reply(ref: Ref) -> None:
+    """Removes a reply that arrived just before the alias was deactivated."""
+    try:
+        await receive((ref, ANY), timeout=0)
+    except TimeoutError:
+        pass
+
+
+def reply(from_: From, value: Any) -> None:
+    """Answers a call (from inside the server or any process it handed
+    ``from_`` to).
+    """
+    send_alias(from_.pid, from_.ref, (from_.ref, value))
+
+
+def cast(dest: Any, msg: Any) -> None:
+    """Sends a request without waiting; never fails (as in OTP)."""
+    try:
+        pid = resolve(dest)
+    except TypeError:
+        raise
+    if pid is not None:
+        send(pid, (CAST, msg))
+
+
+async def start(handler: Any, *, link: bool, timeout: float | None = None,
+                monitor_child: bool = False) -> Any:
+    """Starts a callback process and waits until it acknowledges its start.
+
+    The handler's ``start`` must call ``ack(starter, ok)`` (``ok`` is None,
+    or an exception to raise here).  Returns the pid, or ``(pid, ref)`` with
+    ``monitor_child``.  Raises StartError, or Ignored.
+    """
+    ref = make_ref()
+    handler.starter = From(self(), ref)
+    pid, mref = spawn_handler(handler, link=link, monitor=True)
+    try:
+        msg = await receive(AnyOf((ref, ANY), Down(mref, ANY, ANY)), timeout=timeout)
+    except TimeoutError:
+        exit(pid, "kill")
+        demonitor(mref, flush=True)
+        raise StartError("timeout") from None
+    if isinstance(msg, Down):
+        await _flush_exit(pid, link)
+        raise StartError(msg.reason)
+    outcome = msg[1]
+    if outcome is not None:
+        await receive(Down(mref, ANY, ANY), timeout=None)
+        await _flush_exit(pid, link)
+        if isinstance(outcome, Ignored):
+            raise outcome
+        raise StartError(outcome)
+    if monitor_child:
+        return pid, mref
+    demonitor(mref, flush=True)
+    return pid
+
+
+async def _flush_exit(pid: Pid, linked: bool) -> None:
+    """After a failed start, the Exit from the linked child (if the caller
+    traps exits) has served its purpose, as proc_lib's init_fail arranges.
+    """
+    if linked:
+        try:
+            await receive(Exit(pid, ANY), timeout=0)
+        except TimeoutError:
+            pass
+
+
+def ack(starter: From, outcome: Any = None) -> None:
+    """Tells the starter how start went: None for success."""
+    send(starter.pid, (starter.ref, outcome))
