@@ -39,6 +39,9 @@ from otpvm.kernel import (
     unregister,
     whereis,
 )
+from otpvm import gen, gen_server
+from otpvm.gen import CallError
+from otpvm.gen_server import GenServer
 from otpvm.terms import (
     ANY,
     AnyOf,
@@ -54,6 +57,10 @@ from otpvm.terms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "gen",
+    "gen_server",
+    "GenServer",
+    "CallError",
     "ANY",
     "AnyOf",
     "Down",

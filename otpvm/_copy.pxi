@@ -8,10 +8,15 @@
 
 import enum as _enum
 import pickle as _pickle
+import types as _types
 
 cdef object _Enum = _enum.Enum
+# Functions travel by reference, like Erlang funs (sys.replace_state takes
+# one): code is immutable; a closure over mutable data would share it, which
+# the README warns about.
 cdef frozenset _ATOMIC_TYPES = frozenset({
     type(None), bool, int, float, complex, str, bytes, range, type(Ellipsis),
+    _types.FunctionType, _types.BuiltinFunctionType,
 })
 
 
@@ -35,9 +40,11 @@ cdef object copy_msg(object obj):
         return _copy_frozenset(<frozenset>obj)
     if t is bytearray:
         return bytearray(obj)
-    if isinstance(obj, tuple) and t in _SYSTEM_TUPLES:
-        copied = _copy_tuple(tuple(obj))
-        return obj if copied is obj else t(*copied)
+    if isinstance(obj, tuple) and (t in _SYSTEM_TUPLES or hasattr(t, "_fields")):
+        # A named tuple (Down, Exit, From, ...): immutable if its items are.
+        plain = tuple(obj)
+        copied = _copy_tuple(plain)
+        return obj if copied is plain else t(*copied)
     if isinstance(obj, _Enum) or t is TimerRef or isinstance(obj, type):
         return obj
     if t.__name__ == "ndarray" and not obj.flags.writeable:

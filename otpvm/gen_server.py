@@ -1,0 +1,453 @@
+"""gen_server: OTP's generic server, as a callback process.
+
+Subclass ``GenServer`` and return typed results from the callbacks::
+
+    class Counter(GenServer):
+        def init(self, start):
+            return Ok(start)
+
+        def handle_call(self, request, from_, count):
+            if request == "get":
+                return Reply(count, count)
+            raise ValueError(request)
+
+        def handle_cast(self, n, count):
+            return NoReply(count + n)
+
+    pid = await gen_server.start_link(Counter, 0, name="counter")
+    gen_server.cast("counter", 5)
+    assert await gen_server.call("counter", "get") == 5
+
+The server keeps no stack between messages: its state is the value the
+callbacks pass along, which is what lets hot code upgrade swap the code under
+it.  A callback may be ``async def`` when it has to call another process; the
+server then handles nothing else until it returns, exactly like an OTP
+callback blocked in a call.
+
+As in OTP, when a callback raises, ``terminate(exc, state)`` runs and the
+server exits with the exception (logged once, as a crash report); ``terminate``
+also runs on ``stop`` and when the parent's exit signal arrives while the
+server traps exits (``process_flag('trap_exit', True)`` in ``init``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from otpvm import gen
+from otpvm.gen import CallError, From, Ignored, StartError, ack
+from otpvm.kernel import (
+    Pid,
+    Ref,
+    cancel_timer,
+    demonitor,
+    exit,
+    monitor,
+    process_flag,
+    receive,
+    register,
+    send,
+    send_after,
+    whereis,
+)
+from otpvm.kernel import self as _me
+from otpvm.terms import ANY, Down, Exit, NameRegistrationError, ProcessExit
+
+__all__ = [
+    "CallError", "From", "GenServer", "Ignore", "Ignored", "NoReply", "Ok", "Reply",
+    "StartError", "Stop", "call", "cast", "reply", "start", "start_link", "start_monitor",
+    "stop",
+]
+
+_log = logging.getLogger("otpvm")
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(slots=True)
+class Ok:
+    """``init`` succeeded: the initial state (and optional timeout/continue)."""
+
+    state: Any
+    timeout: float | None = None
+    continue_: Any = UNSET
+    hibernate: bool = False
+
+
+@dataclass(slots=True)
+class Reply:
+    """``handle_call``: answer with ``value`` and go on with ``state``."""
+
+    value: Any
+    state: Any
+    timeout: float | None = None
+    continue_: Any = UNSET
+    hibernate: bool = False
+
+
+@dataclass(slots=True)
+class NoReply:
+    """Go on with ``state`` (a call is answered later with ``reply``)."""
+
+    state: Any
+    timeout: float | None = None
+    continue_: Any = UNSET
+    hibernate: bool = False
+
+
+@dataclass(slots=True)
+class Stop:
+    """Stop with ``reason``; from ``handle_call``, ``reply`` answers first."""
+
+    reason: Any
+    state: Any = None
+    reply: Any = UNSET
+
+
+class _IgnoreType:
+    def __repr__(self) -> str:
+        return "Ignore"
+
+
+Ignore: Any = _IgnoreType()
+"""``init`` result: start nothing (``start`` raises ``Ignored``)."""
+
+_TIMEOUT = "$gen_timeout"
+
+
+class GenServer:
+    """Base class of a generic server: override the callbacks you need."""
+
+    def init(self, args: Any) -> Any:
+        """Returns ``Ok(state)``, ``Stop(reason)`` or ``Ignore``."""
+        return Ok(args)
+
+    def handle_call(self, request: Any, from_: From, state: Any) -> Any:
+        """Returns ``Reply``, ``NoReply`` or ``Stop``."""
+        raise NotImplementedError(f"{type(self).__qualname__} got an unexpected call {request!r}")
+
+    def handle_cast(self, msg: Any, state: Any) -> Any:
+        """Returns ``NoReply`` or ``Stop``."""
+        raise NotImplementedError(f"{type(self).__qualname__} got an unexpected cast {msg!r}")
+
+    def handle_info(self, msg: Any, state: Any) -> Any:
+        """Any other message (and ``'timeout'``); by default logged and dropped."""
+        _log.warning("%s %r received an unexpected message: %r",
+                     type(self).__qualname__, _me(), msg)
+        return NoReply(state)
+
+    def handle_continue(self, continue_: Any, state: Any) -> Any:
+        """Runs right after a callback that returned ``continue_=...``."""
+        raise NotImplementedError(f"{type(self).__qualname__} has no handle_continue")
+
+    def terminate(self, reason: Any, state: Any) -> None:
+        """Called when the server stops; its return value is ignored."""
+
+    def code_change(self, old_vsn: Any, state: Any, extra: Any) -> Any:
+        """Hot upgrade: returns the state converted for the new code."""
+        return state
+
+    def format_status(self, status: dict[str, Any]) -> dict[str, Any]:
+        """Trims what ``sys.get_status`` shows (for example secrets in the state)."""
+        return status
+
+
+class _Server:
+    """The callback-process handler that runs a GenServer."""
+
+    def __init__(self, cls: type[GenServer], args: Any, name: str | None) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, GenServer)):
+            raise TypeError(f"gen_server needs a GenServer subclass, not {cls!r}")
+        self.cls = cls
+        self.args = args
+        self.name = name
+        self.starter: From | None = None
+        self.parent: Pid | None = None
+        self.mod: GenServer | None = None
+        self.state: Any = None
+        self.timer: Any = None
+        self.timer_token = 0
+
+    # -- start ------------------------------------------------------------
+
+    def start(self) -> Any:
+        assert self.starter is not None
+        self.parent = self.starter.pid
+        if self.name is not None:
+            try:
+                register(self.name, _me())
+            except NameRegistrationError:
+                ack(self.starter, ("already_started", whereis(self.name)))
+                exit("normal")
+        self.mod = self.cls()
+        try:
+            result = self.mod.init(self.args)
+        except Exception as exc:
+            ack(self.starter, exc)
+            raise
+        if inspect.iscoroutine(result):
+            return self._start_async(result)
+        return self._started(result)
+
+    async def _start_async(self, pending: Coroutine[Any, Any, Any]) -> None:
+        assert self.starter is not None
+        try:
+            result = await pending
+        except Exception as exc:
+            ack(self.starter, exc)
+            raise
+        more = self._started(result)
+        if more is not None:
+            await more
+
+    def _started(self, result: Any) -> Any:
+        assert self.starter is not None
+        if isinstance(result, Ok):
+            self.state = result.state
+            ack(self.starter)
+            return self._after(result.timeout, result.continue_)
+        if result is Ignore:
+            ack(self.starter, Ignored(f"{self.cls.__qualname__}.init returned Ignore"))
+            exit("normal")
+        if isinstance(result, Stop):
+            ack(self.starter, result.reason)
+            exit(result.reason)
+        error = TypeError(f"{self.cls.__qualname__}.init returned {result!r}: "
+                          "expected Ok(state), Stop(reason) or Ignore")
+        ack(self.starter, error)
+        raise error
+
+    # -- messages -----------------------------------------------------------
+
+    def handle_message(self, msg: Any) -> Any:
+        if self.timer is not None:
+            if type(msg) is tuple and len(msg) == 2 and msg[0] == _TIMEOUT:
+                if msg[1] != self.timer_token:
+                    return None                   # a timeout that was cancelled
+                self.timer = None
+                return self._callback("handle_info", ("timeout", self.state))
+            cancel_timer(self.timer)
+            self.timer = None
+        if type(msg) is tuple and len(msg) == 3:
+            tag = msg[0]
+            if tag == gen.CALL:
+                return self._callback("handle_call", (msg[2], msg[1], self.state), msg[1])
+            if tag == gen.SYSTEM:
+                return self._system(msg[1], msg[2])
+        elif type(msg) is tuple and len(msg) == 2 and msg[0] == gen.CAST:
+            return self._callback("handle_cast", (msg[1], self.state))
+        if type(msg) is Exit and msg.pid == self.parent:
+            return self._terminate(msg.reason)    # the parent's shutdown, trapped
+        return self._callback("handle_info", (msg, self.state))
+
+    def _callback(self, name: str, args: tuple[Any, ...], from_: From | None = None) -> Any:
+        try:
+            result = getattr(self.mod, name)(*args)
+        except ProcessExit:
+            raise
+        except Exception as exc:
+            return self._crash(exc)
+        if inspect.iscoroutine(result):
+            return self._callback_async(name, result, from_)
+        return self._apply(name, result, from_)
+
+    async def _callback_async(self, name: str, pending: Coroutine[Any, Any, Any],
+                              from_: From | None) -> None:
+        try:
+            result = await pending
+        except ProcessExit:
+            raise
+        except Exception as exc:
+            more = self._crash(exc)
+        else:
+            more = self._apply(name, result, from_)
+        if more is not None:
+            await more
+
+    def _apply(self, name: str, result: Any, from_: From | None) -> Any:
+        """Acts on a callback's result; may return a coroutine to run next."""
+        if isinstance(result, Reply) and from_ is not None:
+            gen.reply(from_, result.value)
+            self.state = result.state
+            return self._after(result.timeout, result.continue_)
+        if isinstance(result, NoReply):
+            self.state = result.state
+            return self._after(result.timeout, result.continue_)
+        if isinstance(result, Stop):
+            self.state = result.state
+            if result.reply is not UNSET and from_ is not None:
+                gen.reply(from_, result.reply)
+            return self._terminate(result.reason)
+        return self._crash(TypeError(
+            f"{self.cls.__qualname__}.{name} returned {result!r}: expected "
+            + ("Reply, NoReply or Stop" if from_ is not None else "NoReply or Stop")))
+
+    def _after(self, timeout: float | None, continue_: Any) -> Any:
+        if continue_ is not UNSET:
+            return self._callback("handle_continue", (continue_, self.state))
+        if timeout is not None:
+            self.timer_token += 1
+            self.timer = send_after(timeout, _me(), (_TIMEOUT, self.timer_token))
+        return None
+
+    # -- the end --------------------------------------------------------------
+
+    def _terminate(self, reason: Any) -> Any:
+        """Runs terminate, then exits with reason."""
+        try:
+            result = self.mod.terminate(reason, self.state) if self.mod else None
+        except Exception as exc:
+            raise exc from None
+        if inspect.iscoroutine(result):
+            return self._terminate_async(result, reason)
+        exit(reason)
+
+    async def _terminate_async(self, pending: Coroutine[Any, Any, Any], reason: Any) -> None:
+        await pending
+        exit(reason)
+
+    def _crash(self, exc: BaseException) -> Any:
+        """A callback raised: terminate(exc, state) runs, then the exception
+        ends the server (and is logged once, by the VM)."""
+        try:
+            result = self.mod.terminate(exc, self.state) if self.mod else None
+        except Exception:
+            _log.exception("%s.terminate raised while handling a crash", self.cls.__qualname__)
+            raise exc from None
+        if inspect.iscoroutine(result):
+            return self._crash_async(result, exc)
+        raise exc
+
+    async def _crash_async(self, pending: Coroutine[Any, Any, Any], exc: BaseException) -> None:
+        try:
+            await pending
+        finally:
+            raise exc
+
+    # -- the sys protocol -----------------------------------------------------
+
+    def _system(self, from_: From, request: Any) -> Any:
+        if isinstance(request, tuple) and request[:1] == ("terminate",):
+            return self._terminate(request[1])   # stop() waits for the Down
+        if request == "get_state":
+            gen.reply(from_, self.state)
+        elif isinstance(request, tuple) and request[:1] == ("replace_state",):
+            try:
+                self.state = request[1](self.state)
+            except Exception as exc:
+                gen.reply(from_, ("error", exc))
+            else:
+                gen.reply(from_, self.state)
+        elif request == "get_status":
+            status = {"pid": _me(), "module": self.cls, "state": self.state,
+                      "parent": self.parent, "name": self.name, "status": "running"}
+            assert self.mod is not None
+            gen.reply(from_, self.mod.format_status(status))
+        elif request == "suspend":
+            gen.reply(from_, "ok")
+            return self._suspended()
+        elif request == "resume":
+            gen.reply(from_, "ok")
+        else:
+            gen.reply(from_, ("error", ("unknown_system_msg", request)))
+        return None
+
+    async def _suspended(self) -> None:
+        """While suspended only system messages are handled; the rest wait
+        in the mailbox, in order."""
+        while True:
+            _, from_, request = await receive((gen.SYSTEM, ANY, ANY))
+            if request == "resume":
+                gen.reply(from_, "ok")
+                return
+            if request == "suspend":
+                gen.reply(from_, "ok")
+                continue
+            more = self._system(from_, request)
+            if more is not None:
+                await more
+
+
+# -- the API ------------------------------------------------------------------
+
+
+async def start(cls: type[GenServer], args: Any = None, *, name: str | None = None,
+                timeout: float | None = None) -> Pid:
+    """Starts a server and returns its pid once ``init`` has completed.
+
+    Raises ``StartError`` if init fails or stops (``reason`` says why, for
+    example ``('already_started', pid)`` when the name is taken), ``Ignored``
+    if init returned Ignore.
+    """
+    pid: Pid = await gen.start(_Server(cls, args, name), link=False, timeout=timeout)
+    return pid
+
+
+async def start_link(cls: type[GenServer], args: Any = None, *, name: str | None = None,
+                     timeout: float | None = None) -> Pid:
+    """Like start, and links the server to the caller (its parent)."""
+    pid: Pid = await gen.start(_Server(cls, args, name), link=True, timeout=timeout)
+    return pid
+
+
+async def start_monitor(cls: type[GenServer], args: Any = None, *, name: str | None = None,
+                        timeout: float | None = None) -> tuple[Pid, Ref]:
+    """Like start, and monitors the server: returns (pid, ref)."""
+    result: tuple[Pid, Ref] = await gen.start(_Server(cls, args, name), link=False,
+                                              timeout=timeout, monitor_child=True)
+    return result
+
+
+async def call(dest: Pid | str, request: Any, timeout: float | None = 5.0) -> Any:
+    """Sends a request and waits for the reply.
+
+    Raises ``TimeoutError`` after ``timeout`` seconds and ``CallError`` (with
+    ``.reason``) if the server does not exist or dies before replying.  Neither
+    leaves a stray reply or Down message behind.
+    """
+    return await gen.call(dest, request, timeout)
+
+
+def cast(dest: Pid | str, msg: Any) -> None:
+    """Sends a request without waiting for anything (never fails)."""
+    gen.cast(dest, msg)
+
+
+def reply(from_: From, value: Any) -> None:
+    """Answers a call later (after returning NoReply from handle_call)."""
+    gen.reply(from_, value)
+
+
+async def stop(dest: Pid | str, reason: Any = "normal", timeout: float | None = None) -> None:
+    """Stops the server with reason (its terminate runs) and waits until it is gone.
+
+    Raises ``CallError('noproc')`` if there is no such server, ``CallError(r)``
+    if it ended with another reason r, ``TimeoutError`` after timeout.
+    """
+    pid = gen.resolve(dest)
+    if pid is None:
+        raise CallError("noproc", dest, ("stop", reason))
+    ref = monitor(pid)
+    send(pid, (gen.SYSTEM, From(_me(), ref), ("terminate", reason)))
+    try:
+        down = await receive(Down(ref, ANY, ANY), timeout=timeout)
+    except TimeoutError:
+        demonitor(ref, flush=True)
+        raise TimeoutError(f"stop of {dest!r} timed out after {timeout} s") from None
+    if down.reason is not reason and down.reason != reason:
+        raise CallError(down.reason, dest, ("stop", reason))
+
+
+def trap_exits() -> None:
+    """Convenience for init: trap exits so that terminate runs on shutdown."""
+    process_flag("trap_exit", True)

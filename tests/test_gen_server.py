@@ -1,0 +1,334 @@
+"""gen_server, as OTP specifies it."""
+
+import logging
+
+import pytest
+
+import otpvm
+from otpvm import ANY, Down, gen_server, receive, send
+from otpvm.gen_server import CallError, GenServer, Ignore, NoReply, Ok, Reply, StartError, Stop
+
+
+def run(main, *args, schedulers=1):
+    return otpvm.run(main, *args, schedulers=schedulers)
+
+
+class Counter(GenServer):
+    def init(self, start):
+        return Ok(start)
+
+    def handle_call(self, request, from_, count):
+        match request:
+            case "get":
+                return Reply(count, count)
+            case ("add", n):
+                return Reply(count + n, count + n)
+            case "crash":
+                raise ZeroDivisionError("bad code path")
+            case ("stop", reason):
+                return Stop(reason, count, reply="stopping")
+            case ("later", who):
+                send(who, ("deferred", from_))
+                return NoReply(count)
+            case ("sleep_then_reply", t):
+                return NoReply(count)
+        return Reply(("unknown", request), count)
+
+    def handle_cast(self, msg, count):
+        if msg == "crash":
+            raise KeyError("cast crash")
+        return NoReply(count + msg)
+
+
+class Reporting(Counter):
+    """Tells a watcher when terminate runs."""
+
+    def init(self, args):
+        watcher, trap = args
+        if trap:
+            otpvm.process_flag("trap_exit", True)
+        self.watcher = watcher
+        return Ok(0)
+
+    def terminate(self, reason, state):
+        send(self.watcher, ("terminated", reason, state))
+
+
+@pytest.mark.parametrize("schedulers", [1, 4])
+def test_call_cast_and_state(schedulers):
+    async def main():
+        pid = await gen_server.start_link(Counter, 10)
+        gen_server.cast(pid, 5)
+        assert await gen_server.call(pid, ("add", 1)) == 16
+        return await gen_server.call(pid, "get")
+
+    assert run(main, schedulers=schedulers) == 16
+
+
+def test_start_registers_the_name_atomically_and_rejects_a_taken_name():
+    async def main():
+        pid = await gen_server.start(Counter, 1, name="counter")
+        assert otpvm.whereis("counter") == pid
+        assert await gen_server.call("counter", "get") == 1
+        with pytest.raises(StartError) as info:
+            await gen_server.start(Counter, 2, name="counter")
+        return info.value.reason, pid
+
+    reason, pid = run(main)
+    assert reason == ("already_started", pid)
+
+
+def test_init_failures():
+    class Failing(GenServer):
+        def init(self, how):
+            if how == "raise":
+                raise ValueError("cannot start")
+            if how == "stop":
+                return Stop("no_config")
+            if how == "ignore":
+                return Ignore
+            return "not a result"
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        outcomes = []
+        for how in ["raise", "stop", "ignore", "bad"]:
+            try:
+                await gen_server.start_link(Failing, how)
+            except StartError as exc:
+                outcomes.append((how, type(exc.reason).__name__ if isinstance(
+                    exc.reason, Exception) else exc.reason))
+            except gen_server.Ignored:
+                outcomes.append((how, "ignored"))
+        return outcomes, otpvm.process_info(otpvm.self())["message_queue_len"]
+
+    outcomes, left = run(main)
+    assert outcomes == [("raise", "ValueError"), ("stop", "no_config"), ("ignore", "ignored"),
+                        ("bad", "TypeError")]
+    assert left == 0
+
+
+def test_call_to_a_missing_server_is_noproc():
+    async def main():
+        with pytest.raises(CallError) as by_name:
+            await gen_server.call("nobody", "get")
+        pid = await gen_server.start(Counter, 0)
+        await gen_server.stop(pid)
+        with pytest.raises(CallError) as by_pid:
+            await gen_server.call(pid, "get")
+        return by_name.value.reason, by_pid.value.reason
+
+    assert run(main) == ("noproc", "noproc")
+
+
+def test_call_to_a_server_that_dies_mid_call_raises_with_its_reason(caplog):
+    async def main():
+        pid = await gen_server.start(Counter, 0)
+        with pytest.raises(CallError) as info:
+            await gen_server.call(pid, "crash")
+        info_after = otpvm.process_info(otpvm.self())
+        return info.value.reason, info_after["message_queue_len"], otpvm.is_alive(pid)
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        reason, queued, alive = run(main)
+    assert isinstance(reason, ZeroDivisionError)
+    assert queued == 0 and alive is False
+    assert len([r for r in caplog.records if "crash report" in r.getMessage()]) == 1
+
+
+def test_call_timeout_leaves_no_stray_reply_or_down():
+    async def main(caller_pid_box):
+        pid = await gen_server.start(Counter, 0)
+        me = otpvm.self()
+        with pytest.raises(TimeoutError):
+            await gen_server.call(pid, ("later", me), timeout=0.05)
+        # The server answers now, after the caller gave up:
+        _, from_ = await receive(("deferred", ANY), timeout=5)
+        gen_server.reply(from_, "too late")
+        # A later call works and nothing stray is left behind.
+        assert await gen_server.call(pid, "get") == 0
+        await otpvm.sleep(0.02)
+        return otpvm.process_info(me)["message_queue_len"]
+
+    assert run(main, None) == 0
+
+
+def test_deferred_reply_from_another_process():
+    async def helper(from_):
+        gen_server.reply(from_, "answered by a helper")
+
+    class Delegating(GenServer):
+        def handle_call(self, request, from_, state):
+            otpvm.spawn(helper, from_)
+            return NoReply(state)
+
+    async def main():
+        pid = await gen_server.start(Delegating)
+        return await gen_server.call(pid, "anything")
+
+    assert run(main) == "answered by a helper"
+
+
+def test_stop_runs_terminate_and_waits():
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start(Reporting, (me, False))
+        await gen_server.stop(pid, "shutdown")
+        msg = await receive(("terminated", ANY, ANY), timeout=5)
+        return msg, otpvm.is_alive(pid)
+
+    assert run(main) == (("terminated", "shutdown", 0), False)
+
+
+def test_stop_from_handle_call_replies_first():
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start(Reporting, (me, False))
+        ref = otpvm.monitor(pid)
+        answer = await gen_server.call(pid, ("stop", "normal"))
+        down = await receive(Down(ref, ANY, ANY), timeout=5)
+        return answer, down.reason, await receive(("terminated", ANY, ANY), timeout=5)
+
+    assert run(main) == ("stopping", "normal", ("terminated", "normal", 0))
+
+
+def test_parent_shutdown_runs_terminate_when_trapping_exits():
+    async def parent(test_pid, trap):
+        pid = await gen_server.start_link(Reporting, (test_pid, trap))
+        send(test_pid, ("child", pid))
+        await receive("never")
+
+    async def main():
+        me = otpvm.self()
+        results = []
+        for trap in (True, False):
+            sup = otpvm.spawn(parent, me, trap)
+            _, child = await receive(("child", ANY), timeout=5)
+            ref = otpvm.monitor(child)
+            otpvm.exit(sup, "shutdown")
+            down = await receive(Down(ref, ANY, ANY), timeout=5)
+            try:
+                terminated = await receive(("terminated", ANY, ANY), timeout=0.2)
+            except TimeoutError:
+                terminated = None
+            results.append((trap, down.reason, terminated))
+        return results
+
+    assert run(main) == [(True, "shutdown", ("terminated", "shutdown", 0)),
+                         (False, "shutdown", None)]
+
+
+def test_callback_crash_runs_terminate_with_the_exception():
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start(Reporting, (me, False))
+        gen_server.cast(pid, "crash")
+        _, reason, state = await receive(("terminated", ANY, ANY), timeout=5)
+        return type(reason).__name__, state
+
+    assert run(main) == ("KeyError", 0)
+
+
+def test_bad_return_value_crashes_the_server():
+    class Bad(GenServer):
+        def handle_call(self, request, from_, state):
+            return "oops"
+
+    async def main():
+        pid = await gen_server.start(Bad)
+        with pytest.raises(CallError) as info:
+            await gen_server.call(pid, "x")
+        return info.value.reason
+
+    reason = run(main)
+    assert isinstance(reason, TypeError) and "returned 'oops'" in str(reason)
+
+
+def test_timeout_and_continue():
+    class Timed(GenServer):
+        def init(self, watcher):
+            self.watcher = watcher
+            return Ok([], continue_="warm_up")
+
+        def handle_continue(self, what, log):
+            return NoReply(log + [what])
+
+        def handle_call(self, request, from_, log):
+            if request == "arm":
+                return Reply("armed", log, timeout=0.05)
+            return Reply(log, log)
+
+        def handle_info(self, msg, log):
+            send(self.watcher, ("info", msg))
+            return NoReply(log + [msg])
+
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start(Timed, me)
+        assert await gen_server.call(pid, "get") == ["warm_up"]
+        await gen_server.call(pid, "arm")
+        await receive(("info", "timeout"), timeout=5)
+        await gen_server.call(pid, "arm")
+        send(pid, "poke")                       # any message cancels the timeout
+        await receive(("info", "poke"), timeout=5)
+        await otpvm.sleep(0.1)
+        return await gen_server.call(pid, "get")
+
+    assert run(main) == ["warm_up", "timeout", "poke"]
+
+
+def test_async_callbacks_can_call_other_servers():
+    class Front(GenServer):
+        def init(self, backend):
+            return Ok(backend)
+
+        async def handle_call(self, request, from_, backend):
+            value = await gen_server.call(backend, ("add", request))
+            return Reply(value * 10, backend)
+
+    async def main():
+        backend = await gen_server.start(Counter, 0)
+        front = await gen_server.start(Front, backend)
+        return [await gen_server.call(front, n) for n in (1, 2, 3)]
+
+    assert run(main) == [10, 30, 60]
+
+
+def test_sys_protocol_get_replace_suspend_resume():
+    from otpvm import gen
+    from otpvm.gen import From
+
+    async def sys_call(pid, request):
+        return await gen.call(pid, request, tag=gen.SYSTEM)
+
+    async def main():
+        pid = await gen_server.start(Counter, 3)
+        state = await sys_call(pid, "get_state")
+        await sys_call(pid, ("replace_state", lambda s: s * 2))
+        await sys_call(pid, "suspend")
+        gen_server.cast(pid, 1)                  # waits in the mailbox
+        suspended_state = await sys_call(pid, "get_state")
+        await sys_call(pid, "resume")
+        status = await sys_call(pid, "get_status")
+        return state, suspended_state, await gen_server.call(pid, "get"), status["state"]
+
+    assert run(main) == (3, 6, 7, 7)
+    assert From  # the public name exists
+
+
+def test_many_concurrent_callers_on_several_schedulers():
+    async def caller(server, parent, n):
+        total = 0
+        for _ in range(n):
+            total = await gen_server.call(server, ("add", 1))
+        send(parent, ("done", total))
+
+    async def main(callers, n):
+        server = await gen_server.start(Counter, 0)
+        for _ in range(callers):
+            otpvm.spawn(caller, server, otpvm.self(), n)
+        for _ in range(callers):
+            await receive(("done", ANY), timeout=30)
+        return await gen_server.call(server, "get")
+
+    assert run(main, 20, 200, schedulers=4) == 4000
