@@ -5,6 +5,9 @@ messages, selective receive, links, monitors, exit signals, timers and
 registered names — scheduled by a compiled core on several threads.
 """
 
+from otpvm import gen, gen_server
+from otpvm.gen import CallError
+from otpvm.gen_server import GenServer
 from otpvm.kernel import (
     VM,
     Pid,
@@ -39,9 +42,6 @@ from otpvm.kernel import (
     unregister,
     whereis,
 )
-from otpvm import gen, gen_server
-from otpvm.gen import CallError
-from otpvm.gen_server import GenServer
 from otpvm.terms import (
     ANY,
     AnyOf,

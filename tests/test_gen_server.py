@@ -30,8 +30,6 @@ class Counter(GenServer):
             case ("later", who):
                 send(who, ("deferred", from_))
                 return NoReply(count)
-            case ("sleep_then_reply", t):
-                return NoReply(count)
         return Reply(("unknown", request), count)
 
     def handle_cast(self, msg, count):
