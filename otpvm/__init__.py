@@ -5,9 +5,10 @@ messages, selective receive, links, monitors, exit signals, timers and
 registered names — scheduled by a compiled core on several threads.
 """
 
-from otpvm import gen, gen_server
+from otpvm import gen, gen_server, supervisor
 from otpvm.gen import CallError
 from otpvm.gen_server import GenServer
+from otpvm.supervisor import ChildSpec, SupFlags, Supervisor
 from otpvm.kernel import (
     VM,
     Pid,
@@ -57,6 +58,10 @@ from otpvm.terms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "supervisor",
+    "ChildSpec",
+    "SupFlags",
+    "Supervisor",
     "gen",
     "gen_server",
     "GenServer",

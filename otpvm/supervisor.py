@@ -1,0 +1,509 @@
+"""Supervisors: let it crash, and the tree heals itself.
+
+A supervisor is a gen_server that traps exits, starts its children in order,
+restarts them by its strategy when they end, and gives up — shutting every
+child down in reverse order and exiting with ``'shutdown'`` — when children
+restart more than ``intensity`` times within ``period`` seconds, so that its
+own supervisor deals with it.  This follows OTP's ``supervisor`` module::
+
+    class Top(Supervisor):
+        def init(self, args):
+            flags = SupFlags(strategy="one_for_one", intensity=3, period=5)
+            return flags, [
+                ChildSpec("cache", (gen_server.start_link, (Cache, None))),
+                ChildSpec("writer", (gen_server.start_link, (Writer, None))),
+            ]
+
+    sup = await supervisor.start_link(Top, None, name="top")
+
+A child's start function is called inside the supervisor; it must return the
+pid of a process linked to the supervisor (``gen_server.start_link`` does), or
+raise ``gen.Ignored`` (init returned Ignore: the child is not started).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from otpvm import gen, gen_server
+from otpvm.gen import From, Ignored, StartError
+from otpvm.gen_server import GenServer, Ignore, NoReply, Ok, Reply, Stop
+from otpvm.kernel import Pid, demonitor, exit, monitor, process_flag, receive, unlink
+from otpvm.terms import ANY, Down, Exit
+
+__all__ = [
+    "ChildSpec", "SupFlags", "Supervisor", "SupervisorError", "check_childspecs",
+    "count_children", "delete_child", "restart_child", "start_child", "start_link",
+    "terminate_child", "which_children",
+]
+
+_log = logging.getLogger("otpvm")
+
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one")
+RESTARTS = ("permanent", "transient", "temporary")
+AUTO_SHUTDOWNS = ("never", "any_significant", "all_significant")
+
+
+@dataclass(frozen=True)
+class SupFlags:
+    """How a supervisor restarts: OTP's sup_flags()."""
+
+    strategy: str = "one_for_one"
+    intensity: int = 1
+    period: float = 5
+    auto_shutdown: str = "never"
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One child: OTP's child_spec().
+
+    ``start`` is ``(fn, args)``: ``await fn(*args)`` returns the pid of a
+    process linked to the supervisor.  ``shutdown`` is ``'brutal_kill'``,
+    seconds to wait after the ``'shutdown'`` signal before killing, or
+    ``'infinity'``; it defaults to 5 s for workers and ``'infinity'`` for
+    supervisors.
+    """
+
+    id: Any
+    start: tuple[Callable[..., Any], tuple[Any, ...]]
+    restart: str = "permanent"
+    shutdown: Any = None
+    type: str = "worker"
+    significant: bool = False
+    modules: tuple[Any, ...] = ()
+
+    @property
+    def shutdown_policy(self) -> Any:
+        """The shutdown with its default filled in."""
+        if self.shutdown is not None:
+            return self.shutdown
+        return "infinity" if self.type == "supervisor" else 5.0
+
+
+def _child_spec_error(spec: Any, strategy: str = "one_for_one") -> str | None:
+    """Why spec is not a valid child spec, or None."""
+    if not isinstance(spec, ChildSpec):
+        return f"a child spec must be a ChildSpec, not {spec!r}"
+    fn_args = spec.start
+    if not (isinstance(fn_args, tuple) and len(fn_args) == 2 and callable(fn_args[0])
+            and isinstance(fn_args[1], tuple)):
+        return f"child {spec.id!r}: start must be (callable, args tuple), not {fn_args!r}"
+    if spec.restart not in RESTARTS:
+        return f"child {spec.id!r}: restart must be one of {RESTARTS}, not {spec.restart!r}"
+    if spec.type not in ("worker", "supervisor"):
+        return f"child {spec.id!r}: type must be 'worker' or 'supervisor', not {spec.type!r}"
+    shutdown = spec.shutdown
+    if shutdown is not None and shutdown not in ("brutal_kill", "infinity") and not (
+            isinstance(shutdown, (int, float)) and not isinstance(shutdown, bool)
+            and shutdown >= 0):
+        return (f"child {spec.id!r}: shutdown must be 'brutal_kill', 'infinity' or "
+                f"seconds >= 0, not {shutdown!r}")
+    if spec.significant and spec.restart == "permanent":
+        return f"child {spec.id!r}: a significant child cannot be permanent"
+    return None
+
+
+def check_childspecs(specs: Iterable[Any], auto_shutdown: str = "never") -> str | None:
+    """None if every spec is valid (and ids are unique), else what is wrong."""
+    seen = set()
+    for spec in specs:
+        error = _child_spec_error(spec)
+        if error:
+            return error
+        if spec.id in seen:
+            return f"duplicate child id {spec.id!r}"
+        if spec.significant and auto_shutdown == "never":
+            return f"child {spec.id!r} is significant but auto_shutdown is 'never'"
+        seen.add(spec.id)
+    return None
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    pid: Pid | None = None
+    args: tuple[Any, ...] = ()           # simple_one_for_one: the extra args
+    restarting: bool = False
+
+
+@dataclass
+class _State:
+    name: Any
+    flags: SupFlags
+    children: list[_Child] = field(default_factory=list)     # in start order
+    restarts: list[float] = field(default_factory=list)
+    template: ChildSpec | None = None                          # simple_one_for_one
+
+
+class Supervisor:
+    """Base class: ``init(args)`` returns ``(SupFlags, [ChildSpec, ...])`` or
+    ``Ignore``; the supervision itself is done by this module."""
+
+    def init(self, args: Any) -> Any:
+        """Returns the flags and the child specs, in start order."""
+        raise NotImplementedError("a Supervisor subclass must define init(args)")
+
+
+class _SupervisorServer(GenServer):
+    """The gen_server that runs a Supervisor subclass's tree."""
+
+    async def init(self, args: Any) -> Any:
+        cls, user_args, name = args
+        process_flag("trap_exit", True)
+        result = cls().init(user_args)
+        if result is Ignore:
+            return Ignore
+        try:
+            flags, specs = result
+        except (TypeError, ValueError):
+            return Stop(("bad_return", (cls.__qualname__, "init", result)))
+        error = _flags_error(flags)
+        specs = list(specs)
+        if error is None:
+            error = check_childspecs(specs, flags.auto_shutdown)
+        if error is None and flags.strategy == "simple_one_for_one" and len(specs) != 1:
+            error = "simple_one_for_one needs exactly one child spec (the template)"
+        if error is not None:
+            return Stop(("supervisor_data", error))
+        state = _State(name or cls.__qualname__, flags)
+        if flags.strategy == "simple_one_for_one":
+            state.template = specs[0]
+            return Ok(state)
+        for spec in specs:
+            child = _Child(spec)
+            failure = await _start(child)
+            if failure is not None:
+                _report(state, "start_error", failure, child)
+                await _terminate_children(state, reversed(state.children))
+                return Stop(("shutdown", ("failed_to_start_child", spec.id, failure)))
+            state.children.append(child)
+        return Ok(state)
+
+    async def handle_call(self, request: Any, from_: From, state: _State) -> Any:
+        op, *args = request
+        handler = getattr(self, f"_call_{op}", None)
+        if handler is None:
+            return Reply(("error", ("unknown_request", request)), state)
+        return await handler(state, *args)
+
+    async def handle_info(self, msg: Any, state: _State) -> Any:
+        if isinstance(msg, Exit):
+            return await self._child_exited(state, msg.pid, msg.reason)
+        _log.warning("supervisor %r received an unexpected message: %r", state.name, msg)
+        return NoReply(state)
+
+    async def terminate(self, reason: Any, state: _State) -> None:
+        if isinstance(state, _State):
+            await _terminate_children(state, reversed(state.children))
+
+    # -- a child ended ------------------------------------------------------
+
+    async def _child_exited(self, state: _State, pid: Pid, reason: Any) -> Any:
+        child = next((c for c in state.children if c.pid == pid), None)
+        if child is None:
+            return NoReply(state)          # not ours (or already dealt with)
+        child.pid = None
+        spec = child.spec
+        if not _is_normal(reason):
+            _report(state, "child_terminated", reason, child, pid)
+        if state.template is not None or spec.restart == "temporary":
+            state.children.remove(child)
+        if spec.significant and _ends_for_good(spec, reason):
+            if _auto_shutdown(state):
+                return Stop("shutdown", state)
+        if not _needs_restart(spec, reason):
+            return NoReply(state)
+        return await self._restart(state, child)
+
+    async def _restart(self, state: _State, child: _Child) -> Any:
+        """Restarts by the strategy; gives up past the restart intensity."""
+        while True:
+            if not _add_restart(state):
+                _report(state, "reached_max_restart_intensity", "shutdown", child)
+                return Stop("shutdown", state)
+            failure = await self._restart_by_strategy(state, child)
+            if failure is None:
+                return NoReply(state)
+            _report(state, "start_error", failure, child)
+
+    async def _restart_by_strategy(self, state: _State, child: _Child) -> Any:
+        strategy = state.flags.strategy
+        if strategy in ("one_for_one", "simple_one_for_one"):
+            if strategy == "simple_one_for_one" and child not in state.children:
+                state.children.append(child)
+            return await _start(child)
+        position = state.children.index(child)
+        group = state.children if strategy == "one_for_all" else state.children[position:]
+        await _terminate_children(state, reversed([c for c in group if c is not child]))
+        # Temporary siblings are not restarted: they go, as in OTP.
+        for member in [c for c in group if c is not child and c.spec.restart == "temporary"]:
+            state.children.remove(member)
+        group = [c for c in group if c is child or c.spec.restart != "temporary"]
+        for member in group:
+            failure = await _start(member)
+            if failure is not None:
+                return failure
+        return None
+
+    # -- the API, as calls to the supervisor ----------------------------------
+
+    async def _call_start_child(self, state: _State, arg: Any) -> Any:
+        if state.template is not None:
+            extra = tuple(arg) if isinstance(arg, (list, tuple)) else (arg,)
+            child = _Child(state.template, args=extra)
+        else:
+            error = _child_spec_error(arg)
+            if error is None and any(c.spec.id == arg.id for c in state.children):
+                existing = next(c for c in state.children if c.spec.id == arg.id)
+                error = ("already_started", existing.pid) if existing.pid else "already_present"
+            if error is not None:
+                return Reply(("error", error), state)
+            child = _Child(arg)
+        failure = await _start(child)
+        if failure is not None:
+            return Reply(("error", failure), state)
+        if child.pid is not None or state.template is None:
+            state.children.append(child)
+        return Reply(("ok", child.pid), state)
+
+    async def _call_terminate_child(self, state: _State, key: Any) -> Any:
+        child = _find(state, key)
+        if child is None:
+            return Reply(("error", "not_found"), state)
+        await _terminate_children(state, [child])
+        if state.template is not None or child.spec.restart == "temporary":
+            state.children.remove(child)
+        return Reply("ok", state)
+
+    async def _call_restart_child(self, state: _State, key: Any) -> Any:
+        child = _find(state, key)
+        if state.template is not None or child is None:
+            return Reply(("error", "not_found"), state)
+        if child.pid is not None:
+            return Reply(("error", "running"), state)
+        failure = await _start(child)
+        return Reply(("error", failure) if failure is not None else ("ok", child.pid), state)
+
+    async def _call_delete_child(self, state: _State, key: Any) -> Any:
+        child = _find(state, key)
+        if state.template is not None or child is None:
+            return Reply(("error", "not_found"), state)
+        if child.pid is not None:
+            return Reply(("error", "running"), state)
+        state.children.remove(child)
+        return Reply("ok", state)
+
+    async def _call_which_children(self, state: _State) -> Any:
+        return Reply([(None if state.template else c.spec.id, c.pid, c.spec.type,
+                       c.spec.modules) for c in state.children], state)
+
+    async def _call_count_children(self, state: _State) -> Any:
+        kids = state.children
+        counts = {
+            "specs": 1 if state.template else len(kids),
+            "active": sum(1 for c in kids if c.pid is not None),
+            "supervisors": sum(1 for c in kids if c.spec.type == "supervisor"),
+            "workers": sum(1 for c in kids if c.spec.type == "worker"),
+        }
+        return Reply(counts, state)
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+def _flags_error(flags: Any) -> str | None:
+    if not isinstance(flags, SupFlags):
+        return f"supervisor flags must be SupFlags, not {flags!r}"
+    if flags.strategy not in STRATEGIES:
+        return f"strategy must be one of {STRATEGIES}, not {flags.strategy!r}"
+    if not isinstance(flags.intensity, int) or flags.intensity < 0:
+        return f"intensity must be an int >= 0, not {flags.intensity!r}"
+    if not isinstance(flags.period, (int, float)) or flags.period <= 0:
+        return f"period must be > 0 seconds, not {flags.period!r}"
+    if flags.auto_shutdown not in AUTO_SHUTDOWNS:
+        return f"auto_shutdown must be one of {AUTO_SHUTDOWNS}, not {flags.auto_shutdown!r}"
+    return None
+
+
+def _is_normal(reason: Any) -> bool:
+    """normal, shutdown or ('shutdown', _): ends that are not failures."""
+    if isinstance(reason, str):
+        return reason in ("normal", "shutdown")
+    return isinstance(reason, tuple) and len(reason) == 2 and reason[0] == "shutdown"
+
+
+def _needs_restart(spec: ChildSpec, reason: Any) -> bool:
+    if spec.restart == "permanent":
+        return True
+    if spec.restart == "transient":
+        return not _is_normal(reason)
+    return False
+
+
+def _ends_for_good(spec: ChildSpec, reason: Any) -> bool:
+    """A significant child that will not be restarted."""
+    return spec.restart == "temporary" or (spec.restart == "transient" and _is_normal(reason))
+
+
+def _auto_shutdown(state: _State) -> bool:
+    mode = state.flags.auto_shutdown
+    if mode == "any_significant":
+        return True
+    if mode == "all_significant":
+        return not any(c.pid is not None for c in state.children if c.spec.significant)
+    return False
+
+
+def _add_restart(state: _State) -> bool:
+    """Records a restart; False when that exceeds the intensity."""
+    now = time.monotonic()
+    state.restarts = [t for t in state.restarts if now - t < state.flags.period]
+    state.restarts.append(now)
+    return len(state.restarts) <= state.flags.intensity
+
+
+def _find(state: _State, key: Any) -> _Child | None:
+    for child in state.children:
+        if (isinstance(key, Pid) and child.pid == key) or (
+                state.template is None and not isinstance(key, Pid) and child.spec.id == key):
+            return child
+    return None
+
+
+async def _start(child: _Child) -> Any:
+    """Starts a child; None on success (or Ignore), else the failure reason."""
+    fn, args = child.spec.start
+    try:
+        pid = await fn(*args, *child.args)
+    except Ignored:
+        child.pid = None
+        return None
+    except StartError as exc:
+        return exc.reason
+    except Exception as exc:
+        return exc
+    if pid is Ignore:
+        child.pid = None
+        return None
+    if not isinstance(pid, Pid):
+        return ("bad_start_return", pid)
+    child.pid = pid
+    return None
+
+
+async def _terminate_children(state: _State, children: Iterable[_Child]) -> None:
+    for child in list(children):
+        if child.pid is not None:
+            await _shutdown(state, child)
+
+
+async def _shutdown(state: _State, child: _Child) -> None:
+    """OTP's shutdown protocol: monitor, unlink, signal, wait, kill."""
+    pid, policy = child.pid, child.spec.shutdown_policy
+    assert pid is not None
+    child.pid = None
+    ref = monitor(pid)
+    unlink(pid)
+    try:                                  # an Exit already queued is consumed
+        await receive(Exit(pid, ANY), timeout=0)
+    except TimeoutError:
+        pass
+    if policy == "brutal_kill":
+        exit(pid, "kill")
+        down = await receive(Down(ref, ANY, ANY))
+        expected: tuple[str, ...] = ("killed",)
+    else:
+        exit(pid, "shutdown")
+        try:
+            down = await receive(Down(ref, ANY, ANY),
+                                 timeout=None if policy == "infinity" else policy)
+            expected = ("shutdown",)
+        except TimeoutError:             # it ignored the shutdown: an error
+            exit(pid, "kill")
+            down = await receive(Down(ref, ANY, ANY))
+            expected = ()
+    demonitor(ref, flush=True)
+    if not (isinstance(down.reason, str) and down.reason in expected + ("noproc",)):
+        if down.reason != "normal" or child.spec.restart == "permanent":
+            _report(state, "shutdown_error", down.reason, child, pid)
+
+
+def _report(state: _State, context: str, reason: Any, child: _Child,
+            pid: Pid | None = None) -> None:
+    """A supervisor report, shaped like OTP's."""
+    spec = child.spec
+    _log.error(
+        "supervisor report: supervisor %r, context %s, reason %r, offender: "
+        "id=%r pid=%r restart=%s shutdown=%r type=%s",
+        state.name, context, reason, spec.id, pid if pid is not None else child.pid,
+        spec.restart, spec.shutdown_policy, spec.type)
+
+
+# -- the API -------------------------------------------------------------------
+
+
+async def start_link(cls: type[Supervisor], args: Any = None, *,
+                     name: str | None = None) -> Pid:
+    """Starts a supervisor linked to the caller; returns once every child started."""
+    if not (isinstance(cls, type) and issubclass(cls, Supervisor)):
+        raise TypeError(f"supervisor.start_link needs a Supervisor subclass, not {cls!r}")
+    return await gen_server.start_link(_SupervisorServer, (cls, args, name), name=name)
+
+
+async def start_child(sup: Pid | str, spec_or_args: Any) -> Pid | None:
+    """Adds a child (a ChildSpec, or the extra args for simple_one_for_one)
+    and starts it; returns its pid (None if it returned Ignore)."""
+    return _ok(await gen.call(sup, ("start_child", spec_or_args), None))
+
+
+async def terminate_child(sup: Pid | str, key: Any) -> None:
+    """Stops a child by id (or pid for simple_one_for_one); a permanent
+    child's spec is kept for restart_child."""
+    _ok(await gen.call(sup, ("terminate_child", key), None))
+
+
+async def restart_child(sup: Pid | str, key: Any) -> Pid | None:
+    """Starts again a child stopped with terminate_child."""
+    return _ok(await gen.call(sup, ("restart_child", key), None))
+
+
+async def delete_child(sup: Pid | str, key: Any) -> None:
+    """Removes a stopped child's spec."""
+    _ok(await gen.call(sup, ("delete_child", key), None))
+
+
+async def which_children(sup: Pid | str) -> list[tuple[Any, Pid | None, str, tuple[Any, ...]]]:
+    """(id, pid or None, type, modules) for each child, in start order."""
+    result: list[tuple[Any, Pid | None, str, tuple[Any, ...]]] = await gen.call(
+        sup, ("which_children",), None)
+    return result
+
+
+async def count_children(sup: Pid | str) -> dict[str, int]:
+    """specs, active, supervisors and workers counts."""
+    result: dict[str, int] = await gen.call(sup, ("count_children",), None)
+    return result
+
+
+class SupervisorError(Exception):
+    """A supervisor API call was refused: ``reason`` says why."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _ok(result: Any) -> Any:
+    if result == "ok":
+        return None
+    if isinstance(result, tuple) and result and result[0] == "ok":
+        return result[1]
+    if isinstance(result, tuple) and result and result[0] == "error":
+        raise SupervisorError(result[1])
+    return result
+

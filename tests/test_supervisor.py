@@ -1,0 +1,371 @@
+"""Supervisors, as OTP specifies them."""
+
+import logging
+import random
+
+import pytest
+
+import otpvm
+from otpvm import ANY, Down, gen_server, receive, send, supervisor
+from otpvm.gen_server import GenServer, NoReply, Ok, Reply
+from otpvm.supervisor import ChildSpec, Supervisor, SupervisorError, SupFlags
+
+
+def run(main, *args, schedulers=1):
+    return otpvm.run(main, *args, schedulers=schedulers)
+
+
+class Worker(GenServer):
+    """Tells the test process each time it starts: ('started', id, pid)."""
+
+    def init(self, args):
+        ident, watcher = args
+        self.ident = ident
+        send(watcher, ("started", ident, otpvm.self()))
+        return Ok(0)
+
+    def handle_call(self, request, from_, state):
+        if request == "crash":
+            raise RuntimeError(f"worker {self.ident} crashed")
+        return Reply(("alive", self.ident), state)
+
+    def handle_cast(self, msg, state):
+        if msg == "stop_normal":
+            return gen_server.Stop("normal", state)
+        return NoReply(state)
+
+
+async def start_worker(ident, watcher):
+    return await gen_server.start_link(Worker, (ident, watcher))
+
+
+def spec(ident, watcher, **kw):
+    return ChildSpec(ident, (start_worker, (ident, watcher)), **kw)
+
+
+class Sup(Supervisor):
+    def init(self, args):
+        flags, specs = args
+        return flags, specs
+
+
+async def started(ident=ANY):
+    _, who, pid = await receive(("started", ident, ANY), timeout=5)
+    return who, pid
+
+
+async def kill(pid):
+    otpvm.exit(pid, "kill")
+
+
+async def start_sup(flags, specs, name=None):
+    sup = await supervisor.start_link(Sup, (flags, specs), name=name)
+    return sup
+
+
+def pids_by_id(children):
+    return {ident: pid for ident, pid, _, _ in children}
+
+
+@pytest.mark.parametrize("strategy, killed, restarted", [
+    ("one_for_one", "b", ["b"]),
+    ("one_for_all", "b", ["a", "b", "c"]),
+    ("rest_for_one", "b", ["b", "c"]),
+    ("rest_for_one", "a", ["a", "b", "c"]),
+])
+def test_strategies_restart_the_right_children_in_order(strategy, killed, restarted):
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        sup = await start_sup(SupFlags(strategy, 5, 10), [spec(i, me) for i in "abc"])
+        first = [await started() for _ in range(3)]
+        assert [i for i, _ in first] == ["a", "b", "c"]          # started in order
+        before = dict(first)
+        await kill(before[killed])
+        again = [await started() for _ in restarted]
+        with pytest.raises(TimeoutError):        # and nothing else restarted
+            await receive(("started", ANY, ANY), timeout=0.1)
+        after = pids_by_id(await supervisor.which_children(sup))
+        return [i for i, _ in again], before, after
+
+    order, before, after = run(main)
+    assert order == restarted
+    for ident in "abc":
+        assert (after[ident] != before[ident]) == (ident in restarted)
+
+
+def test_restart_intensity_exceeded_exactly_at_the_limit(caplog):
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        sup = await start_sup(SupFlags("one_for_one", 3, 60), [spec("w", me)])
+        ref = otpvm.monitor(sup)
+        _, pid = await started()
+        for _ in range(3):                    # three restarts are allowed
+            await kill(pid)
+            _, pid = await started()
+        alive_after_three = otpvm.is_alive(sup)
+        await kill(pid)                       # the fourth is one too many
+        down = await receive(Down(ref, ANY, ANY), timeout=5)
+        exit_msg = await receive(otpvm.Exit(sup, ANY), timeout=5)
+        return alive_after_three, down.reason, exit_msg.reason, otpvm.is_alive(pid)
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        alive, down_reason, exit_reason, worker_alive = run(main)
+    assert alive is True
+    assert down_reason == "shutdown" and exit_reason == "shutdown"
+    assert worker_alive is False
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("reached_max_restart_intensity" in m for m in messages) == 1
+    assert sum("child_terminated" in m for m in messages) == 4
+
+
+def test_transient_child_normal_exit_vs_crash():
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        sup = await start_sup(SupFlags("one_for_one", 5, 10),
+                              [spec("t", me, restart="transient")])
+        _, pid = await started()
+        with pytest.raises(otpvm.CallError):
+            await gen_server.call(pid, "crash")
+        _, pid2 = await started()             # restarted after a crash
+        gen_server.cast(pid2, "stop_normal")
+        with pytest.raises(TimeoutError):
+            await receive(("started", ANY, ANY), timeout=0.2)   # not after 'normal'
+        return await supervisor.which_children(sup), await supervisor.count_children(sup)
+
+    children, counts = run(main)
+    assert children == [("t", None, "worker", ())]
+    assert counts == {"specs": 1, "active": 0, "supervisors": 0, "workers": 1}
+
+
+def test_temporary_child_is_never_restarted_and_forgotten():
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        sup = await start_sup(SupFlags(), [spec("tmp", me, restart="temporary")])
+        _, pid = await started()
+        await kill(pid)
+        with pytest.raises(TimeoutError):
+            await receive(("started", ANY, ANY), timeout=0.2)
+        return await supervisor.which_children(sup)
+
+    assert run(main) == []
+
+
+def test_child_ignoring_shutdown_is_killed_after_its_timeout(caplog):
+    import time
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        # A gen_server treats its parent's 'shutdown' as a stop request, so the
+        # stubborn child is a raw process that traps exits and ignores it.
+        async def raw(watcher):
+            otpvm.process_flag("trap_exit", True)
+            send(watcher, ("started", "raw", otpvm.self()))
+            while True:
+                await receive()
+
+        async def start_raw(watcher):
+            return otpvm.spawn_link(raw, watcher)
+
+        sup = await start_sup(SupFlags(), [
+            ChildSpec("raw", (start_raw, (me,)), shutdown=0.2)])
+        _, pid = await started()
+        ref = otpvm.monitor(pid)
+        t = time.monotonic()
+        await supervisor.terminate_child(sup, "raw")
+        took = time.monotonic() - t
+        down = await receive(Down(ref, ANY, ANY), timeout=5)
+        return took, down.reason
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        took, reason = run(main)
+    assert reason == "killed"
+    assert took >= 0.2
+    assert any("shutdown_error" in r.getMessage() for r in caplog.records)
+
+
+def test_brutal_kill_and_shutdown_order_is_reverse_of_start():
+    order = []
+
+    class Noting(Worker):
+        def init(self, args):
+            otpvm.process_flag("trap_exit", True)
+            return super().init(args)
+
+        def terminate(self, reason, state):
+            order.append((self.ident, reason))
+
+    async def start_noting(ident, watcher):
+        return await gen_server.start_link(Noting, (ident, watcher))
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        sup = await start_sup(SupFlags(), [
+            ChildSpec(i, (start_noting, (i, me))) for i in "abc"])
+        for _ in range(3):
+            await started()
+        ref = otpvm.monitor(sup)
+        otpvm.exit(sup, "shutdown")
+        return (await receive(Down(ref, ANY, ANY), timeout=5)).reason
+
+    assert run(main) == "shutdown"
+    assert order == [("c", "shutdown"), ("b", "shutdown"), ("a", "shutdown")]
+
+
+def test_failed_child_start_stops_the_supervisor_and_the_started_children():
+    async def bad_start():
+        raise ValueError("no database")
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        with pytest.raises(gen_server.StartError) as info:
+            await start_sup(SupFlags(), [spec("ok", me),
+                                         ChildSpec("bad", (bad_start, ()))])
+        _, pid = await started()
+        return info.value.reason, otpvm.is_alive(pid)
+
+    reason, alive = run(main)
+    assert reason[0] == "shutdown" and reason[1][:2] == ("failed_to_start_child", "bad")
+    assert alive is False
+
+
+def test_dynamic_children_api():
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        sup = await start_sup(SupFlags(), [])
+        pid = await supervisor.start_child(sup, spec("x", me))
+        await started()
+        with pytest.raises(SupervisorError) as dup:
+            await supervisor.start_child(sup, spec("x", me))
+        with pytest.raises(SupervisorError) as running:
+            await supervisor.delete_child(sup, "x")
+        await supervisor.terminate_child(sup, "x")
+        stopped = await supervisor.which_children(sup)
+        pid2 = await supervisor.restart_child(sup, "x")
+        await started()
+        await supervisor.terminate_child(sup, "x")
+        await supervisor.delete_child(sup, "x")
+        with pytest.raises(SupervisorError) as missing:
+            await supervisor.restart_child(sup, "x")
+        return (dup.value.reason, running.value.reason, stopped, pid != pid2,
+                missing.value.reason, await supervisor.which_children(sup))
+
+    dup, running, stopped, new_pid, missing, final = run(main)
+    assert dup[0] == "already_started"
+    assert running == "running"
+    assert stopped == [("x", None, "worker", ())]
+    assert new_pid and missing == "not_found" and final == []
+
+
+def test_simple_one_for_one():
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        template = ChildSpec("conn", (start_worker, ()), restart="transient")
+        sup = await start_sup(SupFlags("simple_one_for_one", 5, 10), [template])
+        pids = [await supervisor.start_child(sup, (f"c{i}", me)) for i in range(3)]
+        for _ in range(3):
+            await started()
+        await kill(pids[1])
+        who, _ = await started()                      # restarted with its own args
+        counts = await supervisor.count_children(sup)
+        await supervisor.terminate_child(sup, pids[0])
+        return who, counts, await supervisor.count_children(sup)
+
+    who, counts, after = run(main)
+    assert who == "c1"
+    assert counts == {"specs": 1, "active": 3, "supervisors": 0, "workers": 3}
+    assert after["active"] == 2
+
+
+def test_significant_child_and_auto_shutdown():
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        sup = await start_sup(SupFlags(auto_shutdown="any_significant"), [
+            spec("main", me, restart="transient", significant=True), spec("helper", me)])
+        ref = otpvm.monitor(sup)
+        (_, main_pid), _ = await started("main"), await started("helper")
+        gen_server.cast(main_pid, "stop_normal")
+        return (await receive(Down(ref, ANY, ANY), timeout=5)).reason
+
+    assert run(main) == "shutdown"
+
+
+def test_check_childspecs_reports_problems():
+    assert supervisor.check_childspecs([ChildSpec("a", (start_worker, ()))]) is None
+    assert "duplicate" in supervisor.check_childspecs(
+        [ChildSpec("a", (start_worker, ())), ChildSpec("a", (start_worker, ()))])
+    assert "restart" in supervisor.check_childspecs(
+        [ChildSpec("a", (start_worker, ()), restart="sometimes")])
+    assert "shutdown" in supervisor.check_childspecs(
+        [ChildSpec("a", (start_worker, ()), shutdown=-1)])
+    assert "start" in supervisor.check_childspecs([ChildSpec("a", ("nope", ()))])
+
+
+class Branch(Supervisor):
+    def init(self, args):
+        prefix, watcher, leaves = args
+        return SupFlags("one_for_one", 1000, 1), [
+            spec(f"{prefix}{i}", watcher) for i in range(leaves)]
+
+
+class Trunk(Supervisor):
+    def init(self, args):
+        watcher, branches, leaves = args
+        return SupFlags("one_for_all", 1000, 1), [
+            ChildSpec(f"b{i}", (supervisor.start_link, (Branch, (f"b{i}.", watcher, leaves))),
+                      type="supervisor") for i in range(branches)]
+
+
+class Root(Supervisor):
+    def init(self, args):
+        return SupFlags("rest_for_one", 1000, 1), [
+            ChildSpec("trunk", (supervisor.start_link, (Trunk, args)), type="supervisor"),
+            spec("logger", args[0])]
+
+
+@pytest.mark.parametrize("seed, schedulers", [(1, 1), (2, 1), (3, 4), (4, 4)])
+def test_three_level_tree_heals_after_random_kills(seed, schedulers, caplog):
+    rng = random.Random(seed)
+
+    async def leaves_of(sup):
+        found = []
+        for ident, pid, kind, _ in await supervisor.which_children(sup):
+            if kind == "supervisor":
+                found += await leaves_of(pid)
+            else:
+                found.append((ident, pid))
+        return found
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        root = await supervisor.start_link(Root, (me, 3, 4), name="root")
+        kills = 0
+        for _ in range(30):
+            leaves = await leaves_of(root)
+            victim = rng.choice(leaves)[1]
+            ref = otpvm.monitor(victim)
+            otpvm.exit(victim, rng.choice(["kill", "crash", "shutdown_other"]))
+            await receive(Down(ref, ANY, ANY), timeout=5)
+            kills += 1
+        # Let restarts finish: every leaf answers a call.
+        leaves = await leaves_of(root)
+        answers = [await gen_server.call(pid, "ping") for _, pid in leaves]
+        return kills, sorted(ident for ident, _ in leaves), answers
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        kills, idents, answers = run(main, schedulers=schedulers)
+    expected = sorted([f"b{b}.{i}" for b in range(3) for i in range(4)] + ["logger"])
+    assert idents == expected
+    assert all(a[0] == "alive" for a in answers)
+    reports = [r.getMessage() for r in caplog.records if "child_terminated" in r.getMessage()]
+    assert len(reports) >= kills          # every kill was reported (one_for_all adds more)
