@@ -5,10 +5,19 @@ messages, selective receive, links, monitors, exit signals, timers and
 registered names — scheduled by a compiled core on several threads.
 """
 
-from otpvm import gen, gen_server, supervisor
+from otpvm import (
+    application,
+    gen,
+    gen_event,
+    gen_server,
+    gen_statem,
+    registry,
+    supervisor,
+    sys,
+    task,
+)
 from otpvm.gen import CallError
 from otpvm.gen_server import GenServer
-from otpvm.supervisor import ChildSpec, SupFlags, Supervisor
 from otpvm.kernel import (
     VM,
     Pid,
@@ -18,6 +27,7 @@ from otpvm.kernel import (
     cancel_timer,
     demonitor,
     exit,
+    halt,
     is_alive,
     link,
     make_ref,
@@ -43,6 +53,7 @@ from otpvm.kernel import (
     unregister,
     whereis,
 )
+from otpvm.supervisor import ChildSpec, Supervisor, SupFlags
 from otpvm.terms import (
     ANY,
     AnyOf,
@@ -58,6 +69,12 @@ from otpvm.terms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "gen_event",
+    "gen_statem",
+    "registry",
+    "sys",
+    "task",
+    "application",
     "supervisor",
     "ChildSpec",
     "SupFlags",
@@ -83,6 +100,7 @@ __all__ = [
     "cancel_timer",
     "demonitor",
     "exit",
+    "halt",
     "is_alive",
     "link",
     "make_ref",

@@ -261,6 +261,12 @@ def process_flag(flag, value):
     return old
 
 
+def halt():
+    """Stops the caller's VM, like ``erlang:halt()``: every process is killed
+    and the ``run()`` or ``VM.run()`` waiting on the VM returns."""
+    _me("halt").vm.stop()
+
+
 def register(name, pid):
     """Registers pid under name (a non-empty str), atomically."""
     cdef Process me = _me("register")

@@ -1,0 +1,325 @@
+"""Applications: named, versioned units that start a supervision tree.
+
+OTP's ``application`` module.  An application is a subclass of
+``Application`` with a ``name``, a ``vsn``, the ``applications`` it depends on
+and a default ``env``; its ``start`` returns the pid of its top supervisor::
+
+    class Store(Application):
+        name = "store"
+        vsn = "1.0"
+        applications = ("logger_app",)
+        env = {"path": "/tmp/store"}
+
+        async def start(self, start_type, args):
+            return await supervisor.start_link(StoreSup, None, name="store_sup")
+
+    await application.ensure_all_started(Store)
+
+An application controller process (registered as ``application_controller``)
+keeps track of what is loaded and running.  Each running application has a
+master process linked to its top supervisor; when the tree dies the start type
+decides what happens, as in OTP: ``permanent`` stops the whole node,
+``transient`` stops it unless the reason was ``normal``, ``temporary`` only
+reports it.  ``python -m otpvm run MODULE:APP`` boots a node with an
+application and keeps it up until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from otpvm import gen, gen_server
+from otpvm.gen import From
+from otpvm.gen_server import GenServer, NoReply, Ok, Reply
+from otpvm.kernel import (
+    Pid,
+    exit,
+    halt,
+    link,
+    process_flag,
+    receive,
+    send,
+    spawn_link,
+    whereis,
+)
+from otpvm.kernel import self as _me
+from otpvm.terms import ANY, AnyOf, Exit
+
+__all__ = [
+    "Application", "ApplicationError", "ensure_all_started", "get_env", "load", "set_env",
+    "start", "stop", "which_applications",
+]
+
+_log = logging.getLogger("otpvm")
+CONTROLLER = "application_controller"
+START_TYPES = ("permanent", "transient", "temporary")
+
+
+class Application:
+    """Base class of an application (override the class attributes and start)."""
+
+    name: str = ""
+    vsn: str = "0"
+    description: str = ""
+    applications: tuple[str, ...] = ()
+    env: dict[str, Any] = {}
+
+    async def start(self, start_type: str, args: Any) -> Pid:
+        """Starts the top supervisor (linked to the caller) and returns its pid."""
+        raise NotImplementedError(f"application {self.name!r} must define start()")
+
+    def prep_stop(self, state: Any) -> Any:
+        """Called before the tree is stopped."""
+        return state
+
+    def stop(self, state: Any) -> None:
+        """Called after the tree has stopped."""
+
+
+class ApplicationError(Exception):
+    """An application operation failed: ``reason`` says why (OTP's {error, Reason})."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Loaded:
+    cls: type[Application]
+    env: dict[str, Any]
+
+
+@dataclass
+class _Running:
+    start_type: str
+    master: Pid
+
+
+# Environments are read without a call to the controller, the way OTP reads
+# them from an ETS table: an application's start may ask for its own env
+# while the controller waits for that start.  Keyed by the controller's pid,
+# so that several VMs in one interpreter keep theirs apart.
+_ENVS: dict[Pid, dict[str, dict[str, Any]]] = {}
+
+
+@dataclass
+class _Controller:
+    loaded: dict[str, _Loaded] = field(default_factory=dict)
+    running: dict[str, _Running] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)        # start order
+
+
+async def _master(cls: type[Application], start_type: str, args: Any) -> None:
+    """An application master: starts the tree and reports how it ends."""
+    process_flag("trap_exit", True)
+    app = cls()
+    controller = whereis(CONTROLLER)
+    try:
+        top = await app.start(start_type, args)
+    except Exception as exc:
+        exit(("start_failed", exc))
+    if not isinstance(top, Pid):
+        exit(("bad_start_return", top))
+    link(top)
+    assert controller is not None
+    send(controller, ("$app_started", cls.name))
+    while True:
+        msg = await receive()
+        if isinstance(msg, Exit) and msg.pid == top:
+            exit(msg.reason)                     # the tree died: tell the controller
+        if isinstance(msg, tuple) and msg[:1] == ("$app_stop",):
+            state = app.prep_stop(None)
+            exit(top, "shutdown")                # its children stop in reverse
+            await receive(Exit(top, ANY))
+            app.stop(state)
+            send(msg[1], ("$app_stopped", cls.name))
+            exit("normal")
+        if isinstance(msg, Exit) and msg.pid != top:
+            exit(msg.reason)                     # the controller went away
+
+
+class _ControllerServer(GenServer):
+    def init(self, _: Any) -> Any:
+        process_flag("trap_exit", True)
+        _ENVS[_me()] = {}
+        return Ok(_Controller())
+
+    def terminate(self, reason: Any, state: _Controller) -> None:
+        _ENVS.pop(_me(), None)
+
+    async def handle_call(self, request: Any, from_: From, state: _Controller) -> Any:
+        op = request[0]
+        if op == "load":
+            return Reply(self._load(state, request[1]), state)
+        if op == "start":
+            return Reply(await self._start(state, request[1], request[2]), state)
+        if op == "stop":
+            return Reply(await self._stop(state, request[1]), state)
+        if op == "which":
+            return Reply([(name, state.loaded[name].cls.description, state.loaded[name].cls.vsn)
+                          for name in reversed(state.order)], state)
+        if op == "set_env":
+            _, app, key, value = request
+            if app not in state.loaded:
+                return Reply(("error", ("not_loaded", app)), state)
+            state.loaded[app].env[key] = value
+            return Reply("ok", state)
+        if op == "spec":
+            loaded = state.loaded.get(request[1])
+            return Reply(loaded.cls if loaded else None, state)
+        return Reply(("error", ("unknown_request", request)), state)
+
+    def handle_info(self, msg: Any, state: _Controller) -> Any:
+        if isinstance(msg, Exit):
+            name = next((n for n, r in state.running.items() if r.master == msg.pid), None)
+            if name is not None:
+                self._app_exited(state, name, msg.reason)
+        return NoReply(state)
+
+    # -- operations -------------------------------------------------------
+
+    def _load(self, state: _Controller, cls: Any) -> Any:
+        if not (isinstance(cls, type) and issubclass(cls, Application)) or not cls.name:
+            return ("error", f"not an Application subclass with a name: {cls!r}")
+        if cls.name in state.loaded:
+            return ("error", ("already_loaded", cls.name))
+        state.loaded[cls.name] = _Loaded(cls, dict(cls.env))
+        _ENVS[_me()][cls.name] = state.loaded[cls.name].env
+        return "ok"
+
+    async def _start(self, state: _Controller, name: str, start_type: str) -> Any:
+        if name in state.running:
+            return ("error", ("already_started", name))
+        loaded = state.loaded.get(name)
+        if loaded is None:
+            return ("error", ("not_loaded", name))
+        missing = [dep for dep in loaded.cls.applications if dep not in state.running]
+        if missing:
+            return ("error", ("not_started", missing[0]))
+        master = spawn_link(_master, loaded.cls, start_type, None)
+        msg = await receive(AnyOf(("$app_started", name), Exit(master, ANY)))
+        if isinstance(msg, Exit):
+            return ("error", msg.reason)
+        state.running[name] = _Running(start_type, master)
+        state.order.append(name)
+        return "ok"
+
+    async def _stop(self, state: _Controller, name: str) -> Any:
+        running = state.running.pop(name, None)
+        if running is None:
+            return ("error", ("not_started", name))
+        state.order.remove(name)
+        send(running.master, ("$app_stop", _me()))
+        await receive(("$app_stopped", name))
+        await receive(Exit(running.master, ANY))
+        _log.info("application %s exited: stopped (type %s)", name, running.start_type)
+        return "ok"
+
+    def _app_exited(self, state: _Controller, name: str, reason: Any) -> None:
+        running = state.running.pop(name)
+        state.order.remove(name)
+        _log.error("application report: application %s exited with reason %r (type %s)",
+                   name, reason, running.start_type)
+        if running.start_type == "permanent" or (
+                running.start_type == "transient" and reason != "normal"):
+            _log.error("application %s was %s: stopping the node", name, running.start_type)
+            halt()
+
+
+# -- the API ------------------------------------------------------------------
+
+
+async def _controller() -> Pid:
+    pid = whereis(CONTROLLER)
+    if pid is None:
+        try:
+            pid = await gen_server.start(_ControllerServer, None, name=CONTROLLER)
+        except gen.StartError as exc:         # another process started it first
+            if isinstance(exc.reason, tuple) and exc.reason[0] == "already_started":
+                return exc.reason[1]
+            raise
+    return pid
+
+
+async def _request(*request: Any) -> Any:
+    result = await gen.call(await _controller(), request, None)
+    if isinstance(result, tuple) and result and result[0] == "error":
+        raise ApplicationError(result[1])
+    return result
+
+
+def _name(app: Any) -> str:
+    return app.name if isinstance(app, type) and issubclass(app, Application) else app
+
+
+async def load(app: type[Application]) -> None:
+    """Loads an application (its spec and default env); ApplicationError if loaded."""
+    await _request("load", app)
+
+
+async def start(app: type[Application] | str, start_type: str = "temporary") -> None:
+    """Starts a loaded application (loading it first if given as a class).
+
+    Its dependencies must be running (see ensure_all_started)."""
+    if start_type not in START_TYPES:
+        raise ValueError(f"start type must be one of {START_TYPES}, not {start_type!r}")
+    if isinstance(app, type):
+        try:
+            await load(app)
+        except ApplicationError as exc:
+            if not (isinstance(exc.reason, tuple) and exc.reason[0] == "already_loaded"):
+                raise
+    await _request("start", _name(app), start_type)
+
+
+async def ensure_all_started(app: type[Application], start_type: str = "temporary",
+                             registry: dict[str, type[Application]] | None = None) -> list[str]:
+    """Starts app and, first, the applications it depends on (found in
+    ``registry`` by name, or among already loaded ones).  Returns the names
+    it started, in order."""
+    started: list[str] = []
+    running = {name for name, _, _ in await which_applications()}
+    await _ensure(app, start_type, registry or {}, running, started, ())
+    return started
+
+
+async def _ensure(app: type[Application], start_type: str, registry: dict[str, Any],
+                  running: set[str], started: list[str], path: tuple[str, ...]) -> None:
+    if app.name in running:
+        return
+    if app.name in path:
+        raise ApplicationError(("circular_dependencies", path + (app.name,)))
+    for dep in app.applications:
+        dep_cls = registry.get(dep) or await _request("spec", dep)
+        if dep_cls is None:
+            raise ApplicationError(("not_found", dep))
+        await _ensure(dep_cls, start_type, registry, running, started, path + (app.name,))
+    await start(app, start_type)
+    running.add(app.name)
+    started.append(app.name)
+
+
+async def stop(app: type[Application] | str) -> None:
+    """Stops a running application: prep_stop, the tree in reverse, stop."""
+    await _request("stop", _name(app))
+
+
+async def which_applications() -> list[tuple[str, str, str]]:
+    """(name, description, vsn) of the running applications, newest first."""
+    result: list[tuple[str, str, str]] = await _request("which")
+    return result
+
+
+async def get_env(app: type[Application] | str, key: str, default: Any = None) -> Any:
+    """The application's configuration value for key (default if unset)."""
+    controller = whereis(CONTROLLER)
+    env = _ENVS.get(controller, {}).get(_name(app), {}) if controller else {}
+    return env.get(key, default)
+
+
+async def set_env(app: type[Application] | str, key: str, value: Any) -> None:
+    """Sets a configuration value of a loaded application."""
+    await _request("set_env", _name(app), key, value)

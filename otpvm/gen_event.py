@@ -1,0 +1,756 @@
+"""gen_event: an event manager process with pluggable event handlers.
+
+An event manager is a process to which events are sent (``notify``,
+``sync_notify``); every event is handed to each event handler installed in
+it, in turn.  Handlers are classes deriving ``EventHandler``; each installed
+handler keeps its own state, which its callbacks return, as OTP's do::
+
+    class Counter(EventHandler[int]):
+        def init(self, start: int) -> int:
+            return start
+
+        def handle_event(self, event: Any, count: int) -> int:
+            return count + 1
+
+        def handle_call(self, request: Any, count: int) -> tuple[Any, int]:
+            return count, count
+
+    mgr = await gen_event.start()
+    await gen_event.add_handler(mgr, Counter, 0)
+    gen_event.notify(mgr, "tick")
+    assert await gen_event.call(mgr, Counter, "get") == 1
+
+A handler is named by its class, or by ``(cls, id)`` so that one class can be
+installed several times.  Everything follows OTP's gen_event (checked with
+``erl``, OTP 25):
+
+* handlers added later see each event first (OTP keeps them newest first),
+  and ``which_handlers`` lists them in that order; adding a handler id that
+  is already installed installs it a second time, as OTP does;
+* a handler whose callback raises is removed alone — ``terminate(Crash(exc),
+  state)`` runs and one error report is logged on the ``otpvm`` logger — and
+  the manager and the other handlers carry on;
+* ``add_sup_handler`` connects the handler to the caller: the caller gets
+  ``GenEventExit(handler, reason)`` whenever the handler is removed
+  (``'normal'`` for ``delete_handler`` or ``RemoveHandler``, ``'shutdown'``
+  when the manager stops, ``Swapped(...)``, or the exception it crashed
+  with), and if the caller ends with reason R the handler is removed with
+  ``terminate(Stop(R), state)``;
+* other exit signals, and any message that is not an event manager request,
+  go to every handler's ``handle_info``.
+
+Callbacks may be ``async def``: the manager then waits for them (handling no
+other request meanwhile, as in OTP, where a callback may block).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import CoroutineType
+from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
+
+from otpvm import gen
+from otpvm.gen import CallError, From, StartError
+from otpvm.kernel import (
+    Pid,
+    Ref,
+    demonitor,
+    exit,
+    link,
+    monitor,
+    process_flag,
+    receive,
+    register,
+    send,
+    unlink,
+    whereis,
+)
+from otpvm.kernel import self as _me
+from otpvm.terms import ANY, Down, Exit, NameRegistrationError, ProcessExit
+
+__all__ = [
+    "CallError", "Crash", "EventHandler", "GenEventExit", "HandlerError", "HandlerId",
+    "HandlerNotFound", "Refuse", "RemoveHandler", "Reply", "StartError", "Stop", "SwapHandler",
+    "Swapped", "add_handler", "add_sup_handler", "call", "delete_handler", "notify",
+    "start", "start_link", "start_monitor", "stop", "swap_handler", "swap_sup_handler",
+    "sync_notify", "which_handlers",
+]
+
+_log = logging.getLogger("otpvm")
+
+S = TypeVar("S")
+
+HandlerId: TypeAlias = "type[EventHandler[Any]] | tuple[type[EventHandler[Any]], Any]"
+"""A handler's name in its manager: its class, or ``(cls, id)``."""
+
+NOTIFY = "$gen_event_notify"
+"""The tag of an asynchronous event: ``(NOTIFY, event)``."""
+
+
+# -- what callbacks return ----------------------------------------------------
+
+
+@dataclass(slots=True)
+class Reply(Generic[S]):
+    """``handle_call``: answer ``value`` and go on with ``state`` (a plain
+    ``(value, state)`` tuple means the same)."""
+
+    value: Any
+    state: S
+
+
+@dataclass(slots=True, frozen=True)
+class RemoveHandler:
+    """Any callback but ``init``: remove this handler (``terminate(
+    'remove_handler', state)`` runs).  From ``handle_call``, ``reply`` is the
+    answer.  Returning the class itself, unconstructed, means the same."""
+
+    reply: Any = None
+
+
+@dataclass(slots=True, frozen=True)
+class SwapHandler:
+    """Any callback but ``init``: replace this handler, in place, by
+    ``handler2``.  ``terminate(args1, state)`` runs, then
+    ``handler2.init((args2, what_terminate_returned))``; a supervised
+    connection carries over.  From ``handle_call``, ``reply`` is the answer."""
+
+    args1: Any
+    state: Any
+    handler2: Any
+    args2: Any
+    reply: Any = None
+
+
+@dataclass(slots=True, frozen=True)
+class Refuse:
+    """``init``: do not install the handler (``add_handler`` raises
+    ``HandlerError`` with this reason).  Raising from init refuses too."""
+
+    reason: Any
+
+
+# -- what terminate receives, and what an owner is told -----------------------
+
+
+class Crash(NamedTuple):
+    """``terminate``'s argument when a callback raised (OTP's ``{error,
+    {'EXIT', Reason}}``): ``reason`` is the exception (or the reason given
+    to ``otpvm.exit``)."""
+
+    reason: Any
+
+
+class Stop(NamedTuple):
+    """``terminate``'s argument when the owner of a supervised handler ended
+    with ``reason`` (OTP's ``{stop, Reason}``)."""
+
+    reason: Any
+
+
+class Swapped(NamedTuple):
+    """A ``GenEventExit`` reason: the handler was replaced by ``new_handler``,
+    now supervised by ``owner`` (None when unsupervised)."""
+
+    new_handler: Any
+    owner: Pid | None
+
+
+class GenEventExit(NamedTuple):
+    """Sent to the owner of a handler added with ``add_sup_handler`` when the
+    handler is removed (OTP's ``{gen_event_EXIT, Handler, Reason}``).
+
+    ``reason`` is ``'normal'`` (``delete_handler``, ``RemoveHandler``),
+    ``'shutdown'`` (the manager stopped), ``Swapped(...)``, or the exception
+    a callback raised.
+    """
+
+    handler: Any
+    reason: Any
+
+
+class HandlerError(Exception):
+    """A handler operation failed: ``handler`` is the handler id, ``reason``
+    why (the exception a callback raised, or the ``Refuse`` reason)."""
+
+    def __init__(self, handler: Any, reason: Any) -> None:
+        super().__init__(handler, reason)
+        self.handler = handler
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"event handler {_name(self.handler)} failed: {self.reason!r}"
+
+
+class HandlerNotFound(HandlerError, LookupError):
+    """The handler is not installed in the manager (OTP's ``bad_module`` /
+    ``module_not_found``)."""
+
+    def __str__(self) -> str:
+        return f"event handler {_name(self.handler)} is not installed ({self.reason})"
+
+
+# -- handlers -------------------------------------------------------------------
+
+
+class EventHandler(Generic[S]):
+    """Base class of event handlers: override the callbacks you need.
+
+    A new instance is made for each installation; the handler's state is
+    what ``init`` returns and what each callback returns next, so the
+    instance itself need hold nothing.  Every callback may be ``async def``.
+    """
+
+    def init(self, args: Any) -> S:
+        """Returns the initial state (by default, ``args``).  Return
+        ``Refuse(reason)`` or raise to refuse being installed."""
+        return args  # type: ignore[no-any-return]
+
+    def handle_event(self, event: Any, state: S) -> Any:
+        """An event: returns the new state, ``RemoveHandler()`` or
+        ``SwapHandler(...)``."""
+        raise NotImplementedError(f"{type(self).__qualname__} has no handle_event")
+
+    def handle_call(self, request: Any, state: S) -> Any:
+        """A request from ``call``: returns ``(reply, state)`` (or
+        ``Reply``), ``RemoveHandler(reply)`` or ``SwapHandler(...)``."""
+        raise NotImplementedError(f"{type(self).__qualname__} has no handle_call")
+
+    def handle_info(self, msg: Any, state: S) -> Any:
+        """Any other message to the manager: like ``handle_event``.  By
+        default logs a warning and keeps the state (as OTP does)."""
+        _log.warning("gen_event handler %s has no handle_info; unhandled message: %r",
+                     type(self).__qualname__, msg)
+        return state
+
+    def terminate(self, arg: Any, state: S) -> Any:
+        """The handler is being removed.  ``arg`` is ``delete_handler``'s
+        args, a swap's ``args1``, ``'remove_handler'``, ``'stop'`` (the
+        manager stops), ``Stop(reason)`` (the owner ended) or ``Crash(exc)``.
+        The return value goes back to ``delete_handler``, or into the new
+        handler's ``init`` on a swap."""
+        return None
+
+    def code_change(self, old_vsn: Any, state: S, extra: Any) -> S:
+        """Converts the state during a code upgrade."""
+        return state
+
+
+def _check_id(handler: Any) -> type[EventHandler[Any]]:
+    """The class behind a handler id; TypeError for anything else."""
+    cls = handler[0] if type(handler) is tuple and len(handler) == 2 else handler
+    if not (isinstance(cls, type) and issubclass(cls, EventHandler)):
+        raise TypeError(f"an event handler is an EventHandler subclass or (cls, id), "
+                        f"not {handler!r}")
+    return cls
+
+
+def _name(handler: Any) -> str:
+    if type(handler) is tuple and len(handler) == 2 and isinstance(handler[0], type):
+        return f"({handler[0].__qualname__}, {handler[1]!r})"
+    return handler.__qualname__ if isinstance(handler, type) else repr(handler)
+
+
+def _reason(exc: BaseException) -> Any:
+    return exc.reason if isinstance(exc, ProcessExit) else exc
+
+
+# -- the manager process --------------------------------------------------------
+
+
+class _Installed:
+    """One installed handler."""
+
+    __slots__ = ("id", "mod", "owner", "state")
+
+    def __init__(self, id: Any, mod: EventHandler[Any], state: Any, owner: Pid | None) -> None:
+        self.id = id
+        self.mod = mod
+        self.state = state
+        self.owner = owner
+
+
+class _Manager:
+    """The event manager: a callback process whose state is its handlers."""
+
+    def __init__(self, name: str | None, parent: Pid | None) -> None:
+        self.name = name
+        self.parent = parent
+        self.handlers: list[_Installed] = []    # newest first, as in OTP
+        self.starter: From | None = None        # set by gen.start
+
+    def start(self) -> None:
+        process_flag("trap_exit", True)
+        assert self.starter is not None
+        if self.name is not None:
+            try:
+                register(self.name, _me())
+            except NameRegistrationError:
+                gen.ack(self.starter, ("already_started", whereis(self.name)))
+                exit("normal")
+        gen.ack(self.starter)
+
+    def handle_message(self, msg: Any) -> Any:
+        """Runs the request as a coroutine; returns it only if it suspended."""
+        body = self._handle(msg)
+        try:
+            yielded = body.send(None)
+        except StopIteration:
+            return None
+        return _finish(body, yielded)
+
+    async def _handle(self, msg: Any) -> None:
+        if type(msg) is tuple:
+            if len(msg) == 2 and msg[0] == NOTIFY:
+                await self._notify(msg[1], "handle_event")
+                return
+            if len(msg) == 3 and msg[0] == gen.CALL and type(msg[1]) is From:
+                await self._request(msg[1], msg[2])
+                return
+            if len(msg) == 3 and msg[0] == gen.SYSTEM and type(msg[1]) is From:
+                await self._system(msg[1], msg[2])
+                return
+        if type(msg) is Exit:
+            if msg.pid == self.parent:
+                await self._terminate_server(msg.reason)    # exits
+            await self._owner_exit(msg.pid, msg.reason)
+        await self._notify(msg, "handle_info")
+
+    # -- requests ----------------------------------------------------------------
+
+    async def _request(self, from_: From, request: Any) -> None:
+        op = request[0] if type(request) is tuple and request else request
+        if op == "sync_notify":
+            await self._notify(request[1], "handle_event")
+            _reply(from_, (True, None))
+        elif op == "call":
+            _reply(from_, await self._call(request[1], request[2]))
+        elif op == "add_handler":
+            _reply(from_, await self._add(request[1], request[2], request[3]))
+        elif op == "delete_handler":
+            _reply(from_, await self._delete(request[1], request[2]))
+        elif op == "swap_handler":
+            _reply(from_, await self._swap(*request[1:]))
+        elif op == "which_handlers":
+            _reply(from_, (True, [h.id for h in self.handlers]))
+        else:
+            _reply(from_, (False, ValueError(f"unknown gen_event request {request!r}")))
+
+    async def _add(self, handler: Any, args: Any, owner: Pid | None) -> tuple[bool, Any]:
+        if owner is not None:
+            link(owner)         # trapping exits: a dead owner is an Exit message
+        installed = await self._init(handler, args, owner)
+        if isinstance(installed, _Installed):
+            self.handlers = [installed, *self.handlers]
+            return True, None
+        return False, HandlerError(handler, installed)
+
+    async def _init(self, handler: Any, args: Any, owner: Pid | None) -> Any:
+        """A new installed handler, or the reason it refused."""
+        try:
+            mod = _check_id(handler)()
+            state = mod.init(args)
+            if type(state) is CoroutineType:
+                state = await state
+        except (Exception, ProcessExit) as exc:
+            return _reason(exc)
+        if type(state) is Refuse:
+            return state.reason
+        return _Installed(handler, mod, state, owner)
+
+    async def _delete(self, handler: Any, args: Any) -> tuple[bool, Any]:
+        h = self._find(handler)
+        if h is None:
+            return False, HandlerNotFound(handler, "module_not_found")
+        self._remove(h)
+        ok, result = await self._terminate(h, args, "normal")
+        return (True, result) if ok else (False, HandlerError(handler, result))
+
+    async def _swap(self, old: Any, args1: Any, new: Any, args2: Any,
+                    owner: Pid | None) -> tuple[bool, Any]:
+        """swap_handler (owner None: the old handler's owner carries over)
+        and swap_sup_handler."""
+        h = self._find(old)
+        if h is None:
+            result: Any = HandlerNotFound(old, "module_not_found")
+        else:
+            self._remove(h)
+            if owner is None:
+                owner = h.owner
+            result = await self._terminate_for_swap(h, args1, Swapped(new, owner))
+        if owner is not None:
+            link(owner)
+        installed = await self._init(new, (args2, result), owner)
+        if isinstance(installed, _Installed):
+            self.handlers = [installed, *self.handlers]
+            return True, None
+        return False, HandlerError(new, installed)
+
+    async def _call(self, handler: Any, request: Any) -> tuple[bool, Any]:
+        h = self._find(handler)
+        if h is None:
+            return False, HandlerNotFound(handler, "bad_module")
+        try:
+            result = h.mod.handle_call(request, h.state)
+            if type(result) is CoroutineType:
+                result = await result
+            if isinstance(result, Reply):
+                h.state = result.state
+                return True, result.value
+            if type(result) is tuple and len(result) == 2:
+                h.state = result[1]
+                return True, result[0]
+            if result is RemoveHandler or type(result) is RemoveHandler:
+                reply = result.reply if type(result) is RemoveHandler else None
+                self._remove(h)
+                await self._terminate(h, "remove_handler", "normal")
+                return True, reply
+            if type(result) is SwapHandler:
+                await self._swap_in_place(h, result)
+                return True, result.reply
+            raise TypeError(f"{type(h.mod).__qualname__}.handle_call returned {result!r}: "
+                            "expected (reply, state), Reply, RemoveHandler or SwapHandler")
+        except (Exception, ProcessExit) as exc:
+            await self._crash(h, exc, request)
+            return False, HandlerError(handler, _reason(exc))
+
+    # -- events ------------------------------------------------------------------
+
+    async def _notify(self, event: Any, callback: str) -> None:
+        """Hands event to every handler, in order (server_notify)."""
+        # The list is never changed in place: a handler removed or swapped
+        # meanwhile leaves this loop's list as it was.
+        for h in self.handlers:
+            try:
+                result = getattr(h.mod, callback)(event, h.state)
+                if type(result) is CoroutineType:
+                    result = await result
+            except (Exception, ProcessExit) as exc:
+                await self._crash(h, exc, event)
+                continue
+            if result is RemoveHandler or type(result) is RemoveHandler:
+                self._remove(h)
+                await self._terminate(h, "remove_handler", "normal")
+            elif type(result) is SwapHandler:
+                await self._swap_in_place(h, result)
+            else:
+                h.state = result
+
+    async def _swap_in_place(self, h: _Installed, swap: SwapHandler) -> None:
+        """A callback returned SwapHandler: the new handler takes the old
+        one's place in the list (OTP's do_swap)."""
+        index = self.handlers.index(h)
+        self._remove(h)
+        h.state = swap.state
+        result = await self._terminate_for_swap(h, swap.args1, Swapped(swap.handler2, h.owner))
+        installed = await self._init(swap.handler2, (swap.args2, result), h.owner)
+        if isinstance(installed, _Installed):
+            self.handlers = [*self.handlers[:index], installed, *self.handlers[index:]]
+            return
+        _report(swap.handler2, installed, None, None, self.name)
+        _tell_owner(h.owner, swap.handler2, installed)
+
+    # -- removing handlers ---------------------------------------------------------
+
+    def _find(self, handler: Any) -> _Installed | None:
+        for h in self.handlers:
+            if h.id == handler:
+                return h
+        return None
+
+    def _remove(self, h: _Installed) -> None:
+        self.handlers = [x for x in self.handlers if x is not h]
+
+    async def _terminate(self, h: _Installed, arg: Any, reason: Any) -> tuple[bool, Any]:
+        """Calls terminate (the handler is already out of the list) and
+        tells the owner: (True, what terminate returned), or (False, why it
+        raised)."""
+        try:
+            result = h.mod.terminate(arg, h.state)
+            if type(result) is CoroutineType:
+                result = await result
+        except (Exception, ProcessExit) as exc:
+            _tell_owner(h.owner, h.id, reason)
+            if type(arg) is not Crash:
+                # OTP returns this to delete_handler and swaps, else drops it.
+                _log.warning("gen_event handler %s raised in terminate(%r): %r",
+                             _name(h.id), arg, exc)
+            return False, _reason(exc)
+        _tell_owner(h.owner, h.id, reason)
+        return True, result
+
+    async def _terminate_for_swap(self, h: _Installed, arg: Any, reason: Any) -> Any:
+        """What goes to the new handler's init: terminate's result, or
+        Crash(exc) if it raised (OTP's {'EXIT', Reason})."""
+        ok, result = await self._terminate(h, arg, reason)
+        return result if ok else Crash(result)
+
+    async def _crash(self, h: _Installed, exc: BaseException, last_in: Any) -> None:
+        """A callback raised: log it once and remove the handler."""
+        reason = _reason(exc)
+        _report(h.id, reason, last_in, h.state, self.name, exc)
+        self._remove(h)
+        await self._terminate(h, Crash(reason), reason)
+
+    async def _owner_exit(self, pid: Pid, reason: Any) -> None:
+        """An owner ended: its supervised handlers go (terminate_supervised)."""
+        for h in [h for h in self.handlers if h.owner == pid]:
+            self._remove(h)
+            h.owner = None              # nobody to tell
+            await self._terminate(h, Stop(reason), "shutdown")
+
+    async def _terminate_server(self, reason: Any) -> None:
+        """The manager stops: terminate('stop') for every handler, in order;
+        owners are told 'shutdown' and unlinked (not the parent)."""
+        handlers, self.handlers = self.handlers, []
+        for h in handlers:
+            await self._terminate(h, "stop", "shutdown")
+        for owner in {h.owner for h in handlers if h.owner is not None}:
+            if owner != self.parent:
+                unlink(owner)
+        exit(reason)
+
+    # -- the sys protocol -------------------------------------------------------
+
+    async def _system(self, from_: From, request: Any) -> None:
+        op = request[0] if type(request) is tuple and request else request
+        if op == "terminate":
+            await self._terminate_server(request[1])
+        elif op == "get_state":
+            gen.reply(from_, [(h.id, h.state) for h in self.handlers])
+        elif op == "get_status":
+            gen.reply(from_, {"pid": _me(), "module": "gen_event", "parent": self.parent,
+                              "name": self.name, "status": "running",
+                              "state": [(h.id, h.state) for h in self.handlers]})
+        elif op == "code_change":
+            # ("code_change", cls, old_vsn, extra): code_change for every
+            # handler of that class (system_code_change).
+            _, cls, old_vsn, extra = request
+            try:
+                for h in self.handlers:
+                    if type(h.mod) is cls:
+                        h.state = h.mod.code_change(old_vsn, h.state, extra)
+            except Exception as exc:
+                gen.reply(from_, ("error", exc))
+            else:
+                gen.reply(from_, "ok")
+        elif op == "suspend":
+            gen.reply(from_, "ok")
+            await self._suspended()
+        elif op == "resume":
+            gen.reply(from_, "ok")
+        else:
+            gen.reply(from_, ("error", ("unknown_system_msg", request)))
+
+    async def _suspended(self) -> None:
+        """Only system messages are handled until resume; the rest wait."""
+        while True:
+            _, from_, request = await receive((gen.SYSTEM, ANY, ANY))
+            if request == "resume":
+                gen.reply(from_, "ok")
+                return
+            if request == "suspend":
+                gen.reply(from_, "ok")
+            else:
+                await self._system(from_, request)
+
+
+class _Resume:
+    """Continues a coroutine that suspended inside ``handle_message``."""
+
+    __slots__ = ("body", "yielded")
+
+    def __init__(self, body: Any, yielded: Any) -> None:
+        self.body = body
+        self.yielded = yielded
+
+    def __await__(self) -> Any:
+        body, value = self.body, self.yielded
+        self.body = self.yielded = None
+        try:
+            while True:
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    body.close()
+                    raise
+                except BaseException as exc:
+                    value = body.throw(exc)
+                else:
+                    value = body.send(sent)
+        except StopIteration:
+            return None
+
+
+async def _finish(body: Any, yielded: Any) -> None:
+    await _Resume(body, yielded)
+
+
+def _reply(from_: From, outcome: Any) -> None:
+    """Replies (ok, value); an answer that cannot be sent becomes an error
+    rather than crashing the manager."""
+    try:
+        gen.reply(from_, outcome)
+    except TypeError as exc:
+        gen.reply(from_, (False, TypeError(str(exc))))
+
+
+def _tell_owner(owner: Pid | None, handler: Any, reason: Any) -> None:
+    if owner is None:
+        return
+    try:
+        send(owner, GenEventExit(handler, reason))
+    except TypeError:           # a reason that cannot be copied
+        send(owner, GenEventExit(handler, RuntimeError(repr(reason))))
+
+
+def _report(handler: Any, reason: Any, last_in: Any, state: Any, name: str | None,
+            exc: BaseException | None = None) -> None:
+    """The error report of a crashed handler (OTP's gen_event terminate report)."""
+    where = repr(name) if name is not None else repr(_me())
+    text = f"{type(reason).__qualname__}: {reason}" if isinstance(reason, BaseException) \
+        else repr(reason)
+    _log.error(
+        "gen_event handler %s crashed and was removed.\n  installed in: %s\n"
+        "  last event: %r\n  handler state: %r\n  reason: %s",
+        _name(handler), where, last_in, state, text,
+        exc_info=exc if exc is not None and not isinstance(exc, ProcessExit) else None)
+
+
+# -- the API ----------------------------------------------------------------------
+
+
+async def start(name: str | None = None, *, timeout: float | None = None) -> Pid:
+    """Starts an event manager with no handlers (registered as ``name``).
+
+    Raises ``StartError(('already_started', pid))`` if the name is taken.
+    """
+    pid: Pid = await gen.start(_Manager(name, None), link=False, timeout=timeout)
+    return pid
+
+
+async def start_link(name: str | None = None, *, timeout: float | None = None) -> Pid:
+    """Like start, and links the manager to the caller, its parent: an exit
+    signal from the parent stops the manager (handlers get ``'stop'``)."""
+    pid: Pid = await gen.start(_Manager(name, _me()), link=True, timeout=timeout)
+    return pid
+
+
+async def start_monitor(name: str | None = None, *,
+                        timeout: float | None = None) -> tuple[Pid, Ref]:
+    """Like start, and monitors the manager: returns ``(pid, ref)``."""
+    result: tuple[Pid, Ref] = await gen.start(_Manager(name, None), link=False,
+                                              timeout=timeout, monitor_child=True)
+    return result
+
+
+async def _rpc(mgr: Pid | str, request: tuple[Any, ...], timeout: float | None = None) -> Any:
+    ok, value = await gen.call(mgr, request, timeout)
+    if ok:
+        return value
+    if isinstance(value, HandlerError) and isinstance(value.reason, BaseException):
+        raise value from value.reason
+    raise value
+
+
+async def add_handler(mgr: Pid | str, handler: HandlerId, args: Any = None) -> None:
+    """Installs a handler: ``handler.init(args)`` gives its state.
+
+    Raises ``HandlerError`` (``.reason``: the exception init raised or the
+    ``Refuse`` reason) if init refuses, ``CallError`` if there is no manager.
+    """
+    _check_id(handler)
+    await _rpc(mgr, ("add_handler", handler, args, None))
+
+
+async def add_sup_handler(mgr: Pid | str, handler: HandlerId, args: Any = None) -> None:
+    """Like add_handler, and connects the handler to the caller: the caller
+    gets ``GenEventExit(handler, reason)`` when the handler is removed, and
+    the handler is removed (``terminate(Stop(reason), state)``) when the
+    caller ends.  The manager and the caller are linked, as in OTP."""
+    _check_id(handler)
+    await _rpc(mgr, ("add_handler", handler, args, _me()))
+
+
+async def delete_handler(mgr: Pid | str, handler: HandlerId, args: Any = None) -> Any:
+    """Removes a handler: returns what ``terminate(args, state)`` returned.
+
+    Raises ``HandlerNotFound`` if it is not installed, ``HandlerError`` if
+    terminate raised (the handler is removed all the same).
+    """
+    return await _rpc(mgr, ("delete_handler", handler, args))
+
+
+async def swap_handler(mgr: Pid | str, old: tuple[HandlerId, Any],
+                       new: tuple[HandlerId, Any]) -> None:
+    """Replaces ``old = (handler1, args1)`` by ``new = (handler2, args2)``.
+
+    ``handler1.terminate(args1, state)`` runs, then ``handler2.init((args2,
+    result))`` with what terminate returned (``Crash(exc)`` if it raised,
+    a ``HandlerNotFound`` if handler1 was not installed: handler2 is added
+    all the same, as in OTP).  A supervised connection carries over.
+    Raises ``HandlerError`` if handler2's init refuses.
+    """
+    (h1, args1), (h2, args2) = old, new
+    _check_id(h2)
+    await _rpc(mgr, ("swap_handler", h1, args1, h2, args2, None))
+
+
+async def swap_sup_handler(mgr: Pid | str, old: tuple[HandlerId, Any],
+                           new: tuple[HandlerId, Any]) -> None:
+    """Like swap_handler, and the new handler is supervised by the caller."""
+    (h1, args1), (h2, args2) = old, new
+    _check_id(h2)
+    await _rpc(mgr, ("swap_handler", h1, args1, h2, args2, _me()))
+
+
+def notify(mgr: Pid | str, event: Any) -> None:
+    """Sends an event to every handler without waiting; never fails, even
+    if the manager does not exist."""
+    pid = gen.resolve(mgr)
+    if pid is not None:
+        send(pid, (NOTIFY, event))
+
+
+async def sync_notify(mgr: Pid | str, event: Any) -> None:
+    """Sends an event and returns once every handler has handled it."""
+    await _rpc(mgr, ("sync_notify", event))
+
+
+async def call(mgr: Pid | str, handler: HandlerId, request: Any,
+               timeout: float | None = 5.0) -> Any:
+    """Calls one handler's ``handle_call`` and returns its reply.
+
+    Raises ``HandlerNotFound`` if the handler is not installed,
+    ``HandlerError`` if it crashed (it is removed), ``CallError`` if the
+    manager does not exist or died, ``TimeoutError`` after ``timeout``.
+    """
+    return await _rpc(mgr, ("call", handler, request), timeout)
+
+
+async def which_handlers(mgr: Pid | str) -> list[Any]:
+    """The installed handlers' ids, in the order they see events."""
+    result: list[Any] = await _rpc(mgr, ("which_handlers",))
+    return result
+
+
+async def stop(mgr: Pid | str, reason: Any = "normal", timeout: float | None = None) -> None:
+    """Stops the manager: ``terminate('stop', state)`` runs for every
+    handler, then the manager exits with ``reason``; returns once it is gone.
+
+    Raises ``CallError('noproc')`` if there is no such manager,
+    ``CallError(r)`` if it ended with another reason r, ``TimeoutError``.
+    """
+    pid = gen.resolve(mgr)
+    if pid is None:
+        raise CallError("noproc", mgr, ("stop", reason))
+    ref = monitor(pid)
+    send(pid, (gen.SYSTEM, From(_me(), ref), ("terminate", reason)))
+    try:
+        down = await receive(Down(ref, ANY, ANY), timeout=timeout)
+    except TimeoutError:
+        demonitor(ref, flush=True)
+        raise TimeoutError(f"stop of {mgr!r} timed out after {timeout} s") from None
+    if down.reason is not reason and down.reason != reason:
+        raise CallError(down.reason, mgr, ("stop", reason))

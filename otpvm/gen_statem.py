@@ -1,0 +1,930 @@
+"""gen_statem: OTP's generic state machine, as a callback process.
+
+Subclass ``GenStatem``, choose a callback mode, and return typed results::
+
+    class Door(GenStatem):
+        def callback_mode(self):
+            return "state_functions"
+
+        def init(self, code):
+            return "locked", {"code": code, "typed": ""}
+
+        def locked(self, event_type, content, data):
+            match event_type, content:
+                case ("call", from_), ("button", digit):
+                    typed = data["typed"] + digit
+                    if typed == data["code"]:
+                        return NextState("open", {**data, "typed": ""},
+                                         [Reply(from_, "open"), StateTimeout(10, "lock")])
+                    return KeepState({**data, "typed": typed}, Reply(from_, "locked"))
+            return KeepStateAndData()
+
+        def open(self, event_type, content, data):
+            match event_type:
+                case "state_timeout":
+                    return NextState("locked", data)
+                case ("call", _):
+                    return KeepStateAndData(Postpone())
+            return KeepStateAndData()
+
+    pid = await gen_statem.start_link(Door, "123", name="door")
+    await gen_statem.call("door", ("button", "1"))
+
+The semantics are OTP's (``gen_statem(3)``):
+
+* **Callback modes.** ``'state_functions'``: an event goes to the method
+  named after the state, ``state(event_type, content, data)``.
+  ``'handle_event_function'``: it goes to ``handle_event(event_type,
+  content, state, data)``, and a state can be any value.  Add
+  ``'state_enter'`` (``('state_functions', 'state_enter')``) for *state enter
+  calls*: on every state change, and before the initial state, the new
+  state's callback runs with ``('enter', old_state)``.
+* **Event types**: ``('call', from_)``, ``'cast'``, ``'info'``,
+  ``'internal'``, ``'timeout'`` (event timeout), ``'state_timeout'``,
+  ``('generic_timeout', name)`` and ``'enter'``.
+* **Results**: ``NextState``, ``KeepState``, ``KeepStateAndData``,
+  ``RepeatState``, ``RepeatStateAndData``, ``Stop``, ``StopAndReply``.
+  ``init`` returns ``(state, data)``, ``(state, data, actions)``,
+  ``Stop(reason)`` or ``Ignore``.
+* **Actions**, executed in order: ``Reply``, ``Postpone`` (the event is
+  retried after the next state change), ``NextEvent`` (inserted before
+  everything already queued, in the order given), ``EventTimeout``
+  (cancelled by any event), ``StateTimeout`` (cancelled by a state change),
+  ``GenericTimeout`` (named; cancelled only explicitly), ``Hibernate``
+  (accepted; a no-op here).  For timeouts the last action of each kind wins;
+  a time of ``None`` (infinity) cancels, ``'update'`` changes the content of a
+  running timer.  A zero time-out is delivered after the events already
+  queued but before any new message.
+
+A callback may be ``async def`` when it has to call another process; the
+state machine handles nothing else until it returns, like an OTP callback
+blocked in a call.  When a callback raises, ``terminate(exc, state, data)``
+runs and the process exits with the exception (logged once, by the VM).
+``terminate`` also runs on ``stop``, on a ``Stop`` result, and when the
+parent's exit signal arrives while the process traps exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time as _time
+from collections import deque
+from collections.abc import Coroutine, Generator, Iterable, Sequence
+from dataclasses import dataclass
+from types import CoroutineType
+from typing import Any, Literal, TypeAlias
+
+from otpvm import gen
+from otpvm.gen import CallError, From, Ignored, StartError, ack
+from otpvm.kernel import (
+    Pid,
+    Ref,
+    cancel_timer,
+    demonitor,
+    exit,
+    monitor,
+    receive,
+    register,
+    send,
+    send_after,
+    whereis,
+)
+from otpvm.kernel import self as _me
+from otpvm.terms import ANY, Down, Exit, NameRegistrationError, ProcessExit
+
+__all__ = [
+    "CallError", "EventTimeout", "From", "GenStatem", "GenericTimeout", "Hibernate", "Ignore",
+    "Ignored", "KEEP", "KeepState", "KeepStateAndData", "NextEvent", "NextState", "Postpone",
+    "RepeatState", "RepeatStateAndData", "Reply", "StartError", "StateTimeout", "StatemError",
+    "Stop", "StopAndReply", "call", "cast", "reply", "start", "start_link", "start_monitor",
+    "stop",
+]
+
+_log = logging.getLogger("otpvm")
+
+EventType: TypeAlias = str | tuple[str, Any]
+"""``'cast'``, ``'info'``, ``'internal'``, ``'timeout'``, ``'state_timeout'``,
+``'enter'``, ``('call', From)`` or ``('generic_timeout', name)``."""
+
+CallbackMode: TypeAlias = str | Sequence[str]
+"""``'state_functions'`` or ``'handle_event_function'``, optionally with
+``'state_enter'`` (a tuple or list of both)."""
+
+TimeoutTime: TypeAlias = float | Literal["update"] | None
+"""Seconds (0 means: right after the events already queued), ``None`` for
+infinity (cancels the timer), or ``'update'`` (new content, same timer)."""
+
+
+class _Keep:
+    """The default ``data`` of results that may keep the data as it is."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+"""Marks "keep the current data" in ``KeepState``, ``RepeatState`` and ``Stop``."""
+
+
+class _IgnoreType:
+    def __repr__(self) -> str:
+        return "Ignore"
+
+
+Ignore: Any = _IgnoreType()
+"""``init`` result: start nothing (``start`` raises ``Ignored``)."""
+
+
+class StatemError(Exception):
+    """A callback returned something gen_statem cannot act on.
+
+    ``reason`` is OTP's: ``('bad_return_from_state_function', result)``,
+    ``('bad_action_from_state_function', action)``,
+    ``('bad_state_enter_action_from_state_function', action)``,
+    ``('bad_state_enter_return_from_state_function', result)``,
+    ``('bad_return_from_init', result)``,
+    ``('bad_return_from_callback_mode', result)`` or
+    ``('undefined_state_function', state)``.
+    """
+
+    def __init__(self, tag: str, value: Any) -> None:
+        super().__init__(tag, value)
+        self.reason = (tag, value)
+
+    def __str__(self) -> str:
+        return f"{self.reason[0]}: {self.reason[1]!r}"
+
+
+# -- actions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Answers the call ``from_`` with ``value``."""
+
+    from_: From
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Postpone:
+    """Keeps the current event and retries it after the next state change."""
+
+    postpone: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Hibernate:
+    """Accepted for compatibility; otpvm processes keep no stack to shed."""
+
+    hibernate: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NextEvent:
+    """Inserts an event to handle next, before any queued or new event."""
+
+    event_type: EventType
+    content: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventTimeout:
+    """An event of type ``'timeout'`` after ``time`` seconds, unless any
+    event arrives first (which cancels it).  ``absolute=True``: ``time`` is a
+    ``time.monotonic()`` deadline.
+    """
+
+    time: TimeoutTime
+    content: Any = None
+    absolute: bool = False
+
+    @classmethod
+    def cancel(cls) -> EventTimeout:
+        """Cancels the event timeout."""
+        return cls(None)
+
+    @classmethod
+    def update(cls, content: Any) -> EventTimeout:
+        """Changes the content of the running event timeout (or fires one now)."""
+        return cls("update", content)
+
+
+@dataclass(frozen=True, slots=True)
+class StateTimeout:
+    """An event of type ``'state_timeout'`` after ``time`` seconds, unless
+    the state changes first (which cancels it).
+    """
+
+    time: TimeoutTime
+    content: Any = None
+    absolute: bool = False
+
+    @classmethod
+    def cancel(cls) -> StateTimeout:
+        """Cancels the state timeout."""
+        return cls(None)
+
+    @classmethod
+    def update(cls, content: Any) -> StateTimeout:
+        """Changes the content of the running state timeout (or fires one now)."""
+        return cls("update", content)
+
+
+@dataclass(frozen=True, slots=True)
+class GenericTimeout:
+    """An event of type ``('generic_timeout', name)`` after ``time`` seconds;
+    only restarting or cancelling that name stops it.
+    """
+
+    name: Any
+    time: TimeoutTime
+    content: Any = None
+    absolute: bool = False
+
+    @classmethod
+    def cancel(cls, name: Any) -> GenericTimeout:
+        """Cancels the generic timeout ``name``."""
+        return cls(name, None)
+
+    @classmethod
+    def update(cls, name: Any, content: Any) -> GenericTimeout:
+        """Changes the content of the running timeout ``name`` (or fires one now)."""
+        return cls(name, "update", content)
+
+
+Action: TypeAlias = (Reply | Postpone | Hibernate | NextEvent | EventTimeout | StateTimeout
+                     | GenericTimeout | type[Postpone] | type[Hibernate])
+Actions: TypeAlias = Action | Sequence[Action]
+
+_ACTION_TYPES = (Reply, Postpone, Hibernate, NextEvent, EventTimeout, StateTimeout,
+                 GenericTimeout)
+
+
+# -- results ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NextState:
+    """Go to ``state`` (maybe the same one) with ``data``, then run ``actions``."""
+
+    state: Any
+    data: Any
+    actions: Actions = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KeepState:
+    """Stay in the state, with new ``data`` (or the same, by default)."""
+
+    data: Any = KEEP
+    actions: Actions = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KeepStateAndData:
+    """Stay in the state with the same data; only run ``actions``."""
+
+    actions: Actions = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatState:
+    """Like KeepState, but the state enter call runs again (if enabled)."""
+
+    data: Any = KEEP
+    actions: Actions = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatStateAndData:
+    """Like KeepStateAndData, but the state enter call runs again (if enabled)."""
+
+    actions: Actions = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop with ``reason`` (``terminate`` runs), with new ``data`` if given."""
+
+    reason: Any = "normal"
+    data: Any = KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class StopAndReply:
+    """Send ``replies`` (Reply actions), then stop like ``Stop``."""
+
+    reason: Any
+    replies: Reply | Sequence[Reply]
+    data: Any = KEEP
+
+
+Result: TypeAlias = (NextState | KeepState | KeepStateAndData | RepeatState | RepeatStateAndData
+                     | Stop | StopAndReply | type[KeepStateAndData]
+                     | type[RepeatStateAndData] | type[Stop])
+
+
+# -- the behaviour --------------------------------------------------------------
+
+
+class GenStatem:
+    """Base class of a state machine: override the callbacks you need.
+
+    In ``'state_functions'`` mode, define one method per state, named after
+    it: ``def locked(self, event_type, content, data) -> Result``.  In
+    ``'handle_event_function'`` mode, override ``handle_event``.  Any of them
+    may be ``async def``.
+    """
+
+    def callback_mode(self) -> CallbackMode:
+        """``'state_functions'`` (the default) or ``'handle_event_function'``,
+        optionally together with ``'state_enter'``.
+
+        Called after ``init`` and after ``code_change``.
+        """
+        return "state_functions"
+
+    def init(self, args: Any) -> Any:
+        """Returns ``(state, data)``, ``(state, data, actions)``,
+        ``Stop(reason)`` or ``Ignore``.
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} must define init")
+
+    def handle_event(self, event_type: EventType, content: Any, state: Any, data: Any) -> Any:
+        """Every event, in ``'handle_event_function'`` mode: returns a Result."""
+        raise NotImplementedError(f"{type(self).__qualname__} must define handle_event")
+
+    def terminate(self, reason: Any, state: Any, data: Any) -> Any:
+        """Called when the state machine stops (may be ``async def``); its
+        return value is ignored.
+        """
+
+    def code_change(self, old_vsn: Any, state: Any, data: Any, extra: Any) -> tuple[Any, Any]:
+        """Hot upgrade: returns ``(state, data)`` converted for the new code."""
+        return state, data
+
+    def format_status(self, status: dict[str, Any]) -> dict[str, Any]:
+        """Trims what ``sys.get_status`` shows (for example secrets in the data)."""
+        return status
+
+
+# -- the engine -------------------------------------------------------------------
+
+_TIMEOUT = "$statem_timeout"
+_STATE_FUNCTIONS = "state_functions"
+_HANDLE_EVENT_FUNCTION = "handle_event_function"
+_STATE_ENTER = "state_enter"
+
+Event: TypeAlias = tuple[Any, Any]
+_Step: TypeAlias = Generator[Any, Any, None]
+
+
+class _Stopping(Exception):
+    """Internal: a callback asked to stop (never escapes the engine)."""
+
+    def __init__(self, reason: Any, replies: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.replies = replies
+
+
+class _Transition:
+    """What the callbacks of one event asked for, applied all at once."""
+
+    __slots__ = ("state", "data", "postpone", "next_events", "timeouts")
+
+    def __init__(self, state: Any, data: Any) -> None:
+        self.state = state
+        self.data = data
+        self.postpone = False
+        self.next_events: list[Event] = []
+        self.timeouts: list[tuple[Any, TimeoutTime, Any, bool]] = []
+
+
+def _is_awaitable(value: Any) -> bool:
+    return type(value) is CoroutineType or (
+        not isinstance(value, (tuple, *_RESULT_CLASSES)) and hasattr(value, "__await__"))
+
+
+def _abnormal(reason: Any) -> bool:
+    if isinstance(reason, str):
+        return reason not in ("normal", "shutdown")
+    return not (type(reason) is tuple and len(reason) == 2 and reason[0] == "shutdown")
+
+
+def _drive(step: _Step) -> Coroutine[Any, Any, None] | None:
+    """Runs the engine's generator: synchronously while every callback is
+    plain, as a coroutine (that the VM runs) from the first async one on.
+    """
+    try:
+        pending = step.send(None)
+    except StopIteration:
+        return None
+    return _drive_async(step, pending)
+
+
+async def _drive_async(step: _Step, pending: Any) -> None:
+    while True:
+        try:
+            value = await pending
+        except (Exception, ProcessExit) as exc:
+            try:
+                pending = step.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                pending = step.send(value)
+            except StopIteration:
+                return
+
+
+class _Statem:
+    """The callback-process handler that runs a GenStatem."""
+
+    def __init__(self, cls: type[GenStatem], args: Any, name: str | None) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, GenStatem)):
+            raise TypeError(f"gen_statem needs a GenStatem subclass, not {cls!r}")
+        self.cls = cls
+        self.args = args
+        self.name = name
+        self.starter: From | None = None
+        self.parent: Pid | None = None
+        self.pid: Pid | None = None
+        self.mod: GenStatem | None = None
+        self.state: Any = None
+        self.data: Any = None
+        self.handle_event: Any = None       # the bound handle_event, in that mode
+        self.state_enter = False
+        self.queue: deque[Event] = deque()  # received (or inserted) but not handled
+        self.postponed: list[Event] = []    # oldest first
+        self.timers: dict[Any, list[Any]] = {}   # kind -> [TimerRef|None, token, content]
+        self.t0q: list[Any] = []            # kinds of the zero timeouts, in order
+        self.token = 0
+
+    # -- start ------------------------------------------------------------
+
+    def start(self) -> Any:
+        return _drive(self._init())
+
+    def _init(self) -> _Step:
+        starter = self.starter
+        assert starter is not None
+        self.pid = _me()
+        self.parent = starter.pid
+        if self.name is not None:
+            try:
+                register(self.name, self.pid)
+            except NameRegistrationError:
+                ack(starter, ("already_started", whereis(self.name)))
+                exit("normal")
+        ignored: Ignored | None = None
+        stop_reason: Any = KEEP
+        try:
+            self.mod = mod = self.cls()
+            result = mod.init(self.args)
+            if _is_awaitable(result):
+                result = yield result
+            if result is Ignore:
+                ignored = Ignored(f"{self.cls.__qualname__}.init returned Ignore")
+            elif result is Stop or isinstance(result, Stop):
+                stop_reason = result.reason if isinstance(result, Stop) else "normal"
+            else:
+                if type(result) is tuple and len(result) in (2, 3):
+                    state, data, actions = (*result, ())[:3]
+                elif isinstance(result, NextState):
+                    state, data, actions = result.state, result.data, result.actions
+                else:
+                    raise StatemError("bad_return_from_init", result)
+                self._set_callback_mode(mod)
+        except (Exception, ProcessExit) as exc:
+            ack(starter, exc.reason if isinstance(exc, ProcessExit) else exc)
+            raise
+        if ignored is not None:
+            ack(starter, ignored)
+            exit("normal")
+        if stop_reason is not KEEP:
+            ack(starter, stop_reason)        # OTP: {error, Reason}, then exit(Reason)
+            exit(stop_reason)
+        ack(starter)
+        self.state, self.data = state, data
+        yield from self._run(None, actions)
+
+    def _set_callback_mode(self, mod: GenStatem) -> None:
+        result = mod.callback_mode()
+        modes = [result] if isinstance(result, str) else list(result)
+        mode = None
+        enter = False
+        for item in modes:
+            if item in (_STATE_FUNCTIONS, _HANDLE_EVENT_FUNCTION):
+                mode = item
+            elif item == _STATE_ENTER:
+                enter = True
+            else:
+                mode = None
+                break
+        if mode is None:
+            raise StatemError("bad_return_from_callback_mode", result)
+        self.handle_event = mod.handle_event if mode == _HANDLE_EVENT_FUNCTION else None
+        self.state_enter = enter
+
+    # -- messages -----------------------------------------------------------
+
+    def handle_message(self, msg: Any) -> Any:
+        if type(msg) is tuple:
+            size = len(msg)
+            tag = msg[0] if size and type(msg[0]) is str else None
+            if size == 3:
+                if tag == gen.CALL:
+                    return _drive(self._run((("call", msg[1]), msg[2])))
+                if tag == _TIMEOUT:
+                    entry = self.timers.get(msg[1])
+                    if entry is None or entry[1] != msg[2] or entry[0] is None:
+                        return None         # a cancelled timer's late message
+                    del self.timers[msg[1]]
+                    return _drive(self._run((msg[1], entry[2])))
+                if tag == gen.SYSTEM:
+                    return self._system(msg[1], msg[2])
+            elif size == 2 and tag == gen.CAST:
+                return _drive(self._run(("cast", msg[1])))
+        elif type(msg) is Exit and msg.pid == self.parent:
+            return _drive(self._shutdown(msg.reason))   # the parent's exit, trapped
+        return _drive(self._run(("info", msg)))
+
+    # -- the loop -------------------------------------------------------------
+
+    def _run(self, event: Event | None, init_actions: Any = None) -> _Step:
+        """Handles event, then every event it queued, until only the mailbox
+        is left (or, from init, runs the initial transition first).
+        """
+        try:
+            if init_actions is not None:
+                yield from self._initial_transition(init_actions)
+                event = self._next_event()
+            while event is not None:
+                yield from self._handle(event)
+                event = self._next_event()
+        except _Stopping as stopping:
+            for item in _listify(stopping.replies):
+                if type(item) is not Reply:
+                    yield from self._crash(StatemError("bad_reply_action_from_state_function",
+                                                       item))
+                gen.reply(item.from_, item.value)
+            yield from self._shutdown(stopping.reason)
+        except ProcessExit as exc:            # exit(reason) inside a callback
+            yield from self._terminate(exc.reason)
+            self._report(exc.reason)
+            raise
+        except Exception as exc:
+            yield from self._crash(exc)
+
+    def _initial_transition(self, actions: Any) -> _Step:
+        tr = _Transition(self.state, self.data)
+        self._actions(tr, actions, True)
+        tr.postpone = False                   # there is no event to postpone
+        if self.state_enter:
+            yield from self._enter_calls(tr, True)
+        self._transition(tr, None)
+
+    def _handle(self, event: Event) -> _Step:
+        event_type, content = event
+        state = self.state
+        if self.handle_event is not None:
+            result = self.handle_event(event_type, content, state, self.data)
+        else:
+            result = self._state_function(state)(event_type, content, self.data)
+        if _is_awaitable(result):
+            result = yield result
+        tr = _Transition(state, self.data)
+        call_enter = self._result(tr, result, True)
+        if call_enter and self.state_enter:
+            yield from self._enter_calls(tr, True)
+        self._transition(tr, event)
+
+    def _enter_calls(self, tr: _Transition, call_enter: bool) -> _Step:
+        """State enter calls, repeated while they return RepeatState."""
+        while call_enter:
+            if self.handle_event is not None:
+                result = self.handle_event("enter", self.state, tr.state, tr.data)
+            else:
+                result = self._state_function(tr.state)("enter", self.state, tr.data)
+            if _is_awaitable(result):
+                result = yield result
+            call_enter = self._result(tr, result, False)
+
+    def _state_function(self, state: Any) -> Any:
+        fn = getattr(self.mod, state, None) if isinstance(state, str) else None
+        if fn is None or not callable(fn) or state.startswith("_"):
+            raise StatemError("undefined_state_function", state)
+        return fn
+
+    def _result(self, tr: _Transition, result: Any, state_call: bool) -> bool:
+        """Applies a callback's result to tr; whether a state enter call is due."""
+        kind = type(result)
+        if kind is NextState:
+            if result.state == tr.state:
+                call_enter = False
+            elif state_call:
+                tr.state = result.state
+                call_enter = True
+            else:
+                raise StatemError("bad_state_enter_return_from_state_function", result)
+            tr.data = result.data
+        elif kind is KeepState or kind is RepeatState:
+            if result.data is not KEEP:
+                tr.data = result.data
+            call_enter = kind is RepeatState
+        elif kind is KeepStateAndData or kind is RepeatStateAndData:
+            call_enter = kind is RepeatStateAndData
+        elif result is KeepStateAndData or result is RepeatStateAndData:
+            return result is RepeatStateAndData
+        elif result is Stop:
+            raise _Stopping("normal", ())
+        elif kind is Stop or kind is StopAndReply:
+            self.state = tr.state
+            self.data = tr.data if result.data is KEEP else result.data
+            raise _Stopping(result.reason, result.replies if kind is StopAndReply else ())
+        else:
+            raise StatemError("bad_return_from_state_function", result)
+        if result.actions:
+            self._actions(tr, result.actions, state_call)
+        return call_enter
+
+    def _actions(self, tr: _Transition, actions: Any, state_call: bool) -> None:
+        for action in _listify(actions):
+            kind = type(action)
+            if kind is Reply:
+                gen.reply(action.from_, action.value)
+            elif kind is EventTimeout or kind is StateTimeout:
+                tr.timeouts.append(("timeout" if kind is EventTimeout else "state_timeout",
+                                    _check_time(action), action.content, action.absolute))
+            elif kind is GenericTimeout:
+                tr.timeouts.append((("generic_timeout", action.name), _check_time(action),
+                                    action.content, action.absolute))
+            elif kind is Postpone or action is Postpone:
+                postpone = action is Postpone or action.postpone
+                if postpone and not state_call:
+                    raise StatemError("bad_state_enter_action_from_state_function", action)
+                tr.postpone = postpone
+            elif kind is NextEvent:
+                if not state_call:
+                    raise StatemError("bad_state_enter_action_from_state_function", action)
+                if not _valid_event_type(action.event_type):
+                    raise StatemError("bad_action_from_state_function", action)
+                tr.next_events.append((action.event_type, action.content))
+            elif kind is Hibernate or action is Hibernate:
+                pass                              # nothing to shed: no stack between events
+            else:
+                raise StatemError("bad_action_from_state_function", action)
+
+    def _transition(self, tr: _Transition, event: Event | None) -> None:
+        """OTP's transition: postpone, retry postponed events on a state
+        change, cancel the event (and state) timeout, insert next events,
+        start timeouts.
+        """
+        if tr.postpone and event is not None:
+            self.postponed.append(event)
+        timers = self.timers
+        if tr.state != self.state:
+            if self.postponed:
+                self.queue.extendleft(reversed(self.postponed))
+                self.postponed = []
+            if "state_timeout" in timers:
+                self._cancel("state_timeout")
+        if "timeout" in timers:
+            self._cancel("timeout")
+        if tr.next_events:
+            self.queue.extendleft(reversed(tr.next_events))
+        self.state = tr.state
+        self.data = tr.data
+        if tr.timeouts:
+            self._start_timeouts(tr.timeouts)
+
+    def _next_event(self) -> Event | None:
+        if self.queue:
+            return self.queue.popleft()
+        if self.t0q:
+            kind = self.t0q.pop(0)
+            return kind, self.timers.pop(kind)[2]
+        return None
+
+    # -- timeouts -------------------------------------------------------------
+
+    def _start_timeouts(self, timeouts: list[tuple[Any, TimeoutTime, Any, bool]]) -> None:
+        seen = set()
+        zero = []
+        timers = self.timers
+        for kind, time, content, absolute in reversed(timeouts):   # the last one wins
+            if kind in seen:
+                continue
+            seen.add(kind)
+            if time is None:
+                self._cancel(kind)
+            elif time == "update":
+                entry = timers.get(kind)
+                if entry is not None:
+                    entry[2] = content
+                else:
+                    timers[kind] = [None, 0, content]
+                    zero.append(kind)
+            elif time == 0 and not absolute:
+                self._cancel(kind)
+                timers[kind] = [None, 0, content]
+                zero.append(kind)
+            else:
+                self._cancel(kind)
+                assert not isinstance(time, str)
+                delay = max(0.0, time - _time.monotonic()) if absolute else time
+                self.token += 1
+                assert self.pid is not None
+                tref = send_after(delay, self.pid, (_TIMEOUT, kind, self.token))
+                timers[kind] = [tref, self.token, content]
+        if zero:
+            zero.reverse()
+            self.t0q.extend(zero)
+
+    def _cancel(self, kind: Any) -> None:
+        entry = self.timers.pop(kind, None)
+        if entry is None:
+            return
+        if entry[0] is None:
+            self.t0q.remove(kind)
+        else:
+            cancel_timer(entry[0])        # a message already sent is dropped by its token
+
+    # -- the end ----------------------------------------------------------------
+
+    def _terminate(self, reason: Any) -> _Step:
+        if self.mod is not None:
+            result = self.mod.terminate(reason, self.state, self.data)
+            if _is_awaitable(result):
+                yield result
+
+    def _report(self, reason: Any) -> None:
+        if _abnormal(reason):
+            _log.error("gen_statem %r (%s) terminating in state %r with reason %r",
+                       self.pid, self.cls.__qualname__, self.state, reason)
+
+    def _shutdown(self, reason: Any) -> _Step:
+        """Runs terminate, logs an abnormal reason, exits with reason."""
+        yield from self._terminate(reason)
+        self._report(reason)
+        exit(reason)
+
+    def _crash(self, exc: Exception) -> _Step:
+        """terminate(exc, state, data), then the exception ends the process
+        (the VM logs it once, as a crash report)."""
+        yield from self._terminate(exc)
+        raise exc
+
+    # -- the sys protocol -----------------------------------------------------
+
+    def _system(self, from_: From, request: Any) -> Any:
+        if type(request) is tuple and request[:1] == ("terminate",):
+            return _drive(self._shutdown(request[1]))    # stop() waits for the Down
+        if request == "get_state":
+            gen.reply(from_, (self.state, self.data))
+        elif type(request) is tuple and request[:1] == ("replace_state",):
+            try:
+                self.state, self.data = request[1]((self.state, self.data))
+            except Exception as exc:
+                gen.reply(from_, ("error", exc))
+            else:
+                gen.reply(from_, (self.state, self.data))
+        elif request == "get_status":
+            status = {"pid": self.pid, "module": self.cls, "state": self.state,
+                      "data": self.data, "parent": self.parent, "name": self.name,
+                      "postponed": list(self.postponed), "timeouts": sorted(
+                          map(repr, self.timers)), "status": "running"}
+            assert self.mod is not None
+            gen.reply(from_, self.mod.format_status(status))
+        elif request == "suspend":
+            gen.reply(from_, "ok")
+            return self._suspended()
+        elif request == "resume":
+            gen.reply(from_, "ok")
+        else:
+            gen.reply(from_, ("error", ("unknown_system_msg", request)))
+        return None
+
+    async def _suspended(self) -> None:
+        """While suspended only system messages are handled; the rest wait
+        in the mailbox, in order."""
+        while True:
+            _, from_, request = await receive((gen.SYSTEM, ANY, ANY))
+            if request == "resume":
+                gen.reply(from_, "ok")
+                return
+            if request == "suspend":
+                gen.reply(from_, "ok")
+                continue
+            more = self._system(from_, request)
+            if more is not None:
+                await more
+
+
+_RESULT_CLASSES = (NextState, KeepState, KeepStateAndData, RepeatState, RepeatStateAndData,
+                   Stop, StopAndReply, *_ACTION_TYPES)
+
+
+def _listify(actions: Any) -> Iterable[Any]:
+    if isinstance(actions, (list, tuple)):
+        return actions
+    return (actions,)
+
+
+def _check_time(action: EventTimeout | StateTimeout | GenericTimeout) -> TimeoutTime:
+    time = action.time
+    if time is None or time == "update":
+        return time
+    if isinstance(time, (int, float)) and not isinstance(time, bool) and (
+            time >= 0 or action.absolute):
+        return time
+    raise StatemError("bad_action_from_state_function", action)
+
+
+_SIMPLE_EVENT_TYPES = frozenset(("cast", "info", "internal", "timeout", "state_timeout"))
+
+
+def _valid_event_type(event_type: Any) -> bool:
+    if type(event_type) is str:
+        return event_type in _SIMPLE_EVENT_TYPES
+    if type(event_type) is tuple and len(event_type) == 2:
+        if event_type[0] == "call":
+            return isinstance(event_type[1], From)
+        return bool(event_type[0] == "generic_timeout")
+    return False
+
+
+# -- the API ------------------------------------------------------------------
+
+
+async def start(cls: type[GenStatem], args: Any = None, *, name: str | None = None,
+                timeout: float | None = None) -> Pid:
+    """Starts a state machine and returns its pid once ``init`` has completed.
+
+    With ``name``, the process registers it before ``init`` runs, atomically:
+    if it is taken, ``StartError(('already_started', pid))`` is raised.
+    Raises ``StartError`` if init fails or stops (``reason`` says why),
+    ``Ignored`` if init returned Ignore.
+    """
+    pid: Pid = await gen.start(_Statem(cls, args, name), link=False, timeout=timeout)
+    return pid
+
+
+async def start_link(cls: type[GenStatem], args: Any = None, *, name: str | None = None,
+                     timeout: float | None = None) -> Pid:
+    """Like start, and links the state machine to the caller (its parent)."""
+    pid: Pid = await gen.start(_Statem(cls, args, name), link=True, timeout=timeout)
+    return pid
+
+
+async def start_monitor(cls: type[GenStatem], args: Any = None, *, name: str | None = None,
+                        timeout: float | None = None) -> tuple[Pid, Ref]:
+    """Like start, and monitors the state machine: returns (pid, ref)."""
+    result: tuple[Pid, Ref] = await gen.start(_Statem(cls, args, name), link=False,
+                                              timeout=timeout, monitor_child=True)
+    return result
+
+
+async def call(dest: Pid | str, request: Any, timeout: float | None = 5.0) -> Any:
+    """Sends a request (an event of type ``('call', from_)``) and waits for
+    the reply.
+
+    Raises ``TimeoutError`` after ``timeout`` seconds and ``CallError`` (with
+    ``.reason``) if the state machine does not exist or dies before replying.
+    """
+    return await gen.call(dest, request, timeout)
+
+
+def cast(dest: Pid | str, msg: Any) -> None:
+    """Sends an event of type ``'cast'`` without waiting (never fails)."""
+    gen.cast(dest, msg)
+
+
+def reply(from_: From, value: Any) -> None:
+    """Answers a call (from any state, or any process given ``from_``)."""
+    gen.reply(from_, value)
+
+
+async def stop(dest: Pid | str, reason: Any = "normal", timeout: float | None = None) -> None:
+    """Stops the state machine with reason (its terminate runs) and waits
+    until it is gone.
+
+    Raises ``CallError('noproc')`` if there is no such process,
+    ``CallError(r)`` if it ended with another reason r, ``TimeoutError``
+    after timeout.
+    """
+    pid = gen.resolve(dest)
+    if pid is None:
+        raise CallError("noproc", dest, ("stop", reason))
+    ref = monitor(pid)
+    send(pid, (gen.SYSTEM, From(_me(), ref), ("terminate", reason)))
+    try:
+        down = await receive(Down(ref, ANY, ANY), timeout=timeout)
+    except TimeoutError:
+        demonitor(ref, flush=True)
+        raise TimeoutError(f"stop of {dest!r} timed out after {timeout} s") from None
+    if down.reason is not reason and down.reason != reason:
+        raise CallError(down.reason, dest, ("stop", reason))

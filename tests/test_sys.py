@@ -1,0 +1,327 @@
+"""otpvm.sys: the system-message protocol, against gen_server."""
+
+import logging
+
+import pytest
+
+import otpvm
+from otpvm import ANY, Down, gen_server, receive, send
+from otpvm import sys as otp_sys
+from otpvm.gen import From
+from otpvm.gen_server import CallError, GenServer, NoReply, Ok, Reply
+from otpvm.sys import CallbackFailed, Debug, SysError
+
+
+def run(main, *args, schedulers=1):
+    return otpvm.run(main, *args, schedulers=schedulers)
+
+
+def queue_len():
+    return otpvm.process_info(otpvm.self())["message_queue_len"]
+
+
+class Journal(GenServer):
+    """Keeps the casts and infos it handled, in order."""
+
+    def init(self, args):
+        return Ok(list(args or []))
+
+    def handle_call(self, request, from_, seen):
+        if request == "seen":
+            return Reply(seen, seen)
+        return Reply(("unknown", request), seen)
+
+    def handle_cast(self, msg, seen):
+        return NoReply([*seen, ("cast", msg)])
+
+    def handle_info(self, msg, seen):
+        return NoReply([*seen, ("info", msg)])
+
+    def format_status(self, status):
+        return {**status, "note": "journal"}
+
+
+class Reporting(Journal):
+    def init(self, watcher):
+        self.watcher = watcher
+        return Ok([])
+
+    def terminate(self, reason, state):
+        send(self.watcher, ("terminated", reason, state))
+
+
+@pytest.mark.parametrize("schedulers", [1, 4])
+def test_get_state_is_a_copy(schedulers):
+    async def main():
+        pid = await gen_server.start_link(Journal, ["a"])
+        state = await otp_sys.get_state(pid)
+        state.append("mine")
+        return state, await otp_sys.get_state(pid), queue_len()
+
+    assert run(main, schedulers=schedulers) == (["a", "mine"], ["a"], 0)
+
+
+@pytest.mark.parametrize("schedulers", [1, 4])
+def test_suspended_server_queues_messages_and_handles_them_in_order_after_resume(schedulers):
+    async def main():
+        pid = await gen_server.start_link(Journal, None, name="journal")
+        gen_server.cast(pid, 0)
+        await otp_sys.suspend("journal")
+        for i in range(1, 4):
+            gen_server.cast(pid, i)
+            send(pid, f"info{i}")
+        queued = otpvm.process_info(pid)["message_queue_len"]
+        during = await otp_sys.get_state(pid)            # system requests still work
+        with pytest.raises(TimeoutError):
+            await gen_server.call(pid, "seen", timeout=0.01)
+        status = (await otp_sys.get_status(pid))["status"]
+        await otp_sys.suspend(pid)                        # suspending twice is harmless
+        await otp_sys.resume(pid)
+        after = await gen_server.call(pid, "seen")
+        await otp_sys.resume(pid)                         # resuming a running one too
+        return queued, during, status, after, queue_len()
+
+    queued, during, status, after, left = run(main, schedulers=schedulers)
+    assert queued >= 6          # (today it also counts the suspend call's demonitor signal)
+    assert during == [("cast", 0)]
+    assert status == "running"
+    assert after == [("cast", 0), ("cast", 1), ("info", "info1"), ("cast", 2),
+                     ("info", "info2"), ("cast", 3), ("info", "info3")]
+    assert left == 0
+
+
+def test_replace_state_runs_in_the_server_and_returns_the_new_state():
+    async def main():
+        pid = await gen_server.start(Journal, ["a"])
+        new = await otp_sys.replace_state(pid, lambda seen: [*seen, "b"])
+        seen = await gen_server.call(pid, "seen")
+        await otp_sys.suspend(pid)
+        while_suspended = await otp_sys.replace_state(pid, lambda seen: seen[1:])
+        await otp_sys.resume(pid)
+        return new, seen, while_suspended, await otp_sys.get_state(pid)
+
+    assert run(main) == (["a", "b"], ["a", "b"], ["b"], ["b"])
+
+
+def test_a_failing_replace_state_reports_the_error_and_the_server_goes_on():
+    async def main():
+        pid = await gen_server.start_link(Journal, ["a"])
+        with pytest.raises(CallbackFailed) as info:
+            await otp_sys.replace_state(pid, lambda seen: seen["no such key"])
+        gen_server.cast(pid, 1)
+        return info.value, otpvm.is_alive(pid), await otp_sys.get_state(pid), queue_len()
+
+    exc, alive, state, left = run(main)
+    assert isinstance(exc.exc, TypeError)
+    assert exc.__cause__ is exc.exc
+    assert exc.reason[0] == "callback_failed"
+    assert isinstance(exc, SysError)
+    assert alive
+    assert state == ["a", ("cast", 1)]
+    assert left == 0
+
+
+def test_get_status_has_state_module_and_more():
+    async def main():
+        pid = await gen_server.start_link(Journal, ["a"], name="journal")
+        return pid, otpvm.self(), await otp_sys.get_status("journal")
+
+    pid, me, status = run(main)
+    assert status["pid"] == pid
+    assert status["module"] is Journal
+    assert status["state"] == ["a"]
+    assert status["parent"] == me
+    assert status["name"] == "journal"
+    assert status["status"] == "running"
+    assert status["note"] == "journal"                    # format_status applied
+
+
+def test_terminate_runs_terminate_and_waits_for_the_end():
+    async def main():
+        pid = await gen_server.start(Reporting, otpvm.self())
+        ref = otpvm.monitor(pid)
+        gen_server.cast(pid, "x")
+        await otp_sys.terminate(pid, "shutdown")
+        gone = not otpvm.is_alive(pid)
+        report = await receive(("terminated", ANY, ANY), timeout=5)
+        down = await receive(Down(ref, ANY, ANY), timeout=5)
+        suspended = await gen_server.start(Reporting, otpvm.self())
+        await otp_sys.suspend(suspended)
+        await otp_sys.terminate(suspended)
+        report2 = await receive(("terminated", ANY, ANY), timeout=5)
+        with pytest.raises(CallError) as missing:
+            await otp_sys.terminate(pid)
+        return gone, report, down.reason, report2, missing.value.reason, queue_len()
+
+    gone, report, reason, report2, missing, left = run(main)
+    assert gone
+    assert report == ("terminated", "shutdown", [("cast", "x")])
+    assert reason == "shutdown"
+    assert report2 == ("terminated", "normal", [])
+    assert missing == "noproc"
+    assert left == 0
+
+
+def test_terminate_with_another_reason_and_timeout():
+    class Stubborn(Journal):
+        def terminate(self, reason, state):
+            raise RuntimeError("not like this")
+
+    class Slow(Journal):
+        async def terminate(self, reason, state):
+            await receive("never")
+
+    async def main():
+        pid = await gen_server.start(Stubborn)
+        with pytest.raises(CallError) as other:
+            await otp_sys.terminate(pid, "normal")
+        slow = await gen_server.start(Slow)
+        with pytest.raises(TimeoutError):
+            await otp_sys.terminate(slow, "normal", timeout=0.01)
+        otpvm.exit(slow, "kill")
+        return other.value.reason, queue_len()
+
+    reason, left = run(main)
+    assert isinstance(reason, RuntimeError)
+    assert left == 0
+
+
+def test_requests_to_missing_or_dying_processes():
+    async def main():
+        errors = []
+        for call in (otp_sys.get_state("nobody"), otp_sys.suspend("nobody"),
+                     otp_sys.get_status("nobody")):
+            with pytest.raises(CallError) as info:
+                await call
+            errors.append(info.value.reason)
+        pid = await gen_server.start(Journal)
+        await gen_server.stop(pid)
+        with pytest.raises(CallError) as dead:
+            await otp_sys.get_state(pid)
+        silent = otpvm.spawn(receive, "never")
+        with pytest.raises(TimeoutError):
+            await otp_sys.get_state(silent, timeout=0.01)
+        otpvm.exit(silent, "kill")
+        return errors, dead.value.reason, queue_len()
+
+    assert run(main) == (["noproc"] * 3, "noproc", 0)
+
+
+def test_argument_checks():
+    async def main():
+        with pytest.raises(TypeError):
+            await otp_sys.trace(otpvm.self(), "yes")
+        for bad in (0, -1, "on", None):
+            with pytest.raises(ValueError):
+                await otp_sys.log(otpvm.self(), bad)
+        return queue_len()
+
+    assert run(main) == 0
+
+
+# -- the debug helpers (server side), tested on their own ----------------------
+
+
+def test_debug_request_turns_trace_and_log_on_and_off():
+    debug, reply = otp_sys.debug_request(None, ("trace", True))
+    assert reply == "ok" and debug == Debug(trace=True)
+    debug, reply = otp_sys.debug_request(debug, ("log", ("on", 2)))
+    assert reply == "ok" and debug.trace and debug.log.maxlen == 2
+    for n in range(3):
+        otp_sys.handle_debug(debug, "srv", ("noreply", n))
+    assert otp_sys.debug_request(debug, ("log", "get")) == (debug, [("noreply", 1),
+                                                                     ("noreply", 2)])
+    debug, reply = otp_sys.debug_request(debug, ("log", ("on", 5)))   # keeps the events
+    assert list(debug.log) == [("noreply", 1), ("noreply", 2)]
+    debug, _ = otp_sys.debug_request(debug, ("trace", False))
+    debug, _ = otp_sys.debug_request(debug, ("log", "off"))
+    assert debug is None                                  # everything off
+    assert otp_sys.debug_request(None, ("log", "get")) == (None, [])
+    assert otp_sys.debug_request(None, "get_state") is None
+    assert otp_sys.debug_request(None, ("log", ("on", 0))) is None
+    assert otp_sys.debug_request(None, ("trace", "yes")) is None
+    otp_sys.handle_debug(None, "srv", ("noreply", 0))     # nothing on: nothing happens
+
+
+def test_trace_logs_otp_style_lines(caplog):
+    async def main():
+        return otpvm.self()
+
+    pid = run(main)
+    debug, _ = otp_sys.debug_request(None, ("trace", True))
+    events = [("in", ("$gen_cast", 5)), ("in", "get", From(pid, None)), ("in", "tick"),
+              ("out", 5, pid, 5), ("noreply", 6), ("continue", "more"), ("odd",)]
+    with caplog.at_level(logging.INFO, logger="otpvm.sys"):
+        for event in events:
+            otp_sys.handle_debug(debug, "counter", event)
+    assert [r.getMessage() for r in caplog.records] == [
+        "*DBG* counter got cast 5",
+        f"*DBG* counter got call 'get' from {pid!r}",
+        "*DBG* counter got 'tick'",
+        f"*DBG* counter sent 5 to {pid!r}, new state 5",
+        "*DBG* counter new state 6",
+        "*DBG* counter continue 'more'",
+        "*DBG* counter dbg ('odd',)",
+    ]
+
+
+# -- trace and log against a real gen_server (needs the server side) -----------
+
+NEEDS_SERVER = pytest.mark.xfail(
+    reason="gen_server._system does not answer ('trace', flag) / ('log', ...) yet: it must "
+           "pass them to otpvm.sys.debug_request and report events with handle_debug",
+    raises=SysError, strict=True)
+
+
+class Counter(GenServer):
+    def init(self, n):
+        return Ok(n)
+
+    def handle_call(self, request, from_, n):
+        return Reply(n, n)
+
+    def handle_cast(self, k, n):
+        return NoReply(n + k)
+
+
+@NEEDS_SERVER
+def test_log_records_a_gen_servers_events():
+    async def main():
+        pid = await gen_server.start(Counter, 0, name="counter")
+        await otp_sys.log(pid, True)
+        gen_server.cast(pid, 5)
+        got = await gen_server.call(pid, "get")
+        events = await otp_sys.get_log(pid)
+        await otp_sys.log(pid, False)
+        gen_server.cast(pid, 1)
+        return otpvm.self(), got, events, await otp_sys.get_log(pid)
+
+    me, got, events, after = run(main)
+    assert got == 5
+    assert events[0] == ("in", ("$gen_cast", 5))
+    assert events[1] == ("noreply", 5)
+    assert events[2][0] == "in" and events[2][1] == "get" and events[2][2].pid == me
+    assert events[3] == ("out", 5, me, 5)
+    assert after == []
+
+
+@NEEDS_SERVER
+def test_trace_prints_a_gen_servers_events(caplog):
+    async def main():
+        pid = await gen_server.start(Counter, 0, name="counter")
+        await otp_sys.trace(pid, True)
+        gen_server.cast(pid, 5)
+        await gen_server.call(pid, "get")
+        await otp_sys.trace(pid, False)
+        gen_server.cast(pid, 1)
+        await gen_server.call(pid, "get")
+        return otpvm.self()
+
+    with caplog.at_level(logging.INFO, logger="otpvm.sys"):
+        me = run(main)
+    assert [r.getMessage() for r in caplog.records if r.name == "otpvm.sys"] == [
+        "*DBG* counter got cast 5",
+        "*DBG* counter new state 5",
+        f"*DBG* counter got call 'get' from {me!r}",
+        f"*DBG* counter sent 5 to {me!r}, new state 5",
+    ]
