@@ -13,7 +13,7 @@ from otpvm import (
     gen_statem,
     registry,
     supervisor,
-    sys,
+    sys,  # noqa: F401  (otpvm.sys, not in __all__: it would shadow the stdlib)
     task,
 )
 from otpvm.gen import CallError
@@ -72,7 +72,6 @@ __all__ = [
     "gen_event",
     "gen_statem",
     "registry",
-    "sys",
     "task",
     "application",
     "supervisor",

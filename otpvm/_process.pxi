@@ -386,6 +386,10 @@ cdef class Process:
         return 0
 
     cdef str initial_call(self):
+        handler = getattr(self.on_message, "__self__", None)
+        named = getattr(handler, "initial_call", None)
+        if isinstance(named, str):
+            return named                    # a behaviour names its callback module
         fn = self.fn if self.fn is not None else self.coro
         qualname = getattr(fn, "__qualname__", None) or repr(fn)
         return f"{getattr(fn, '__module__', '?')}.{qualname}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from otpvm._vm import copy_message
 from otpvm.kernel import (
     Pid,
     Ref,
@@ -79,12 +80,19 @@ class Ignored(Exception):
 
 
 def resolve(dest: Any) -> Pid | None:
-    """The pid behind a Pid or a registered name (None when nobody has it)."""
+    """The pid behind a Pid, a registered name, or a via name such as
+    ``registry.via(reg, key)`` — any object with a ``whereis_name()``
+    method, like OTP's ``{via, Module, Name}`` (None when nobody has it).
+    """
     if isinstance(dest, Pid):
         return dest
     if isinstance(dest, str):
         return whereis(dest)
-    raise TypeError(f"a server is a Pid or a registered name, not {dest!r}")
+    whereis_name = getattr(dest, "whereis_name", None)
+    if callable(whereis_name):
+        pid: Pid | None = whereis_name()
+        return pid
+    raise TypeError(f"a server is a Pid, a registered name or a via name, not {dest!r}")
 
 
 async def call(dest: Any, request: Any, timeout: float | None = 5.0, tag: str = CALL) -> Any:
@@ -138,15 +146,19 @@ async def start(handler: Any, *, link: bool, timeout: float | None = None,
                 monitor_child: bool = False) -> Any:
     """Starts a callback process and waits until it acknowledges its start.
 
-    The handler's ``start`` must call ``ack(starter, ok)`` (``ok`` is None,
-    or an exception to raise here).  Returns the pid, or ``(pid, ref)`` with
+    The handler's ``start`` must call ``ack(starter)``, or ``ack(starter,
+    reason)`` when it fails; its init args (``handler.args``) are copied
+    first, like any message, so the new process shares nothing with the
+    caller.  Returns the pid, or ``(pid, ref)`` with
     ``monitor_child``.  Raises StartError, or Ignored.
     """
     ref = make_ref()
     handler.starter = From(self(), ref)
+    if hasattr(handler, "args"):
+        handler.args = copy_message(handler.args)
     pid, mref = spawn_handler(handler, link=link, monitor=True)
     try:
-        msg = await receive(AnyOf((ref, ANY), Down(mref, ANY, ANY)), timeout=timeout)
+        msg = await receive(AnyOf((ref, ANY, ANY), Down(mref, ANY, ANY)), timeout=timeout)
     except TimeoutError:
         exit(pid, "kill")
         demonitor(mref, flush=True)
@@ -154,8 +166,8 @@ async def start(handler: Any, *, link: bool, timeout: float | None = None,
     if isinstance(msg, Down):
         await _flush_exit(pid, link)
         raise StartError(msg.reason)
-    outcome = msg[1]
-    if outcome is not None:
+    _, started, outcome = msg
+    if not started:
         await receive(Down(mref, ANY, ANY), timeout=None)
         await _flush_exit(pid, link)
         if isinstance(outcome, Ignored):
@@ -178,6 +190,18 @@ async def _flush_exit(pid: Pid, linked: bool) -> None:
             pass
 
 
-def ack(starter: From, outcome: Any = None) -> None:
-    """Tells the starter how start went: None for success."""
-    send(starter.pid, (starter.ref, outcome))
+class _Success:
+    def __repr__(self) -> str:
+        return "SUCCESS"
+
+
+_SUCCESS: Any = _Success()
+
+
+def ack(starter: From, failure: Any = _SUCCESS) -> None:
+    """Tells the starter how start went: ``ack(starter)`` for success, or
+    ``ack(starter, reason)`` with why it failed (None is a reason too)."""
+    if failure is _SUCCESS:
+        send(starter.pid, (starter.ref, True, None))
+    else:
+        send(starter.pid, (starter.ref, False, failure))

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otpvm import gen
+from otpvm import sys as _sys
 from otpvm.gen import CallError, From, Ignored, StartError, ack
 from otpvm.kernel import (
     Pid,
@@ -171,12 +172,14 @@ class _Server:
         self.cls = cls
         self.args = args
         self.name = name
+        self.initial_call = f"{cls.__module__}.{cls.__qualname__}.init"
         self.starter: From | None = None
         self.parent: Pid | None = None
         self.mod: GenServer | None = None
         self.state: Any = None
         self.timer: Any = None
         self.timer_token = 0
+        self.debug: _sys.Debug | None = None   # sys.trace / sys.log, None while off
 
     # -- start ------------------------------------------------------------
 
@@ -235,19 +238,27 @@ class _Server:
                 if msg[1] != self.timer_token:
                     return None                   # a timeout that was cancelled
                 self.timer = None
+                if self.debug is not None:
+                    _sys.handle_debug(self.debug, self._debug_name(), ("in", "timeout"))
                 return self._callback("handle_info", ("timeout", self.state))
             cancel_timer(self.timer)
             self.timer = None
         if type(msg) is tuple and len(msg) == 3:
             tag = msg[0]
             if tag == gen.CALL:
+                if self.debug is not None:
+                    _sys.handle_debug(self.debug, self._debug_name(), ("in", msg[2], msg[1]))
                 return self._callback("handle_call", (msg[2], msg[1], self.state), msg[1])
             if tag == gen.SYSTEM:
                 return self._system(msg[1], msg[2])
         elif type(msg) is tuple and len(msg) == 2 and msg[0] == gen.CAST:
+            if self.debug is not None:
+                _sys.handle_debug(self.debug, self._debug_name(), ("in", msg))
             return self._callback("handle_cast", (msg[1], self.state))
         if type(msg) is Exit and msg.pid == self.parent:
             return self._terminate(msg.reason)    # the parent's shutdown, trapped
+        if self.debug is not None:
+            _sys.handle_debug(self.debug, self._debug_name(), ("in", msg))
         return self._callback("handle_info", (msg, self.state))
 
     def _callback(self, name: str, args: tuple[Any, ...], from_: From | None = None) -> Any:
@@ -279,9 +290,14 @@ class _Server:
         if isinstance(result, Reply) and from_ is not None:
             gen.reply(from_, result.value)
             self.state = result.state
+            if self.debug is not None:
+                _sys.handle_debug(self.debug, self._debug_name(),
+                                  ("out", result.value, from_.pid, result.state))
             return self._after(result.timeout, result.continue_)
         if isinstance(result, NoReply):
             self.state = result.state
+            if self.debug is not None:
+                _sys.handle_debug(self.debug, self._debug_name(), ("noreply", result.state))
             return self._after(result.timeout, result.continue_)
         if isinstance(result, Stop):
             self.state = result.state
@@ -291,6 +307,9 @@ class _Server:
         return self._crash(TypeError(
             f"{self.cls.__qualname__}.{name} returned {result!r}: expected "
             + ("Reply, NoReply or Stop" if from_ is not None else "NoReply or Stop")))
+
+    def _debug_name(self) -> Any:
+        return self.name if self.name is not None else _me()
 
     def _after(self, timeout: float | None, continue_: Any) -> Any:
         if continue_ is not UNSET:
@@ -359,7 +378,12 @@ class _Server:
         elif request == "resume":
             gen.reply(from_, "ok")
         else:
-            gen.reply(from_, ("error", ("unknown_system_msg", request)))
+            handled = _sys.debug_request(self.debug, request)
+            if handled is None:
+                gen.reply(from_, ("error", ("unknown_system_msg", request)))
+            else:
+                self.debug, answer = handled
+                gen.reply(from_, answer)
         return None
 
     async def _suspended(self) -> None:

@@ -444,6 +444,7 @@ class _Statem:
     """The callback-process handler that runs a GenStatem."""
 
     def __init__(self, cls: type[GenStatem], args: Any, name: str | None) -> None:
+        self.initial_call = f"{cls.__module__}.{cls.__qualname__}.init"
         if not (isinstance(cls, type) and issubclass(cls, GenStatem)):
             raise TypeError(f"gen_statem needs a GenStatem subclass, not {cls!r}")
         self.cls = cls

@@ -141,3 +141,52 @@ def test_order_between_two_processes_is_preserved():
         return [await receive(timeout=5) for _ in range(n)]
 
     assert otpvm.run(main, 20_000) == list(range(20_000))
+
+
+def test_shared_parts_stay_shared_and_cycles_are_safe():
+    shared = [1, 2]
+    msg = {"a": shared, "b": shared}
+    got = roundtrip(msg)
+    assert got == msg and got["a"] is got["b"] and got["a"] is not shared
+    loop = [1]
+    loop.append(loop)
+    got = roundtrip(loop)
+    assert got[1] is got and got is not loop
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    children: list
+
+
+def test_a_cycle_through_an_immutable_object_or_a_very_deep_message_is_still_copied():
+    node = Node([])
+    node.children.append(node)               # a cycle through a frozen dataclass
+    got = roundtrip(node)
+    assert got.children[0] is got and got is not node
+    deep = []
+    for _ in range(200):                     # deeper than the copier recurses
+        deep = [deep]
+    got = roundtrip(deep)
+    assert got == deep and got is not deep
+
+
+def test_a_message_too_deep_for_pickle_is_a_clear_error_not_a_crash():
+    deep = []
+    for _ in range(100_000):
+        deep = [deep]
+
+    async def main():
+        with pytest.raises(TypeError, match="cannot send"):
+            send(self(), deep)
+        return "still running"
+
+    assert otpvm.run(main) == "still running"
+
+
+def test_dag_with_many_shared_references_copies_in_linear_time():
+    level = {"leaf": [0]}
+    for _ in range(60):                      # 2**60 paths, 60 distinct dicts
+        level = {"left": level, "right": level}
+    got = roundtrip(level)
+    assert got["left"] is got["right"]

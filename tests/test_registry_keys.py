@@ -262,9 +262,6 @@ class Echo(GenServer):
         return Reply(("echo", request), state)
 
 
-@pytest.mark.xfail(reason="gen.resolve accepts only a Pid or a str; the registry's report "
-                          "gives the patch that lets it resolve a Via", raises=TypeError,
-                   strict=True)
 def test_gen_server_call_through_via():
     async def main():
         reg = await registry.start()

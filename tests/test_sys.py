@@ -265,13 +265,7 @@ def test_trace_logs_otp_style_lines(caplog):
     ]
 
 
-# -- trace and log against a real gen_server (needs the server side) -----------
-
-NEEDS_SERVER = pytest.mark.xfail(
-    reason="gen_server._system does not answer ('trace', flag) / ('log', ...) yet: it must "
-           "pass them to otpvm.sys.debug_request and report events with handle_debug",
-    raises=SysError, strict=True)
-
+# -- trace and log against a real gen_server ------------------------------------
 
 class Counter(GenServer):
     def init(self, n):
@@ -284,7 +278,6 @@ class Counter(GenServer):
         return NoReply(n + k)
 
 
-@NEEDS_SERVER
 def test_log_records_a_gen_servers_events():
     async def main():
         pid = await gen_server.start(Counter, 0, name="counter")
@@ -305,7 +298,6 @@ def test_log_records_a_gen_servers_events():
     assert after == []
 
 
-@NEEDS_SERVER
 def test_trace_prints_a_gen_servers_events(caplog):
     async def main():
         pid = await gen_server.start(Counter, 0, name="counter")
