@@ -579,7 +579,10 @@ cdef class Process:
             status = "waiting"
         links = set(self.links or ())
         watchers = {ref: watcher for ref, (watcher, _) in (self.monitors_in or {}).items()}
+        messages_on_the_way = 0             # signals do not count, as in Erlang
         for kind, payload in pending:
+            if kind == OVM_SIG_MESSAGE or kind == OVM_SIG_DOWN or kind == OVM_SIG_ALIAS:
+                messages_on_the_way += 1
             if kind == OVM_SIG_LINK:
                 links.add(payload)
             elif kind == OVM_SIG_UNLINK:
@@ -593,7 +596,7 @@ cdef class Process:
         return {
             "pid": self.pid,
             "status": status,
-            "message_queue_len": self.mq.len + ovm_inbox_len(&self.inbox),
+            "message_queue_len": self.mq.len + messages_on_the_way,
             "reductions": self.reductions,
             "links": sorted(links),
             "monitors": list((self.monitors_out or {}).values()),
