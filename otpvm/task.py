@@ -41,6 +41,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from otpvm import supervisor as _supervisor
+from otpvm._vm import copy_message
 from otpvm.kernel import (
     Pid,
     Ref,
@@ -50,6 +52,7 @@ from otpvm.kernel import (
     monitor,
     process_info,
     receive,
+    send,
     send_alias,
     spawn,
     spawn_handler,
@@ -57,6 +60,7 @@ from otpvm.kernel import (
     unlink,
 )
 from otpvm.kernel import self as _me
+from otpvm.supervisor import ChildSpec, Supervisor, SupFlags
 from otpvm.terms import ANY, AnyOf, Down, Exit
 
 __all__ = ["Task", "TaskExit", "TaskOwnerError", "async_", "await_", "await_many",
@@ -97,24 +101,38 @@ class TaskOwnerError(RuntimeError):
 class _Runner:
     """The task process: runs fn, sends the result to the owner's alias."""
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], owner: Pid,
-                 ref: Ref) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], owner: Pid | None,
+                 ref: Ref | None) -> None:
         self.fn = fn
         self.args = args
         self.owner = owner
         self.ref = ref
 
+    go: bool = False
+
     def start(self) -> Any:
+        if self.go:
+            return self._after_go()
         result = self.fn(*self.args)
         if inspect.isawaitable(result):
             return self._finish_async(result)
         self._finish(result)
 
+    async def _after_go(self) -> None:
+        """Supervised tasks wait until the owner monitors them: otherwise a
+        task that crashed at once would be reported as noproc."""
+        await receive(("$go", self.ref))
+        self.go = False
+        more = self.start()
+        if more is not None:
+            await more
+
     async def _finish_async(self, pending: Any) -> None:
         self._finish(await pending)
 
     def _finish(self, result: Any) -> None:
-        send_alias(self.owner, self.ref, (self.ref, result))
+        if self.owner is not None:
+            send_alias(self.owner, self.ref, (self.ref, result))
         exit("normal")
 
     def handle_message(self, msg: Any) -> None:   # never reached: start exits
@@ -125,7 +143,7 @@ def async_(fn: Callable[..., Any], *args: Any) -> Task:
     """Starts a task running ``fn(*args)``, linked to and monitored by the caller."""
     me = _me()
     ref = alias()        # made first: a receive on it scans only later messages
-    runner = _Runner(fn, args, me, ref)
+    runner = _Runner(fn, copy_message(args), me, ref)
     pid, mref = spawn_handler(runner, link=True, monitor=True)
     return Task(pid, ref, me, mref)
 
@@ -276,3 +294,47 @@ async def shutdown(task: Task, timeout: float | None = None) -> Any:
     if reason in ("killed", "shutdown", "normal", "noproc"):
         return None
     raise TaskExit(task, reason)
+
+
+# -- supervised tasks (Elixir's Task.Supervisor) ---------------------------------
+
+
+class _TaskSupervisor(Supervisor):
+    """simple_one_for_one over temporary task processes."""
+
+    def init(self, args: Any) -> Any:
+        return SupFlags("simple_one_for_one", intensity=3, period=5), [
+            ChildSpec("task", (_start_supervised, ()), restart="temporary", shutdown=5.0)]
+
+
+async def _start_supervised(owner: Pid | None, ref: Ref | None, fn: Callable[..., Any],
+                            args: tuple[Any, ...]) -> Pid:
+    runner = _Runner(fn, args, owner, ref)
+    runner.go = owner is not None
+    pid: Pid = spawn_handler(runner, link=True)
+    return pid
+
+
+async def supervisor_start_link(name: str | None = None) -> Pid:
+    """Starts a task supervisor (put it in your tree: its tasks are
+    temporary children, shut down with it)."""
+    return await _supervisor.start_link(_TaskSupervisor, None, name=name)
+
+
+async def async_nolink(sup: Pid | str, fn: Callable[..., Any], *args: Any) -> Task:
+    """Starts a task under a task supervisor, monitored but not linked: a
+    crash does not take the caller down; ``await_`` raises TaskExit instead."""
+    me = _me()
+    ref = alias()
+    pid = await _supervisor.start_child(sup, (me, ref, fn, args))
+    assert pid is not None
+    mref = monitor(pid)
+    send(pid, ("$go", ref))
+    return Task(pid, ref, me, mref)
+
+
+async def start_child(sup: Pid | str, fn: Callable[..., Any], *args: Any) -> Pid:
+    """Starts a fire-and-forget task under a task supervisor."""
+    pid = await _supervisor.start_child(sup, (None, None, fn, args))
+    assert pid is not None
+    return pid

@@ -283,3 +283,26 @@ def test_a_task_that_exits_normally_without_a_result():
 
     assert run(main) == ("normal", 0)
 
+
+
+def test_task_supervisor_runs_unlinked_tasks_and_survives_their_crashes():
+    async def ok(x):
+        return x * 2
+
+    async def bad():
+        raise ValueError("task failed")
+
+    async def main():
+        sup = await task.supervisor_start_link()
+        good = await task.async_nolink(sup, ok, 21)
+        failing = await task.async_nolink(sup, bad)
+        result = await task.await_(good)
+        with pytest.raises(task.TaskExit) as info:
+            await task.await_(failing)
+        fire = await task.start_child(sup, ok, 1)
+        ref = otpvm.monitor(fire)
+        await otpvm.receive(otpvm.Down(ref, otpvm.ANY, otpvm.ANY), timeout=5)
+        counts = await otpvm.supervisor.count_children(sup)
+        return result, type(info.value.reason).__name__, otpvm.is_alive(sup), counts["active"]
+
+    assert otpvm.run(main) == (42, "ValueError", True, 0)
