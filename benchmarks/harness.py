@@ -110,6 +110,22 @@ WORKLOADS: dict[str, Workload] = {
             quick={"n": 10_000},
             isolated=True,
         ),
+        Workload(
+            "gen_call",
+            (
+                Figure("calls_per_s", True),
+                # otpvm only: a call's time over a raw ping-pong round trip's.
+                Figure("call_cost_vs_pingpong", False),
+            ),
+            full={"n": 100_000},
+            quick={"n": 10_000},
+        ),
+        Workload(
+            "gen_cast",
+            (Figure("casts_per_s", True),),
+            full={"n": 1_000_000},
+            quick={"n": 100_000},
+        ),
     )
 }
 

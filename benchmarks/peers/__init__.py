@@ -1,7 +1,8 @@
 """Workload implementations for the otpvm benchmark suite.
 
-Each module here implements the same five workloads (``pingpong``, ``flood``,
-``ring``, ``skynet`` and ``spawn_idle``) on one runtime:
+Each module here implements the same seven workloads (``pingpong``, ``flood``,
+``ring``, ``skynet``, ``spawn_idle``, ``gen_call`` and ``gen_cast``) on one
+runtime:
 
 * :mod:`peers.asyncio_peer` -- plain asyncio (optionally on uvloop), one
   ``asyncio.Task`` plus one ``asyncio.Queue`` mailbox per actor;

@@ -22,7 +22,16 @@ from typing import Any, TypeVar
 
 from . import check_skynet_size, rss_bytes, skynet_actors, skynet_expected
 
-__all__ = ["WORKLOADS", "flood", "pingpong", "ring", "skynet", "spawn_idle"]
+__all__ = [
+    "WORKLOADS",
+    "flood",
+    "gen_call",
+    "gen_cast",
+    "pingpong",
+    "ring",
+    "skynet",
+    "spawn_idle",
+]
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 Mailbox = asyncio.Queue[Any]
@@ -282,6 +291,95 @@ def spawn_idle(
     return out
 
 
+# --------------------------------------------------------------------------
+# request/response (gen_server call)
+
+
+async def _echo_server(inbox: Mailbox) -> None:
+    """Answer every ``(request, future)`` by setting the future to ``request``."""
+    while True:
+        msg = await inbox.get()
+        if msg == STOP:
+            return
+        request, fut = msg
+        if not fut.done():  # the caller may have given up (cancelled)
+            fut.set_result(request)
+
+
+async def _gen_call(n: int) -> dict[str, float]:
+    server: Mailbox = asyncio.Queue()
+    task = asyncio.create_task(_echo_server(server))
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    for i in range(n):
+        fut = loop.create_future()
+        server.put_nowait((i, fut))
+        got = await fut
+        assert got == i
+    seconds = time.perf_counter() - t0
+    server.put_nowait(STOP)
+    await task
+    return {"seconds": seconds, "calls_per_s": n / seconds}
+
+
+def gen_call(n: int = 100_000, loop_factory: LoopFactory | None = None) -> dict[str, float]:
+    """One client makes ``n`` requests to a server task that echoes them.
+
+    The idiomatic asyncio request/response: the client puts ``(request,
+    future)`` on the server's queue and awaits the future, which the server
+    sets.  Returns ``seconds`` and ``calls_per_s``.
+    """
+    return _run(_gen_call(n), loop_factory)
+
+
+# --------------------------------------------------------------------------
+# one-way requests (gen_server cast)
+
+
+async def _cast_counter(inbox: Mailbox) -> None:
+    """Count casts; answer a ``(request, future)`` call with the count so far."""
+    count = 0
+    while True:
+        msg = await inbox.get()
+        if msg == STOP:
+            return
+        if type(msg) is tuple:
+            fut = msg[1]
+            if not fut.done():
+                fut.set_result(count)
+        else:
+            count += 1
+
+
+async def _gen_cast(n: int) -> dict[str, float]:
+    server: Mailbox = asyncio.Queue()
+    task = asyncio.create_task(_cast_counter(server))
+    await asyncio.sleep(0)  # let the server park on its mailbox
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    put = server.put_nowait
+    for i in range(n):
+        put(i)
+    fut = loop.create_future()
+    put(("count", fut))
+    count = await fut
+    seconds = time.perf_counter() - t0
+    assert count == n, (count, n)
+    server.put_nowait(STOP)
+    await task
+    return {"seconds": seconds, "casts_per_s": n / seconds}
+
+
+def gen_cast(n: int = 1_000_000, loop_factory: LoopFactory | None = None) -> dict[str, float]:
+    """One client puts ``n`` one-way requests on a server task's queue.
+
+    The server counts them; a final request/response returns the count
+    (checked to be ``n``) and the clock stops at its answer.  Returns
+    ``seconds`` and ``casts_per_s``.
+    """
+    return _run(_gen_cast(n), loop_factory)
+
+
 #: Workload name -> function, for the harness.
 WORKLOADS: dict[str, Callable[..., dict[str, float]]] = {
     "pingpong": pingpong,
@@ -289,4 +387,6 @@ WORKLOADS: dict[str, Callable[..., dict[str, float]]] = {
     "ring": ring,
     "skynet": skynet,
     "spawn_idle": spawn_idle,
+    "gen_call": gen_call,
+    "gen_cast": gen_cast,
 }

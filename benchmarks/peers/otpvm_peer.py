@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 
 import otpvm
+from otpvm import gen_server
+from otpvm.gen_server import From, GenServer, NoReply, Ok, Reply
 
 from . import check_skynet_size, rss_bytes, skynet_actors, skynet_expected
 
@@ -25,6 +27,8 @@ __all__ = [
     "WORKLOADS",
     "available",
     "flood",
+    "gen_call",
+    "gen_cast",
     "pingpong",
     "ring",
     "skynet",
@@ -266,6 +270,95 @@ def spawn_idle(n: int = 100_000, schedulers: int | None = None) -> dict[str, flo
     return result
 
 
+# --------------------------------------------------------------------------
+# gen_server call
+
+
+class _Echo(GenServer):
+    """Answers every call with the request itself."""
+
+    def init(self, args: object) -> Ok:
+        return Ok(args)
+
+    def handle_call(self, request: object, from_: From, state: object) -> Reply:
+        return Reply(request, state)
+
+
+async def _gen_call(n: int) -> dict[str, float]:
+    pid = await gen_server.start(_Echo, None)
+    call = gen_server.call
+    t0 = time.perf_counter()
+    for i in range(n):
+        got = await call(pid, i)
+        assert got == i
+    seconds = time.perf_counter() - t0
+    await gen_server.stop(pid)
+    # A raw ping-pong of the same size in the same VM, for the cost of a call
+    # relative to the bare message round trip it is built on.
+    raw = await _pingpong(n)
+    return {
+        "seconds": seconds,
+        "calls_per_s": n / seconds,
+        "pingpong_round_trips_per_s": raw["round_trips_per_s"],
+        "call_cost_vs_pingpong": seconds / raw["seconds"],
+    }
+
+
+def gen_call(n: int = 100_000, schedulers: int | None = None) -> dict[str, float]:
+    """One client makes ``n`` ``gen_server.call``s to a server that echoes them.
+
+    Each call is the full OTP call (monitor + alias, reply or ``Down``, the
+    default 5 s timeout).  Returns ``seconds`` and ``calls_per_s``, plus
+    ``call_cost_vs_pingpong``: the time of a call over that of a raw
+    send/receive round trip (:func:`pingpong`), measured right after in the
+    same VM.
+    """
+    result: dict[str, float] = otpvm.run(_gen_call, n, schedulers=schedulers)
+    return result
+
+
+# --------------------------------------------------------------------------
+# gen_server cast
+
+
+class _CastCounter(GenServer):
+    """Counts casts; a call answers the count so far."""
+
+    def init(self, args: object) -> Ok:
+        return Ok(0)
+
+    def handle_cast(self, msg: object, count: int) -> NoReply:
+        return NoReply(count + 1)
+
+    def handle_call(self, request: object, from_: From, count: int) -> Reply:
+        return Reply(count, count)
+
+
+async def _gen_cast(n: int) -> dict[str, float]:
+    pid = await gen_server.start(_CastCounter, None)
+    cast = gen_server.cast
+    t0 = time.perf_counter()
+    for i in range(n):
+        cast(pid, i)
+    # No timeout: the server may take longer than the default 5 s to get
+    # through its mailbox.
+    count = await gen_server.call(pid, "count", timeout=None)
+    seconds = time.perf_counter() - t0
+    assert count == n, (count, n)
+    await gen_server.stop(pid)
+    return {"seconds": seconds, "casts_per_s": n / seconds}
+
+
+def gen_cast(n: int = 1_000_000, schedulers: int | None = None) -> dict[str, float]:
+    """One client casts ``n`` messages to a server that counts them.
+
+    A final call returns the count (checked to be ``n``); the clock stops at
+    its reply.  Returns ``seconds`` and ``casts_per_s``.
+    """
+    result: dict[str, float] = otpvm.run(_gen_cast, n, schedulers=schedulers)
+    return result
+
+
 #: Workload name -> function, for the harness.
 WORKLOADS: dict[str, Callable[..., dict[str, float]]] = {
     "pingpong": pingpong,
@@ -273,4 +366,6 @@ WORKLOADS: dict[str, Callable[..., dict[str, float]]] = {
     "ring": ring,
     "skynet": skynet,
     "spawn_idle": spawn_idle,
+    "gen_call": gen_call,
+    "gen_cast": gen_cast,
 }
