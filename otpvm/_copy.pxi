@@ -42,17 +42,28 @@ cdef inline bint _atomic(object obj):
             or t is bytes or t is bool)
 
 
+cdef bint _flat(tuple items, bint nested) except -1:
+    """Whether a tuple holds only atomic values (and, one level down, named
+    tuples such as From or Down holding only atomic values)."""
+    cdef Py_ssize_t i
+    for i in range(len(items)):
+        item = items[i]
+        if _atomic(item):
+            continue
+        if nested and isinstance(item, tuple) and (
+                type(item) is tuple or type(item) in _SYSTEM_TUPLES
+                or hasattr(type(item), "_fields")) and _flat(<tuple>item, False):
+            continue
+        return False
+    return True
+
+
 cdef object copy_msg(object obj):
     """Returns obj itself if it is immutable, else an independent copy."""
-    cdef Py_ssize_t i
     if _atomic(obj):
         return obj
-    if type(obj) is tuple:                  # the usual message: a flat tuple
-        for i in range(len(<tuple>obj)):
-            if not _atomic((<tuple>obj)[i]):
-                break
-        else:
-            return obj
+    if type(obj) is tuple and _flat(<tuple>obj, True):
+        return obj                          # the usual message: a flat tuple
     try:
         return _copy(obj, {}, 0)
     except _HandToPickle:

@@ -133,7 +133,12 @@ cdef class Process:
             ovm_node_free(node)
             Py_DECREF(payload)
             return False
-        self.wake(runq)
+        # Link and monitor bookkeeping needs no action until the process
+        # next looks at its mailbox, or dies (terminate answers them then),
+        # so it does not wake the process: a gen_server call's monitor and
+        # demonitor would otherwise cost the server two extra slices.
+        if kind < OVM_SIG_LINK or kind > OVM_SIG_DEMONITOR:
+            self.wake(runq)
         return True
 
     cdef inline uint32_t home(self) noexcept:

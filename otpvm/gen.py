@@ -36,6 +36,8 @@ from otpvm.kernel import (
 )
 from otpvm.terms import ANY, AnyOf, Down, Exit
 
+_new = tuple.__new__
+
 CALL = "$gen_call"
 CAST = "$gen_cast"
 SYSTEM = "$system"
@@ -101,9 +103,12 @@ async def call(dest: Any, request: Any, timeout: float | None = 5.0, tag: str = 
     if pid is None:
         raise CallError("noproc", dest, request)
     ref = monitor(pid, alias=True)
-    send(pid, (tag, From(self(), ref), request))
+    # tuple.__new__ skips the named tuples' Python-level constructors: this
+    # is the hot path of every call.
+    send(pid, (tag, _new(From, (self(), ref)), request))
     try:
-        msg = await receive(AnyOf((ref, ANY), Down(ref, ANY, ANY)), timeout=timeout)
+        msg = await receive(_new(AnyOf, ((ref, ANY), _new(Down, (ref, ANY, ANY)))),
+                            timeout=timeout)
     except TimeoutError:
         unalias(ref)
         demonitor(ref, flush=True)
@@ -134,10 +139,7 @@ def reply(from_: From, value: Any) -> None:
 
 def cast(dest: Any, msg: Any) -> None:
     """Sends a request without waiting; never fails (as in OTP)."""
-    try:
-        pid = resolve(dest)
-    except TypeError:
-        raise
+    pid = dest if type(dest) is Pid else resolve(dest)
     if pid is not None:
         send(pid, (CAST, msg))
 
