@@ -207,3 +207,25 @@ def ack(starter: From, failure: Any = _SUCCESS) -> None:
         send(starter.pid, (starter.ref, True, None))
     else:
         send(starter.pid, (starter.ref, False, failure))
+
+
+async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) -> None:
+    """Stops a behaviour process with reason (its terminate runs) and waits
+    until it is gone, like OTP's proc_lib:stop.
+
+    Raises ``CallError('noproc')`` if there is no such process,
+    ``CallError(r)`` if it ended with another reason r, ``TimeoutError``
+    after timeout.
+    """
+    pid = resolve(dest)
+    if pid is None:
+        raise CallError("noproc", dest, ("stop", reason))
+    ref = monitor(pid)
+    send(pid, (SYSTEM, From(self(), ref), ("terminate", reason)))
+    try:
+        down = await receive(Down(ref, ANY, ANY), timeout=timeout)
+    except TimeoutError:
+        demonitor(ref, flush=True)
+        raise TimeoutError(f"stop of {dest!r} timed out after {timeout} s") from None
+    if down.reason is not reason and down.reason != reason:
+        raise CallError(down.reason, dest, ("stop", reason))

@@ -55,10 +55,8 @@ from otpvm.gen import CallError, From, StartError
 from otpvm.kernel import (
     Pid,
     Ref,
-    demonitor,
     exit,
     link,
-    monitor,
     process_flag,
     receive,
     register,
@@ -67,7 +65,7 @@ from otpvm.kernel import (
     whereis,
 )
 from otpvm.kernel import self as _me
-from otpvm.terms import ANY, Down, Exit, NameRegistrationError, ProcessExit
+from otpvm.terms import ANY, Exit, NameRegistrationError, ProcessExit
 
 __all__ = [
     "CallError", "Crash", "EventHandler", "GenEventExit", "HandlerError", "HandlerId",
@@ -742,15 +740,4 @@ async def stop(mgr: Pid | str, reason: Any = "normal", timeout: float | None = N
     Raises ``CallError('noproc')`` if there is no such manager,
     ``CallError(r)`` if it ended with another reason r, ``TimeoutError``.
     """
-    pid = gen.resolve(mgr)
-    if pid is None:
-        raise CallError("noproc", mgr, ("stop", reason))
-    ref = monitor(pid)
-    send(pid, (gen.SYSTEM, From(_me(), ref), ("terminate", reason)))
-    try:
-        down = await receive(Down(ref, ANY, ANY), timeout=timeout)
-    except TimeoutError:
-        demonitor(ref, flush=True)
-        raise TimeoutError(f"stop of {mgr!r} timed out after {timeout} s") from None
-    if down.reason is not reason and down.reason != reason:
-        raise CallError(down.reason, mgr, ("stop", reason))
+    await gen.stop(mgr, reason, timeout)

@@ -45,18 +45,15 @@ from otpvm.kernel import (
     Pid,
     Ref,
     cancel_timer,
-    demonitor,
     exit,
-    monitor,
     process_flag,
     receive,
     register,
-    send,
     send_after,
     whereis,
 )
 from otpvm.kernel import self as _me
-from otpvm.terms import ANY, Down, Exit, NameRegistrationError, ProcessExit
+from otpvm.terms import ANY, Exit, NameRegistrationError, ProcessExit
 
 __all__ = [
     "CallError", "From", "GenServer", "Ignore", "Ignored", "NoReply", "Ok", "Reply",
@@ -458,18 +455,7 @@ async def stop(dest: Pid | str, reason: Any = "normal", timeout: float | None = 
     Raises ``CallError('noproc')`` if there is no such server, ``CallError(r)``
     if it ended with another reason r, ``TimeoutError`` after timeout.
     """
-    pid = gen.resolve(dest)
-    if pid is None:
-        raise CallError("noproc", dest, ("stop", reason))
-    ref = monitor(pid)
-    send(pid, (gen.SYSTEM, From(_me(), ref), ("terminate", reason)))
-    try:
-        down = await receive(Down(ref, ANY, ANY), timeout=timeout)
-    except TimeoutError:
-        demonitor(ref, flush=True)
-        raise TimeoutError(f"stop of {dest!r} timed out after {timeout} s") from None
-    if down.reason is not reason and down.reason != reason:
-        raise CallError(down.reason, dest, ("stop", reason))
+    await gen.stop(dest, reason, timeout)
 
 
 def trap_exits() -> None:
