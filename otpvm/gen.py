@@ -16,6 +16,7 @@ dropped on arrival, never left in the mailbox.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from otpvm._vm import copy_message
@@ -229,3 +230,20 @@ async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) 
         raise TimeoutError(f"stop of {dest!r} timed out after {timeout} s") from None
     if down.reason is not reason and down.reason != reason:
         raise CallError(down.reason, dest, ("stop", reason))
+
+
+async def suspended(handle_system: Callable[[From, Any], Any]) -> None:
+    """A suspended behaviour (``sys.suspend``): only system messages are
+    handled, by ``handle_system(from_, request)`` (which may return an
+    awaitable); everything else waits in the mailbox, in order, until resume."""
+    while True:
+        _, from_, request = await receive((SYSTEM, ANY, ANY))
+        if request == "resume":
+            reply(from_, "ok")
+            return
+        if request == "suspend":
+            reply(from_, "ok")
+            continue
+        more = handle_system(from_, request)
+        if more is not None:
+            await more

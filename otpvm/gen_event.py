@@ -58,14 +58,13 @@ from otpvm.kernel import (
     exit,
     link,
     process_flag,
-    receive,
     register,
     send,
     unlink,
     whereis,
 )
 from otpvm.kernel import self as _me
-from otpvm.terms import ANY, Exit, NameRegistrationError, ProcessExit
+from otpvm.terms import Exit, NameRegistrationError, ProcessExit
 
 __all__ = [
     "CallError", "Crash", "EventHandler", "GenEventExit", "HandlerError", "HandlerId",
@@ -535,23 +534,11 @@ class _Manager:
                 gen.reply(from_, "ok")
         elif op == "suspend":
             gen.reply(from_, "ok")
-            await self._suspended()
+            await gen.suspended(self._system)
         elif op == "resume":
             gen.reply(from_, "ok")
         else:
             gen.reply(from_, ("error", ("unknown_system_msg", request)))
-
-    async def _suspended(self) -> None:
-        """Only system messages are handled until resume; the rest wait."""
-        while True:
-            _, from_, request = await receive((gen.SYSTEM, ANY, ANY))
-            if request == "resume":
-                gen.reply(from_, "ok")
-                return
-            if request == "suspend":
-                gen.reply(from_, "ok")
-            else:
-                await self._system(from_, request)
 
 
 class _Resume:

@@ -47,13 +47,12 @@ from otpvm.kernel import (
     cancel_timer,
     exit,
     process_flag,
-    receive,
     register,
     send_after,
     whereis,
 )
 from otpvm.kernel import self as _me
-from otpvm.terms import ANY, Exit, NameRegistrationError, ProcessExit
+from otpvm.terms import Exit, NameRegistrationError, ProcessExit
 
 __all__ = [
     "CallError", "From", "GenServer", "Ignore", "Ignored", "NoReply", "Ok", "Reply",
@@ -371,7 +370,7 @@ class _Server:
             gen.reply(from_, self.mod.format_status(status))
         elif request == "suspend":
             gen.reply(from_, "ok")
-            return self._suspended()
+            return gen.suspended(self._system)
         elif request == "resume":
             gen.reply(from_, "ok")
         else:
@@ -383,20 +382,6 @@ class _Server:
                 gen.reply(from_, answer)
         return None
 
-    async def _suspended(self) -> None:
-        """While suspended only system messages are handled; the rest wait
-        in the mailbox, in order."""
-        while True:
-            _, from_, request = await receive((gen.SYSTEM, ANY, ANY))
-            if request == "resume":
-                gen.reply(from_, "ok")
-                return
-            if request == "suspend":
-                gen.reply(from_, "ok")
-                continue
-            more = self._system(from_, request)
-            if more is not None:
-                await more
 
 
 # -- the API ------------------------------------------------------------------

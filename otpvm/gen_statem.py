@@ -81,13 +81,12 @@ from otpvm.kernel import (
     Ref,
     cancel_timer,
     exit,
-    receive,
     register,
     send_after,
     whereis,
 )
 from otpvm.kernel import self as _me
-from otpvm.terms import ANY, Exit, NameRegistrationError, ProcessExit
+from otpvm.terms import Exit, NameRegistrationError, ProcessExit
 
 __all__ = [
     "CallError", "EventTimeout", "From", "GenStatem", "GenericTimeout", "Hibernate", "Ignore",
@@ -799,27 +798,13 @@ class _Statem:
             gen.reply(from_, self.mod.format_status(status))
         elif request == "suspend":
             gen.reply(from_, "ok")
-            return self._suspended()
+            return gen.suspended(self._system)
         elif request == "resume":
             gen.reply(from_, "ok")
         else:
             gen.reply(from_, ("error", ("unknown_system_msg", request)))
         return None
 
-    async def _suspended(self) -> None:
-        """While suspended only system messages are handled; the rest wait
-        in the mailbox, in order."""
-        while True:
-            _, from_, request = await receive((gen.SYSTEM, ANY, ANY))
-            if request == "resume":
-                gen.reply(from_, "ok")
-                return
-            if request == "suspend":
-                gen.reply(from_, "ok")
-                continue
-            more = self._system(from_, request)
-            if more is not None:
-                await more
 
 
 _RESULT_CLASSES = (NextState, KeepState, KeepStateAndData, RepeatState, RepeatStateAndData,
