@@ -46,7 +46,6 @@ from otpvm.kernel import (
     Ref,
     cancel_timer,
     exit,
-    process_flag,
     register,
     send_after,
     whereis,
@@ -319,10 +318,7 @@ class _Server:
 
     def _terminate(self, reason: Any) -> Any:
         """Runs terminate, then exits with reason."""
-        try:
-            result = self.mod.terminate(reason, self.state) if self.mod else None
-        except Exception as exc:
-            raise exc from None
+        result = self.mod.terminate(reason, self.state) if self.mod else None
         if inspect.iscoroutine(result):
             return self._terminate_async(result, reason)
         exit(reason)
@@ -442,7 +438,3 @@ async def stop(dest: Pid | str, reason: Any = "normal", timeout: float | None = 
     """
     await gen.stop(dest, reason, timeout)
 
-
-def trap_exits() -> None:
-    """Convenience for init: trap exits so that terminate runs on shutdown."""
-    process_flag("trap_exit", True)
