@@ -6,7 +6,7 @@ import sys
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-CSRC = ["csrc/ovm_mailbox.c", "csrc/ovm_timer.c", "csrc/ovm_sched.c"]
+CSRC = ["csrc/ovm_mailbox.c", "csrc/ovm_timer.c", "csrc/ovm_sched.c", "csrc/ovm_poll.c"]
 WARNINGS = ["-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unused-function"]
 # Cython's generated code trips a few warnings we cannot fix at the source.
 CYTHON_NOISE = ["-Wno-missing-field-initializers", "-Wno-unreachable-code"]

@@ -49,7 +49,8 @@ int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
     s->nworkers = nworkers;
     s->steal = steal;
     s->slice_limit_ns = slice_limit_ns;
-    if ((err = ovm_timers_init(&s->timers)) || (err = pthread_mutex_init(&s->lock, NULL)) ||
+    if ((err = ovm_timers_init(&s->timers)) || (err = ovm_poller_init(&s->io)) ||
+        (err = pthread_mutex_init(&s->lock, NULL)) ||
         (err = pthread_mutex_init(&s->mon_lock, NULL)) || (err = init_cond(&s->mon_cond)))
         return err;
     for (i = 0; i < nrunqs; i++) {
@@ -87,6 +88,7 @@ static void wake_all(ovm_sched *s) {
 void ovm_sched_stop(ovm_sched *s) {
     atomic_store(&s->stopping, 1);
     wake_all(s);
+    ovm_poller_stop(&s->io);
     if (s->monitor_started) {
         pthread_join(s->monitor, NULL);
         s->monitor_started = 0;
@@ -107,6 +109,7 @@ void ovm_sched_destroy(ovm_sched *s) {
     pthread_mutex_destroy(&s->mon_lock);
     pthread_cond_destroy(&s->mon_cond);
     ovm_timers_destroy(&s->timers);
+    ovm_poller_destroy(&s->io);
     free(s->runqs);
     free(s->workers);
     s->runqs = NULL;
@@ -141,7 +144,10 @@ static ovm_proc *pop_locked(ovm_runq *rq) {
     return p;
 }
 
-void ovm_sched_timers_changed(ovm_sched *s) {
+/* Wakes the workers sleeping on their run queue.  They look at the timers
+ * and the poller after setting `sleeping` under the run queue's lock, so a
+ * caller that changed either before calling this cannot be missed. */
+static void wake_sleepers(ovm_sched *s) {
     uint32_t i;
     for (i = 0; i < s->nrunqs; i++) {
         ovm_runq *rq = &s->runqs[i];
@@ -150,6 +156,18 @@ void ovm_sched_timers_changed(ovm_sched *s) {
             pthread_cond_signal(&rq->cond);
         pthread_mutex_unlock(&rq->lock);
     }
+}
+
+void ovm_sched_timers_changed(ovm_sched *s) {
+    wake_sleepers(s);
+}
+
+static void io_ready(void *ctx) {
+    wake_sleepers(ctx);
+}
+
+int ovm_sched_start_io(ovm_sched *s) {
+    return ovm_poller_start(&s->io, io_ready, s);
 }
 
 /* Takes a process from a busy run queue other than `mine` (free-threaded
@@ -168,6 +186,15 @@ static ovm_proc *steal(ovm_sched *s, uint32_t mine) {
             return p;
     }
     return NULL;
+}
+
+/* Ready I/O and runnable processes take turns, so that neither a storm of
+ * socket events nor a busy run queue can starve the other. */
+static int io_turn(ovm_sched *s, ovm_worker *w) {
+    if (!ovm_poller_pending(&s->io) || w->io_turn_done)
+        return 0;
+    w->io_turn_done = 1;
+    return 1;
 }
 
 static void set_awake(ovm_sched *s, int delta) {
@@ -194,11 +221,19 @@ int ovm_worker_poll(ovm_sched *s, uint32_t wi, ovm_proc **out) {
     deadline = ovm_timers_next(&s->timers);
     if (deadline != OVM_NEVER && deadline <= ovm_now_ns())
         return OVM_NEXT_TIMERS;
+    if (io_turn(s, &s->workers[wi]))
+        return OVM_NEXT_IO;
     rq = &s->runqs[q];
     pthread_mutex_lock(&rq->lock);
     *out = pop_locked(rq);
     pthread_mutex_unlock(&rq->lock);
-    return *out != NULL ? OVM_NEXT_PROC : OVM_NEXT_NONE;
+    if (*out != NULL) {
+        s->workers[wi].io_turn_done = 0;
+        return OVM_NEXT_PROC;
+    }
+    if (ovm_poller_pending(&s->io))
+        return OVM_NEXT_IO;
+    return OVM_NEXT_NONE;
 }
 
 int ovm_worker_next(ovm_sched *s, uint32_t wi, ovm_proc **out) {
@@ -217,12 +252,19 @@ int ovm_worker_next(ovm_sched *s, uint32_t wi, ovm_proc **out) {
         deadline = ovm_timers_next(&s->timers);
         if (deadline != OVM_NEVER && deadline <= ovm_now_ns())
             return OVM_NEXT_TIMERS;
+        if (io_turn(s, w))
+            return OVM_NEXT_IO;
         rq = &s->runqs[q];
         pthread_mutex_lock(&rq->lock);
         *out = pop_locked(rq);
         if (*out != NULL) {
             pthread_mutex_unlock(&rq->lock);
+            w->io_turn_done = 0;
             return OVM_NEXT_PROC;
+        }
+        if (ovm_poller_pending(&s->io)) {
+            pthread_mutex_unlock(&rq->lock);
+            return OVM_NEXT_IO;
         }
         if (s->steal) {
             pthread_mutex_unlock(&rq->lock);
@@ -234,10 +276,10 @@ int ovm_worker_next(ovm_sched *s, uint32_t wi, ovm_proc **out) {
                 continue;
             }
         }
-        /* Idle: sleep until a push, the next timer or stop. */
+        /* Idle: sleep until a push, the next timer, ready I/O or stop. */
         rq->sleeping = 1;
         set_awake(s, -1);
-        if (!atomic_load(&s->stopping)) {
+        if (!atomic_load(&s->stopping) && !ovm_poller_pending(&s->io)) {
             deadline = ovm_timers_next(&s->timers);
             if (deadline == OVM_NEVER) {
                 pthread_cond_wait(&rq->cond, &rq->lock);

@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "ovm_poll.h"
 #include "ovm_proc.h"
 #include "ovm_timer.h"
 
@@ -45,6 +46,7 @@ typedef struct {
     pthread_cond_t cond;            /* parked on this, with sched->lock */
     _Atomic uint32_t runq;          /* OVM_NO_RUNQ while parked */
     uint64_t slice;                 /* value of runq->slice in our slice */
+    int io_turn_done;               /* took I/O last: a process goes next */
     int64_t slice_start;
 } ovm_worker;
 
@@ -55,6 +57,7 @@ typedef struct {
     int steal;                      /* idle workers steal (free-threaded) */
     int64_t slice_limit_ns;
     ovm_timers timers;
+    ovm_poller io;                  /* started by the first socket */
 
     pthread_mutex_t lock;           /* worker parking and hand-offs */
     _Atomic int stopping;
@@ -69,12 +72,18 @@ typedef struct {
     pthread_t monitor;
 } ovm_sched;
 
-enum { OVM_NEXT_PROC = 0, OVM_NEXT_TIMERS = 1, OVM_NEXT_STOP = 2, OVM_NEXT_NONE = 3 };
+enum { OVM_NEXT_PROC = 0, OVM_NEXT_TIMERS = 1, OVM_NEXT_STOP = 2, OVM_NEXT_NONE = 3,
+       OVM_NEXT_IO = 4 };
 
 int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
                    int64_t slice_limit_ns, int steal);
 int ovm_sched_start_monitor(ovm_sched *s);
-/* Asks every worker and the monitor to stop, and joins the monitor. */
+/* Starts the I/O poller (idempotent): from then on workers also return
+ * OVM_NEXT_IO when sockets are ready, and take the events with
+ * ovm_poller_take(&s->io, ...). */
+int ovm_sched_start_io(ovm_sched *s);
+/* Asks every worker, the monitor and the poller to stop, and joins the
+ * monitor and the poller. */
 void ovm_sched_stop(ovm_sched *s);
 /* Frees everything; call after every worker has returned. */
 void ovm_sched_destroy(ovm_sched *s);
@@ -85,8 +94,8 @@ void ovm_runq_push(ovm_sched *s, uint32_t q, ovm_proc *p);
 void ovm_sched_timers_changed(ovm_sched *s);
 
 /* Worker side.  `w` is the worker's index.  Blocks (call it without the
- * GIL) until there is a process to run (*out), timers are due, or the
- * scheduler stops. */
+ * GIL) until there is a process to run (*out), timers are due, sockets are
+ * ready, or the scheduler stops. */
 int ovm_worker_next(ovm_sched *s, uint32_t w, ovm_proc **out);
 /* The same without blocking: OVM_NEXT_NONE when there is nothing to do now
  * (the caller then releases the GIL and calls ovm_worker_next). */

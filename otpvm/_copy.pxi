@@ -20,10 +20,10 @@ cdef object _Enum = _enum.Enum
 # Functions travel by reference, like Erlang funs (sys.replace_state takes
 # one): code is immutable; a closure over mutable data would share it, which
 # the README warns about.
-cdef frozenset _ATOMIC_TYPES = frozenset({
+cdef set _ATOMIC_TYPES = {
     type(None), bool, int, float, complex, str, bytes, range, type(Ellipsis),
     _types.FunctionType, _types.BuiltinFunctionType,
-})
+}
 
 DEF _MAX_DEPTH = 100
 
@@ -165,6 +165,16 @@ cdef object _pickle_copy(object obj):
             f"cannot send a {type(obj).__qualname__}: messages must be "
             f"immutable values, built-in containers, or picklable objects "
             f"({exc})") from exc
+
+
+def register_handle_type(cls):
+    """Makes instances of cls travel by reference in messages: handles to
+    something the VM owns (sockets, like Erlang's ports), which are
+    identifiers rather than data."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register_handle_type needs a class, not {cls!r}")
+    _ATOMIC_TYPES.add(cls)
+    return cls
 
 
 def copy_message(obj):

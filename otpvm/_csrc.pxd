@@ -103,6 +103,26 @@ cdef extern from "ovm_timer.h" nogil:
     size_t ovm_timers_len(ovm_timers *t)
 
 
+cdef extern from "ovm_poll.h" nogil:
+    enum:
+        OVM_IO_IN
+        OVM_IO_OUT
+        OVM_IO_ERR
+        OVM_IO_HUP
+
+    ctypedef struct ovm_io_event:
+        uint64_t token
+        uint32_t events
+
+    ctypedef struct ovm_poller:
+        pass
+
+    int ovm_poller_add(ovm_poller *p, int fd, uint64_t token, uint32_t interest)
+    int ovm_poller_arm(ovm_poller *p, int fd, uint64_t token, uint32_t interest)
+    int ovm_poller_remove(ovm_poller *p, int fd)
+    size_t ovm_poller_take(ovm_poller *p, ovm_io_event *out, size_t max)
+
+
 cdef extern from "ovm_sched.h" nogil:
     uint32_t OVM_NO_RUNQ
 
@@ -111,18 +131,21 @@ cdef extern from "ovm_sched.h" nogil:
         OVM_NEXT_TIMERS
         OVM_NEXT_STOP
         OVM_NEXT_NONE
+        OVM_NEXT_IO
 
     ctypedef struct ovm_sched:
         uint32_t nrunqs
         uint32_t nworkers
         int64_t slice_limit_ns
         ovm_timers timers
+        ovm_poller io
         uint64_t handoffs
         uint64_t no_spare
 
     int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
                        int64_t slice_limit_ns, int steal)
     int ovm_sched_start_monitor(ovm_sched *s)
+    int ovm_sched_start_io(ovm_sched *s)
     void ovm_sched_stop(ovm_sched *s)
     void ovm_sched_destroy(ovm_sched *s)
     void ovm_runq_push(ovm_sched *s, uint32_t q, ovm_proc *p)

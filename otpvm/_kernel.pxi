@@ -19,6 +19,11 @@ cdef Pid _as_pid(object pid, str call):
     return <Pid>pid
 
 
+def _current_vm(str call):
+    """The VM of the calling process (the I/O layer's way in)."""
+    return _me(call).vm
+
+
 def self():
     """The pid of the calling process."""
     return _me("self").pid

@@ -14,6 +14,7 @@ cdef bint _FREE_THREADED = not getattr(_sys, "_is_gil_enabled", lambda: True)()
 
 cdef enum:
     _STOP_GRACE_MS = 5000
+    _IO_BATCH = 256         # socket events handled per scheduler turn
 
 
 def _default_schedulers():
@@ -45,6 +46,8 @@ cdef class VM:
     cdef object emptied             # set when stopping and the last process ended
     cdef bint stopping
     cdef uint32_t next_runq
+    cdef dict io_ports              # poller token -> socket (otpvm.net)
+    cdef bint io_started
 
     def __init__(self, schedulers=None, *, slice_limit=0.002, spare_threads=None):
         if schedulers is None:
@@ -62,6 +65,7 @@ cdef class VM:
         self.schedulers = schedulers
         self.procs = {}
         self.names = {}
+        self.io_ports = {}
         self.lock = _threading.Lock()
         self.emptied = _threading.Event()
         err = ovm_sched_init(&self.sched, schedulers, schedulers + spares, limit, _FREE_THREADED)
@@ -188,6 +192,9 @@ cdef class VM:
                 return
             if next_ == OVM_NEXT_TIMERS:
                 self.fire_timers()
+                continue
+            if next_ == OVM_NEXT_IO:
+                self.fire_io()
                 continue
             p = <Process>cp.owner
             Py_DECREF(p)                    # the run queue's reference
@@ -327,6 +334,87 @@ cdef class VM:
             if p is None:
                 raise _NameRegistrationError(f"{name!r} is not a registered name")
             (<Process>p).name = None
+        return 0
+
+    # -- sockets: the hooks of the I/O layer (otpvm.net) ----------------------
+    #
+    # A socket registers its fd with the C poller under a token; when the fd
+    # is ready, a scheduler thread calls the socket's _io_ready(events) with
+    # the interpreter, outside any process.  The socket does the syscalls and
+    # posts messages to its owner.  Sockets belong to a process (`_own`) and
+    # are closed by terminate() when it ends, like Erlang ports.
+
+    def _io_add(self, port, int fd, uint32_t interest):
+        """Watches fd for `port` (armed for `interest`); returns its token."""
+        cdef uint64_t token = ovm_next_id()
+        cdef int err
+        self.check_running()
+        if not self.io_started:
+            with self.lock:
+                if not self.io_started:
+                    err = ovm_sched_start_io(&self.sched)
+                    if err:
+                        raise OSError(err, f"otpvm: cannot start the I/O poller: "
+                                           f"{_os.strerror(err)}")
+                    self.io_started = True
+        self.io_ports[token] = port
+        err = ovm_poller_add(&self.sched.io, fd, token, interest)
+        if err:
+            del self.io_ports[token]
+            raise OSError(err, f"otpvm: cannot watch fd {fd}: {_os.strerror(err)}")
+        return token
+
+    def _io_arm(self, int fd, uint64_t token, uint32_t interest):
+        """Asks for one more readiness report of fd (registrations are one-shot)."""
+        cdef int err = ovm_poller_arm(&self.sched.io, fd, token, interest)
+        if err:
+            raise OSError(err, f"otpvm: cannot watch fd {fd}: {_os.strerror(err)}")
+
+    def _io_remove(self, int fd, uint64_t token):
+        """Stops watching fd; events already collected for it are dropped."""
+        self.io_ports.pop(token, None)
+        ovm_poller_remove(&self.sched.io, fd)
+
+    def _post(self, Pid pid, msg):
+        """Delivers msg to pid as it is, not copied (the sender gives it
+        away); False if the process is gone."""
+        target = self.procs.get(pid.key)
+        if target is None:
+            return False
+        return (<Process>target).deliver(OVM_SIG_MESSAGE, msg, (<Process>target).home())
+
+    def _own(self, Pid pid, port):
+        """Makes pid the owner of port: terminate() will call its
+        _owner_exited(reason).  False if pid is not alive."""
+        cdef Process p = self.procs.get(pid.key)
+        if p is None or ovm_proc_exited(&p.c):
+            return False
+        if p.ports is None:
+            p.ports = set()
+        p.ports.add(port)
+        return True
+
+    def _disown(self, Pid pid, port):
+        cdef Process p = self.procs.get(pid.key)
+        if p is not None and p.ports is not None:
+            p.ports.discard(port)
+
+    @property
+    def open_sockets(self):
+        """How many sockets are registered with the poller."""
+        return len(self.io_ports)
+
+    cdef int fire_io(self) except -1:
+        cdef ovm_io_event evs[_IO_BATCH]
+        cdef size_t i, n = ovm_poller_take(&self.sched.io, evs, _IO_BATCH)
+        for i in range(n):
+            port = self.io_ports.get(evs[i].token)
+            if port is None:
+                continue                    # closed since the event was collected
+            try:
+                port._io_ready(evs[i].events)
+            except BaseException:           # a bug in the socket layer: log it, go on
+                _log.critical("otpvm: internal error handling I/O on %r", port, exc_info=True)
         return 0
 
     # -- timers -----------------------------------------------------------------

@@ -109,6 +109,7 @@ cdef class Process:
     cdef TimerRef rcv_timer
     cdef Ref mark_ref               # the ref the mailbox marker belongs to
     cdef set aliases                # Refs that messages may be sent to
+    cdef set ports                  # sockets it owns (closed when it ends)
 
     def __dealloc__(self):
         if self.inbox_ready():
@@ -371,12 +372,24 @@ cdef class Process:
                 if isinstance(pid, Pid):
                     self.vm.deliver_to(<Pid>pid, OVM_SIG_DEMONITOR, ref, q)
         self.links = self.monitors_in = self.monitors_out = None
+        if self.ports:
+            self.close_ports(reason)
         self.coro = self.ctx = self.fn = self.args = self.on_message = None
         self.rcv_match = self.rcv_msg = self.mark_ref = self.aliases = None
         self.vm.forget(self)
         if self.on_exit is not None:
             hook, self.on_exit = self.on_exit, None
             hook()
+        return 0
+
+    cdef int close_ports(self, object reason) except -1:
+        """An owner's death closes its sockets, like an Erlang port's."""
+        ports, self.ports = self.ports, None
+        for port in ports:
+            try:
+                port._owner_exited(reason)
+            except BaseException:
+                _log.critical("otpvm: internal error closing %r", port, exc_info=True)
         return 0
 
     cdef int crash(self, object exc) except -1:
