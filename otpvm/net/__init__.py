@@ -1,0 +1,45 @@
+"""Sockets owned by processes, driven by the VM's C poller.
+
+A socket is like an Erlang port: it belongs to a *controlling process*, which
+gets its data as messages in an active mode and which, when it ends for any
+reason, takes the socket with it.  ``otpvm.net.tcp`` and ``otpvm.net.udp``
+open sockets; the functions here work on any socket; ``serve`` runs a
+supervised acceptor pool with one process per connection.
+
+Active modes (``setopts(sock, active=...)``), as in ``inet:setopts``:
+
+* ``True``: every packet arrives as ``('tcp', sock, data)``, then
+  ``('tcp_closed', sock)`` or ``('tcp_error', sock, reason)``;
+* ``'once'``: one packet, then the socket turns passive until set again;
+* ``N`` (an int): N packets, then ``('tcp_passive', sock)``;
+* ``False`` (passive, the default): ``await tcp.recv(sock)``.
+
+Framing (``packet=``): ``'raw'``, ``'line'``, or 1/2/4-byte length headers,
+with ``packet_size`` as the largest packet accepted.  Other options:
+``nodelay``, ``keepalive``, ``reuseaddr``, ``sndbuf``, ``recbuf``, ``buffer``
+(bytes read at a time), ``send_timeout``, ``high_watermark`` and
+``low_watermark`` (the output queue's bounds: over the high one a sender
+waits until the queue drains to the low one).
+"""
+
+from __future__ import annotations
+
+from otpvm.net import tcp, udp
+from otpvm.net.framing import PacketTooLarge
+from otpvm.net.inet import (
+    close,
+    controlling_process,
+    getopts,
+    peername,
+    setopts,
+    shutdown,
+    sockname,
+)
+from otpvm.net.port import ClosedError, Socket
+from otpvm.net.server import Listener, child_spec, connection_count, serve, stop_server
+
+__all__ = [
+    "ClosedError", "Listener", "PacketTooLarge", "Socket", "child_spec", "close",
+    "connection_count", "controlling_process", "getopts", "peername", "serve", "setopts",
+    "shutdown", "sockname", "stop_server", "tcp", "udp",
+]

@@ -1,0 +1,621 @@
+"""A socket owned by a process: Erlang's port, in Python.
+
+A ``Socket`` wraps a non-blocking OS socket registered with the VM's C poller.
+Its owner (the *controlling process*) receives its data as messages in an
+active mode, or asks for it with ``recv`` in passive mode; when the owner
+ends, for any reason, the socket is closed.  Readiness reports are one-shot:
+the socket asks for one only while someone wants its input or output is
+pending, so a passive socket nobody reads leaves the data in the kernel and
+TCP's flow control slows the peer down, which is how a slow reader keeps the
+server's memory bounded.
+
+Two kinds of code touch a socket: the processes calling the API (on their
+scheduler thread) and ``_io_ready`` (on whichever scheduler thread took the
+poller's events).  A re-entrant lock per socket orders them, which matters
+on free-threaded Python and whenever the monitor has rescued a run queue.
+
+Results for a waiting process travel as ``(ref, result)`` messages, where
+result is the value or the exception to raise; ``wait`` receives them.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket as _socket
+import threading
+from collections import deque
+from typing import Any
+
+from otpvm import _vm, kernel
+from otpvm.kernel import Pid, Ref, make_ref, receive
+from otpvm.net.framing import Framer, PacketTooLarge, check_packet
+from otpvm.terms import ANY, NoProcError
+
+# Readiness bits, as csrc/ovm_poll.h defines them.
+IN, OUT, ERR, HUP = 1, 2, 4, 8
+
+DEFAULT_BUFFER = 65536
+DEFAULT_HIGH_WATERMARK = 256 * 1024
+DEFAULT_LOW_WATERMARK = 128 * 1024
+
+
+class ClosedError(ConnectionError):
+    """The socket is closed (Erlang's ``{error, closed}``)."""
+
+
+def reason_of(exc: BaseException) -> str:
+    """The Erlang-style reason for an error: 'econnreset', 'emsgsize', ..."""
+    if isinstance(exc, ClosedError):
+        return "closed"
+    if isinstance(exc, PacketTooLarge):
+        return "emsgsize"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError) and exc.errno in errno.errorcode:
+        return errno.errorcode[exc.errno].lower()
+    return type(exc).__name__
+
+
+async def wait(ref: Ref, timeout: float | None) -> Any:
+    """Waits for the ``(ref, result)`` a socket posts; raises the result if
+    it is an exception, TimeoutError after ``timeout`` seconds."""
+    _, result = await receive((ref, ANY), timeout=timeout)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+async def flush(ref: Ref) -> Any:
+    """Takes a result that was posted just as its waiter gave up (or None)."""
+    try:
+        return (await receive((ref, ANY), timeout=0))[1]
+    except TimeoutError:
+        return None
+
+
+ACTIVE_TYPES = "True, False, 'once' or a positive int"
+
+
+def check_active(active: object) -> bool | str | int:
+    """Validates an ``active`` option value."""
+    if active is True or active is False or active == "once":
+        return active  # type: ignore[return-value]
+    if isinstance(active, int) and not isinstance(active, bool) and active > 0:
+        return active
+    raise ValueError(f"active must be {ACTIVE_TYPES}, not {active!r}")
+
+
+# Options that live in the OS socket: name -> (level, optname, as int).
+SOCKOPTS: dict[str, tuple[int, int]] = {
+    "nodelay": (_socket.IPPROTO_TCP, _socket.TCP_NODELAY),
+    "keepalive": (_socket.SOL_SOCKET, _socket.SO_KEEPALIVE),
+    "reuseaddr": (_socket.SOL_SOCKET, _socket.SO_REUSEADDR),
+    "sndbuf": (_socket.SOL_SOCKET, _socket.SO_SNDBUF),
+    "recbuf": (_socket.SOL_SOCKET, _socket.SO_RCVBUF),
+    "broadcast": (_socket.SOL_SOCKET, _socket.SO_BROADCAST),
+}
+PORT_OPTS = ("active", "packet", "packet_size", "buffer", "send_timeout",
+             "high_watermark", "low_watermark")
+
+
+class Socket:
+    """A TCP or UDP socket (or a listening one) owned by a process.
+
+    Use the functions of ``otpvm.net``, ``otpvm.net.tcp`` and
+    ``otpvm.net.udp`` on it.  A socket travels in messages by reference, like
+    an Erlang port: another process can use it, and its owner can hand it
+    over with ``controlling_process``.
+    """
+
+    __slots__ = (
+        "kind", "owner", "active", "send_timeout", "_vm", "_sock", "_fd", "_token",
+        "_lock", "_framer", "_armed", "_closed", "_eof", "_receiver", "_acceptors",
+        "_connector", "_out", "_out_len", "_senders", "_high", "_low", "_shut_wr",
+        "_bufsize", "_tag", "_name", "__weakref__",
+    )
+
+    def __init__(self, vm: Any, sock: _socket.socket, kind: str, owner: Pid,
+                 opts: dict[str, Any], *, connecting: bool = False) -> None:
+        self.kind = kind                # 'tcp', 'udp' or 'listen'
+        self.owner = owner
+        self.active: bool | str | int = False
+        self.send_timeout: float | None = None
+        self._vm = vm
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._tag = "udp" if kind == "udp" else "tcp"
+        self._name = f"#Port<{self._fd}>"
+        self._lock = threading.RLock()
+        self._framer = Framer()
+        self._bufsize = DEFAULT_BUFFER
+        self._high = DEFAULT_HIGH_WATERMARK
+        self._low = DEFAULT_LOW_WATERMARK
+        self._armed = 0
+        self._closed = False
+        self._eof = False
+        self._shut_wr = False
+        self._receiver: tuple[Pid, Ref, int] | None = None
+        self._acceptors: deque[tuple[Pid, Ref]] = deque()
+        self._connector: tuple[Pid, Ref] | None = None
+        self._out: deque[Any] = deque()
+        self._out_len = 0
+        self._senders: deque[tuple[Pid, Ref]] = deque()
+        sock.setblocking(False)
+        for name, value in opts.items():
+            self._setopt(name, value)
+        self._token = vm._io_add(self, self._fd, 0)
+        if not vm._own(owner, self):
+            self.close()
+            raise NoProcError(f"cannot give a socket to {owner!r}: it is not alive")
+        if connecting:
+            self._connector = (owner, make_ref())
+        self._rearm()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"owner {self.owner!r}"
+        return f"<otpvm.net.Socket {self.kind} {self._name}, {state}>"
+
+    # -- options ---------------------------------------------------------
+
+    def setopts(self, opts: dict[str, Any]) -> None:
+        """Sets options (see ``otpvm.net.setopts``)."""
+        with self._lock:
+            for name, value in opts.items():
+                self._setopt(name, value)
+            if "active" in opts or "packet" in opts:
+                self._dispatch()            # packets already buffered go now
+            self._rearm()
+
+    def _setopt(self, name: str, value: Any) -> None:
+        if name == "active":
+            self.active = check_active(value)
+        elif name == "packet":
+            if self.kind == "udp" and value not in ("raw", 0):
+                raise ValueError("UDP sockets only take packet='raw'")
+            self._framer.packet = check_packet(value)
+        elif name in ("packet_size", "buffer", "high_watermark", "low_watermark"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (
+                    value == 0 and name != "packet_size"):
+                sign = "non-negative" if name == "packet_size" else "positive"
+                raise ValueError(f"{name} must be a {sign} int, not {value!r}")
+            if name == "packet_size":
+                self._framer.max_size = value
+            elif name == "buffer":
+                self._bufsize = self._framer.chunk = value
+            elif name == "high_watermark":
+                self._high = value
+                self._low = min(self._low, value)
+            else:
+                self._low = value
+                self._high = max(self._high, value)
+        elif name == "send_timeout":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or value < 0):
+                raise ValueError(f"send_timeout must be None or seconds >= 0, not {value!r}")
+            self.send_timeout = value
+        elif name in SOCKOPTS:
+            level, opt = SOCKOPTS[name]
+            if isinstance(value, bool):
+                value = int(value)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a bool or a non-negative int, not {value!r}")
+            try:
+                self._sock.setsockopt(level, opt, value)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot set {name}={value!r} on {self!r}: "
+                                         f"{exc.strerror}") from None
+        else:
+            raise ValueError(f"unknown socket option {name!r} (known: "
+                             f"{', '.join(PORT_OPTS + tuple(SOCKOPTS))})")
+
+    def getopts(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """Reads options (see ``otpvm.net.getopts``)."""
+        values: dict[str, Any] = {}
+        for name in names or PORT_OPTS:
+            if name == "active":
+                values[name] = self.active
+            elif name == "packet":
+                values[name] = self._framer.packet
+            elif name == "packet_size":
+                values[name] = self._framer.max_size
+            elif name == "buffer":
+                values[name] = self._bufsize
+            elif name == "send_timeout":
+                values[name] = self.send_timeout
+            elif name == "high_watermark":
+                values[name] = self._high
+            elif name == "low_watermark":
+                values[name] = self._low
+            elif name in SOCKOPTS:
+                self._check_open()
+                level, opt = SOCKOPTS[name]
+                raw = self._sock.getsockopt(level, opt)
+                values[name] = raw if name in ("sndbuf", "recbuf") else bool(raw)
+            else:
+                raise ValueError(f"unknown socket option {name!r}")
+        return values
+
+    # -- readiness (a scheduler thread, outside any process) -------------
+
+    def _io_ready(self, events: int) -> None:
+        with self._lock:
+            self._armed = 0
+            if self._closed:
+                return
+            if self._connector is not None:
+                self._connected()
+            elif events & (IN | ERR | HUP) and self._wants_input():
+                if self.kind == "listen":
+                    self._accept_ready()
+                elif self.kind == "udp":
+                    self._recvfrom_ready()
+                else:
+                    self._recv_ready()
+            if not self._closed and self._out and events & (OUT | ERR | HUP):
+                self._flush()
+            self._rearm()
+
+    def _wants_input(self) -> bool:
+        if self.kind == "listen":
+            return bool(self._acceptors)
+        return not self._eof and (self.active is not False or self._receiver is not None)
+
+    def _rearm(self) -> None:
+        if self._closed:
+            return
+        want = 0
+        if self._connector is not None or self._out:
+            want |= OUT
+        if self._connector is None and self._wants_input():
+            want |= IN
+        if want & ~self._armed:
+            self._armed |= want
+            self._vm._io_arm(self._fd, self._token, self._armed)
+
+    def _recv_ready(self) -> None:
+        try:
+            data = self._sock.recv(self._bufsize)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._broken(exc)
+            return
+        if data:
+            self._framer.feed(data)
+            self._dispatch()
+        else:
+            self._peer_closed()
+
+    def _recvfrom_ready(self) -> None:
+        try:
+            data, addr = self._sock.recvfrom(self._bufsize)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            # An ICMP error (port unreachable...): reported, the socket lives on.
+            self._deliver_udp(OSError(exc.errno, f"{self!r}: {exc.strerror}"))
+            return
+        self._deliver_udp((addr[0], addr[1], data))
+
+    def _deliver_udp(self, result: Any) -> None:
+        if self.active is not False:
+            if isinstance(result, BaseException):
+                self._post(self.owner, ("udp_error", self, reason_of(result)))
+                return
+            self._post(self.owner, ("udp", self, *result))
+            self._count_active()
+        elif self._receiver is not None:
+            pid, ref, _ = self._receiver
+            self._receiver = None
+            self._post(pid, (ref, result))
+
+    def _dispatch(self) -> None:
+        """Hands complete packets to the owner (active) or a recv (passive)."""
+        framer = self._framer
+        try:
+            while self.active is not False:
+                packet = framer.pop()
+                if packet is None:
+                    return
+                self._post(self.owner, ("tcp", self, packet))
+                self._count_active()
+            if self._receiver is not None:
+                pid, ref, length = self._receiver
+                packet = framer.pop(length)
+                if packet is None and self._eof:
+                    packet = framer.rest()
+                    result: Any = packet if packet else ClosedError(f"{self!r}: closed by the peer")
+                elif packet is None:
+                    return
+                else:
+                    result = packet
+                self._receiver = None
+                self._post(pid, (ref, result))
+        except PacketTooLarge as exc:
+            self._broken(exc)
+
+    def _count_active(self) -> None:
+        active = self.active
+        if active is True:
+            return
+        if active == "once":
+            self.active = False
+        elif isinstance(active, int):
+            self.active = active - 1 or False
+            if self.active is False:
+                self._post(self.owner, (self._tag + "_passive", self))
+
+    def _peer_closed(self) -> None:
+        self._eof = True
+        if self.active is not False:
+            rest = self._framer.rest()
+            if rest:
+                self._post(self.owner, ("tcp", self, rest))
+            self._post(self.owner, ("tcp_closed", self))
+            self.close()
+        else:
+            self._dispatch()                # a waiting recv gets the rest, or closed
+
+    def _broken(self, exc: BaseException) -> None:
+        """An error ends the socket: the owner (in an active mode) or the
+        waiting processes (passive) learn why."""
+        if self.active is not False:
+            self._post(self.owner, ("tcp_error", self, reason_of(exc)))
+            self._post(self.owner, ("tcp_closed", self))
+        self.close(exc)
+
+    # -- accept and connect ------------------------------------------------
+
+    def _accept_ready(self) -> None:
+        while self._acceptors:
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    pid, ref = self._acceptors.popleft()
+                    error = OSError(exc.errno, f"accept on {self!r}: {exc.strerror}")
+                    self._post(pid, (ref, error))
+                    continue
+                return                      # ECONNABORTED and the like: try again later
+            pid, ref = self._acceptors.popleft()
+            self._post(pid, (ref, self._adopt(conn, pid)))
+
+    def _adopt(self, conn: _socket.socket, pid: Pid) -> Socket | BaseException:
+        """An accepted connection inherits the listener's options."""
+        opts = self.getopts(PORT_OPTS)
+        try:
+            return Socket(self._vm, conn, "tcp", pid, opts)
+        except BaseException as exc:       # the acceptor died meanwhile, or no memory
+            conn.close()
+            return exc
+
+    def accept(self, pid: Pid) -> Socket | Ref:
+        """A connection accepted at once, or the ref ``pid`` will get it under."""
+        with self._lock:
+            self._check_open()
+            if self.kind != "listen":
+                raise ValueError(f"accept needs a listening socket, not {self!r}")
+            if not self._acceptors:
+                try:
+                    conn, _ = self._sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    pass
+                else:
+                    result = self._adopt(conn, pid)
+                    if isinstance(result, BaseException):
+                        raise result
+                    return result
+            ref = make_ref()
+            self._acceptors.append((pid, ref))
+            self._rearm()
+            return ref
+
+    def unread(self, packet: bytes) -> None:
+        """Puts back a packet that reached a recv which had given up."""
+        with self._lock:
+            self._framer.buf = self._framer.encode(packet) + self._framer.buf
+
+    def forget_waiter(self, ref: Ref) -> None:
+        """A waiter gave up (timeout): drop it."""
+        with self._lock:
+            self._acceptors = deque(w for w in self._acceptors if w[1] is not ref)
+            self._senders = deque(w for w in self._senders if w[1] is not ref)
+            if self._receiver is not None and self._receiver[1] is ref:
+                self._receiver = None
+
+    def connecting_ref(self) -> Ref:
+        """The ref under which the owner learns that connect finished."""
+        assert self._connector is not None
+        return self._connector[1]
+
+    def _connected(self) -> None:
+        pid, ref = self._connector  # type: ignore[misc]
+        self._connector = None
+        err = self._sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if err:
+            self._post(pid, (ref, OSError(err, errno.errorcode.get(err, str(err)))))
+            self.close()
+        else:
+            self._post(pid, (ref, self))
+
+    # -- receiving and sending (from processes) -----------------------------
+
+    def recv(self, pid: Pid, length: int) -> Any:
+        """A packet available at once, or the ref ``pid`` will get it under."""
+        with self._lock:
+            self._check_open()
+            if self.active is not False:
+                raise ValueError(f"recv on {self!r} in active mode ({self.active!r}); "
+                                 f"its data arrives as messages")
+            if self._receiver is not None:
+                raise RuntimeError(f"another process is already in recv on {self!r}")
+            if length and (self.kind == "udp" or self._framer.packet != "raw"):
+                raise ValueError("recv(length) needs a TCP socket with packet='raw'")
+            ref = make_ref()
+            self._receiver = (pid, ref, length)
+            self._dispatch()                # buffered data answers at once
+            self._rearm()
+            return ref
+
+    def send(self, data: bytes, dest: tuple[str, int] | None = None) -> Ref | None:
+        """Queues data; returns a ref to wait under while the output queue is
+        over the high watermark (the caller is the slow peer's problem, no
+        one else's), else None."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"can only send bytes, not {type(data).__name__}")
+        with self._lock:
+            self._check_open()
+            if self._shut_wr:
+                raise ClosedError(f"{self!r}: shut down for writing")
+            frame: Any = (dest, bytes(data)) if dest else self._framer.encode(bytes(data))
+            if not self._out:
+                sent = self._write(frame)
+                if sent is None:
+                    return None
+                frame = sent
+            self._out.append(frame)
+            self._out_len += len(frame[1]) if dest else len(frame)
+            self._rearm()
+            if self._out_len <= self._high:
+                return None
+            ref = make_ref()
+            self._senders.append((kernel.self(), ref))
+            return ref
+
+    def _write(self, frame: Any) -> Any:
+        """Writes what the kernel takes now: None if all of it, else the rest."""
+        try:
+            if self.kind == "udp":
+                dest, data = frame
+                self._sock.sendto(data, dest)
+                return None
+            sent = self._sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            return frame
+        except OSError as exc:
+            self._broken(exc)
+            raise _error(exc, self) from None
+        return None if sent == len(frame) else frame[sent:]
+
+    def _flush(self) -> None:
+        out = self._out
+        while out:
+            frame = out[0]
+            try:
+                rest = self._write(frame)
+            except OSError:
+                return                      # _broken closed the socket
+            size = len(frame[1]) if self.kind == "udp" else len(frame)
+            if rest is not None:
+                self._out_len -= size - len(rest)
+                out[0] = rest
+                break
+            self._out_len -= size
+            out.popleft()
+        if self._out_len <= self._low:
+            while self._senders:
+                pid, ref = self._senders.popleft()
+                self._post(pid, (ref, None))
+        if not out and self._shut_wr:
+            self._shutdown_now(_socket.SHUT_WR)
+
+    def shutdown(self, how: str) -> None:
+        """Shuts down one or both directions (pending output is sent first)."""
+        modes = {"read": _socket.SHUT_RD, "write": _socket.SHUT_WR,
+                 "read_write": _socket.SHUT_RDWR}
+        if how not in modes:
+            raise ValueError(f"how must be 'read', 'write' or 'read_write', not {how!r}")
+        with self._lock:
+            self._check_open()
+            if how != "read":
+                self._shut_wr = True
+                if self._out:
+                    return                  # _flush shuts down when the queue is empty
+            self._shutdown_now(modes[how])
+
+    def _shutdown_now(self, how: int) -> None:
+        try:
+            self._sock.shutdown(how)
+        except OSError:
+            pass                            # not connected any more: nothing to shut
+
+    # -- ownership and closing ---------------------------------------------
+
+    def give_to(self, pid: Pid) -> None:
+        """Makes pid the owner (the caller checked it is the current one)."""
+        with self._lock:
+            self._check_open()
+            if not self._vm._own(pid, self):
+                raise NoProcError(f"cannot give {self!r} to {pid!r}: it is not alive")
+            self._vm._disown(self.owner, self)
+            self.owner = pid
+
+    def _owner_exited(self, reason: Any) -> None:
+        self.close()
+
+    def close(self, why: BaseException | None = None) -> None:
+        """Closes the socket; whoever waits on it gets ClosedError (or why)."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._out and why is None and self.kind == "tcp":
+                self._flush_once()
+            self._closed = True
+            self._vm._io_remove(self._fd, self._token)
+            self._vm._disown(self.owner, self)
+            self._sock.close()
+            self._fail_waiters(why)
+
+    def _flush_once(self) -> None:
+        """Close sends what the kernel takes now and drops the rest."""
+        for frame in self._out:
+            try:
+                sent = self._sock.send(frame)
+            except OSError:
+                return
+            if sent < len(frame):
+                return
+
+    def _fail_waiters(self, why: BaseException | None) -> None:
+        waiters = list(self._acceptors) + list(self._senders)
+        if self._receiver is not None:
+            waiters.append(self._receiver[:2])
+        if self._connector is not None:
+            waiters.append(self._connector)
+        self._acceptors.clear()
+        self._senders.clear()
+        self._out.clear()
+        self._out_len = 0
+        self._receiver = self._connector = None
+        for pid, ref in waiters:
+            exc = _error(why, self) if why is not None else ClosedError(f"{self!r} is closed")
+            self._post(pid, (ref, exc))
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket is closed."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed")
+
+    def _post(self, pid: Pid, msg: Any) -> None:
+        self._vm._post(pid, msg)
+
+    @property
+    def sock(self) -> _socket.socket:
+        """The OS socket (for getsockname and the like; do not read or write it)."""
+        return self._sock
+
+
+def _error(exc: BaseException, sock: Socket) -> BaseException:
+    """A fresh exception naming the socket, of the same class as exc."""
+    if isinstance(exc, OSError) and exc.errno:
+        return type(exc)(exc.errno, f"{sock!r}: {exc.strerror}")
+    return type(exc)(f"{sock!r}: {exc}")
+
+
+_vm.register_handle_type(Socket)

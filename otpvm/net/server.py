@@ -1,0 +1,207 @@
+"""A supervised TCP server: acceptor pool plus one process per connection.
+
+The ranch pattern, as a supervision tree (``rest_for_one``)::
+
+    listener supervisor            owns the listening socket
+    ├── connections                a gen_server that starts, counts and links
+    │                              every connection process (temporary: a
+    │                              crashed connection is logged, not restarted)
+    └── acceptors supervisor
+        ├── acceptor 1             accept → hand the socket to `connections`
+        ├── ...
+        └── acceptor N
+
+A connection process runs ``await handler(sock, *args)`` and owns ``sock``:
+when it returns, or crashes on a bad code path, its socket closes and no
+other connection notices.  At ``max_connections`` the acceptors stop
+accepting until a connection ends (the kernel's backlog holds newcomers).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+from otpvm import gen, gen_server, kernel, supervisor
+from otpvm.gen import From
+from otpvm.gen_server import GenServer, NoReply, Ok, Reply
+from otpvm.kernel import Pid, process_flag, receive, send, spawn_link, unlink
+from otpvm.net import tcp
+from otpvm.net.inet import controlling_process
+from otpvm.net.port import Socket
+from otpvm.supervisor import ChildSpec, Supervisor, SupFlags
+from otpvm.terms import ANY, Exit
+
+__all__ = ["Listener", "child_spec", "connection_count", "serve", "stop_server"]
+
+_log = logging.getLogger("otpvm")
+_ids = itertools.count(1)
+_GO = "$otpvm_net_go"
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+class Listener(NamedTuple):
+    """A running server: its supervisor, the port it listens on, its name."""
+
+    sup: Pid
+    port: int
+    name: str
+
+
+async def serve(handler: Handler, port: int = 0, *, args: tuple[Any, ...] = (),
+                host: str = "", acceptors: int = 10, max_connections: int = 1024,
+                backlog: int = 1024, name: str | None = None, **opts: Any) -> Listener:
+    """Starts a server linked to the caller; returns once it listens.
+
+    ``handler(sock, *args)`` runs in a new process for every connection.
+    ``opts`` are socket options every accepted socket starts with (e.g.
+    ``packet='line', active='once'``).
+    """
+    _check_positive("acceptors", acceptors)
+    _check_positive("max_connections", max_connections)
+    spec = child_spec(name or f"otpvm.net.server.{next(_ids)}", handler, port, args=args,
+                      host=host, acceptors=acceptors, max_connections=max_connections,
+                      backlog=backlog, **opts)
+    fn, start_args = spec.start
+    sup = await fn(*start_args)
+    listening = await gen_server.call(_conns_name(spec.id), "port")
+    return Listener(sup, listening, spec.id)
+
+
+def child_spec(name: str, handler: Handler, port: int = 0, **kwargs: Any) -> ChildSpec:
+    """The child spec of a server, to put it in your own supervision tree
+    (``serve`` takes the same arguments)."""
+    if not callable(handler):
+        raise TypeError(f"handler must be an async function, not {handler!r}")
+    config = dict(kwargs, handler=handler, port=port, name=name)
+    return ChildSpec(name, (supervisor.start_link, (_ListenerSup, config)), type="supervisor")
+
+
+async def stop_server(listener: Listener) -> None:
+    """Stops the server: acceptors, then every connection, then the socket.
+    The caller's link to it (from ``serve``) is removed first, so the
+    caller lives on."""
+    unlink(listener.sup)
+    await gen.stop(listener.sup, "shutdown")
+
+
+async def connection_count(listener: Listener | str) -> int:
+    """How many connection processes are alive."""
+    name = listener.name if isinstance(listener, Listener) else listener
+    return await gen_server.call(_conns_name(name), "count")  # type: ignore[no-any-return]
+
+
+def _conns_name(name: str) -> str:
+    return f"{name}.connections"
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, not {value!r}")
+
+
+class _ListenerSup(Supervisor):
+    def init(self, config: dict[str, Any]) -> Any:
+        opts = {k: v for k, v in config.items()
+                if k not in ("handler", "port", "name", "args", "host", "acceptors",
+                             "max_connections", "backlog")}
+        lsock = tcp.listen(config["port"], host=config.get("host", ""),
+                           backlog=config.get("backlog", 1024), **opts)
+        conns = _conns_name(config["name"])
+        conns_args = (config["handler"], tuple(config.get("args", ())),
+                      config.get("max_connections", 1024), lsock.sock.getsockname()[1])
+        acceptors = (lsock, conns, config.get("acceptors", 10))
+        return SupFlags("rest_for_one", intensity=10, period=10), [
+            ChildSpec("connections", (_start_connections, (conns, conns_args)),
+                      shutdown="infinity"),
+            ChildSpec("acceptors", (supervisor.start_link, (_AcceptorSup, acceptors)),
+                      type="supervisor"),
+        ]
+
+
+async def _start_connections(name: str, args: Any) -> Pid:
+    return await gen_server.start_link(_Connections, args, name=name)  # type: ignore[no-any-return]
+
+
+class _AcceptorSup(Supervisor):
+    def init(self, args: tuple[Socket, str, int]) -> Any:
+        lsock, conns, count = args
+        return SupFlags("one_for_one", intensity=10, period=10), [
+            ChildSpec(("acceptor", i), (_start_acceptor, (lsock, conns)), shutdown="brutal_kill")
+            for i in range(count)
+        ]
+
+
+async def _start_acceptor(lsock: Socket, conns: str) -> Pid:
+    return spawn_link(_acceptor, lsock, conns)
+
+
+async def _acceptor(lsock: Socket, conns: str) -> None:
+    """Accepts forever; hands each socket to the connections server, which
+    answers only while under max_connections."""
+    while True:
+        sock = await tcp.accept(lsock)
+        await controlling_process(sock, gen.resolve(conns))
+        await gen_server.call(conns, ("start", sock), timeout=None)
+
+
+async def _connection(handler: Handler, args: tuple[Any, ...]) -> Any:
+    _, sock = await receive((_GO, ANY))
+    return await handler(sock, *args)
+
+
+class _ConnState:
+    __slots__ = ("handler", "args", "max", "port", "count", "sleepers")
+
+    def __init__(self, handler: Handler, args: tuple[Any, ...], max_: int, port: int) -> None:
+        self.handler, self.args, self.max, self.port = handler, args, max_, port
+        self.count = 0
+        self.sleepers: deque[From] = deque()
+
+
+class _Connections(GenServer):
+    """Starts connection processes (linked, trapping their exits) and keeps
+    the acceptors waiting while max_connections are alive."""
+
+    def init(self, args: tuple[Any, ...]) -> Any:
+        process_flag("trap_exit", True)
+        return Ok(_ConnState(*args))
+
+    async def handle_call(self, request: Any, from_: From, state: _ConnState) -> Any:
+        if request == "port":
+            return Reply(state.port, state)
+        if request == "count":
+            return Reply(state.count, state)
+        _, sock = request
+        pid = spawn_link(_connection, state.handler, state.args)
+        state.count += 1
+        try:
+            await controlling_process(sock, pid)
+        except Exception:
+            sock.close()                    # the new process is already gone
+        send(pid, (_GO, sock))
+        if state.count < state.max:
+            return Reply("ok", state)
+        state.sleepers.append(from_)
+        return NoReply(state)
+
+    def handle_info(self, msg: Any, state: _ConnState) -> Any:
+        if isinstance(msg, Exit):
+            state.count -= 1
+            if not _is_clean(msg.reason):
+                _log.error(
+                    "supervisor report: supervisor %r, context child_terminated, reason %r, "
+                    "offender: connection pid=%r restart=temporary",
+                    kernel.self(), msg.reason, msg.pid)
+            while state.sleepers and state.count < state.max:
+                gen.reply(state.sleepers.popleft(), "ok")
+        return NoReply(state)
+
+
+def _is_clean(reason: Any) -> bool:
+    return reason in ("normal", "shutdown") or (
+        isinstance(reason, tuple) and len(reason) == 2 and reason[0] == "shutdown")
