@@ -1,0 +1,378 @@
+"""otpvm.net: sockets owned by processes, checked on real sockets.
+
+Each test runs its body as a process of a fresh VM; the peers are otpvm
+sockets too, or plain blocking sockets where the test needs a peer that
+misbehaves (never reads, sends half a packet).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+
+import pytest
+
+import otpvm
+from otpvm import net
+from otpvm.net import ClosedError, PacketTooLarge, tcp, udp
+from otpvm.terms import ANY
+
+T = 10.0  # generous timeout for anything awaited
+
+
+def run(main, *args, schedulers=1):
+    with otpvm.VM(schedulers) as vm:
+        return vm.run(main, *args)
+
+
+async def pair(**opts):
+    """A connected (server side, client side) pair owned by the caller."""
+    lsock = tcp.listen(0, host="127.0.0.1")
+    port = net.sockname(lsock)[1]
+    client = await tcp.connect("127.0.0.1", port, timeout=T, **opts)
+    server = await tcp.accept(lsock, timeout=T)
+    net.setopts(server, **opts)
+    net.close(lsock)
+    return server, client
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+# -- modes ------------------------------------------------------------------
+
+
+def test_active_once_line_echo_in_order():
+    async def main():
+        server, client = await pair(packet="line")
+        for i in range(50):
+            await tcp.send(client, b"line %d\n" % i)
+        got = []
+        for _ in range(50):
+            net.setopts(server, active="once")
+            msg = await otpvm.receive(("tcp", server, ANY), timeout=T)
+            got.append(msg[2])
+            # once: nothing more arrives until asked again
+            with pytest.raises(TimeoutError):
+                await otpvm.receive(("tcp", server, ANY), timeout=0)
+        return got
+
+    assert run(main) == [b"line %d\n" % i for i in range(50)]
+
+
+def test_active_true_then_closed_with_partial_line_delivered():
+    async def main():
+        server, client = await pair(packet="line")
+        net.setopts(server, active=True)
+        await tcp.send(client, b"a\nb\nrest-without-newline")
+        net.close(client)
+        msgs = [await otpvm.receive(timeout=T) for _ in range(4)]
+        assert server.closed
+        return [m[0] if m[0] == "tcp_closed" else (m[0], m[2]) for m in msgs]
+
+    assert run(main) == [("tcp", b"a\n"), ("tcp", b"b\n"), ("tcp", b"rest-without-newline"),
+                         "tcp_closed"]
+
+
+def test_active_n_ends_with_tcp_passive():
+    async def main():
+        server, client = await pair(packet=2)
+        for i in range(5):
+            await tcp.send(client, b"p%d" % i)
+        net.setopts(server, active=3)
+        got = [await otpvm.receive(timeout=T) for _ in range(4)]
+        assert net.getopts(server, "active") == {"active": False}
+        rest = [await tcp.recv(server, timeout=T) for _ in range(2)]
+        return [m[2] if m[0] == "tcp" else m[0] for m in got], rest
+
+    assert run(main) == ([b"p0", b"p1", b"p2", "tcp_passive"], [b"p3", b"p4"])
+
+
+def test_passive_recv_exact_length_and_timeout_loses_nothing():
+    async def main():
+        server, client = await pair()
+        await tcp.send(client, b"abcdef")
+        first = await tcp.recv(server, 4, timeout=T)
+        with pytest.raises(TimeoutError, match="timed out"):
+            await tcp.recv(server, 4, timeout=0.05)
+        await tcp.send(client, b"gh")
+        second = await tcp.recv(server, 4, timeout=T)
+        net.close(client)
+        with pytest.raises(ClosedError):
+            await tcp.recv(server, timeout=T)
+        return first, second
+
+    assert run(main) == (b"abcd", b"efgh")
+
+
+@pytest.mark.parametrize("header", [1, 2, 4])
+def test_length_prefixed_packets_survive_fragmentation(header):
+    async def main():
+        lsock = tcp.listen(0, host="127.0.0.1", packet=header)
+        port = net.sockname(lsock)[1]
+        raw = socket.create_connection(("127.0.0.1", port), timeout=T)
+        server = await tcp.accept(lsock, timeout=T)
+        bodies = [b"", b"x", b"hello world" * 20]
+        wire = b"".join(len(b).to_bytes(header, "big") + b for b in bodies)
+        for i in range(len(wire)):             # one byte at a time
+            raw.sendall(wire[i:i + 1])
+        got = [await tcp.recv(server, timeout=T) for _ in bodies]
+        await tcp.send(server, b"reply")
+        echoed = raw.recv(100)
+        raw.close()
+        return got, echoed
+
+    got, echoed = run(main)
+    assert got == [b"", b"x", b"hello world" * 20]
+    assert echoed == len(b"reply").to_bytes(header, "big") + b"reply"
+
+
+def test_packet_size_exceeded_is_emsgsize_then_closed():
+    async def main():
+        server, client = await pair(packet=4)
+        net.setopts(server, packet_size=10, active=True)
+        await tcp.send(client, b"y" * 11)
+        return [await otpvm.receive(timeout=T) for _ in range(2)]
+
+    (err, closed) = run(main)
+    assert err[0] == "tcp_error" and err[2] == "emsgsize"
+    assert closed[0] == "tcp_closed"
+
+
+def test_passive_line_too_long_raises_packet_too_large():
+    async def main():
+        server, client = await pair(packet="line", packet_size=8)
+        await tcp.send(client, b"much too long line\n")
+        with pytest.raises(PacketTooLarge):
+            await tcp.recv(server, timeout=T)
+        return server.closed
+
+    assert run(main) is True
+
+
+# -- ownership --------------------------------------------------------------
+
+
+def test_owner_death_closes_the_socket():
+    async def owner(port, parent):
+        sock = await tcp.connect("127.0.0.1", port, timeout=T)
+        otpvm.send(parent, ("connected", sock))
+        await otpvm.receive("crash now", timeout=T)
+        raise RuntimeError("owner crashed")
+
+    async def main():
+        lsock = tcp.listen(0, host="127.0.0.1")
+        port = net.sockname(lsock)[1]
+        pid = otpvm.spawn(owner, port, otpvm.self())
+        server = await tcp.accept(lsock, timeout=T)
+        _, client = await otpvm.receive(("connected", ANY), timeout=T)
+        otpvm.send(pid, "crash now")
+        with pytest.raises(ClosedError):
+            await tcp.recv(server, timeout=T)       # the peer saw the close
+        return client.closed
+
+    logging.getLogger("otpvm").setLevel(logging.CRITICAL)
+    try:
+        assert run(main) is True
+    finally:
+        logging.getLogger("otpvm").setLevel(logging.NOTSET)
+
+
+def test_controlling_process_moves_pending_messages_in_order():
+    async def heir(parent):
+        msgs = [await otpvm.receive(timeout=T) for _ in range(3)]
+        otpvm.send(parent, msgs)
+
+    async def main():
+        server, client = await pair(packet="line", active=True)
+        await tcp.send(server, b"1\n2\n")
+        for _ in range(int(T / 0.005)):          # both lines wait in our mailbox
+            if otpvm.process_info(otpvm.self())["message_queue_len"] == 2:
+                break
+            await otpvm.sleep(0.005)
+        pid = otpvm.spawn(heir, otpvm.self())
+        await net.controlling_process(client, pid)
+        assert client.owner == pid
+        with pytest.raises(PermissionError, match="not_owner"):
+            await net.controlling_process(client, otpvm.self())
+        await tcp.send(server, b"3\n")
+        got = await otpvm.receive(lambda m: isinstance(m, list), timeout=T)
+        return [m[2] for m in got]
+
+    assert run(main) == [b"1\n", b"2\n", b"3\n"]
+
+
+def test_sockets_travel_in_messages_by_reference():
+    async def user(parent, sock):
+        await tcp.send(sock, b"from another process")
+        otpvm.send(parent, ("sent", sock))
+
+    async def main():
+        server, client = await pair()
+        otpvm.spawn(user, otpvm.self(), client)
+        _, same = await otpvm.receive(("sent", ANY), timeout=T)
+        assert same is client
+        return await tcp.recv(server, timeout=T)
+
+    assert run(main) == b"from another process"
+
+
+# -- errors -----------------------------------------------------------------
+
+
+def test_clear_errors():
+    async def main():
+        lsock = tcp.listen(0, host="127.0.0.1")
+        port = net.sockname(lsock)[1]
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}") as info:
+            tcp.listen(port, host="127.0.0.1", reuseaddr=False)
+        assert info.value.errno == errno.EADDRINUSE
+        net.close(lsock)
+        with pytest.raises(ConnectionRefusedError, match=f"127.0.0.1:{port}"):
+            await tcp.connect("127.0.0.1", port, timeout=T)
+        server, client = await pair()
+        with pytest.raises(ValueError, match="unknown socket option 'colour'"):
+            net.setopts(client, colour="blue")
+        with pytest.raises(ValueError, match="active must be"):
+            net.setopts(client, active="twice")
+        with pytest.raises(ValueError, match="packet must be"):
+            net.setopts(client, packet=3)
+        with pytest.raises(TypeError, match="can only send bytes"):
+            await tcp.send(client, "text")
+        net.setopts(client, active=True)
+        with pytest.raises(ValueError, match="active mode"):
+            await tcp.recv(client)
+        net.close(client)
+        net.close(client)                           # twice is fine
+        with pytest.raises(ClosedError):
+            await tcp.send(client, b"x")
+        with pytest.raises(ClosedError):
+            net.peername(client)
+        with pytest.raises(OSError):
+            await tcp.connect("no-such-host.invalid", 80, timeout=T)
+        return "ok"
+
+    assert run(main) == "ok"
+    with pytest.raises(otpvm.NotInProcessError):
+        tcp.listen(0)
+
+
+def test_peer_reset_in_active_mode_is_tcp_error_then_closed():
+    async def main():
+        lsock = tcp.listen(0, host="127.0.0.1")
+        raw = socket.create_connection(("127.0.0.1", net.sockname(lsock)[1]), timeout=T)
+        server = await tcp.accept(lsock, timeout=T)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        raw.close()                                 # linger 0: RST
+        net.setopts(server, active=True)
+        return [await otpvm.receive(timeout=T) for _ in range(2)]
+
+    err, closed = run(main)
+    assert err[0] == "tcp_error" and err[2] == "econnreset"
+    assert closed[0] == "tcp_closed"
+
+
+# -- backpressure -----------------------------------------------------------
+
+
+def test_slow_reader_blocks_only_its_sender():
+    async def ticker(parent):
+        while True:
+            await otpvm.receive("tick", timeout=T)
+            otpvm.send(parent, "tock")
+
+    async def main():
+        lsock = tcp.listen(0, host="127.0.0.1")
+        raw = socket.create_connection(("127.0.0.1", net.sockname(lsock)[1]), timeout=T)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        server = await tcp.accept(lsock, timeout=T)
+        net.setopts(server, sndbuf=4096, high_watermark=64 * 1024, low_watermark=32 * 1024,
+                    send_timeout=0.3)
+        chunk = b"z" * 16384
+        sent = 0
+        with pytest.raises(TimeoutError, match="the peer is not reading"):
+            while True:
+                await tcp.send(server, chunk)
+                sent += len(chunk)
+                assert sent < 50 * 1024 * 1024, "send never blocked"
+        queued = server._out_len
+        tick = otpvm.spawn(ticker, otpvm.self())      # the VM still runs others
+        otpvm.send(tick, "tick")
+        await otpvm.receive("tock", timeout=T)
+        raw.close()
+        return queued
+
+    queued = run(main)
+    assert 64 * 1024 < queued <= 64 * 1024 + 16384
+
+
+def test_shutdown_write_sends_pending_data_then_eof():
+    async def main():
+        server, client = await pair()
+        await tcp.send(client, b"last words")
+        net.shutdown(client, "write")
+        data = await tcp.recv(server, timeout=T)
+        with pytest.raises(ClosedError):
+            await tcp.recv(server, timeout=T)
+        await tcp.send(server, b"still open the other way")
+        return data, await tcp.recv(client, timeout=T)
+
+    assert run(main) == (b"last words", b"still open the other way")
+
+
+# -- UDP --------------------------------------------------------------------
+
+
+def test_udp_active_and_passive():
+    async def main():
+        a = udp.open(0, host="127.0.0.1", active=True)
+        b = udp.open(0, host="127.0.0.1")
+        a_port, b_port = net.sockname(a)[1], net.sockname(b)[1]
+        await udp.send(b, "127.0.0.1", a_port, b"ping")
+        msg = await otpvm.receive(("udp", a, ANY, ANY, ANY), timeout=T)
+        await udp.send(a, "localhost", b_port, b"pong")
+        reply = await udp.recv(b, timeout=T)
+        with pytest.raises(TimeoutError):
+            await udp.recv(b, timeout=0.05)
+        return msg[2:], reply
+
+    (src_host, src_port, data), (host, _, reply) = run(main)
+    assert (src_host, data, host, reply) == ("127.0.0.1", b"ping", "127.0.0.1", b"pong")
+    assert isinstance(src_port, int)
+
+
+# -- no descriptor leaks ----------------------------------------------------
+
+
+def test_thousands_of_killed_connection_processes_leak_no_fd():
+    async def client(port, parent):
+        await tcp.connect("127.0.0.1", port, timeout=T)
+        otpvm.send(parent, "up")
+        await otpvm.receive("never")
+
+    async def handler(sock):
+        net.setopts(sock, active=True)
+        await otpvm.receive(("tcp_closed", sock))
+
+    async def main():
+        listener = await net.serve(handler, 0, host="127.0.0.1", max_connections=10_000)
+        before = open_fds()
+        for _ in range(4):
+            pids = [otpvm.spawn(client, listener.port, otpvm.self()) for _ in range(500)]
+            for _ in pids:
+                await otpvm.receive("up", timeout=T)
+            for pid in pids:
+                otpvm.exit(pid, "kill")
+        for _ in range(int(T / 0.01)):             # every server side sees its EOF
+            if await net.connection_count(listener) == 0:
+                break
+            await otpvm.sleep(0.01)
+        after = open_fds()
+        await net.stop_server(listener)
+        return before, after
+
+    before, after = run(main)
+    assert after == before
