@@ -376,3 +376,73 @@ def test_thousands_of_killed_connection_processes_leak_no_fd():
 
     before, after = run(main)
     assert after == before
+
+
+# -- serve: the acceptor pool -------------------------------------------------
+
+
+async def echo_or_crash(sock):
+    """Echoes lines; the line 'crash' hits a deliberate bug."""
+    while True:
+        net.setopts(sock, active="once")
+        msg = await otpvm.receive(timeout=T)
+        if msg[0] != "tcp":
+            return
+        if msg[2] == b"crash\n":
+            raise ZeroDivisionError("a badly tested code path")
+        await tcp.send(sock, msg[2])
+
+
+@pytest.mark.parametrize("schedulers", [1, 4])
+def test_one_crashing_connection_leaves_the_others_alone(schedulers, caplog):
+    async def main():
+        listener = await net.serve(echo_or_crash, 0, host="127.0.0.1", acceptors=4,
+                                   packet="line")
+        clients = [await tcp.connect("127.0.0.1", listener.port, packet="line", timeout=T)
+                   for _ in range(20)]
+        for i, c in enumerate(clients):
+            await tcp.send(c, b"hello %d\n" % i)
+            assert await tcp.recv(c, timeout=T) == b"hello %d\n" % i
+        await tcp.send(clients[7], b"crash\n")
+        with pytest.raises(ClosedError):
+            await tcp.recv(clients[7], timeout=T)
+        for i, c in enumerate(clients):
+            if i != 7:
+                await tcp.send(c, b"again %d\n" % i)
+                assert await tcp.recv(c, timeout=T) == b"again %d\n" % i
+        count = await net.connection_count(listener)
+        await net.stop_server(listener)
+        return count
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        assert run(main, schedulers=schedulers) == 19
+    crashes = [r for r in caplog.records if "ZeroDivisionError" in r.getMessage()
+               or (r.exc_info and r.exc_info[0] is ZeroDivisionError)]
+    reports = [r for r in caplog.records if "child_terminated" in r.getMessage()]
+    assert len(reports) == 1
+    assert 1 <= len(crashes) <= 2          # the crash report (+ the supervisor report naming it)
+
+
+def test_max_connections_holds_the_acceptors():
+    async def hold(sock, test):
+        otpvm.send(test, ("up", net.peername(sock)[1]))
+        net.setopts(sock, active=True)
+        await otpvm.receive(("tcp_closed", sock))
+
+    async def main():
+        listener = await net.serve(hold, 0, args=(otpvm.self(),), host="127.0.0.1",
+                                   acceptors=2, max_connections=3)
+        clients = [await tcp.connect("127.0.0.1", listener.port, timeout=T) for _ in range(5)]
+        ports = [net.sockname(c)[1] for c in clients]
+        served = [(await otpvm.receive(("up", ANY), timeout=T))[1] for _ in range(4)]
+        with pytest.raises(TimeoutError):          # the fifth is held back...
+            await otpvm.receive(("up", ANY), timeout=0.3)
+        net.close(clients[ports.index(served[0])])
+        last = (await otpvm.receive(("up", ANY), timeout=T))[1]   # ...until one ends
+        await net.stop_server(listener)
+        return sorted(served + [last]) == sorted(ports)
+
+    # As in ranch: the acceptor that reached the limit, and then the other
+    # one, each hand over the connection they accepted and wait (3 + 1); the
+    # fifth waits in the kernel's backlog.  One ending lets one acceptor on.
+    assert run(main) is True

@@ -197,7 +197,7 @@ class _Connections(GenServer):
                     "supervisor report: supervisor %r, context child_terminated, reason %r, "
                     "offender: connection pid=%r restart=temporary",
                     kernel.self(), msg.reason, msg.pid)
-            while state.sleepers and state.count < state.max:
+            if state.sleepers:              # one ended: one held acceptor goes on
                 gen.reply(state.sleepers.popleft(), "ok")
         return NoReply(state)
 
