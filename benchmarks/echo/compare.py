@@ -23,9 +23,16 @@ traffic and print one Markdown row per server.  Servers:
     erl-s1            the same on one scheduler (+S 1:1), one core like the
                       Python servers
 
+"server KB/conn" is (RSS with every connection held, idle, after one echo
+each - RSS before any connection) / connections: what the server keeps per
+connection in user space (kernel socket buffers are not in RSS).  "KB/conn
+after run" uses the RSS after the traffic instead (buffers, heaps and
+allocator caches grown under load).
+
 The load generator and the server share this machine's cores: look at the
-"loadgen CPU" column before reading a server's msgs/s as its ceiling (near
-100 % means the client, not the server, was the limit).  No figure here is
+"loadgen CPU" column (its user + system CPU during the timed traffic)
+before reading a server's msgs/s as its ceiling (near 100 % means the
+client, not the server, was the limit).  No figure here is
 asserted on; this is a measuring tool.
 """
 
@@ -207,7 +214,9 @@ def measure(name: str, cmd: list[str], args: argparse.Namespace) -> dict[str, An
         "server_kb_per_connection": round((rss_held - rss_idle) / held, 2) if held else None,
         "client_errors": result["errors"]["total"],
         "rampup_failures": result["rampup"]["failures"],
-        "loadgen_cpu_percent": result["client"]["cpu_percent"],
+        "server_kb_per_connection_after_run": (
+            round((rss_after - rss_idle) / held, 2) if held else None),
+        "loadgen_cpu_percent": result["client"]["timed_cpu_percent"],
         "loadgen": result,
     }
 
@@ -219,13 +228,14 @@ def _fmt(v: Any, spec: str = "") -> str:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table."""
     head = ("| server | connections held | msgs/s | p50 ms | p99 ms | server KB/conn "
-            "| client errors | ramp-up failures | loadgen CPU % |")
-    lines = [head, "|" + "---|" * 9]
+            "| KB/conn after run | client errors | ramp-up failures | loadgen CPU % |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         lines.append(
             f"| {r['server']} | {r['alive_at_end']:,} / {r['connections_requested']:,} "
             f"| {_fmt(r['messages_per_second'], ',.0f')} | {_fmt(r['p50_ms'], '.2f')} "
             f"| {_fmt(r['p99_ms'], '.2f')} | {_fmt(r['server_kb_per_connection'], '.1f')} "
+            f"| {_fmt(r['server_kb_per_connection_after_run'], '.1f')} "
             f"| {r['client_errors']} | {r['rampup_failures']} "
             f"| {_fmt(r['loadgen_cpu_percent'], '.0f')} |"
         )

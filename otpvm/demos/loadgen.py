@@ -229,7 +229,10 @@ def run(
                  "timeout", "echoed" (the server answered it like any line),
                  "not_sent" (connection 0 was already dead), "no_close"
                  (still open at the end).
-        client: {cpu_s, cpu_percent, rlimit_nofile, max_rss_kb}
+        client: {cpu_s, cpu_percent (whole run, ramp-up included),
+                 timed_cpu_s, timed_cpu_percent, timed_cpu_us_per_message
+                 (the timed phases only: user + system CPU of this process),
+                 rlimit_nofile, max_rss_kb}
 
     Error kinds: "eof", "reset", "timeout", "bad_echo", "send_error", "error".
     """
@@ -450,6 +453,7 @@ def run(
     alive = established
     alive_before_poison = -1
 
+    ru_t0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = perf()
     bounds = (t0 + before, t0 + before + during, t0 + before + during + after)
     phase = 0
@@ -683,6 +687,8 @@ def run(
                 timers.append(cid)
     t_end = perf()
     timed = t_end - t0
+    ru_t1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_timed = (ru_t1.ru_utime - ru_t0.ru_utime) + (ru_t1.ru_stime - ru_t0.ru_stime)
 
     if alive_before_poison < 0:
         alive_before_poison = alive
@@ -738,6 +744,9 @@ def run(
         "client": {
             "cpu_s": round(cpu, 3),
             "cpu_percent": round(100.0 * cpu / wall, 1) if wall > 0 else 0.0,
+            "timed_cpu_s": round(cpu_timed, 3),
+            "timed_cpu_percent": round(100.0 * cpu_timed / timed, 1) if timed > 0 else 0.0,
+            "timed_cpu_us_per_message": round(1e6 * cpu_timed / total, 2) if total else None,
             "rlimit_nofile": nofile,
             "max_rss_kb": ru1.ru_maxrss,
         },
@@ -797,7 +806,8 @@ def format_table(r: dict[str, Any]) -> str:
         )
     c = r["client"]
     lines.append(
-        f"client: {c['cpu_s']} s CPU ({c['cpu_percent']}% of one core), "
+        f"client: {c['cpu_s']} s CPU ({c['cpu_percent']}% of one core; timed phases "
+        f"{c['timed_cpu_percent']}%, {c['timed_cpu_us_per_message']} us/message), "
         f"max RSS {c['max_rss_kb'] / 1024:.0f} MB, RLIMIT_NOFILE {c['rlimit_nofile']:,}"
     )
     return "\n".join(lines)
