@@ -1,6 +1,7 @@
 """The otpvm command line.
 
-python -m otpvm demo [options]        the VM demo (a ring of processes, crashes)
+python -m otpvm demo [options]        the uptime demo: 10,000 TCP users, one crashes
+python -m otpvm ring [options]        the VM demo: a ring of processes, crashes
 python -m otpvm run MODULE:APP        boot a node running an application
 """
 
@@ -14,7 +15,8 @@ import sys
 from typing import Any
 
 COMMANDS = {
-    "demo": "the VM demo: a ring of 100,000 processes and a few crashes",
+    "demo": "the uptime demo: 10,000 TCP connections, one crashes, nobody else notices",
+    "ring": "the VM demo: a ring of 100,000 processes and a few crashes",
     "run": "boot a node with an application (MODULE:APP) until SIGINT/SIGTERM",
 }
 
@@ -28,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:8} {text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     if argv[0] == "demo":
+        from otpvm.demos import uptime
+
+        return uptime.main(argv[1:])
+    if argv[0] == "ring":
         from otpvm.demos import ring
 
         return ring.main(argv[1:])
