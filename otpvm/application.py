@@ -127,6 +127,8 @@ async def _master(cls: type[Application], start_type: str, args: Any) -> None:
     try:
         top = await app.start(start_type, args)
     except Exception as exc:
+        # The reason travels without its traceback: log it here, where it is.
+        _log.exception("application %s: start raised", cls.name)
         exit(("start_failed", exc))
     if not isinstance(top, Pid):
         exit(("bad_start_return", top))
