@@ -48,8 +48,9 @@ from otpvm.kernel import self as _me
 from otpvm.terms import ANY, AnyOf, Exit
 
 __all__ = [
-    "Application", "ApplicationError", "ensure_all_started", "get_env", "load", "set_env",
-    "start", "stop", "which_applications",
+    "Application", "ApplicationError", "ensure_all_started", "get_env", "load",
+    "loaded_applications", "set_env", "start", "stop", "unload", "unset_env",
+    "which_applications",
 ]
 
 _log = logging.getLogger("otpvm")
@@ -113,32 +114,50 @@ class _Controller:
 
 
 async def _master(cls: type[Application], start_type: str, args: Any) -> None:
-    """An application master: starts the tree and reports how it ends."""
+    """An application master: starts the tree and reports how it ends.
+
+    As OTP's application master, it acts only on exits from its top
+    supervisor (the tree died: prep_stop and stop run, then it exits with the
+    tree's reason) and from the controller; exits of other processes that
+    start linked to it are ignored."""
     process_flag("trap_exit", True)
     app = cls()
     controller = whereis(CONTROLLER)
+    assert controller is not None
     try:
         top = await app.start(start_type, args)
     except Exception as exc:
+        # The reason travels without its traceback: log it here, where it is.
+        _log.exception("application %s: start raised", cls.name)
         exit(("start_failed", exc))
     if not isinstance(top, Pid):
         exit(("bad_start_return", top))
     link(top)
-    assert controller is not None
     send(controller, ("$app_started", cls.name))
     while True:
         msg = await receive()
         if isinstance(msg, Exit) and msg.pid == top:
+            _callback(app.stop, _callback(app.prep_stop, None))
             exit(msg.reason)                     # the tree died: tell the controller
+        if isinstance(msg, Exit) and msg.pid == controller:
+            exit(msg.reason)                     # the controller went away
         if isinstance(msg, tuple) and msg[:1] == ("$app_stop",):
-            state = app.prep_stop(None)
+            state = _callback(app.prep_stop, None)
             exit(top, "shutdown")                # its children stop in reverse
             await receive(Exit(top, ANY))
-            app.stop(state)
+            _callback(app.stop, state)
             send(msg[1], ("$app_stopped", cls.name))
             exit("normal")
-        if isinstance(msg, Exit) and msg.pid != top:
-            exit(msg.reason)                     # the controller went away
+
+
+def _callback(fn: Any, state: Any) -> Any:
+    """Runs prep_stop or stop; like OTP, an exception is logged, not fatal
+    (prep_stop then leaves the state as it was)."""
+    try:
+        return fn(state)
+    except Exception:
+        _log.exception("application callback %s failed", fn.__qualname__)
+        return state
 
 
 class _ControllerServer(GenServer):
@@ -154,6 +173,11 @@ class _ControllerServer(GenServer):
         op = request[0]
         if op == "load":
             return Reply(self._load(state, request[1]), state)
+        if op == "unload":
+            return Reply(self._unload(state, request[1]), state)
+        if op == "loaded":
+            return Reply([(name, loaded.cls.description, loaded.cls.vsn)
+                          for name, loaded in state.loaded.items()], state)
         if op == "start":
             return Reply(await self._start(state, request[1], request[2]), state)
         if op == "stop":
@@ -161,11 +185,14 @@ class _ControllerServer(GenServer):
         if op == "which":
             return Reply([(name, state.loaded[name].cls.description, state.loaded[name].cls.vsn)
                           for name in reversed(state.order)], state)
-        if op == "set_env":
-            _, app, key, value = request
+        if op in ("set_env", "unset_env"):
+            app, key = request[1], request[2]
             if app not in state.loaded:
                 return Reply(("error", ("not_loaded", app)), state)
-            state.loaded[app].env[key] = value
+            if op == "set_env":
+                state.loaded[app].env[key] = request[3]
+            else:
+                state.loaded[app].env.pop(key, None)
             return Reply("ok", state)
         if op == "spec":
             loaded = state.loaded.get(request[1])
@@ -188,6 +215,15 @@ class _ControllerServer(GenServer):
             return ("error", ("already_loaded", cls.name))
         state.loaded[cls.name] = _Loaded(cls, dict(cls.env))
         _ENVS[_me()][cls.name] = state.loaded[cls.name].env
+        return "ok"
+
+    def _unload(self, state: _Controller, name: str) -> Any:
+        if name not in state.loaded:
+            return ("error", ("not_loaded", name))
+        if name in state.running:
+            return ("error", ("running", name))
+        del state.loaded[name]
+        del _ENVS[_me()][name]
         return "ok"
 
     async def _start(self, state: _Controller, name: str, start_type: str) -> Any:
@@ -213,9 +249,16 @@ class _ControllerServer(GenServer):
             return ("error", ("not_started", name))
         state.order.remove(name)
         send(running.master, ("$app_stop", _me()))
-        await receive(("$app_stopped", name))
-        await receive(Exit(running.master, ANY))
-        _log.info("application %s exited: stopped (type %s)", name, running.start_type)
+        # The tree may die on its own before the master sees the request: then
+        # the master's exit is the answer (and, being asked to stop, no halt).
+        msg = await receive(AnyOf(("$app_stopped", name), Exit(running.master, ANY)))
+        if not isinstance(msg, Exit):
+            msg = await receive(Exit(running.master, ANY))
+        if msg.reason == "normal":
+            _log.info("application %s exited: stopped (type %s)", name, running.start_type)
+        else:
+            _log.error("application report: application %s exited with reason %r while "
+                       "being stopped (type %s)", name, msg.reason, running.start_type)
         return "ok"
 
     def _app_exited(self, state: _Controller, name: str, reason: Any) -> None:
@@ -260,6 +303,17 @@ async def load(app: type[Application]) -> None:
     await _request("load", app)
 
 
+async def unload(app: type[Application] | str) -> None:
+    """Unloads an application (its spec and env); it must not be running."""
+    await _request("unload", _name(app))
+
+
+async def loaded_applications() -> list[tuple[str, str, str]]:
+    """(name, description, vsn) of the loaded applications (running ones too)."""
+    result: list[tuple[str, str, str]] = await _request("loaded")
+    return result
+
+
 async def start(app: type[Application] | str, start_type: str = "temporary") -> None:
     """Starts a loaded application (loading it first if given as a class).
 
@@ -282,7 +336,16 @@ async def ensure_all_started(app: type[Application], start_type: str = "temporar
     it started, in order."""
     started: list[str] = []
     running = {name for name, _, _ in await which_applications()}
-    await _ensure(app, start_type, registry or {}, running, started, ())
+    try:
+        await _ensure(app, start_type, registry or {}, running, started, ())
+    except Exception:
+        # As OTP: the applications started here are stopped again, newest first.
+        for name in reversed(started):
+            try:
+                await stop(name)
+            except ApplicationError:
+                pass                        # it died meanwhile
+        raise
     return started
 
 
@@ -323,3 +386,9 @@ async def get_env(app: type[Application] | str, key: str, default: Any = None) -
 async def set_env(app: type[Application] | str, key: str, value: Any) -> None:
     """Sets a configuration value of a loaded application."""
     await _request("set_env", _name(app), key, value)
+
+
+async def unset_env(app: type[Application] | str, key: str) -> None:
+    """Removes a configuration value of a loaded application (get_env then
+    gives the default)."""
+    await _request("unset_env", _name(app), key)
