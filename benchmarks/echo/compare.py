@@ -68,34 +68,51 @@ ALL_SERVERS = (
 )
 
 
-def server_command(name: str) -> tuple[list[str] | None, str]:
-    """The command that starts server ``name`` on a free port, or None and why not."""
+def _probe_otpvm_net(env: dict[str, str] | None) -> str:
+    """'' if ``import otpvm.net`` works from this folder with ``env``, else why not."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import otpvm.net"], cwd=HERE, env=env,
+        capture_output=True, text=True,
+    )
+    if probe.returncode == 0:
+        return ""
+    return (probe.stderr.strip().splitlines() or ["?"])[-1]
+
+
+def server_command(name: str) -> tuple[list[str] | None, dict[str, str] | None, str]:
+    """How to start server ``name`` on a free port: (command, environment, ""),
+    or (None, None, why not)."""
     py = sys.executable
     if name == "otpvm":
         if not OTPVM_ECHO.exists():
-            return None, f"{OTPVM_ECHO.relative_to(REPO)} does not exist yet"
-        probe = subprocess.run(
-            [py, "-c", "import otpvm.net"], cwd=REPO, capture_output=True, text=True
+            return None, None, f"{OTPVM_ECHO.relative_to(REPO)} does not exist yet"
+        # An installed otpvm first (probed from this folder, which is what the
+        # script's sys.path[0] will be); else this clone's, if it is built in place.
+        why = _probe_otpvm_net(None)
+        if not why:
+            return [py, str(OTPVM_ECHO), "--port", "0"], None, ""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO), env.get("PYTHONPATH", "")) if p
         )
-        if probe.returncode != 0:
-            last = (probe.stderr.strip().splitlines() or ["?"])[-1]
-            return None, f"otpvm.net is not importable ({last})"
-        return [py, str(OTPVM_ECHO), "--port", "0"], ""
+        if not _probe_otpvm_net(env):
+            return [py, str(OTPVM_ECHO), "--port", "0"], env, ""
+        return None, None, f"otpvm.net is not importable ({why})"
     if name.startswith(("asyncio-", "uvloop-")):
         loop, style = name.split("-")
         if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
-            return None, "uvloop is not installed in this Python"
+            return None, None, "uvloop is not installed in this Python"
         return [py, str(HERE / "asyncio_echo.py"), "--port", "0", "--style", style,
-                "--loop", loop], ""
+                "--loop", loop], None, ""
     if name in ("erl", "erl-s1"):
         missing = [tool for tool in ("erl", "erlc") if shutil.which(tool) is None]
         if missing:
-            return None, f"{' and '.join(missing)} not on PATH"
+            return None, None, f"{' and '.join(missing)} not on PATH"
         cmd = ["sh", str(HERE / "erl_echo.sh"), "--port", "0"]
         if name == "erl-s1":
             cmd += ["--schedulers", "1"]
-        return cmd, ""
-    return None, f"unknown server {name!r}"
+        return cmd, None, ""
+    return None, None, f"unknown server {name!r}"
 
 
 def rss_kb(pid: int) -> int:
@@ -147,11 +164,13 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
         proc.wait()
 
 
-def measure(name: str, cmd: list[str], args: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    name: str, cmd: list[str], env: dict[str, str] | None, args: argparse.Namespace
+) -> dict[str, Any]:
     """One server: start, hold the connections, run the traffic, stop."""
     log = tempfile.TemporaryFile()
     server = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
         bufsize=0, start_new_session=True,
     )
     try:
@@ -275,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, str] = {}
     failed: dict[str, str] = {}
     for name in names:
-        cmd, why = server_command(name)
+        cmd, env, why = server_command(name)
         if cmd is None:
             print(f"skipping {name}: {why}", file=sys.stderr)
             skipped[name] = why
@@ -283,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {args.connections:,} connections, {args.duration:g} s ...",
               file=sys.stderr, flush=True)
         try:
-            row = measure(name, cmd, args)
+            row = measure(name, cmd, env, args)
         except Exception as exc:  # report and go on with the next server
             print(f"{name} FAILED: {exc}", file=sys.stderr)
             failed[name] = str(exc)
@@ -303,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{args.connections:,} connections, {args.duration:g} s closed-loop "
               f"request/response per server, Python {info['python']}, {info['cpus']} CPUs "
               f"shared by the load generator and the server\n")
-        print(markdown(rows))
+        print(markdown(rows) if rows else "(no server was measured)")
     if args.json is not None:
         doc = json.dumps({"info": info, "results": rows, "skipped": skipped,
                           "failed": failed}, indent=2)
