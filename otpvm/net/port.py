@@ -168,7 +168,10 @@ class Socket:
 
     def _setopt(self, name: str, value: Any) -> None:
         if name == "active":
-            self.active = check_active(value)
+            active = check_active(value)
+            if type(active) is int and type(self.active) is int:
+                active += self.active           # inet: {active, N} adds to the counter
+            self.active = active
         elif name == "packet":
             if self.kind == "udp" and value not in ("raw", 0):
                 raise ValueError("UDP sockets only take packet='raw'")
