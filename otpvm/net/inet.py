@@ -27,7 +27,10 @@ def shutdown(sock: Socket, how: str = "write") -> None:
 def setopts(sock: Socket, **opts: Any) -> None:
     """Sets socket options (see the module docstring); raises ValueError
     naming an unknown option or a bad value."""
-    sock.setopts(opts)
+    if len(opts) == 1 and "active" in opts:
+        sock.set_active(opts["active"])
+    else:
+        sock.setopts(opts)
 
 
 def getopts(sock: Socket, *names: str) -> dict[str, Any]:

@@ -166,6 +166,15 @@ class Socket:
                 self._dispatch()            # packets already buffered go now
             self._rearm()
 
+    def set_active(self, value: Any) -> None:
+        """``setopts(active=...)`` alone: the call every active-once loop
+        makes after each packet, kept short."""
+        with self._lock:
+            self._setopt("active", value)
+            if self._framer.buf:
+                self._dispatch()            # a packet already buffered goes now
+            self._rearm()
+
     def _setopt(self, name: str, value: Any) -> None:
         if name == "active":
             active = check_active(value)
