@@ -58,11 +58,18 @@ cdef class _Receive:
     def close(self):
         pass
 
+    cdef int advance(self, PyObject **out) except -1:
+        return _receive_advance(self, out)
+
 
 cdef int _advance(object obj, PyObject **out) except -1:
     """One step of an awaited receive: 0 with the result in *out, 1 with a
-    value to yield to the scheduler in *out."""
-    cdef _Receive r = <_Receive>obj
+    value to yield to the scheduler in *out.  A subclass (a gen call, see
+    _gen.pxi) brings its own steps."""
+    return (<_Receive>obj).advance(out)
+
+
+cdef int _receive_advance(_Receive r, PyObject **out) except -1:
     cdef Process p = r.proc
     cdef object result
     if r.state == RCV_WAITING:
