@@ -117,8 +117,13 @@ ovm_install_awaitable(_Receive, _advance)
 
 cdef int64_t _timeout_ns(object timeout, str what) except -2:
     """Seconds (None: forever) as nanoseconds, or a clear error."""
+    cdef double t
     if timeout is None:
         return -1
+    if type(timeout) is float:          # the common case, without Python arithmetic
+        t = <double>timeout
+        if 0 <= t <= 1e9:
+            return <int64_t>(t * 1e9)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{what} must be a number of seconds or None, not {timeout!r}")
     if not (timeout >= 0) or timeout == float("inf"):
