@@ -117,7 +117,9 @@ cdef class _Call(_Receive):
         ref = _monitor(p, pid, True)
         self.proc = p
         self.ref = ref
-        _send_from(p, pid, (self.tag, ovm_tuple2_of(_From, p.pid, ref), self.request))
+        msg = (self.tag, ovm_tuple2_of(_From, p.pid, ref), self.request)
+        # An immutable request: copy_msg would return msg itself.
+        _send_from(p, pid, msg, not (type(self.tag) is str and _atomic(self.request)))
         self.timeout_ns = _timeout_ns(self.timeout, "timeout")
         pattern = _CallReply.__new__(_CallReply)
         (<_CallReply>pattern).ref = ref

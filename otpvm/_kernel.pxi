@@ -69,7 +69,9 @@ def send(dest, msg):
     _send_from(_me("send"), dest, msg)
 
 
-cdef int _send_from(Process me, object dest, object msg) except -1:
+cdef int _send_from(Process me, object dest, object msg, bint copy=True) except -1:
+    """send(); copy=False for a message known to be immutable (copy_msg
+    would return it as it is)."""
     me.budget -= 1
     me.reductions += 1
     if type(dest) is Pid:
@@ -78,7 +80,7 @@ cdef int _send_from(Process me, object dest, object msg) except -1:
             return 0
     else:
         target = me.vm.resolve(dest)
-    (<Process>target).deliver(OVM_SIG_MESSAGE, copy_msg(msg), me.home())
+    (<Process>target).deliver(OVM_SIG_MESSAGE, copy_msg(msg) if copy else msg, me.home())
     return 0
 
 

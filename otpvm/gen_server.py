@@ -420,14 +420,15 @@ async def start_monitor(cls: type[GenServer], args: Any = None, *, name: str | N
     return result
 
 
-async def call(dest: Pid | str, request: Any, timeout: float | None = 5.0) -> Any:
-    """Sends a request and waits for the reply.
+def call(dest: Pid | str, request: Any,
+         timeout: float | None = 5.0) -> Coroutine[Any, Any, Any]:
+    """Sends a request and waits for the reply (``await`` the result).
 
     Raises ``TimeoutError`` after ``timeout`` seconds and ``CallError`` (with
     ``.reason``) if the server does not exist or dies before replying.  Neither
     leaves a stray reply or Down message behind.
     """
-    return await gen.call(dest, request, timeout)
+    return gen.call(dest, request, timeout)   # gen.call's awaitable: no frame of our own
 
 
 def cast(dest: Pid | str, msg: Any) -> None:
