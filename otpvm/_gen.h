@@ -3,6 +3,7 @@
 #define OTPVM_GEN_H
 
 #include <Python.h>
+#include <structmember.h>
 
 /* tuple.__new__(t, (a, b)) for a tuple subclass such as a named tuple,
  * without the intermediate tuple or a Python-level __new__: what
@@ -18,6 +19,24 @@ static PyObject *ovm_tuple2_of(PyTypeObject *t, PyObject *a, PyObject *b) {
     if (PyType_IS_GC(t) && !PyObject_GC_IsTracked(o))
         PyObject_GC_Track(o);
     return o;
+}
+
+/* The offset of a __slots__ member in its instances (from its member
+ * descriptor), or -1 if `descr` is not one. */
+static Py_ssize_t ovm_slot_offset(PyObject *descr) {
+    PyMemberDef *m;
+    if (Py_TYPE(descr) != &PyMemberDescr_Type)
+        return -1;
+    m = ((PyMemberDescrObject *)descr)->d_member;
+    if (m->type != T_OBJECT_EX || (m->flags & READONLY))
+        return -1;
+    return m->offset;
+}
+
+/* The slot at `offset` of obj (borrowed), or NULL when it is empty.  Only
+ * for an obj of the exact type the offset was read from. */
+static inline PyObject *ovm_slot_peek(PyObject *obj, Py_ssize_t offset) {
+    return *(PyObject **)((char *)obj + offset);
 }
 
 #endif

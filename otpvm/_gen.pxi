@@ -14,6 +14,8 @@
 
 cdef extern from "_gen.h":
     object ovm_tuple2_of(type t, object a, object b)
+    Py_ssize_t ovm_slot_offset(object descr)
+    PyObject *ovm_slot_peek(object obj, Py_ssize_t offset)
 
 cdef type _From = None
 cdef object _CallError = None
@@ -35,12 +37,37 @@ def _gen_setup(*, From, CallError, resolve, call_tag, cast_tag):
     _GEN_CAST = cast_tag
 
 
+# Where Reply's and NoReply's fields live in their instances (they are
+# slots dataclasses): read directly, as the member descriptors would, instead
+# of through getattr.  -1: use getattr.
+cdef Py_ssize_t _R_VALUE = -1, _R_STATE = -1, _R_TIMEOUT = -1, _R_CONTINUE = -1
+cdef Py_ssize_t _N_STATE = -1, _N_TIMEOUT = -1, _N_CONTINUE = -1
+
+
 def _gen_server_setup(*, Reply, NoReply, UNSET):
     """Called once by otpvm.gen_server: its result classes."""
     global _Reply, _NoReply, _UNSET
+    global _R_VALUE, _R_STATE, _R_TIMEOUT, _R_CONTINUE, _N_STATE, _N_TIMEOUT, _N_CONTINUE
     _Reply = Reply
     _NoReply = NoReply
     _UNSET = UNSET
+    _R_VALUE = ovm_slot_offset(Reply.__dict__.get("value"))
+    _R_STATE = ovm_slot_offset(Reply.__dict__.get("state"))
+    _R_TIMEOUT = ovm_slot_offset(Reply.__dict__.get("timeout"))
+    _R_CONTINUE = ovm_slot_offset(Reply.__dict__.get("continue_"))
+    _N_STATE = ovm_slot_offset(NoReply.__dict__.get("state"))
+    _N_TIMEOUT = ovm_slot_offset(NoReply.__dict__.get("timeout"))
+    _N_CONTINUE = ovm_slot_offset(NoReply.__dict__.get("continue_"))
+
+
+cdef inline object _field(object obj, Py_ssize_t offset, str name):
+    """obj.name, for a Reply or NoReply of exactly that class."""
+    cdef PyObject *v
+    if offset >= 0:
+        v = ovm_slot_peek(obj, offset)
+        if v != NULL:
+            return <object>v
+    return getattr(obj, name)
 
 
 # -- the caller's side: gen.call ------------------------------------------------
@@ -180,7 +207,8 @@ def gen_reply(from_, value):
     else:
         pid = from_.pid
         ref = from_.ref
-    _send_alias_from(_me("send_alias"), pid, ref, (ref, value))
+    _send_alias_from(_me("send_alias"), pid, ref, (ref, value),
+                     not (_atomic(value) and _atomic(ref)))
 
 
 # -- the server's side: gen_server's dispatch -----------------------------------
@@ -222,13 +250,15 @@ cdef class _ServerCore:
             return self._crash(exc)
         t = type(result)
         if t is _Reply and from_ is not None:
-            if result.timeout is None and result.continue_ is _UNSET:
-                gen_reply(from_, result.value)
-                self.state = result.state
+            if (_field(result, _R_TIMEOUT, "timeout") is None
+                    and _field(result, _R_CONTINUE, "continue_") is _UNSET):
+                gen_reply(from_, _field(result, _R_VALUE, "value"))
+                self.state = _field(result, _R_STATE, "state")
                 return None
         elif t is _NoReply:
-            if result.timeout is None and result.continue_ is _UNSET:
-                self.state = result.state
+            if (_field(result, _N_TIMEOUT, "timeout") is None
+                    and _field(result, _N_CONTINUE, "continue_") is _UNSET):
+                self.state = _field(result, _N_STATE, "state")
                 return None
         return self._finish_callback("handle_call", result, from_)
 
@@ -240,7 +270,8 @@ cdef class _ServerCore:
         except Exception as exc:
             return self._crash(exc)
         if type(result) is _NoReply:
-            if result.timeout is None and result.continue_ is _UNSET:
-                self.state = result.state
+            if (_field(result, _N_TIMEOUT, "timeout") is None
+                    and _field(result, _N_CONTINUE, "continue_") is _UNSET):
+                self.state = _field(result, _N_STATE, "state")
                 return None
         return self._finish_callback("handle_cast", result, None)

@@ -149,10 +149,13 @@ def send_alias(pid, ref, msg):
     _send_alias_from(_me("send_alias"), pid, ref, msg)
 
 
-cdef int _send_alias_from(Process me, object pid, object ref, object msg) except -1:
+cdef int _send_alias_from(Process me, object pid, object ref, object msg,
+                          bint copy=True) except -1:
+    """send_alias(); copy=False for a message known to be immutable."""
     target = me.vm.lookup(_as_pid(pid, "send_alias"))
     if target is not None:
-        (<Process>target).deliver(OVM_SIG_ALIAS, (ref, copy_msg(msg)), me.home())
+        (<Process>target).deliver(OVM_SIG_ALIAS, (ref, copy_msg(msg) if copy else msg),
+                                  me.home())
     return 0
 
 

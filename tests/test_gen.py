@@ -106,6 +106,37 @@ def test_a_server_that_ends_mid_call_fails_the_call_with_its_reason(request_, re
     assert run(main) == "ok"
 
 
+class Keeper(GenServer):
+    """Keeps what it is given and hands it back: neither side may see the
+    other's changes."""
+
+    def init(self, args):
+        return Ok([])
+
+    def handle_call(self, request, from_, state):
+        if request == "get":
+            return Reply(state, state)
+        state.append(request)
+        return Reply(state, state)
+
+    def handle_cast(self, msg, state):
+        state.append(msg)
+        return NoReply(state)
+
+
+def test_requests_and_replies_are_copies():
+    async def main():
+        pid = await gen_server.start(Keeper)
+        item = ["a"]
+        got = await gen_server.call(pid, item)
+        item.append("changed by the caller")
+        got.append("changed by the caller")
+        gen_server.cast(pid, item)
+        return await gen_server.call(pid, "get")
+
+    assert run(main) == [["a"], ["a", "changed by the caller"]]
+
+
 def test_calling_nobody_is_noproc():
     async def main():
         pid = await gen_server.start(Server)
