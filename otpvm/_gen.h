@@ -22,9 +22,16 @@ static PyObject *ovm_tuple2_of(PyTypeObject *t, PyObject *a, PyObject *b) {
 }
 
 /* The offset of a __slots__ member in its instances (from its member
- * descriptor), or -1 if `descr` is not one. */
+ * descriptor), or -1 if `descr` is not one (or on a free-threaded build). */
 static Py_ssize_t ovm_slot_offset(PyObject *descr) {
     PyMemberDef *m;
+#ifdef Py_GIL_DISABLED
+    /* Free-threaded builds read slots with atomic loads and conditional
+     * increfs; leave that to the member descriptor (getattr). */
+    (void)descr;
+    (void)m;
+    return -1;
+#endif
     if (Py_TYPE(descr) != &PyMemberDescr_Type)
         return -1;
     m = ((PyMemberDescrObject *)descr)->d_member;
