@@ -156,10 +156,11 @@ cdef class _Call(_Receive):
 
     cdef object outcome(self, Process p, object msg):
         _unalias(p, self.ref)
-        if isinstance(msg, _Down):
+        # The matcher let through only tuples: a reply (ref, value) or a Down.
+        if type(msg) is not tuple and isinstance(msg, _Down):
             raise _CallError((<tuple>msg)[2], self.dest, self.request)
         _demonitor(p, self.ref, True)
-        return msg[1]
+        return (<tuple>msg)[1]
 
     cdef int timed_out(self, Process p) except -1:
         cdef Ref ref = self.ref

@@ -1,6 +1,7 @@
 # The calls a process makes.  Each needs a calling process: outside of one,
 # they raise NotInProcessError (use the VM object from ordinary threads).
 
+from cpython.set cimport PySet_Discard
 from otpvm.terms import NoProcError as _NoProcError, NotInProcessError as _NotInProcessError
 
 
@@ -137,10 +138,9 @@ def unalias(ref):
 
 
 cdef bint _unalias(Process me, object ref) except -1:
-    if me.aliases is None or ref not in me.aliases:
+    if me.aliases is None:
         return False
-    me.aliases.discard(ref)
-    return True
+    return PySet_Discard(me.aliases, ref) == 1
 
 
 def send_alias(pid, ref, msg):
