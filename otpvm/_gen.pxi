@@ -182,8 +182,15 @@ _Coroutine.register(_Call)      # asyncio.iscoroutine(), like the coroutine it m
 
 
 def gen_call(dest, request, timeout=5.0, tag=_GEN_CALL):
-    """Sends a request and waits for its reply: ``await gen_call(...)`` is
-    otpvm.gen.call (see there)."""
+    """``await call(dest, request, timeout=5.0)``: sends a request to a
+    server (a Pid, a registered name or a via name) and waits for its reply.
+
+    Raises ``CallError`` (with ``.reason``) if the server does not exist or
+    ends before replying, ``TimeoutError`` after ``timeout`` seconds (None:
+    forever).  Neither leaves a stray reply or Down message behind, and a
+    reply that comes after a timeout is dropped on arrival.  Nothing happens
+    until the result is awaited.  (otpvm.gen.call; its Python reference is
+    gen._call_py.)"""
     cdef _Call c = _Call.__new__(_Call)
     c.dest = dest
     c.request = request
@@ -193,14 +200,17 @@ def gen_call(dest, request, timeout=5.0, tag=_GEN_CALL):
 
 
 def gen_cast(dest, msg):
-    """otpvm.gen.cast: sends ``(CAST, msg)`` without waiting; never fails."""
+    """Sends a request to a server without waiting; never fails, as in OTP.
+    (otpvm.gen.cast; its Python reference is gen._cast_py.)"""
     pid = dest if type(dest) is Pid else _gen_resolve(dest)
     if pid is not None:
         _send_from(_me("send"), pid, (_GEN_CAST, msg))
 
 
 def gen_reply(from_, value):
-    """otpvm.gen.reply: answers a call through the caller's alias."""
+    """Answers a call, from inside the server or any process it handed
+    ``from_`` to; a caller that gave up meanwhile drops it.  (otpvm.gen.reply;
+    its Python reference is gen._reply_py.)"""
     cdef Process me
     if type(from_) is _From:
         pid = (<tuple>from_)[0]

@@ -428,12 +428,11 @@ def call(dest: Pid | str, request: Any,
     ``.reason``) if the server does not exist or dies before replying.  Neither
     leaves a stray reply or Down message behind.
     """
-    return gen.call(dest, request, timeout)   # gen.call's awaitable: no frame of our own
+    return gen.call(dest, request, timeout)   # gen.call's awaitable, no coroutine of ours
 
 
-def cast(dest: Pid | str, msg: Any) -> None:
-    """Sends a request without waiting for anything (never fails)."""
-    gen.cast(dest, msg)
+cast = gen.cast
+"""Sends a request without waiting for anything (never fails): gen.cast."""
 
 
 def reply(from_: From, value: Any) -> None:

@@ -13,6 +13,7 @@ def gen_impl(request, monkeypatch):
     if request.param == "python":
         monkeypatch.setattr(gen, "call", gen._call_py)
         monkeypatch.setattr(gen, "cast", gen._cast_py)
+        monkeypatch.setattr(gen_server, "cast", gen._cast_py)
         monkeypatch.setattr(gen, "reply", gen._reply_py)
         monkeypatch.setattr(gen_server._Server, "handle_message",
                             gen_server._Server._handle_message_py)
