@@ -261,3 +261,31 @@ def test_calling_from_outside_a_process_is_a_clear_error():
             asyncio.run(gen.call(pid, "x"))
         with pytest.raises(otpvm.NotInProcessError):
             gen.cast(pid, "x")
+
+
+def test_many_callers_of_a_server_killed_mid_stream_are_all_answered_and_clean():
+    async def caller(parent, pid):
+        outcomes = set()
+        for i in range(200):
+            try:
+                assert await gen_server.call(pid, ("echo", i)) == i
+                outcomes.add("reply")
+            except CallError as exc:
+                outcomes.add(exc.reason)
+        send(parent, (otpvm.self(), outcomes, await mailbox()))
+
+    async def main():
+        pid = await gen_server.start(Server)
+        me = otpvm.self()
+        callers = {otpvm.spawn(caller, me, pid) for _ in range(20)}
+        await otpvm.sleep(0.001)
+        otpvm.exit(pid, "kill")
+        seen = set()
+        for _ in callers:
+            who, outcomes, left = await receive((ANY, ANY, ANY))
+            assert who in callers and left == []
+            assert outcomes <= {"reply", "killed", "noproc"}
+            seen |= outcomes
+        return "killed" in seen or "noproc" in seen
+
+    assert otpvm.run(main, schedulers=2) is True
