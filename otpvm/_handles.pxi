@@ -21,7 +21,7 @@ cdef class Pid:
         return f"<0.{self.id}.0>"
 
     def __hash__(self):
-        return <Py_hash_t>(self.id & 0x3fffffffffffffff)
+        return <Py_hash_t>(self.id & <uint64_t>0x3fffffffffffffffULL)
 
     def __richcmp__(self, other, int op):
         if not isinstance(other, Pid):
@@ -67,7 +67,7 @@ cdef class Ref:
         return f"#Ref<0.{self.id}>"
 
     def __hash__(self):
-        return <Py_hash_t>(self.id & 0x3fffffffffffffff)
+        return <Py_hash_t>(self.id & <uint64_t>0x3fffffffffffffffULL)
 
     def __richcmp__(self, other, int op):
         if op == 2:

@@ -1,6 +1,7 @@
 # The calls a process makes.  Each needs a calling process: outside of one,
 # they raise NotInProcessError (use the VM object from ordinary threads).
 
+from cpython.set cimport PySet_Discard
 from otpvm.terms import NoProcError as _NoProcError, NotInProcessError as _NotInProcessError
 
 
@@ -71,16 +72,22 @@ def send(dest, msg):
     """Sends msg to a Pid (dropped silently if it is dead) or a registered
     name (UnknownNameError if nobody has it).  The receiver gets its own
     copy: nothing it does to the message is visible to the sender."""
-    cdef Process me = _me("send")
+    _send_from(_me("send"), dest, msg)
+
+
+cdef int _send_from(Process me, object dest, object msg, bint copy=True) except -1:
+    """send(); copy=False for a message known to be immutable (copy_msg
+    would return it as it is)."""
     me.budget -= 1
     me.reductions += 1
     if type(dest) is Pid:
         target = me.vm.procs.get((<Pid>dest).key)
         if target is None:
-            return
+            return 0
     else:
         target = me.vm.resolve(dest)
-    (<Process>target).deliver(OVM_SIG_MESSAGE, copy_msg(msg), me.home())
+    (<Process>target).deliver(OVM_SIG_MESSAGE, copy_msg(msg) if copy else msg, me.home())
+    return 0
 
 
 def receive(match=None, timeout=None):
@@ -106,7 +113,10 @@ def make_ref():
     """A new unique reference.  A receive whose pattern contains it starts
     scanning at the messages that arrived after it was made, so a call's
     reply is found in O(1) however long the mailbox is."""
-    cdef Process me = _me("make_ref")
+    return _make_ref(_me("make_ref"))
+
+
+cdef Ref _make_ref(Process me):
     cdef Ref ref = _new_ref()
     me.drain()
     ovm_queue_mark(&me.mq)
@@ -129,20 +139,29 @@ def alias():
 def unalias(ref):
     """Deactivates an alias: messages sent to it from now on are dropped,
     even those already on their way.  Returns whether it was active."""
-    cdef Process me = _me("unalias")
-    if me.aliases is None or ref not in me.aliases:
+    return _unalias(_me("unalias"), ref)
+
+
+cdef bint _unalias(Process me, object ref) except -1:
+    if me.aliases is None:
         return False
-    me.aliases.discard(ref)
-    return True
+    return PySet_Discard(me.aliases, ref) == 1
 
 
 def send_alias(pid, ref, msg):
     """Sends msg to pid through its alias ref: delivered only if pid still
     has the alias active when the message arrives."""
-    cdef Process me = _me("send_alias")
+    _send_alias_from(_me("send_alias"), pid, ref, msg)
+
+
+cdef int _send_alias_from(Process me, object pid, object ref, object msg,
+                          bint copy=True) except -1:
+    """send_alias(); copy=False for a message known to be immutable."""
     target = me.vm.lookup(_as_pid(pid, "send_alias"))
     if target is not None:
-        (<Process>target).deliver(OVM_SIG_ALIAS, (ref, copy_msg(msg)), me.home())
+        (<Process>target).deliver(OVM_SIG_ALIAS, (ref, copy_msg(msg) if copy else msg),
+                                  me.home())
+    return 0
 
 
 def link(pid):
@@ -183,7 +202,11 @@ def monitor(pid, *, alias=False):
     cdef Process me = _me("monitor")
     if type(pid) is not Pid and not isinstance(pid, str):
         raise TypeError(f"otpvm.monitor() needs a Pid or a registered name, not {pid!r}")
-    cdef Ref ref = make_ref()       # marks the mailbox: a receive on ref is O(1)
+    return _monitor(me, pid, alias)
+
+
+cdef Ref _monitor(Process me, object pid, bint alias):
+    cdef Ref ref = _make_ref(me)    # marks the mailbox: a receive on ref is O(1)
     if alias:
         if me.aliases is None:
             me.aliases = set()
@@ -203,10 +226,14 @@ def demonitor(ref, flush=False):
     ``flush=True`` a Down that already arrived is removed too.  Returns
     True if the monitor was still active."""
     cdef Process me = _me("demonitor")
-    cdef ovm_node *prev = NULL
-    cdef ovm_node *node
     if type(ref) is not Ref:
         raise TypeError(f"otpvm.demonitor() needs a Ref, not {ref!r}")
+    return _demonitor(me, <Ref>ref, flush)
+
+
+cdef bint _demonitor(Process me, Ref ref, bint flush) except -1:
+    cdef ovm_node *prev = NULL
+    cdef ovm_node *node
     target = me.monitors_out.pop(ref, None) if me.monitors_out is not None else None
     if target is not None:
         target = me.vm.lookup(target)

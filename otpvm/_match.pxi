@@ -44,9 +44,31 @@ cdef bint _match_tuple(tuple pattern, object msg) except -1:
     return True
 
 
+@cython.final
+cdef class _CallReply:
+    """A gen call's receive, ``AnyOf((ref, ANY), Down(ref, ANY, ANY))``,
+    matched without walking the generic pattern (see _gen.pxi)."""
+
+    cdef Ref ref
+
+    def __repr__(self):
+        return f"AnyOf(({self.ref!r}, ANY), Down({self.ref!r}, ANY, ANY))"
+
+
+cdef bint _match_call_reply(Ref ref, object msg) except -1:
+    if not isinstance(msg, tuple):
+        return False
+    n = len(<tuple>msg)
+    if n == 2:
+        return ref == (<tuple>msg)[0]
+    return n == 3 and isinstance(msg, _Down_cls) and ref == (<tuple>msg)[0]
+
+
 cdef bint matches(object pattern, object msg) except -1:
     if pattern is None:
         return True
+    if type(pattern) is _CallReply:
+        return _match_call_reply((<_CallReply>pattern).ref, msg)
     if type(pattern) is _AnyOf:
         for alternative in <tuple>pattern:
             if matches(alternative, msg):
@@ -68,6 +90,8 @@ cdef bint mentions(object pattern, Ref ref):
     was made (OTP's receive-marker optimisation)."""
     if pattern is ref:
         return True
+    if type(pattern) is _CallReply:
+        return (<_CallReply>pattern).ref is ref
     if type(pattern) is _AnyOf:
         for alternative in <tuple>pattern:
             if not mentions(alternative, ref):

@@ -105,8 +105,9 @@ cdef class Process:
     cdef bint rcv_done
     cdef object rcv_msg
     cdef object rcv_error
-    cdef uint64_t rcv_gen
-    cdef TimerRef rcv_timer
+    cdef uint64_t rcv_gen           # generation of the receive timer last armed
+    cdef TimerRef rcv_timer         # that timer, kept after its receive (see arm_timer)
+    cdef int64_t rcv_deadline       # when the receive in progress times out, -1: never
     cdef Ref mark_ref               # the ref the mailbox marker belongs to
     cdef set aliases                # Refs that messages may be sent to
     cdef set ports                  # sockets it owns (closed when it ends)
@@ -298,10 +299,35 @@ cdef class Process:
         self.waiting = True
         self.rcv_done = False
         self.rcv_match = pattern
-        self.rcv_gen += 1
         if timeout_ns >= 0:
-            self.rcv_timer = self.vm.start_timer(
-                timeout_ns, _TIMER_RECEIVE, self, None, None, self.rcv_gen)
+            self.rcv_deadline = ovm_now_ns() + timeout_ns
+            self.arm_timer()
+        else:
+            self.rcv_deadline = -1
+        return 0
+
+    cdef int arm_timer(self) except -1:
+        """Makes sure a receive timer is due no later than rcv_deadline.
+
+        The timer of an earlier receive stays armed after that receive got
+        its message: cancelling it and arming a new one for every call
+        (which always waits, with its 5 s default timeout) cost two timer
+        heap operations, clock reads and a wake-up of the scheduler threads
+        per call.  An armed timer due no later than the new deadline serves
+        as it is; when it fires early, receive_ready arms one for the rest.
+        A timer that fires while no receive waits only costs its process an
+        idle look at its mailbox; terminate cancels it."""
+        cdef TimerRef t = self.rcv_timer
+        if t is not None:
+            if ovm_proc_timeout_fired(&self.c) != t.gen:    # still armed
+                if t.c.deadline <= self.rcv_deadline:
+                    return 0
+                self.vm.cancel_timer(t)     # a later one: a shorter timeout now
+            self.rcv_timer = None
+        self.rcv_gen += 1
+        self.rcv_timer = self.vm.start_timer(
+            max(0, self.rcv_deadline - ovm_now_ns()), _TIMER_RECEIVE, self, None, None,
+            self.rcv_gen)
         return 0
 
     cdef bint receive_ready(self) except -1:
@@ -320,18 +346,20 @@ cdef class Process:
             self.rcv_error = exc
             self.end_wait()
             return True
-        if ovm_proc_timeout_fired(&self.c) == self.rcv_gen:
+        if self.rcv_timer is not None and ovm_proc_timeout_fired(&self.c) == self.rcv_timer.gen:
             self.rcv_timer = None
-            self.waiting = False
-            return True
+            if self.rcv_deadline >= 0:
+                if ovm_now_ns() >= self.rcv_deadline:
+                    self.rcv_deadline = -1
+                    self.waiting = False
+                    return True
+                self.arm_timer()            # an earlier receive's timer: not due yet
         return False
 
     cdef int end_wait(self) except -1:
         self.waiting = False
         self.rcv_done = True
-        if self.rcv_timer is not None:
-            self.vm.cancel_timer(self.rcv_timer)
-            self.rcv_timer = None
+        self.rcv_deadline = -1              # the timer stays armed: see arm_timer
         return 0
 
     # -- the end ------------------------------------------------------------

@@ -58,11 +58,18 @@ cdef class _Receive:
     def close(self):
         pass
 
+    cdef int advance(self, PyObject **out) except -1:
+        return _receive_advance(self, out)
+
 
 cdef int _advance(object obj, PyObject **out) except -1:
     """One step of an awaited receive: 0 with the result in *out, 1 with a
-    value to yield to the scheduler in *out."""
-    cdef _Receive r = <_Receive>obj
+    value to yield to the scheduler in *out.  A subclass (a gen call, see
+    _gen.pxi) brings its own steps."""
+    return (<_Receive>obj).advance(out)
+
+
+cdef int _receive_advance(_Receive r, PyObject **out) except -1:
     cdef Process p = r.proc
     cdef object result
     if r.state == RCV_WAITING:
@@ -110,8 +117,13 @@ ovm_install_awaitable(_Receive, _advance)
 
 cdef int64_t _timeout_ns(object timeout, str what) except -2:
     """Seconds (None: forever) as nanoseconds, or a clear error."""
+    cdef double t
     if timeout is None:
         return -1
+    if type(timeout) is float:          # the common case, without Python arithmetic
+        t = <double>timeout
+        if 0 <= t <= 1e9:
+            return <int64_t>(t * 1e9)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{what} must be a number of seconds or None, not {timeout!r}")
     if not (timeout >= 0) or timeout == float("inf"):

@@ -26,4 +26,5 @@ include "_receive.pxi"      # the awaitables behind receive() and sleep()
 include "_timers.pxi"       # send_after, receive timeouts
 include "_machine.pxi"      # the VM: scheduler threads, pid table, names
 include "_kernel.pxi"       # the calls a process makes: spawn, send, link...
+include "_gen.pxi"          # the compiled fast path of gen.call/cast/reply and gen_server
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from otpvm import _vm
 from otpvm._vm import copy_message
 from otpvm.kernel import (
     Pid,
@@ -98,8 +99,10 @@ def resolve(dest: Any) -> Pid | None:
     raise TypeError(f"a server is a Pid, a registered name or a via name, not {dest!r}")
 
 
-async def call(dest: Any, request: Any, timeout: float | None = 5.0, tag: str = CALL) -> Any:
-    """Sends a request and waits for its reply (see the module docstring)."""
+async def _call_py(dest: Any, request: Any, timeout: float | None = 5.0,
+                   tag: str = CALL) -> Any:
+    """Sends a request and waits for its reply (see the module docstring):
+    the reference implementation of ``call``."""
     pid = resolve(dest)
     if pid is None:
         raise CallError("noproc", dest, request)
@@ -131,18 +134,30 @@ async def _flush_reply(ref: Ref) -> None:
         pass
 
 
-def reply(from_: From, value: Any) -> None:
+def _reply_py(from_: From, value: Any) -> None:
     """Answers a call (from inside the server or any process it handed
-    ``from_`` to).
-    """
+    ``from_`` to): the reference implementation of ``reply``."""
     send_alias(from_.pid, from_.ref, (from_.ref, value))
 
 
-def cast(dest: Any, msg: Any) -> None:
-    """Sends a request without waiting; never fails (as in OTP)."""
+def _cast_py(dest: Any, msg: Any) -> None:
+    """Sends a request without waiting; never fails (as in OTP): the
+    reference implementation of ``cast``."""
     pid = dest if type(dest) is Pid else resolve(dest)
     if pid is not None:
         send(pid, (CAST, msg))
+
+
+_vm._gen_setup(From=From, CallError=CallError, resolve=resolve, call_tag=CALL, cast_tag=CAST)
+
+# What processes call: the compiled versions (otpvm/_gen.pxi) of the three
+# reference functions above, which they mirror step for step.  Being the VM
+# core's own functions, they cost no Python frame of their own.  call's
+# awaitable does nothing until awaited, like the coroutine it mirrors (it is
+# registered as a collections.abc.Coroutine).
+call = _vm.gen_call
+cast = _vm.gen_cast
+reply = _vm.gen_reply
 
 
 async def start(handler: Any, *, link: bool, timeout: float | None = None,

@@ -38,7 +38,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from otpvm import gen
+from otpvm import _vm, gen
 from otpvm import sys as _sys
 from otpvm.gen import CallError, From, Ignored, StartError, ack
 from otpvm.kernel import (
@@ -120,6 +120,8 @@ Ignore: Any = _IgnoreType()
 
 _TIMEOUT = "$gen_timeout"
 
+_vm._gen_server_setup(Reply=Reply, NoReply=NoReply, UNSET=UNSET)
+
 
 class GenServer:
     """Base class of a generic server: override the callbacks you need."""
@@ -158,8 +160,13 @@ class GenServer:
         return status
 
 
-class _Server:
-    """The callback-process handler that runs a GenServer."""
+class _Server(_vm._ServerCore):
+    """The callback-process handler that runs a GenServer.
+
+    Its handle_message is compiled (``_vm._ServerCore``, in otpvm/_gen.pxi):
+    it handles plain calls and casts itself and hands everything else to
+    ``_handle_message_py`` below, the reference implementation it mirrors.
+    """
 
     def __init__(self, cls: type[GenServer], args: Any, name: str | None) -> None:
         if not (isinstance(cls, type) and issubclass(cls, GenServer)):
@@ -170,11 +177,11 @@ class _Server:
         self.initial_call = f"{cls.__module__}.{cls.__qualname__}.init"
         self.starter: From | None = None
         self.parent: Pid | None = None
-        self.mod: GenServer | None = None
-        self.state: Any = None
-        self.timer: Any = None
+        self.mod = None                   # the GenServer instance, once started
+        self.state = None
+        self.timer = None
         self.timer_token = 0
-        self.debug: _sys.Debug | None = None   # sys.trace / sys.log, None while off
+        self.debug = None                 # sys.trace / sys.log (a sys.Debug), None while off
 
     # -- start ------------------------------------------------------------
 
@@ -227,7 +234,7 @@ class _Server:
 
     # -- messages -----------------------------------------------------------
 
-    def handle_message(self, msg: Any) -> Any:
+    def _handle_message_py(self, msg: Any) -> Any:
         if self.timer is not None:
             if type(msg) is tuple and len(msg) == 2 and msg[0] == _TIMEOUT:
                 if msg[1] != self.timer_token:
@@ -263,6 +270,9 @@ class _Server:
             raise
         except Exception as exc:
             return self._crash(exc)
+        return self._finish_callback(name, result, from_)
+
+    def _finish_callback(self, name: str, result: Any, from_: From | None) -> Any:
         if inspect.iscoroutine(result):
             return self._callback_async(name, result, from_)
         return self._apply(name, result, from_)
@@ -410,19 +420,19 @@ async def start_monitor(cls: type[GenServer], args: Any = None, *, name: str | N
     return result
 
 
-async def call(dest: Pid | str, request: Any, timeout: float | None = 5.0) -> Any:
-    """Sends a request and waits for the reply.
+def call(dest: Pid | str, request: Any,
+         timeout: float | None = 5.0) -> Coroutine[Any, Any, Any]:
+    """Sends a request and waits for the reply (``await`` the result).
 
     Raises ``TimeoutError`` after ``timeout`` seconds and ``CallError`` (with
     ``.reason``) if the server does not exist or dies before replying.  Neither
     leaves a stray reply or Down message behind.
     """
-    return await gen.call(dest, request, timeout)
+    return gen.call(dest, request, timeout)   # gen.call's awaitable, no coroutine of ours
 
 
-def cast(dest: Pid | str, msg: Any) -> None:
-    """Sends a request without waiting for anything (never fails)."""
-    gen.cast(dest, msg)
+cast = gen.cast
+"""Sends a request without waiting for anything (never fails): gen.cast."""
 
 
 def reply(from_: From, value: Any) -> None:

@@ -8,6 +8,9 @@ import otpvm
 from otpvm import ANY, Down, gen_server, receive, send
 from otpvm.gen_server import CallError, GenServer, Ignore, NoReply, Ok, Reply, StartError, Stop
 
+# Every test runs on the compiled call path and on the Python reference.
+pytestmark = pytest.mark.usefixtures("gen_impl")
+
 
 def run(main, *args, schedulers=1):
     return otpvm.run(main, *args, schedulers=schedulers)

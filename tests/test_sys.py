@@ -11,6 +11,9 @@ from otpvm.gen import From
 from otpvm.gen_server import CallError, GenServer, NoReply, Ok, Reply
 from otpvm.sys import CallbackFailed, Debug, SysError
 
+# Every test runs on the compiled call path and on the Python reference.
+pytestmark = pytest.mark.usefixtures("gen_impl")
+
 
 def run(main, *args, schedulers=1):
     return otpvm.run(main, *args, schedulers=schedulers)

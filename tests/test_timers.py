@@ -120,3 +120,31 @@ def test_many_processes_sleeping_wake_exactly_once():
         return sorted([await receive(timeout=5) for _ in range(n)])
 
     assert otpvm.run(main, 2000, schedulers=2) == list(range(2000))
+
+
+def test_a_receive_timer_kept_from_an_earlier_receive_never_changes_when_one_times_out():
+    async def later(parent, delay, msg):
+        await otpvm.sleep(delay)
+        send(parent, msg)
+
+    async def main():
+        me = self()
+        # A long timeout that waits and is satisfied: its timer stays armed...
+        otpvm.spawn(later, me, 0.01, "first")
+        assert await receive("first", timeout=60) == "first"
+        # ...and a shorter timeout still fires on time.
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await receive("never", timeout=0.05)
+        assert time.monotonic() - t0 < 5
+        # A short timeout satisfied, then a longer one: the short timer fires
+        # while the long receive waits, and must not end it early.
+        otpvm.spawn(later, me, 0.01, "second")
+        assert await receive("second", timeout=0.05) == "second"
+        otpvm.spawn(later, me, 0.15, "third")
+        assert await receive("third", timeout=2) == "third"
+        return "ok"
+
+    with otpvm.VM() as vm:
+        assert vm.run(main) == "ok"
+        assert vm.pending_timers == 0

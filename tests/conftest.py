@@ -1,0 +1,20 @@
+"""Shared fixtures."""
+
+import pytest
+
+from otpvm import gen, gen_server
+
+
+@pytest.fixture(params=["compiled", "python"])
+def gen_impl(request, monkeypatch):
+    """Runs a test against both implementations of the call/cast path: the
+    compiled fast path (otpvm/_gen.pxi) and the Python reference it mirrors
+    (gen._call_py, gen._cast_py, gen._reply_py, _Server._handle_message_py)."""
+    if request.param == "python":
+        monkeypatch.setattr(gen, "call", gen._call_py)
+        monkeypatch.setattr(gen, "cast", gen._cast_py)
+        monkeypatch.setattr(gen_server, "cast", gen._cast_py)
+        monkeypatch.setattr(gen, "reply", gen._reply_py)
+        monkeypatch.setattr(gen_server._Server, "handle_message",
+                            gen_server._Server._handle_message_py)
+    return request.param
