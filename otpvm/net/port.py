@@ -51,7 +51,7 @@ def reason_of(exc: BaseException) -> str:
         return "emsgsize"
     if isinstance(exc, TimeoutError):
         return "timeout"
-    if isinstance(exc, OSError) and exc.errno in errno.errorcode:
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
         return errno.errorcode[exc.errno].lower()
     return type(exc).__name__
 
@@ -79,7 +79,7 @@ ACTIVE_TYPES = "True, False, 'once' or a positive int"
 def check_active(active: object) -> bool | str | int:
     """Validates an ``active`` option value."""
     if active is True or active is False or active == "once":
-        return active  # type: ignore[return-value]
+        return active
     if isinstance(active, int) and not isinstance(active, bool) and active > 0:
         return active
     raise ValueError(f"active must be {ACTIVE_TYPES}, not {active!r}")

@@ -124,7 +124,7 @@ class _ListenerSup(Supervisor):
 
 
 async def _start_connections(name: str, args: Any) -> Pid:
-    return await gen_server.start_link(_Connections, args, name=name)  # type: ignore[no-any-return]
+    return await gen_server.start_link(_Connections, args, name=name)
 
 
 class _AcceptorSup(Supervisor):
@@ -145,7 +145,10 @@ async def _acceptor(lsock: Socket, conns: str) -> None:
     answers only while under max_connections."""
     while True:
         sock = await tcp.accept(lsock)
-        await controlling_process(sock, gen.resolve(conns))
+        pid = gen.resolve(conns)
+        if pid is None:                     # connections is restarting: so do we
+            raise RuntimeError(f"{conns!r} is not running")
+        await controlling_process(sock, pid)
         await gen_server.call(conns, ("start", sock), timeout=None)
 
 
