@@ -155,19 +155,28 @@ cdef class Process:
     # -- the mailbox (owner only) ----------------------------------------
 
     cdef int drain(self) except -1:
-        """Moves what arrived into the private queue, acting on signals."""
+        """Moves what arrived into the private queue, acting on signals.
+
+        Each node is looked at once, and exactly one branch decides what
+        becomes of it (queued, or freed with its payload): a branch that
+        frees a node must not let the code after it read the node again."""
         cdef ovm_node *node = ovm_inbox_take(&self.inbox)
         cdef ovm_node *nxt
+        cdef int kind
         while node != NULL:
             nxt = node.next
-            if node.kind == OVM_SIG_MESSAGE:
+            kind = node.kind
+            if kind == OVM_SIG_MESSAGE:
                 ovm_queue_append(&self.mq, node)
-            elif node.kind == OVM_SIG_DOWN and self.monitor_fired(node):
-                ovm_queue_append(&self.mq, node)
-            elif node.kind == OVM_SIG_ALIAS:
+            elif kind == OVM_SIG_DOWN:
+                if self.monitor_fired(<object>node.payload):
+                    ovm_queue_append(&self.mq, node)
+                else:
+                    Py_DECREF(<object>node.payload)
+                    ovm_node_free(node)
+            elif kind == OVM_SIG_ALIAS:
                 self.alias_message(node)
             else:
-                kind = node.kind
                 payload = _take_payload(node)
                 ovm_node_free(node)
                 self.handle_signal(kind, payload)
@@ -187,15 +196,11 @@ cdef class Process:
             ovm_node_free(node)
         return 0
 
-    cdef bint monitor_fired(self, ovm_node *node) except -1:
-        """A Down arrived: forget the monitor, or drop the Down if it was
-        demonitored meanwhile (demonitor's guarantee)."""
-        cdef object down = <object>node.payload
-        if self.monitors_out is not None and self.monitors_out.pop(down[0], None) is not None:
-            return True
-        Py_DECREF(down)
-        ovm_node_free(node)
-        return False
+    cdef bint monitor_fired(self, object down) except -1:
+        """A Down arrived: True if its monitor was active (it is forgotten
+        now and the Down is delivered), False if it was demonitored
+        meanwhile (the caller drops the Down: demonitor's guarantee)."""
+        return self.monitors_out is not None and self.monitors_out.pop(down[0], None) is not None
 
     cdef int handle_signal(self, int kind, object payload) except -1:
         if kind == OVM_SIG_EXIT:

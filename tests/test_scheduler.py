@@ -132,3 +132,81 @@ def test_many_senders_one_receiver_across_threads():
         return len(last)
 
     assert otpvm.run(main, 16, 2000, schedulers=4) == 16
+
+
+# A supervisor restarting gen_servers that crash in handle_info, while every
+# crash report is slow to write (the handler sleeps, with the GIL released,
+# like a log file on a busy disk).  The monitor hands the crashing worker's run
+# queue to a spare thread during each report, so the supervisor runs while
+# the child is still dying: its Down arrives after gen.start has demonitored
+# the child.  Dropping such a Down used to free its mailbox node twice, which
+# segfaulted `python -m otpvm run` under load.  A crash kills the interpreter,
+# so the node runs in a child process.
+RESCUED_CRASHES = '''
+import logging, sys, time
+import otpvm
+from otpvm import gen_server, supervisor
+from otpvm.gen_server import GenServer, Ok
+from otpvm.supervisor import ChildSpec, Supervisor, SupFlags
+
+
+class SlowReport(logging.Handler):
+    def emit(self, record):
+        time.sleep(0.001)
+
+
+log = logging.getLogger("otpvm")
+log.addHandler(SlowReport())
+log.propagate = False
+starts = []
+
+
+class Worker(GenServer):
+    def init(self, name):
+        starts.append(name)
+        otpvm.send(otpvm.self(), "boom")
+        return Ok(name)
+
+    def handle_info(self, msg, name):
+        raise RuntimeError(f"{name} crashed on {msg!r}")
+
+
+async def start(name):
+    return await gen_server.start_link(Worker, name)
+
+
+class Sup(Supervisor):
+    def init(self, n):
+        return SupFlags("one_for_one", intensity=restarts, period=3600), [
+            ChildSpec(f"w{i}", (start, (f"w{i}",))) for i in range(n)]
+
+
+async def main():
+    # The supervisor gives up after `restarts` restarts and exits, which
+    # ends the run (a kill would wait for the end of its long slice).
+    otpvm.process_flag("trap_exit", True)
+    sup = await supervisor.start_link(Sup, 4)
+    await otpvm.receive(otpvm.Exit(sup, otpvm.ANY), timeout=60)
+
+
+restarts = int(sys.argv[1])
+with otpvm.VM(schedulers=1, slice_limit=0.0002) as vm:
+    vm.run(main)
+print(vm.rescues, len(starts))
+'''
+
+
+def test_rescues_during_crash_reports_of_a_restarting_supervisor(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "rescued_crashes.py"
+    script.write_text(RESCUED_CRASHES)
+    here = str(Path(otpvm.__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-X", "faulthandler", str(script), "300"],
+                          cwd=here, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    rescues, starts = map(int, done.stdout.split())
+    assert starts > 300             # every restart was a chance to hit the window
+    assert rescues >= 10            # and the window was there, many times over

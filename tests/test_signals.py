@@ -783,6 +783,32 @@ def test_demonitor_return_values(run):
 
     run(main)
 
+def test_a_down_dropped_after_demonitor_leaves_the_mailbox_intact(run):
+    # Regression: when drain() dropped a Down whose monitor was gone, it
+    # freed the node and then fell through to the signal branch, which read
+    # the freed node and released the Down and the node a second time (a
+    # segfault, or two later messages sharing one node).  The noproc Down of
+    # a monitor on a dead pid waits in our own inbox, so demonitor() right
+    # after it takes that path deterministically.  (Whether the noproc Down
+    # should be dropped at all is not what this test checks.)
+    def nothing():
+        return None
+
+    async def main():
+        dead, ref = spawn_monitor(nothing)
+        await down(ref)
+        for i in range(2000):
+            ref = monitor(dead)
+            demonitor(ref)
+            send(self(), ("a", i))
+            send(self(), ("b", i))
+            assert await receive(timeout=T) == ("a", i)
+            assert await receive(timeout=T) == ("b", i)
+        return "intact"
+
+    assert run(main) == "intact"
+
+
 
 def test_spawn_monitor_reports_the_crash_without_linking(run):
     async def crasher():
