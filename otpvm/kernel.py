@@ -6,6 +6,7 @@ as they are so that ``send`` and ``receive`` pay no extra Python call.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from otpvm._vm import (
     Pid,
     Ref,
     TimerRef,
+    _current_vm,
     alias,
     cancel_timer,
     demonitor,
@@ -43,6 +45,30 @@ from otpvm._vm import (
     unregister,
     whereis,
 )
+from otpvm.terms import ANY
+
+
+async def run_blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Calls a blocking function on a short-lived thread of its own and
+    returns its result (or raises its exception), while the calling process
+    waits for it as a message: no scheduler thread is held (Erlang's dirty
+    schedulers, in miniature).  For calls such as getaddrinfo or
+    subprocess.run, not for CPU-bound work, which still takes the GIL."""
+    vm, me, ref = _current_vm("run_blocking"), self(), make_ref()
+
+    def call() -> None:
+        try:
+            result: Any = (True, fn(*args, **kwargs))
+        except BaseException as exc:       # handed to the waiting process
+            result = (False, exc)
+        vm._post(me, (ref, result))
+
+    threading.Thread(target=call, name=f"otpvm-blocking-{getattr(fn, '__name__', 'call')}",
+                     daemon=True).start()
+    _, (ok, value) = await receive((ref, ANY))
+    if not ok:
+        raise value
+    return value
 
 
 def run(main: Callable[..., Any], *args: Any, schedulers: int | None = None) -> Any:
@@ -77,6 +103,7 @@ __all__ = [
     "register",
     "registered",
     "run",
+    "run_blocking",
     "self",
     "send",
     "send_after",

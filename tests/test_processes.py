@@ -265,3 +265,34 @@ def test_process_info_reports_the_documented_keys():
     assert info["status"] == "waiting"
     assert info["message_queue_len"] == 1
     assert len(info["links"]) == 1
+
+
+def test_run_blocking_holds_no_scheduler_thread():
+    """A blocking call made through run_blocking leaves the scheduler free
+    (no rescue can help here: the slice limit is far away), then returns its
+    value or raises its exception in the caller."""
+    gate = threading.Event()
+
+    async def echo():
+        caller, msg = await otpvm.receive()
+        otpvm.send(caller, msg)
+
+    async def blocked(parent):
+        otpvm.send(parent, "entering")
+        otpvm.send(parent, ("done", await otpvm.run_blocking(gate.wait, 10)))
+
+    async def main():
+        otpvm.spawn(blocked, otpvm.self())
+        await otpvm.receive("entering", timeout=5)
+        await otpvm.sleep(0.01)                  # it is inside the blocking call now
+        pid = otpvm.spawn(echo)
+        otpvm.send(pid, (otpvm.self(), "still scheduling"))
+        echoed = await otpvm.receive("still scheduling", timeout=5)
+        gate.set()
+        _, done = await otpvm.receive(("done", otpvm.ANY), timeout=5)
+        with pytest.raises(ZeroDivisionError):
+            await otpvm.run_blocking(lambda: 1 / 0)
+        return echoed, done, await otpvm.run_blocking(int, "7", base=8)
+
+    with otpvm.VM(1, slice_limit=30.0) as vm:
+        assert vm.run(main) == ("still scheduling", True, 7)

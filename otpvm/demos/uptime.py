@@ -19,7 +19,6 @@ import logging
 import resource
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -102,27 +101,13 @@ async def run_service(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _run_subprocess(cmd: list[str], timeout: float) -> dict[str, Any]:
-    """Runs the load generator without holding a scheduler thread: a plain
-    thread waits for it and posts its output to this process."""
-    me, vm, ref = otpvm.self(), otpvm._vm._current_vm("demo"), otpvm.make_ref()
-
-    def wait() -> None:
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                  check=False)
-            out: Any = (done.returncode, done.stdout, done.stderr)
-        except Exception as exc:           # reported to the process below
-            out = exc
-        vm._post(me, (ref, out))
-
-    threading.Thread(target=wait, name="otpvm-demo-loadgen", daemon=True).start()
-    _, out = await otpvm.receive((ref, otpvm.ANY))
-    if isinstance(out, Exception):
-        raise out
-    code, stdout, stderr = out
-    if code != 0:
-        raise SystemExit(f"otpvm demo: the load generator failed ({code}):\n{stderr}")
-    return json.loads(stdout)  # type: ignore[no-any-return]
+    """Runs the load generator; waiting for it holds no scheduler thread."""
+    done = await otpvm.run_blocking(subprocess.run, cmd, capture_output=True, text=True,
+                                    timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"otpvm demo: the load generator failed ({done.returncode}):\n"
+                         f"{done.stderr}")
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
 def verdict(r: dict[str, Any], n: int, counter: ReportCounter) -> list[tuple[str, bool]]:

@@ -24,6 +24,7 @@ import errno
 import socket as _socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from otpvm import _vm, kernel
@@ -71,6 +72,35 @@ async def flush(ref: Ref) -> Any:
         return (await receive((ref, ANY), timeout=0))[1]
     except TimeoutError:
         return None
+
+
+async def wait_on(sock: Socket, ref: Ref, timeout: float | None, what: str,
+                  on_late: Callable[[Any], None] | None = None) -> Any:
+    """``wait`` for a socket operation; on timeout the socket forgets the
+    waiter, and a result that raced the timeout goes to ``on_late`` (so an
+    accepted socket is closed, a packet put back) before TimeoutError."""
+    try:
+        return await wait(ref, timeout)
+    except TimeoutError:
+        sock.forget_waiter(ref)
+        late = await flush(ref)
+        if late is not None and on_late is not None:
+            on_late(late)
+        raise TimeoutError(f"{what} on {sock!r} timed out after {timeout} s") from None
+
+
+def bound_socket(kind: int, host: str, port: int, reuseaddr: bool, what: str) -> _socket.socket:
+    """A new OS socket bound to host:port; OSError names the address."""
+    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
+    sock = _socket.socket(family, kind)
+    try:
+        if reuseaddr:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot {what} on {host or '*'}:{port}: {exc.strerror}") from None
+    return sock
 
 
 ACTIVE_TYPES = "True, False, 'once' or a positive int"
@@ -140,10 +170,14 @@ class Socket:
         self._out: deque[Any] = deque()
         self._out_len = 0
         self._senders: deque[tuple[Pid, Ref]] = deque()
-        sock.setblocking(False)
-        for name, value in opts.items():
-            self._setopt(name, value)
-        self._token = vm._io_add(self, self._fd, 0)
+        try:
+            sock.setblocking(False)
+            for name, value in opts.items():
+                self._setopt(name, value)
+            self._token = vm._io_add(self, self._fd, 0)
+        except BaseException:
+            sock.close()                    # never registered: nothing else to undo
+            raise
         if not vm._own(owner, self):
             self.close()
             raise NoProcError(f"cannot give a socket to {owner!r}: it is not alive")

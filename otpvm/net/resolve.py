@@ -1,21 +1,19 @@
 """Name resolution that never blocks a scheduler thread.
 
 A numeric address is converted at once; a host name is looked up by
-``getaddrinfo`` on a short-lived thread (the C library's resolver blocks),
-while the calling process waits for the answer as a message.
+``getaddrinfo`` through ``run_blocking`` (the C library's resolver blocks a
+thread; it must not be a scheduler's).
 """
 
 from __future__ import annotations
 
 import socket as _socket
-import threading
 from typing import Any
 
-from otpvm.kernel import make_ref, self
-from otpvm.net.port import wait
+from otpvm.kernel import run_blocking
 
 
-async def resolve(vm: Any, host: str, port: int, kind: int) -> tuple[int, Any]:
+async def resolve(host: str, port: int, kind: int) -> tuple[int, Any]:
     """(family, sockaddr) for host:port; raises socket.gaierror naming host."""
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be a non-empty str, not {host!r}")
@@ -24,20 +22,9 @@ async def resolve(vm: Any, host: str, port: int, kind: int) -> tuple[int, Any]:
     try:
         infos = _socket.getaddrinfo(host, port, type=kind, flags=_socket.AI_NUMERICHOST)
     except _socket.gaierror:
-        infos = await _lookup(vm, host, port, kind)
+        try:
+            infos = await run_blocking(_socket.getaddrinfo, host, port, 0, kind)
+        except OSError as exc:
+            raise _socket.gaierror(exc.errno, f"cannot resolve {host!r}: {exc.strerror}") from None
     family, _, _, _, addr = infos[0]
     return family, addr
-
-
-async def _lookup(vm: Any, host: str, port: int, kind: int) -> Any:
-    me, ref = self(), make_ref()
-
-    def look_up() -> None:
-        try:
-            result: Any = _socket.getaddrinfo(host, port, type=kind)
-        except OSError as exc:
-            result = _socket.gaierror(exc.errno, f"cannot resolve {host!r}: {exc.strerror}")
-        vm._post(me, (ref, result))
-
-    threading.Thread(target=look_up, name=f"otpvm-resolve-{host}", daemon=True).start()
-    return await wait(ref, None)

@@ -52,32 +52,34 @@ class Listener(NamedTuple):
     name: str
 
 
-async def serve(handler: Handler, port: int = 0, *, args: tuple[Any, ...] = (),
-                host: str = "", acceptors: int = 10, max_connections: int = 1024,
-                backlog: int = 1024, name: str | None = None, **opts: Any) -> Listener:
+async def serve(handler: Handler, port: int = 0, **kwargs: Any) -> Listener:
     """Starts a server linked to the caller; returns once it listens.
 
-    ``handler(sock, *args)`` runs in a new process for every connection.
-    ``opts`` are socket options every accepted socket starts with (e.g.
-    ``packet='line', active='once'``).
+    Takes the arguments of ``child_spec`` (but the name is optional).
     """
-    _check_positive("acceptors", acceptors)
-    _check_positive("max_connections", max_connections)
-    spec = child_spec(name or f"otpvm.net.server.{next(_ids)}", handler, port, args=args,
-                      host=host, acceptors=acceptors, max_connections=max_connections,
-                      backlog=backlog, **opts)
+    name = kwargs.pop("name", None) or f"otpvm.net.server.{next(_ids)}"
+    spec = child_spec(name, handler, port, **kwargs)
     fn, start_args = spec.start
     sup = await fn(*start_args)
-    listening = await gen_server.call(_conns_name(spec.id), "port")
-    return Listener(sup, listening, spec.id)
+    listening = await gen_server.call(_conns_name(name), "port")
+    return Listener(sup, listening, name)
 
 
-def child_spec(name: str, handler: Handler, port: int = 0, **kwargs: Any) -> ChildSpec:
-    """The child spec of a server, to put it in your own supervision tree
-    (``serve`` takes the same arguments)."""
+def child_spec(name: str, handler: Handler, port: int = 0, *, args: tuple[Any, ...] = (),
+               host: str = "", acceptors: int = 10, max_connections: int = 1024,
+               backlog: int = 1024, **opts: Any) -> ChildSpec:
+    """The child spec of a server, to put it in your own supervision tree.
+
+    ``handler(sock, *args)`` runs in a new process for every connection.
+    ``opts`` are the socket options every accepted socket starts with (e.g.
+    ``packet='line', active='once'``).
+    """
     if not callable(handler):
         raise TypeError(f"handler must be an async function, not {handler!r}")
-    config = dict(kwargs, handler=handler, port=port, name=name)
+    _check_positive("acceptors", acceptors)
+    _check_positive("max_connections", max_connections)
+    config = _Config(name, handler, tuple(args), port, host, acceptors, max_connections,
+                     backlog, opts)
     return ChildSpec(name, (supervisor.start_link, (_ListenerSup, config)), type="supervisor")
 
 
@@ -104,21 +106,30 @@ def _check_positive(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive int, not {value!r}")
 
 
+class _Config(NamedTuple):
+    name: str
+    handler: Handler
+    args: tuple[Any, ...]
+    port: int
+    host: str
+    acceptors: int
+    max_connections: int
+    backlog: int
+    opts: dict[str, Any]
+
+
 class _ListenerSup(Supervisor):
-    def init(self, config: dict[str, Any]) -> Any:
-        opts = {k: v for k, v in config.items()
-                if k not in ("handler", "port", "name", "args", "host", "acceptors",
-                             "max_connections", "backlog")}
-        lsock = tcp.listen(config["port"], host=config.get("host", ""),
-                           backlog=config.get("backlog", 1024), **opts)
-        conns = _conns_name(config["name"])
-        conns_args = (config["handler"], tuple(config.get("args", ())),
-                      config.get("max_connections", 1024), lsock.sock.getsockname()[1])
-        acceptors = (lsock, conns, config.get("acceptors", 10))
+    def init(self, config: _Config) -> Any:
+        lsock = tcp.listen(config.port, host=config.host, backlog=config.backlog,
+                           **config.opts)
+        conns = _conns_name(config.name)
+        conns_args = (config.handler, config.args, config.max_connections,
+                      lsock.sock.getsockname()[1])
         return SupFlags("rest_for_one", intensity=10, period=10), [
             ChildSpec("connections", (_start_connections, (conns, conns_args)),
                       shutdown="infinity"),
-            ChildSpec("acceptors", (supervisor.start_link, (_AcceptorSup, acceptors)),
+            ChildSpec("acceptors", (supervisor.start_link,
+                                    (_AcceptorSup, (lsock, conns, config.acceptors))),
                       type="supervisor"),
         ]
 

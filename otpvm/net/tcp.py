@@ -13,11 +13,12 @@ from __future__ import annotations
 import errno
 import os
 import socket as _socket
+from collections.abc import Callable
 from typing import Any
 
 from otpvm import _vm
 from otpvm.kernel import self
-from otpvm.net.port import Socket, flush, wait
+from otpvm.net.port import Socket, bound_socket, wait, wait_on
 from otpvm.net.resolve import resolve
 
 __all__ = ["accept", "connect", "listen", "recv", "send"]
@@ -26,24 +27,18 @@ __all__ = ["accept", "connect", "listen", "recv", "send"]
 def listen(port: int = 0, *, host: str = "", backlog: int = 1024, **opts: Any) -> Socket:
     """Opens a listening socket on host:port (port 0: any free port).
 
-    Raises OSError naming the address when it cannot (``EADDRINUSE``...).
+    ``reuseaddr`` defaults to True here, so that a restarted listener can
+    bind again at once.  Raises OSError naming the address (``EADDRINUSE``...).
     """
     vm = _vm._current_vm("net.tcp.listen")
     if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
         raise ValueError(f"backlog must be a positive int, not {backlog!r}")
-    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
-    sock = _socket.socket(family, _socket.SOCK_STREAM)
+    sock = bound_socket(_socket.SOCK_STREAM, host, port, opts.pop("reuseaddr", True), "listen")
     try:
-        if opts.pop("reuseaddr", True):
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"cannot listen on {host or '*'}:{port}: {exc.strerror}") from None
-    except BaseException:
-        sock.close()
-        raise
     return Socket(vm, sock, "listen", self(), opts)
 
 
@@ -52,14 +47,12 @@ async def accept(lsock: Socket, timeout: float | None = None) -> Socket:
     result = lsock.accept(self())
     if isinstance(result, Socket):
         return result
-    try:
-        return await wait(result, timeout)          # type: ignore[no-any-return]
-    except TimeoutError:
-        lsock.forget_waiter(result)
-        late = await flush(result)
-        if isinstance(late, Socket):
-            late.close()
-        raise TimeoutError(f"accept on {lsock!r} timed out after {timeout} s") from None
+    return await wait_on(lsock, result, timeout, "accept", _close_late)  # type: ignore[no-any-return]
+
+
+def _close_late(late: Any) -> None:
+    if isinstance(late, Socket):
+        late.close()
 
 
 async def connect(host: str, port: int, *, timeout: float | None = None, **opts: Any) -> Socket:
@@ -69,18 +62,14 @@ async def connect(host: str, port: int, *, timeout: float | None = None, **opts:
     host), each naming the address.
     """
     vm = _vm._current_vm("net.tcp.connect")
-    family, addr = await resolve(vm, host, port, _socket.SOCK_STREAM)
+    family, addr = await resolve(host, port, _socket.SOCK_STREAM)
     sock = _socket.socket(family, _socket.SOCK_STREAM)
     sock.setblocking(False)
     err = sock.connect_ex(addr)
     if err not in (0, errno.EINPROGRESS):
         sock.close()
         raise OSError(err, f"cannot connect to {host}:{port}: {os.strerror(err)}")
-    try:
-        conn = Socket(vm, sock, "tcp", self(), opts, connecting=err != 0)
-    except BaseException:
-        sock.close()
-        raise
+    conn = Socket(vm, sock, "tcp", self(), opts, connecting=err != 0)
     if err == 0:
         return conn
     try:
@@ -101,15 +90,8 @@ async def send(sock: Socket, data: bytes) -> None:
     ``send_timeout``, then TimeoutError; the data stays queued).
     """
     ref = sock.send(data)
-    if ref is None:
-        return
-    try:
-        await wait(ref, sock.send_timeout)
-    except TimeoutError:
-        sock.forget_waiter(ref)
-        await flush(ref)
-        raise TimeoutError(f"send on {sock!r} timed out after {sock.send_timeout} s: "
-                           f"the peer is not reading") from None
+    if ref is not None:
+        await wait_on(sock, ref, sock.send_timeout, "send (the peer is not reading)")
 
 
 async def recv(sock: Socket, length: int = 0, timeout: float | None = None) -> bytes:
@@ -122,11 +104,11 @@ async def recv(sock: Socket, length: int = 0, timeout: float | None = None) -> b
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError(f"length must be a non-negative int, not {length!r}")
     ref = sock.recv(self(), length)
-    try:
-        return await wait(ref, timeout)             # type: ignore[no-any-return]
-    except TimeoutError:
-        sock.forget_waiter(ref)
-        late = await flush(ref)
+    return await wait_on(sock, ref, timeout, "recv", _put_back(sock))  # type: ignore[no-any-return]
+
+
+def _put_back(sock: Socket) -> Callable[[Any], None]:
+    def put_back(late: Any) -> None:
         if isinstance(late, bytes):
             sock.unread(late)
-        raise TimeoutError(f"recv on {sock!r} timed out after {timeout} s") from None
+    return put_back

@@ -11,7 +11,7 @@ from typing import Any
 
 from otpvm import _vm
 from otpvm.kernel import self
-from otpvm.net.port import Socket, flush, wait
+from otpvm.net.port import Socket, bound_socket, wait_on
 from otpvm.net.resolve import resolve
 
 __all__ = ["open", "recv", "send"]
@@ -22,42 +22,21 @@ MAX_DATAGRAM = 65535
 def open(port: int = 0, *, host: str = "", **opts: Any) -> Socket:  # noqa: A001 (gen_udp:open)
     """Opens a UDP socket bound to host:port (port 0: any free port)."""
     vm = _vm._current_vm("net.udp.open")
-    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
-    sock = _socket.socket(family, _socket.SOCK_DGRAM)
-    try:
-        if opts.pop("reuseaddr", False):
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        opts.setdefault("buffer", MAX_DATAGRAM)
-        return Socket(vm, sock, "udp", self(), opts)
-    except OSError as exc:
-        sock.close()
-        where = f"{host or '*'}:{port}"
-        raise OSError(exc.errno, f"cannot open UDP on {where}: {exc.strerror}") from None
-    except BaseException:
-        sock.close()
-        raise
+    sock = bound_socket(_socket.SOCK_DGRAM, host, port, opts.pop("reuseaddr", False), "open UDP")
+    opts.setdefault("buffer", MAX_DATAGRAM)
+    return Socket(vm, sock, "udp", self(), opts)
 
 
 async def send(sock: Socket, host: str, port: int, data: bytes) -> None:
     """Sends one datagram to host:port."""
-    _, addr = await resolve(sock._vm, host, port, _socket.SOCK_DGRAM)
+    _, addr = await resolve(host, port, _socket.SOCK_DGRAM)
     ref = sock.send(data, addr)
     if ref is not None:
-        try:
-            await wait(ref, sock.send_timeout)
-        except TimeoutError:
-            sock.forget_waiter(ref)
-            await flush(ref)
-            raise TimeoutError(f"send on {sock!r} timed out after {sock.send_timeout} s") from None
+        await wait_on(sock, ref, sock.send_timeout, "send")
 
 
 async def recv(sock: Socket, timeout: float | None = None) -> tuple[str, int, bytes]:
-    """Receives one datagram from a passive socket: ``(host, port, data)``."""
+    """Receives one datagram from a passive socket: ``(host, port, data)``.
+    A datagram that races the timeout is dropped, as UDP may."""
     ref = sock.recv(self(), 0)
-    try:
-        return await wait(ref, timeout)             # type: ignore[no-any-return]
-    except TimeoutError:
-        sock.forget_waiter(ref)
-        await flush(ref)        # a datagram that raced the timeout is dropped, as UDP may
-        raise TimeoutError(f"recv on {sock!r} timed out after {timeout} s") from None
+    return await wait_on(sock, ref, timeout, "recv")  # type: ignore[no-any-return]
