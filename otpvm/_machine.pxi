@@ -366,9 +366,13 @@ cdef class VM:
 
     def _io_arm(self, int fd, uint64_t token, uint32_t interest):
         """Asks for one more readiness report of fd (registrations are one-shot)."""
+        self.io_arm(fd, token, interest)
+
+    cdef int io_arm(self, int fd, uint64_t token, uint32_t interest) except -1:
         cdef int err = ovm_poller_arm(&self.sched.io, fd, token, interest)
         if err:
             raise OSError(err, f"otpvm: cannot watch fd {fd}: {_os.strerror(err)}")
+        return 0
 
     def _io_remove(self, int fd, uint64_t token):
         """Stops watching fd; events already collected for it are dropped."""
@@ -378,6 +382,9 @@ cdef class VM:
     def _post(self, Pid pid, msg):
         """Delivers msg to pid as it is, not copied (the sender gives it
         away); False if the process is gone."""
+        return self.post(pid, msg)
+
+    cdef bint post(self, Pid pid, object msg) except -1:
         target = self.procs.get(pid.key)
         if target is None:
             return False

@@ -27,4 +27,5 @@ include "_timers.pxi"       # send_after, receive timeouts
 include "_machine.pxi"      # the VM: scheduler threads, pid table, names
 include "_kernel.pxi"       # the calls a process makes: spawn, send, link...
 include "_gen.pxi"          # the compiled fast path of gen.call/cast/reply and gen_server
+include "_port.pxi"         # the compiled data path of otpvm.net's sockets
 

@@ -18,3 +18,15 @@ def gen_impl(request, monkeypatch):
         monkeypatch.setattr(gen_server._Server, "handle_message",
                             gen_server._Server._handle_message_py)
     return request.param
+
+
+@pytest.fixture(params=["compiled", "python"])
+def net_impl(request):
+    """Runs a test against both implementations of the socket data path:
+    the compiled one (otpvm/_port.pxi) and its Python reference
+    (otpvm.net.port._PortPy, otpvm.net.framing.Framer)."""
+    from otpvm.net import port
+
+    port.use_compiled(request.param == "compiled")
+    yield request.param
+    port.use_compiled(True)

@@ -20,6 +20,8 @@ from otpvm import net
 from otpvm.net import ClosedError, PacketTooLarge, tcp, udp
 from otpvm.terms import ANY
 
+pytestmark = pytest.mark.usefixtures("net_impl")
+
 T = 10.0  # generous timeout for anything awaited
 
 

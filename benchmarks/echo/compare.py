@@ -15,6 +15,7 @@ traffic and print one Markdown row per server.  Servers:
 
     otpvm             benchmarks/echo/otpvm_echo.py (skipped while it or
                       ``otpvm.net`` is missing)
+    otpvm-s1          the same on one scheduler thread
     asyncio-streams   asyncio.start_server, readline/write/drain
     asyncio-protocol  asyncio.Protocol
     uvloop-streams    the same two on uvloop, when uvloop is importable
@@ -32,8 +33,11 @@ allocator caches grown under load).
 The load generator and the server share this machine's cores: look at the
 "loadgen CPU" column (its user + system CPU during the timed traffic)
 before reading a server's msgs/s as its ceiling (near 100 % means the
-client, not the server, was the limit).  No figure here is
-asserted on; this is a measuring tool.
+client, not the server, was the limit).  "server CPU µs/msg" is the
+server's user + system CPU during the traffic divided by the messages
+echoed: the cost of one echo, which depends far less than msgs/s on what
+else the machine was doing.  No figure here is asserted on; this is a
+measuring tool.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ LOADGEN = REPO / "otpvm" / "demos" / "loadgen.py"
 OTPVM_ECHO = HERE / "otpvm_echo.py"
 ALL_SERVERS = (
     "otpvm",
+    "otpvm-s1",
     "asyncio-streams",
     "asyncio-protocol",
     "uvloop-streams",
@@ -79,25 +84,34 @@ def _probe_otpvm_net(env: dict[str, str] | None) -> str:
     return (probe.stderr.strip().splitlines() or ["?"])[-1]
 
 
+def server_command_otpvm() -> tuple[list[str] | None, dict[str, str] | None, str]:
+    """``server_command`` for otpvm_echo.py: an installed otpvm first (probed
+    from this folder, which is what the script's sys.path[0] will be); else
+    this clone's, if it is built in place."""
+    py = sys.executable
+    if not OTPVM_ECHO.exists():
+        return None, None, f"{OTPVM_ECHO.relative_to(REPO)} does not exist yet"
+    why = _probe_otpvm_net(None)
+    if not why:
+        return [py, str(OTPVM_ECHO), "--port", "0"], None, ""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), env.get("PYTHONPATH", "")) if p
+    )
+    if not _probe_otpvm_net(env):
+        return [py, str(OTPVM_ECHO), "--port", "0"], env, ""
+    return None, None, f"otpvm.net is not importable ({why})"
+
+
 def server_command(name: str) -> tuple[list[str] | None, dict[str, str] | None, str]:
     """How to start server ``name`` on a free port: (command, environment, ""),
     or (None, None, why not)."""
     py = sys.executable
-    if name == "otpvm":
-        if not OTPVM_ECHO.exists():
-            return None, None, f"{OTPVM_ECHO.relative_to(REPO)} does not exist yet"
-        # An installed otpvm first (probed from this folder, which is what the
-        # script's sys.path[0] will be); else this clone's, if it is built in place.
-        why = _probe_otpvm_net(None)
-        if not why:
-            return [py, str(OTPVM_ECHO), "--port", "0"], None, ""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO), env.get("PYTHONPATH", "")) if p
-        )
-        if not _probe_otpvm_net(env):
-            return [py, str(OTPVM_ECHO), "--port", "0"], env, ""
-        return None, None, f"otpvm.net is not importable ({why})"
+    if name in ("otpvm", "otpvm-s1"):
+        cmd, env, why = server_command_otpvm()
+        if cmd is not None and name == "otpvm-s1":
+            cmd += ["--schedulers", "1"]
+        return cmd, env, why
     if name.startswith(("asyncio-", "uvloop-")):
         loop, style = name.split("-")
         if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
@@ -125,6 +139,17 @@ def rss_kb(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds ``pid`` has used so far ((0, 0) if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def wait_for_line(fd: int, prefix: bytes, timeout: float, seen: bytearray) -> bytes | None:
@@ -210,7 +235,9 @@ def measure(
                                f"{bytes(lg_seen)[-500:]!r}; server stderr "
                                f"{log.read()[-2000:]!r}")
         rss_held = rss_kb(server.pid)
+        cpu_before = cpu_seconds(server.pid)
         out, err = loadgen.communicate(b"go\n", timeout=args.duration + 120)
+        cpu_after = cpu_seconds(server.pid)
         if loadgen.returncode != 0:
             raise RuntimeError(f"load generator failed ({loadgen.returncode}): "
                                f"{(bytes(lg_seen) + err)[-2000:]!r}")
@@ -220,6 +247,8 @@ def measure(
         stop(server)
         log.close()
     lat = result["latency_ms"]["overall"]
+    messages = result["messages_per_second"] * args.duration
+    user, system = (after - before for after, before in zip(cpu_after, cpu_before))
     return {
         "server": name,
         "connections_requested": args.connections,
@@ -236,6 +265,10 @@ def measure(
         "server_kb_per_connection_after_run": (
             round((rss_after - rss_idle) / held, 2) if held else None),
         "loadgen_cpu_percent": result["client"]["timed_cpu_percent"],
+        "server_cpu_us_per_message": {
+            "user": round(1e6 * user / messages, 1) if messages else None,
+            "system": round(1e6 * system / messages, 1) if messages else None,
+        },
         "loadgen": result,
     }
 
@@ -244,11 +277,19 @@ def _fmt(v: Any, spec: str = "") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _cpu(r: dict[str, Any]) -> str:
+    cpu = r["server_cpu_us_per_message"]
+    if cpu["user"] is None:
+        return "-"
+    return f"{cpu['user'] + cpu['system']:.1f} ({cpu['user']:.1f}+{cpu['system']:.1f})"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table."""
     head = ("| server | connections held | msgs/s | p50 ms | p99 ms | server KB/conn "
-            "| KB/conn after run | client errors | ramp-up failures | loadgen CPU % |")
-    lines = [head, "|" + "---|" * 10]
+            "| KB/conn after run | client errors | ramp-up failures | loadgen CPU % "
+            "| server CPU µs/msg (user+sys) |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(
             f"| {r['server']} | {r['alive_at_end']:,} / {r['connections_requested']:,} "
@@ -256,7 +297,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {_fmt(r['p99_ms'], '.2f')} | {_fmt(r['server_kb_per_connection'], '.1f')} "
             f"| {_fmt(r['server_kb_per_connection_after_run'], '.1f')} "
             f"| {r['client_errors']} | {r['rampup_failures']} "
-            f"| {_fmt(r['loadgen_cpu_percent'], '.0f')} |"
+            f"| {_fmt(r['loadgen_cpu_percent'], '.0f')} | {_cpu(r)} |"
         )
     return "\n".join(lines)
 

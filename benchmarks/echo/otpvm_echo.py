@@ -4,7 +4,7 @@ connection, each in ``active='once'`` mode, as the gen_tcp echo server does.
 Usage::
 
     python benchmarks/echo/otpvm_echo.py [--port 0] [--host 127.0.0.1]
-        [--acceptors 20] [--poison LINE]
+        [--acceptors 20] [--schedulers N] [--poison LINE]
 
 Same protocol as every echo server in this folder (see asyncio_echo.py):
 ``READY <port>`` on stdout once listening, RLIMIT_NOFILE raised soft to hard,
@@ -58,11 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--acceptors", type=int, default=20)
+    parser.add_argument("--schedulers", type=int, default=None,
+                        help="scheduler threads (default: one per core)")
     parser.add_argument("--poison", default=None)
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    with otpvm.VM() as vm:
+    with otpvm.VM(args.schedulers) as vm:
         def stop(*_: Any) -> None:
             vm.send("echo_server", "stop")
 

@@ -32,13 +32,22 @@ def check_packet(packet: object) -> Packet:
 class Framer:
     """Splits received bytes into packets and frames packets to send."""
 
-    __slots__ = ("packet", "max_size", "chunk", "buf")
+    __slots__ = ("_packet", "max_size", "chunk", "buf")
 
     def __init__(self, packet: Packet = "raw", max_size: int = 0, chunk: int = 65536) -> None:
-        self.packet: Packet = check_packet(packet)
+        self.packet = packet
         self.max_size = max_size
         self.chunk = chunk          # a capless line longer than this comes in pieces
         self.buf = b""
+
+    @property
+    def packet(self) -> Packet:
+        """The framing: 'raw', 'line', 1, 2 or 4 (validated when set)."""
+        return self._packet
+
+    @packet.setter
+    def packet(self, value: object) -> None:
+        self._packet = check_packet(value)
 
     def feed(self, data: bytes) -> None:
         """Adds received bytes."""

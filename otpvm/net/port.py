@@ -21,6 +21,7 @@ result is the value or the exception to raise; ``wait`` receives them.
 from __future__ import annotations
 
 import errno
+import os
 import socket as _socket
 import threading
 from collections import deque
@@ -128,21 +129,19 @@ PORT_OPTS = ("active", "packet", "packet_size", "buffer", "send_timeout",
              "high_watermark", "low_watermark")
 
 
-class Socket:
+class Socket(_vm.PortCore):
     """A TCP or UDP socket (or a listening one) owned by a process.
 
     Use the functions of ``otpvm.net``, ``otpvm.net.tcp`` and
     ``otpvm.net.udp`` on it.  A socket travels in messages by reference, like
     an Erlang port: another process can use it, and its owner can hand it
     over with ``controlling_process``.
+
+    Its state and data path (a packet in, a message out, a send) live in the
+    compiled base ``_vm.PortCore``, which mirrors ``_PortPy`` below.
     """
 
-    __slots__ = (
-        "kind", "owner", "active", "send_timeout", "_vm", "_sock", "_fd", "_token",
-        "_lock", "_framer", "_armed", "_closed", "_eof", "_receiver", "_acceptors",
-        "_connector", "_out", "_out_len", "_senders", "_high", "_low", "_shut_wr",
-        "_bufsize", "_tag", "_name", "__weakref__",
-    )
+    __slots__ = ()
 
     def __init__(self, vm: Any, sock: _socket.socket, kind: str, owner: Pid,
                  opts: dict[str, Any], *, connecting: bool = False) -> None:
@@ -156,7 +155,7 @@ class Socket:
         self._tag = "udp" if kind == "udp" else "tcp"
         self._name = f"#Port<{self._fd}>"
         self._lock = threading.RLock()
-        self._framer = Framer()
+        self._framer = _framer_class()
         self._bufsize = DEFAULT_BUFFER
         self._high = DEFAULT_HIGH_WATERMARK
         self._low = DEFAULT_LOW_WATERMARK
@@ -200,25 +199,13 @@ class Socket:
                 self._dispatch()            # packets already buffered go now
             self._rearm()
 
-    def set_active(self, value: Any) -> None:
-        """``setopts(active=...)`` alone: the call every active-once loop
-        makes after each packet, kept short."""
-        with self._lock:
-            self._setopt("active", value)
-            if self._framer.buf:
-                self._dispatch()            # a packet already buffered goes now
-            self._rearm()
-
     def _setopt(self, name: str, value: Any) -> None:
         if name == "active":
-            active = check_active(value)
-            if type(active) is int and type(self.active) is int:
-                active += self.active           # inet: {active, N} adds to the counter
-            self.active = active
+            self._set_active(value)
         elif name == "packet":
             if self.kind == "udp" and value not in ("raw", 0):
                 raise ValueError("UDP sockets only take packet='raw'")
-            self._framer.packet = check_packet(value)
+            self._framer.packet = value
         elif name in ("packet_size", "buffer", "high_watermark", "low_watermark"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (
                     value == 0 and name != "packet_size"):
@@ -283,55 +270,6 @@ class Socket:
 
     # -- readiness (a scheduler thread, outside any process) -------------
 
-    def _io_ready(self, events: int) -> None:
-        with self._lock:
-            self._armed = 0
-            if self._closed:
-                return
-            if self._connector is not None:
-                self._connected()
-            elif events & (IN | ERR | HUP) and self._wants_input():
-                if self.kind == "listen":
-                    self._accept_ready()
-                elif self.kind == "udp":
-                    self._recvfrom_ready()
-                else:
-                    self._recv_ready()
-            if not self._closed and self._out and events & (OUT | ERR | HUP):
-                self._flush()
-            self._rearm()
-
-    def _wants_input(self) -> bool:
-        if self.kind == "listen":
-            return bool(self._acceptors)
-        return not self._eof and (self.active is not False or self._receiver is not None)
-
-    def _rearm(self) -> None:
-        if self._closed:
-            return
-        want = 0
-        if self._connector is not None or self._out:
-            want |= OUT
-        if self._connector is None and self._wants_input():
-            want |= IN
-        if want & ~self._armed:
-            self._armed |= want
-            self._vm._io_arm(self._fd, self._token, self._armed)
-
-    def _recv_ready(self) -> None:
-        try:
-            data = self._sock.recv(self._bufsize)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._broken(exc)
-            return
-        if data:
-            self._framer.feed(data)
-            self._dispatch()
-        else:
-            self._peer_closed()
-
     def _recvfrom_ready(self) -> None:
         try:
             data, addr = self._sock.recvfrom(self._bufsize)
@@ -354,42 +292,6 @@ class Socket:
             pid, ref, _ = self._receiver
             self._receiver = None
             self._post(pid, (ref, result))
-
-    def _dispatch(self) -> None:
-        """Hands complete packets to the owner (active) or a recv (passive)."""
-        framer = self._framer
-        try:
-            while self.active is not False:
-                packet = framer.pop()
-                if packet is None:
-                    return
-                self._post(self.owner, ("tcp", self, packet))
-                self._count_active()
-            if self._receiver is not None:
-                pid, ref, length = self._receiver
-                packet = framer.pop(length)
-                if packet is None and self._eof:
-                    packet = framer.rest()
-                    result: Any = packet if packet else ClosedError(f"{self!r}: closed by the peer")
-                elif packet is None:
-                    return
-                else:
-                    result = packet
-                self._receiver = None
-                self._post(pid, (ref, result))
-        except PacketTooLarge as exc:
-            self._broken(exc)
-
-    def _count_active(self) -> None:
-        active = self.active
-        if active is True:
-            return
-        if active == "once":
-            self.active = False
-        elif isinstance(active, int):
-            self.active = active - 1 or False
-            if self.active is False:
-                self._post(self.owner, (self._tag + "_passive", self))
 
     def _peer_closed(self) -> None:
         self._eof = True
@@ -505,45 +407,15 @@ class Socket:
             self._rearm()
             return ref
 
-    def send(self, data: bytes, dest: tuple[str, int] | None = None) -> Ref | None:
-        """Queues data; returns a ref to wait under while the output queue is
-        over the high watermark (the caller is the slow peer's problem, no
-        one else's), else None."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"can only send bytes, not {type(data).__name__}")
-        with self._lock:
-            self._check_open()
-            if self._shut_wr:
-                raise ClosedError(f"{self!r}: shut down for writing")
-            frame: Any = (dest, bytes(data)) if dest else self._framer.encode(bytes(data))
-            if not self._out:
-                sent = self._write(frame)
-                if sent is None:
-                    return None
-                frame = sent
-            self._out.append(frame)
-            self._out_len += len(frame[1]) if dest else len(frame)
-            self._rearm()
-            if self._out_len <= self._high:
-                return None
-            ref = make_ref()
-            self._senders.append((kernel.self(), ref))
-            return ref
+    def _write_other(self, frame: Any) -> Any:
+        """``_write`` for what the compiled path leaves to Python (datagrams)."""
+        return _PortPy._write(self, frame)  # type: ignore[arg-type]
 
-    def _write(self, frame: Any) -> Any:
-        """Writes what the kernel takes now: None if all of it, else the rest."""
-        try:
-            if self.kind == "udp":
-                dest, data = frame
-                self._sock.sendto(data, dest)
-                return None
-            sent = self._sock.send(frame)
-        except (BlockingIOError, InterruptedError):
-            return frame
-        except OSError as exc:
-            self._broken(exc)
-            raise _error(exc, self) from None
-        return None if sent == len(frame) else frame[sent:]
+    def _wait_for_room(self) -> Ref:
+        """The output queue is over the high watermark: the sender waits."""
+        ref = make_ref()
+        self._senders.append((kernel.self(), ref))
+        return ref
 
     def _flush(self) -> None:
         out = self._out
@@ -648,9 +520,6 @@ class Socket:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
 
-    def _post(self, pid: Pid, msg: Any) -> None:
-        self._vm._post(pid, msg)
-
     @property
     def sock(self) -> _socket.socket:
         """The OS socket (for getsockname and the like; do not read or write it)."""
@@ -662,6 +531,182 @@ def _error(exc: BaseException, sock: Socket) -> BaseException:
     if isinstance(exc, OSError) and exc.errno:
         return type(exc)(exc.errno, f"{sock!r}: {exc.strerror}")
     return type(exc)(f"{sock!r}: {exc}")
+
+
+class _PortPy:
+    """The Python reference of the compiled data path (``_vm.PortCore``):
+    the same methods, step for step.  ``use_compiled(False)`` puts them on
+    Socket in place of the compiled ones."""
+
+    __slots__ = ()
+
+    def set_active(self, value: Any) -> None:
+        """``setopts(active=...)`` alone: the call every active-once loop
+        makes after each packet, kept short."""
+        with self._lock:
+            self._set_active(value)
+            if self._framer.buf:
+                self._dispatch()            # a packet already buffered goes now
+            self._rearm()
+
+    def _set_active(self, value: Any) -> None:
+        active = check_active(value)
+        if type(active) is int and type(self.active) is int:
+            active += self.active               # inet: {active, N} adds to the counter
+        self.active = active
+
+    # -- readiness (a scheduler thread, outside any process) -------------
+
+    def _io_ready(self, events: int) -> None:
+        with self._lock:
+            self._armed = 0
+            if self._closed:
+                return
+            if self._connector is not None:
+                self._connected()
+            elif events & (IN | ERR | HUP) and self._wants_input():
+                if self.kind == "listen":
+                    self._accept_ready()
+                elif self.kind == "udp":
+                    self._recvfrom_ready()
+                else:
+                    self._recv_ready()
+            if not self._closed and self._out and events & (OUT | ERR | HUP):
+                self._flush()
+            self._rearm()
+
+    def _wants_input(self) -> bool:
+        if self.kind == "listen":
+            return bool(self._acceptors)
+        return not self._eof and (self.active is not False or self._receiver is not None)
+
+    def _rearm(self) -> None:
+        if self._closed:
+            return
+        want = 0
+        if self._connector is not None or self._out:
+            want |= OUT
+        if self._connector is None and self._wants_input():
+            want |= IN
+        if want & ~self._armed:
+            self._armed |= want
+            self._vm._io_arm(self._fd, self._token, self._armed)
+
+    def _recv_ready(self) -> None:
+        try:
+            data = self._sock.recv(self._bufsize)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._broken(exc)
+            return
+        if data:
+            self._framer.feed(data)
+            self._dispatch()
+        else:
+            self._peer_closed()
+
+    def _dispatch(self) -> None:
+        """Hands complete packets to the owner (active) or a recv (passive)."""
+        framer = self._framer
+        try:
+            while self.active is not False:
+                packet = framer.pop()
+                if packet is None:
+                    return
+                self._post(self.owner, ("tcp", self, packet))
+                self._count_active()
+            if self._receiver is not None:
+                pid, ref, length = self._receiver
+                packet = framer.pop(length)
+                if packet is None and self._eof:
+                    packet = framer.rest()
+                    result: Any = packet if packet else ClosedError(f"{self!r}: closed by the peer")
+                elif packet is None:
+                    return
+                else:
+                    result = packet
+                self._receiver = None
+                self._post(pid, (ref, result))
+        except PacketTooLarge as exc:
+            self._broken(exc)
+
+    def _count_active(self) -> None:
+        active = self.active
+        if active is True:
+            return
+        if active == "once":
+            self.active = False
+        elif isinstance(active, int):
+            self.active = active - 1 or False
+            if self.active is False:
+                self._post(self.owner, (self._tag + "_passive", self))
+
+    # -- from processes ----------------------------------------------------
+
+    def send(self, data: bytes, dest: tuple[str, int] | None = None) -> Ref | None:
+        """Queues data; returns a ref to wait under while the output queue is
+        over the high watermark (the caller is the slow peer's problem, no
+        one else's), else None."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"can only send bytes, not {type(data).__name__}")
+        with self._lock:
+            self._check_open()
+            if self._shut_wr:
+                raise ClosedError(f"{self!r}: shut down for writing")
+            frame: Any = (dest, bytes(data)) if dest else self._framer.encode(bytes(data))
+            if not self._out:
+                sent = self._write(frame)
+                if sent is None:
+                    return None
+                frame = sent
+            self._out.append(frame)
+            self._out_len += len(frame[1]) if dest else len(frame)
+            self._rearm()
+            if self._out_len <= self._high:
+                return None
+            return self._wait_for_room()
+
+    def _write(self, frame: Any) -> Any:
+        """Writes what the kernel takes now: None if all of it, else the rest."""
+        try:
+            if self.kind == "udp":
+                dest, data = frame
+                self._sock.sendto(data, dest)
+                return None
+            sent = self._sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            return frame
+        except OSError as exc:
+            self._broken(exc)
+            raise _error(exc, self) from None
+        return None if sent == len(frame) else frame[sent:]
+
+    def _post(self, pid: Pid, msg: Any) -> None:
+        self._vm._post(pid, msg)
+
+
+_HOT_PATH = tuple(name for name in vars(_PortPy) if not name.startswith("__"))
+
+
+def use_compiled(compiled: bool = True) -> None:
+    """Runs sockets on the compiled data path (the default) or on its Python
+    reference ``_PortPy``, which the tests also run; sockets opened from
+    then on get the matching framer."""
+    global _framer_class
+    for name in _HOT_PATH:
+        if compiled:
+            if name in vars(Socket):
+                delattr(Socket, name)
+        else:
+            setattr(Socket, name, vars(_PortPy)[name])
+    _framer_class = _vm.Framer if compiled else Framer
+
+
+_framer_class: type[Any] = _vm.Framer
+_vm._net_setup(ClosedError=ClosedError, PacketTooLarge=PacketTooLarge, check_packet=check_packet,
+               check_active=check_active, os_error=lambda err: OSError(err, os.strerror(err)),
+               socket_error=_error)
 
 
 _vm.register_handle_type(Socket)
