@@ -248,7 +248,7 @@ def measure(
         log.close()
     lat = result["latency_ms"]["overall"]
     messages = result["messages_per_second"] * args.duration
-    user, system = (after - before for after, before in zip(cpu_after, cpu_before))
+    user, system = (after - before for after, before in zip(cpu_after, cpu_before, strict=True))
     return {
         "server": name,
         "connections_requested": args.connections,
