@@ -14,9 +14,18 @@
 int ovm_poller_init(ovm_poller *p) {
     memset(p, 0, sizeof(*p));
     p->epfd = p->wakefd = -1;
+    int err;
     atomic_init(&p->pending, 0);
     atomic_init(&p->stopping, 0);
-    return pthread_mutex_init(&p->lock, NULL);
+    atomic_init(&p->watch, 1);
+    atomic_init(&p->polling, 0);
+    atomic_init(&p->last_look, 0);
+    atomic_init(&p->started_flag, 0);
+    if ((err = pthread_mutex_init(&p->lock, NULL)) != 0)
+        return err;
+    if ((err = pthread_cond_init(&p->gate, NULL)) != 0)
+        pthread_mutex_destroy(&p->lock);
+    return err;
 }
 
 static uint32_t to_epoll(uint32_t interest) {
@@ -33,10 +42,10 @@ static uint32_t from_epoll(uint32_t ev) {
            ((ev & EPOLLERR) ? OVM_IO_ERR : 0) | ((ev & EPOLLHUP) ? OVM_IO_HUP : 0);
 }
 
-/* Appends events to the ready list.  Losing one would leave its socket
- * silent forever (registrations are one-shot), so on out of memory this
- * waits for memory rather than dropping anything. */
-static void publish(ovm_poller *p, const struct epoll_event *evs, int n) {
+/* Appends events to the ready list; returns how many.  Losing one would
+ * leave its socket silent forever (registrations are one-shot), so on out
+ * of memory this waits for memory rather than dropping anything. */
+static size_t publish(ovm_poller *p, const struct epoll_event *evs, int n) {
     int i;
     size_t added = 0;
     pthread_mutex_lock(&p->lock);
@@ -64,23 +73,86 @@ static void publish(ovm_poller *p, const struct epoll_event *evs, int n) {
     if (added)
         atomic_store_explicit(&p->pending, 1, memory_order_release);
     pthread_mutex_unlock(&p->lock);
-    if (added)
-        p->notify(p->notify_ctx);
+    return added;
+}
+
+/* One epoll_wait (timeout_ms: -1 blocks, 0 does not); the events go to the
+ * ready list.  Returns how many, or -1 when the instance is gone. */
+static int collect(ovm_poller *p, int timeout_ms) {
+    struct epoll_event evs[BATCH];
+    int n = epoll_wait(p->epfd, evs, BATCH, timeout_ms);
+    if (n < 0)
+        return errno == EINTR ? 0 : -1;     /* EBADF/EINVAL: the instance is gone */
+    atomic_store_explicit(&p->last_look, ovm_now_ns(), memory_order_relaxed);
+    return (int)publish(p, evs, n);
+}
+
+/* Waits until watching is on (or stopping); false on a stale timeout, when
+ * the caller should look without blocking instead. */
+static int wait_for_watch(ovm_poller *p) {
+    int watching = 1;
+    pthread_mutex_lock(&p->lock);
+    while (!atomic_load(&p->watch) && !atomic_load(&p->stopping)) {
+        int64_t due = atomic_load_explicit(&p->last_look, memory_order_relaxed) +
+                      OVM_POLL_STALE_NS;
+        struct timespec ts;
+        if (ovm_now_ns() >= due) {
+            watching = 0;
+            break;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);     /* the condvar's clock */
+        ts.tv_nsec += OVM_POLL_STALE_NS;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&p->gate, &p->lock, &ts);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return watching;
 }
 
 static void *poll_main(void *arg) {
     ovm_poller *p = arg;
-    struct epoll_event evs[BATCH];
     while (!atomic_load(&p->stopping)) {
-        int n = epoll_wait(p->epfd, evs, BATCH, -1);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            break;          /* EBADF/EINVAL: the instance is gone */
-        }
-        publish(p, evs, n);
+        int blocking = wait_for_watch(p);
+        int n;
+        if (atomic_load(&p->stopping))
+            break;
+        if (!blocking && atomic_exchange(&p->polling, 1))
+            continue;                   /* a scheduler is looking right now */
+        n = collect(p, blocking ? -1 : 0);
+        if (!blocking)
+            atomic_store(&p->polling, 0);
+        if (n < 0)
+            break;
+        if (n > 0)
+            p->notify(p->notify_ctx);
     }
     return NULL;
+}
+
+void ovm_poller_watch(ovm_poller *p, _Atomic int *awake) {
+    int on;
+    pthread_mutex_lock(&p->lock);
+    on = atomic_load(awake) <= 0;
+    /* Off: the poll thread parks after its current epoll_wait returns. */
+    atomic_store(&p->watch, on);
+    if (on)
+        pthread_cond_signal(&p->gate);
+    pthread_mutex_unlock(&p->lock);
+}
+
+size_t ovm_poller_poll(ovm_poller *p, int64_t min_age_ns) {
+    int n;
+    if (!atomic_load_explicit(&p->started_flag, memory_order_acquire))
+        return 0;
+    if (min_age_ns > 0 && ovm_now_ns() - atomic_load_explicit(&p->last_look, memory_order_relaxed)
+                              < min_age_ns)
+        return 0;
+    if (atomic_exchange(&p->polling, 1))
+        return 0;
+    n = collect(p, 0);
+    atomic_store(&p->polling, 0);
+    return n > 0 ? (size_t)n : 0;
 }
 
 int ovm_poller_start(ovm_poller *p, ovm_poll_notify_fn notify, void *ctx) {
@@ -111,6 +183,7 @@ int ovm_poller_start(ovm_poller *p, ovm_poll_notify_fn notify, void *ctx) {
         return err;
     }
     p->started = 1;
+    atomic_store_explicit(&p->started_flag, 1, memory_order_release);
     return 0;
 }
 
@@ -118,7 +191,11 @@ void ovm_poller_stop(ovm_poller *p) {
     uint64_t one = 1;
     if (!p->started)
         return;
+    atomic_store_explicit(&p->started_flag, 0, memory_order_release);
+    pthread_mutex_lock(&p->lock);
     atomic_store(&p->stopping, 1);
+    pthread_cond_signal(&p->gate);
+    pthread_mutex_unlock(&p->lock);
     while (write(p->wakefd, &one, sizeof(one)) < 0 && errno == EINTR)
         ;
     pthread_join(p->thread, NULL);
@@ -134,6 +211,7 @@ void ovm_poller_destroy(ovm_poller *p) {
     free(p->ready);
     p->ready = NULL;
     p->len = p->cap = 0;
+    pthread_cond_destroy(&p->gate);
     pthread_mutex_destroy(&p->lock);
 }
 

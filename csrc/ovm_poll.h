@@ -6,11 +6,21 @@
  * once, then stays quiet until its owner arms it again, so a socket nobody
  * reads from costs nothing and can never flood the scheduler.
  *
- * The poll thread only collects (token, events) pairs into a ready list and
- * calls `notify`; a scheduler thread takes the list and does the actual
- * reads and writes with the interpreter.  Nothing here touches Python.  A
- * token is an id, not a pointer: an event for a socket closed meanwhile is
- * harmless, because its id no longer names anything. */
+ * Events are collected as (token, events) pairs into a ready list; a
+ * scheduler thread takes the list and does the actual reads and writes with
+ * the interpreter.  Nothing here touches Python.  A token is an id, not a
+ * pointer: an event for a socket closed meanwhile is harmless, because its
+ * id no longer names anything.
+ *
+ * Two kinds of thread collect.  While some scheduler thread is awake, the
+ * schedulers themselves look (`ovm_poller_poll`, which never blocks) between
+ * slices, and the poll thread stays out of epoll_wait: a thread blocked
+ * there would be woken by the kernel for every event, a context switch per
+ * packet that costs more than the packet.  When they all go to sleep (see
+ * `ovm_poller_watch`), the poll thread waits in epoll_wait and calls
+ * `notify` to wake them.  It also looks on its own, without blocking, when
+ * nobody has for OVM_POLL_STALE_NS, so that a scheduler stuck in a long
+ * slice delays I/O by that much at most. */
 #ifndef OVM_POLL_H
 #define OVM_POLL_H
 
@@ -30,15 +40,23 @@ typedef struct {
 
 typedef void (*ovm_poll_notify_fn)(void *ctx);
 
+/* How old the last look may be before the poll thread takes one itself. */
+#define OVM_POLL_STALE_NS 10000000LL
+
 typedef struct {
     int epfd;                   /* -1 until started */
     int wakefd;                 /* an eventfd that interrupts epoll_wait */
-    pthread_mutex_t lock;       /* guards the ready list */
+    pthread_mutex_t lock;       /* guards the ready list and `watch` changes */
+    pthread_cond_t gate;        /* the poll thread waits here while not watching */
     ovm_io_event *ready;
     size_t len, cap;
     _Atomic int pending;        /* the ready list is not empty */
     _Atomic int stopping;
+    _Atomic int watch;          /* the poll thread should block in epoll_wait */
+    _Atomic int polling;        /* a scheduler is in ovm_poller_poll */
+    _Atomic int64_t last_look;  /* when events were last collected (ovm_now_ns) */
     int started;
+    _Atomic int started_flag;   /* started, for ovm_poller_poll from any thread */
     pthread_t thread;
     ovm_poll_notify_fn notify;
     void *notify_ctx;
@@ -63,6 +81,18 @@ int ovm_poller_add(ovm_poller *p, int fd, uint64_t token, uint32_t interest);
 int ovm_poller_arm(ovm_poller *p, int fd, uint64_t token, uint32_t interest);
 /* Forgets fd; call before closing it.  Returns 0 or an errno. */
 int ovm_poller_remove(ovm_poller *p, int fd);
+
+/* Called after every change of `*awake`, the number of scheduler threads
+ * awake: the poll thread blocks in epoll_wait while it is zero (and before
+ * the first call) and leaves the looking to the schedulers otherwise.  The
+ * count is read under the poller's lock, so whichever of two racing changes
+ * calls last leaves the right setting. */
+void ovm_poller_watch(ovm_poller *p, _Atomic int *awake);
+/* Collects ready events without blocking, unless the last look is younger
+ * than `min_age_ns` or another thread is looking now; returns how many it
+ * added to the ready list.  `notify` is not called (the caller will take
+ * them). */
+size_t ovm_poller_poll(ovm_poller *p, int64_t min_age_ns);
 
 /* Moves up to `max` ready events into `out`; returns how many. */
 size_t ovm_poller_take(ovm_poller *p, ovm_io_event *out, size_t max);

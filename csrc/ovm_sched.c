@@ -167,6 +167,7 @@ static void io_ready(void *ctx) {
 }
 
 int ovm_sched_start_io(ovm_sched *s) {
+    ovm_poller_watch(&s->io, &s->awake);
     return ovm_poller_start(&s->io, io_ready, s);
 }
 
@@ -189,20 +190,28 @@ static ovm_proc *steal(ovm_sched *s, uint32_t mine) {
 }
 
 /* Ready I/O and runnable processes take turns, so that neither a storm of
- * socket events nor a busy run queue can starve the other. */
+ * socket events nor a busy run queue can starve the other.  A busy worker
+ * looks for new events itself, at most every OVM_IO_LOOK_NS (see
+ * ovm_poll.h for why the poll thread does not). */
 static int io_turn(ovm_sched *s, ovm_worker *w) {
-    if (!ovm_poller_pending(&s->io) || w->io_turn_done)
+    if (w->io_turn_done)
+        return 0;
+    ovm_poller_poll(&s->io, OVM_IO_LOOK_NS);
+    if (!ovm_poller_pending(&s->io))
         return 0;
     w->io_turn_done = 1;
     return 1;
 }
 
 static void set_awake(ovm_sched *s, int delta) {
-    if (atomic_fetch_add(&s->awake, delta) == 0 && delta > 0) {
+    int before = atomic_fetch_add(&s->awake, delta);
+    if (before == 0 && delta > 0) {
         pthread_mutex_lock(&s->mon_lock);
         pthread_cond_signal(&s->mon_cond);
         pthread_mutex_unlock(&s->mon_lock);
     }
+    if ((before == 0 && delta > 0) || before + delta == 0)
+        ovm_poller_watch(&s->io, &s->awake);
 }
 
 static void park(ovm_sched *s, ovm_worker *w) {
@@ -262,19 +271,16 @@ int ovm_worker_next(ovm_sched *s, uint32_t wi, ovm_proc **out) {
             w->io_turn_done = 0;
             return OVM_NEXT_PROC;
         }
-        if (ovm_poller_pending(&s->io)) {
-            pthread_mutex_unlock(&rq->lock);
+        pthread_mutex_unlock(&rq->lock);
+        /* Nothing to run: one last look for I/O before sleeping. */
+        if (ovm_poller_pending(&s->io) || ovm_poller_poll(&s->io, 0) > 0)
             return OVM_NEXT_IO;
-        }
-        if (s->steal) {
+        if (s->steal && (*out = steal(s, q)) != NULL)
+            return OVM_NEXT_PROC;
+        pthread_mutex_lock(&rq->lock);
+        if (rq->head != NULL) {
             pthread_mutex_unlock(&rq->lock);
-            if ((*out = steal(s, q)) != NULL)
-                return OVM_NEXT_PROC;
-            pthread_mutex_lock(&rq->lock);
-            if (rq->head != NULL) {
-                pthread_mutex_unlock(&rq->lock);
-                continue;
-            }
+            continue;
         }
         /* Idle: sleep until a push, the next timer, ready I/O or stop. */
         rq->sleeping = 1;

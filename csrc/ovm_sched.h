@@ -31,6 +31,8 @@
 #include "ovm_timer.h"
 
 #define OVM_SLICE_LOST (1ull << 63)
+/* A busy worker looks for ready I/O at most this often (between slices). */
+#define OVM_IO_LOOK_NS 200000LL
 #define OVM_NO_RUNQ UINT32_MAX
 
 typedef struct {

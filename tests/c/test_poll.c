@@ -4,7 +4,10 @@
  *   - writability, hang-up, removal, and tokens of removed fds;
  *   - many socket pairs written from several threads while the consumer
  *     re-arms: every write is seen, none twice per arming (TSan);
- *   - stop joins the thread with events still queued, destroy frees them. */
+ *   - stop joins the thread with events still queued, destroy frees them;
+ *   - while schedulers are awake the poll thread leaves the looking to
+ *     ovm_poller_poll (rate-limited, one looker at a time) and only takes a
+ *     stale look itself; when none is, it blocks and notifies again. */
 #include "test_util.h"
 
 #include <errno.h>
@@ -207,6 +210,61 @@ static void test_stop_with_queued_events(void) {
     waiter_destroy(&w);
 }
 
+static int notified(waiter *w) {
+    int n;
+    pthread_mutex_lock(&w->lock);
+    n = w->notified;
+    pthread_mutex_unlock(&w->lock);
+    return n;
+}
+
+static void test_watch_handover(void) {
+    ovm_poller p;
+    waiter w;
+    ovm_io_event ev[4];
+    _Atomic int awake;
+    int sv[2], i, seen_by_poll = 0;
+    int64_t t0;
+    waiter_init(&w);
+    atomic_init(&awake, 1);
+    CHECK_EQ(ovm_poller_init(&p), 0);
+    CHECK_EQ(ovm_poller_poll(&p, 0), 0u);                     /* not started: nothing */
+    ovm_poller_watch(&p, &awake);                              /* a scheduler is awake */
+    CHECK_EQ(ovm_poller_start(&p, on_ready, &w), 0);
+    pair(sv);
+    CHECK_EQ(ovm_poller_add(&p, sv[0], 5, OVM_IO_IN), 0);
+    CHECK(write(sv[1], "x", 1) == 1);
+    /* The scheduler's own look finds the event, unless the poll thread's
+     * stale look (every OVM_POLL_STALE_NS) got there first. */
+    for (i = 0; i < 1000 && !ovm_poller_pending(&p); i++)
+        seen_by_poll += (int)ovm_poller_poll(&p, 0);
+    CHECK(ovm_poller_pending(&p));
+    CHECK_EQ(ovm_poller_take(&p, ev, 4), 1u);
+    CHECK_EQ(ev[0].token, 5u);
+    CHECK(seen_by_poll == 1 || notified(&w) == 1);
+    /* A look younger than min_age is skipped. */
+    CHECK_EQ(ovm_poller_arm(&p, sv[0], 6, OVM_IO_IN), 0);
+    CHECK_EQ(ovm_poller_poll(&p, 1000000000LL), 0u);
+    /* Everyone asleep: the poll thread reports it with notify. */
+    t0 = ovm_now_ns();
+    atomic_store(&awake, 0);
+    ovm_poller_watch(&p, &awake);
+    CHECK_EQ(take_events(&p, &w, ev, 1), 1u);
+    CHECK_EQ(ev[0].token, 6u);
+    CHECK(ovm_now_ns() - t0 < 2000000000LL);
+    /* Awake again: the poll thread still reports within a stale period. */
+    atomic_store(&awake, 1);
+    ovm_poller_watch(&p, &awake);
+    CHECK_EQ(ovm_poller_arm(&p, sv[0], 7, OVM_IO_IN), 0);
+    CHECK_EQ(take_events(&p, &w, ev, 1), 1u);
+    CHECK_EQ(ev[0].token, 7u);
+    ovm_poller_stop(&p);
+    ovm_poller_destroy(&p);
+    close(sv[0]);
+    close(sv[1]);
+    waiter_destroy(&w);
+}
+
 /* A poller that was never started costs nothing and tears down cleanly. */
 static void test_never_started(void) {
     ovm_poller p;
@@ -223,5 +281,6 @@ int main(int argc, char **argv) {
     RUN(test_concurrent_writers);
     RUN(test_stop_with_queued_events);
     RUN(test_never_started);
+    RUN(test_watch_handover);
     return 0;
 }
