@@ -118,3 +118,63 @@ class _ServerCore:
     timer: Any
     debug: Any
     def handle_message(self, msg: Any) -> Any: ...
+
+# The compiled data path of otpvm.net's sockets (otpvm/_port.pxi).
+def _net_setup(
+    *, ClosedError: type, PacketTooLarge: type, check_packet: Callable[[Any], Any],
+    check_active: Callable[[Any], Any], os_error: Callable[[int], OSError],
+    socket_error: Callable[[BaseException, Any], BaseException]
+) -> None: ...
+
+class Framer:
+    """The compiled twin of otpvm.net.framing.Framer."""
+
+    packet: Any
+    max_size: int
+    chunk: int
+    buf: bytes
+    def __init__(self, packet: Any = "raw", max_size: int = 0, chunk: int = 65536) -> None: ...
+    def feed(self, data: bytes) -> None: ...
+    def pop(self, length: int = 0) -> bytes | None: ...
+    def rest(self) -> bytes: ...
+    def encode(self, data: bytes) -> bytes: ...
+
+class PortCore:
+    """A socket's state and its data path (otpvm.net.port.Socket's base)."""
+
+    kind: str
+    owner: Pid
+    active: bool | str | int
+    send_timeout: float | None
+    _vm: Any
+    _sock: Any
+    _lock: Any
+    _framer: Any
+    _tag: str
+    _name: str
+    _receiver: tuple[Pid, Ref, int] | None
+    _acceptors: Any
+    _connector: tuple[Pid, Ref] | None
+    _out: Any
+    _senders: Any
+    _fd: int
+    _token: int
+    _armed: int
+    _closed: bool
+    _eof: bool
+    _shut_wr: bool
+    _out_len: int
+    _high: int
+    _low: int
+    _bufsize: int
+    def _io_ready(self, events: int) -> None: ...
+    def _wants_input(self) -> bool: ...
+    def _rearm(self) -> None: ...
+    def _recv_ready(self) -> None: ...
+    def _dispatch(self) -> None: ...
+    def _count_active(self) -> None: ...
+    def _post(self, pid: Pid, msg: Any) -> None: ...
+    def set_active(self, value: Any) -> None: ...
+    def _set_active(self, value: Any) -> None: ...
+    def send(self, data: bytes, dest: tuple[str, int] | None = None) -> Ref | None: ...
+    def _write(self, frame: Any) -> Any: ...

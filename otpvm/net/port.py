@@ -533,10 +533,10 @@ def _error(exc: BaseException, sock: Socket) -> BaseException:
     return type(exc)(f"{sock!r}: {exc}")
 
 
-class _PortPy:
+class _PortPy(Socket):
     """The Python reference of the compiled data path (``_vm.PortCore``):
     the same methods, step for step.  ``use_compiled(False)`` puts them on
-    Socket in place of the compiled ones."""
+    Socket in place of the compiled ones (this class is never instantiated)."""
 
     __slots__ = ()
 
