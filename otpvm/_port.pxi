@@ -11,7 +11,7 @@
 # A socket's state is read and written by the Python half too, so every
 # field is public.  The syscalls are made directly on the fd (the socket is
 # non-blocking) instead of through the socket object's methods: one recv
-# into a stack buffer, one send with MSG_NOSIGNAL.
+# into a buffer (on the stack when small), one send with MSG_NOSIGNAL.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -27,7 +27,8 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_NOSIGNAL
 
 cdef enum:
-    _STACK_BUFFER = 65536           # reads up to this size need no heap buffer
+    _STACK_BUFFER = 16384           # reads up to this size need no heap buffer (kept
+                                    # small: musl gives threads 128 KiB of stack)
     _MODE_RAW = 0
     _MODE_LINE = -1
 
