@@ -12,15 +12,15 @@
 #define BATCH 256
 
 int ovm_poller_init(ovm_poller *p) {
+    int err;
     memset(p, 0, sizeof(*p));
     p->epfd = p->wakefd = -1;
-    int err;
     atomic_init(&p->pending, 0);
     atomic_init(&p->stopping, 0);
     atomic_init(&p->watch, 1);
     atomic_init(&p->polling, 0);
     atomic_init(&p->last_look, 0);
-    atomic_init(&p->started_flag, 0);
+    atomic_init(&p->started, 0);
     if ((err = pthread_mutex_init(&p->lock, NULL)) != 0)
         return err;
     if ((err = pthread_cond_init(&p->gate, NULL)) != 0)
@@ -143,7 +143,7 @@ void ovm_poller_watch(ovm_poller *p, _Atomic int *awake) {
 
 size_t ovm_poller_poll(ovm_poller *p, int64_t min_age_ns) {
     int n;
-    if (!atomic_load_explicit(&p->started_flag, memory_order_acquire))
+    if (!atomic_load_explicit(&p->started, memory_order_acquire))
         return 0;
     if (min_age_ns > 0 && ovm_now_ns() - atomic_load_explicit(&p->last_look, memory_order_relaxed)
                               < min_age_ns)
@@ -158,7 +158,7 @@ size_t ovm_poller_poll(ovm_poller *p, int64_t min_age_ns) {
 int ovm_poller_start(ovm_poller *p, ovm_poll_notify_fn notify, void *ctx) {
     struct epoll_event ev;
     int err;
-    if (p->started)
+    if (atomic_load(&p->started))
         return 0;
     p->notify = notify;
     p->notify_ctx = ctx;
@@ -182,16 +182,15 @@ int ovm_poller_start(ovm_poller *p, ovm_poll_notify_fn notify, void *ctx) {
         p->epfd = p->wakefd = -1;
         return err;
     }
-    p->started = 1;
-    atomic_store_explicit(&p->started_flag, 1, memory_order_release);
+    atomic_store_explicit(&p->started, 1, memory_order_release);
     return 0;
 }
 
 void ovm_poller_stop(ovm_poller *p) {
     uint64_t one = 1;
-    if (!p->started)
+    if (!atomic_load(&p->started))
         return;
-    atomic_store_explicit(&p->started_flag, 0, memory_order_release);
+    atomic_store_explicit(&p->started, 0, memory_order_release);
     pthread_mutex_lock(&p->lock);
     atomic_store(&p->stopping, 1);
     pthread_cond_signal(&p->gate);
@@ -199,7 +198,6 @@ void ovm_poller_stop(ovm_poller *p) {
     while (write(p->wakefd, &one, sizeof(one)) < 0 && errno == EINTR)
         ;
     pthread_join(p->thread, NULL);
-    p->started = 0;
 }
 
 void ovm_poller_destroy(ovm_poller *p) {

@@ -55,8 +55,7 @@ typedef struct {
     _Atomic int watch;          /* the poll thread should block in epoll_wait */
     _Atomic int polling;        /* a scheduler is in ovm_poller_poll */
     _Atomic int64_t last_look;  /* when events were last collected (ovm_now_ns) */
-    int started;
-    _Atomic int started_flag;   /* started, for ovm_poller_poll from any thread */
+    _Atomic int started;        /* read by ovm_poller_poll on any thread */
     pthread_t thread;
     ovm_poll_notify_fn notify;
     void *notify_ctx;

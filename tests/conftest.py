@@ -25,8 +25,12 @@ def net_impl(request):
     """Runs a test against both implementations of the socket data path:
     the compiled one (otpvm/_port.pxi) and its Python reference
     (otpvm.net.port._PortPy, otpvm.net.framing.Framer)."""
-    from otpvm.net import port
+    from otpvm import _vm
+    from otpvm.net import framing, port
 
-    port.use_compiled(request.param == "compiled")
+    compiled = request.param == "compiled"
+    port.use_compiled(compiled)
+    assert ("_io_ready" not in vars(port.Socket)) is compiled
+    assert port._framer_class is (_vm.Framer if compiled else framing.Framer)
     yield request.param
     port.use_compiled(True)
