@@ -143,7 +143,7 @@ void ovm_poller_watch(ovm_poller *p, _Atomic int *awake) {
 
 size_t ovm_poller_poll(ovm_poller *p, int64_t min_age_ns) {
     int n;
-    if (!atomic_load_explicit(&p->started, memory_order_acquire))
+    if (!ovm_poller_started(p))
         return 0;
     if (min_age_ns > 0 && ovm_now_ns() - atomic_load_explicit(&p->last_look, memory_order_relaxed)
                               < min_age_ns)

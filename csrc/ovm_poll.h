@@ -82,8 +82,9 @@ int ovm_poller_arm(ovm_poller *p, int fd, uint64_t token, uint32_t interest);
 int ovm_poller_remove(ovm_poller *p, int fd);
 
 /* Called after every change of `*awake`, the number of scheduler threads
- * awake: the poll thread blocks in epoll_wait while it is zero (and before
- * the first call) and leaves the looking to the schedulers otherwise.  The
+ * awake, once the poller is started: the poll thread blocks in epoll_wait
+ * while it is zero (and before the first call) and leaves the looking to
+ * the schedulers otherwise.  The
  * count is read under the poller's lock, so whichever of two racing changes
  * calls last leaves the right setting. */
 void ovm_poller_watch(ovm_poller *p, _Atomic int *awake);
@@ -95,6 +96,9 @@ size_t ovm_poller_poll(ovm_poller *p, int64_t min_age_ns);
 
 /* Moves up to `max` ready events into `out`; returns how many. */
 size_t ovm_poller_take(ovm_poller *p, ovm_io_event *out, size_t max);
+static inline int ovm_poller_started(ovm_poller *p) {
+    return atomic_load_explicit(&p->started, memory_order_acquire);
+}
 static inline int ovm_poller_pending(ovm_poller *p) {
     return atomic_load_explicit(&p->pending, memory_order_acquire);
 }

@@ -167,8 +167,10 @@ static void io_ready(void *ctx) {
 }
 
 int ovm_sched_start_io(ovm_sched *s) {
-    ovm_poller_watch(&s->io, &s->awake);
-    return ovm_poller_start(&s->io, io_ready, s);
+    int err = ovm_poller_start(&s->io, io_ready, s);
+    if (err == 0)
+        ovm_poller_watch(&s->io, &s->awake);   /* set_awake skipped it until now */
+    return err;
 }
 
 /* Takes a process from a busy run queue other than `mine` (free-threaded
@@ -210,7 +212,7 @@ static void set_awake(ovm_sched *s, int delta) {
         pthread_cond_signal(&s->mon_cond);
         pthread_mutex_unlock(&s->mon_lock);
     }
-    if ((before == 0 && delta > 0) || before + delta == 0)
+    if (((before == 0 && delta > 0) || before + delta == 0) && ovm_poller_started(&s->io))
         ovm_poller_watch(&s->io, &s->awake);
 }
 
@@ -271,16 +273,21 @@ int ovm_worker_next(ovm_sched *s, uint32_t wi, ovm_proc **out) {
             w->io_turn_done = 0;
             return OVM_NEXT_PROC;
         }
-        pthread_mutex_unlock(&rq->lock);
-        /* Nothing to run: one last look for I/O before sleeping. */
-        if (ovm_poller_pending(&s->io) || ovm_poller_poll(&s->io, 0) > 0)
-            return OVM_NEXT_IO;
-        if (s->steal && (*out = steal(s, q)) != NULL)
-            return OVM_NEXT_PROC;
-        pthread_mutex_lock(&rq->lock);
-        if (rq->head != NULL) {
+        /* Nothing to run: one last look for I/O before sleeping (a
+         * non-blocking epoll_wait; the poller's lock nests inside ours). */
+        if (ovm_poller_pending(&s->io) || ovm_poller_poll(&s->io, 0) > 0) {
             pthread_mutex_unlock(&rq->lock);
-            continue;
+            return OVM_NEXT_IO;
+        }
+        if (s->steal) {
+            pthread_mutex_unlock(&rq->lock);
+            if ((*out = steal(s, q)) != NULL)
+                return OVM_NEXT_PROC;
+            pthread_mutex_lock(&rq->lock);
+            if (rq->head != NULL) {
+                pthread_mutex_unlock(&rq->lock);
+                continue;
+            }
         }
         /* Idle: sleep until a push, the next timer, ready I/O or stop. */
         rq->sleeping = 1;
