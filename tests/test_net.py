@@ -258,6 +258,10 @@ def test_clear_errors():
             net.peername(client)
         with pytest.raises(OSError):
             await tcp.connect("no-such-host.invalid", 80, timeout=T)
+        with pytest.raises(ValueError, match="active must be"):
+            await net.serve(echo_or_crash, 0, active="twice")
+        with pytest.raises(ValueError, match="acceptors must be a positive int"):
+            await net.serve(echo_or_crash, 0, acceptors=0)
         return "ok"
 
     assert run(main) == "ok"
@@ -426,6 +430,50 @@ def test_one_crashing_connection_leaves_the_others_alone(schedulers, caplog):
     reports = [m for m in messages if m.startswith("supervisor report")]
     assert len(crashes) == 1 and "ZeroDivisionError" in crashes[0]
     assert len(reports) == 1 and "child_terminated" in reports[0]
+
+
+def test_a_client_that_talks_at_once_is_heard_by_its_handler():
+    # The first line can be ready before the connection process owns the
+    # socket.  Accepted sockets must stay passive until then: in an active
+    # mode it went to the acceptor, on to the connections server, and was
+    # dropped there, leaving the client waiting forever.  Busy run queues
+    # make acceptors run late, so the line is always there first.
+    async def busy():
+        while True:
+            sum(range(2000))
+            await otpvm.sleep(0)
+
+    async def echo(sock):                   # relies on serve's active='once'
+        while True:
+            msg = await otpvm.receive(timeout=T)
+            if msg[0] != "tcp":
+                return
+            await tcp.send(sock, msg[2])
+            net.setopts(sock, active="once")
+
+    def clients(port, n):
+        for i in range(n):
+            with socket.create_connection(("127.0.0.1", port), timeout=T) as s:
+                s.sendall(b"hello %d\n" % i)
+                got = b""
+                try:
+                    while not got.endswith(b"\n"):
+                        got += s.recv(100) or b"<eof>\n"
+                except TimeoutError:
+                    raise AssertionError(f"connection {i}: no echo within {T} s") from None
+                assert got == b"hello %d\n" % i, (i, got)
+        return n
+
+    async def main():
+        for _ in range(4):
+            otpvm.spawn(busy)
+        listener = await net.serve(echo, 0, host="127.0.0.1", acceptors=4,
+                                   packet="line", active="once")
+        served = await otpvm.run_blocking(clients, listener.port, 100)
+        await net.stop_server(listener)
+        return served
+
+    assert run(main, schedulers=2) == 100
 
 
 def test_max_connections_holds_the_acceptors():

@@ -15,6 +15,13 @@ A connection process runs ``await handler(sock, *args)`` and owns ``sock``:
 when it returns, or crashes on a bad code path, its socket closes and no
 other connection notices.  At ``max_connections`` the acceptors stop
 accepting until a connection ends (the kernel's backlog holds newcomers).
+
+Accepted sockets stay passive (``active=False``) until their connection
+process owns them; only then is the configured ``active`` mode set.  A
+client that talks at once would otherwise have its first bytes delivered to
+the acceptor, handed on to ``connections`` with the socket, and taken there
+as a stray message: ranch keeps its listening socket passive for the same
+reason.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from otpvm.gen_server import GenServer, NoReply, Ok, Reply
 from otpvm.kernel import Pid, process_flag, receive, send, spawn_link, unlink
 from otpvm.net import tcp
 from otpvm.net.inet import controlling_process
-from otpvm.net.port import Socket
+from otpvm.net.port import Socket, check_active
 from otpvm.supervisor import ChildSpec, Supervisor, SupFlags
 from otpvm.terms import ANY, Exit
 
@@ -72,10 +79,12 @@ def child_spec(name: str, handler: Handler, port: int = 0, *, args: tuple[Any, .
 
     ``handler(sock, *args)`` runs in a new process for every connection.
     ``opts`` are the socket options every accepted socket starts with (e.g.
-    ``packet='line', active='once'``).
+    ``packet='line', active='once'``); ``active`` takes effect once the
+    socket belongs to the handler's process, so no data reaches another.
     """
     if not callable(handler):
         raise TypeError(f"handler must be an async function, not {handler!r}")
+    check_active(opts.get("active", False))
     _check_positive("acceptors", acceptors)
     _check_positive("max_connections", max_connections)
     config = _Config(name, handler, tuple(args), port, host, acceptors, max_connections,
@@ -120,10 +129,11 @@ class _Config(NamedTuple):
 
 class _ListenerSup(Supervisor):
     def init(self, config: _Config) -> Any:
-        lsock = tcp.listen(config.port, host=config.host, backlog=config.backlog,
-                           **config.opts)
+        opts = dict(config.opts)
+        active = opts.pop("active", False)  # set by each connection process itself
+        lsock = tcp.listen(config.port, host=config.host, backlog=config.backlog, **opts)
         conns = _conns_name(config.name)
-        conns_args = (config.handler, config.args, config.max_connections,
+        conns_args = (config.handler, config.args, active, config.max_connections,
                       lsock.sock.getsockname()[1])
         return SupFlags("rest_for_one", intensity=10, period=10), [
             ChildSpec("connections", (_start_connections, (conns, conns_args)),
@@ -163,16 +173,20 @@ async def _acceptor(lsock: Socket, conns: str) -> None:
         await gen_server.call(conns, ("start", sock), timeout=None)
 
 
-async def _connection(handler: Handler, args: tuple[Any, ...]) -> Any:
+async def _connection(handler: Handler, args: tuple[Any, ...], active: Any) -> Any:
     _, sock = await receive((_GO, ANY))
+    if active is not False:
+        sock.setopts({"active": active})
     return await handler(sock, *args)
 
 
 class _ConnState:
-    __slots__ = ("handler", "args", "max", "port", "count", "sleepers")
+    __slots__ = ("handler", "args", "active", "max", "port", "count", "sleepers")
 
-    def __init__(self, handler: Handler, args: tuple[Any, ...], max_: int, port: int) -> None:
-        self.handler, self.args, self.max, self.port = handler, args, max_, port
+    def __init__(self, handler: Handler, args: tuple[Any, ...], active: Any, max_: int,
+                 port: int) -> None:
+        self.handler, self.args, self.active = handler, args, active
+        self.max, self.port = max_, port
         self.count = 0
         self.sleepers: deque[From] = deque()
 
@@ -191,7 +205,7 @@ class _Connections(GenServer):
         if request == "count":
             return Reply(state.count, state)
         _, sock = request
-        pid = spawn_link(_connection, state.handler, state.args)
+        pid = spawn_link(_connection, state.handler, state.args, state.active)
         state.count += 1
         try:
             await controlling_process(sock, pid)
