@@ -168,6 +168,8 @@ cdef class VM:
         deadline = _time.monotonic() + timeout
         if self.procs:
             self.emptied.wait(timeout)
+        for port in list(self.io_ports.values()):
+            port.close()                    # output still lingering after its owner
         with nogil:
             ovm_sched_stop(&self.sched)
         for t in self.threads:
@@ -378,6 +380,15 @@ cdef class VM:
         """Stops watching fd; events already collected for it are dropped."""
         self.io_ports.pop(token, None)
         ovm_poller_remove(&self.sched.io, fd)
+
+    def _call_later(self, double seconds, fn):
+        """Calls fn() on a scheduler thread, outside any process, after
+        `seconds`; returns a TimerRef for _cancel_call."""
+        return self.start_timer(<int64_t>(max(0.0, seconds) * 1e9), _TIMER_CALL, None, fn,
+                                None, 0)
+
+    def _cancel_call(self, TimerRef t):
+        self.cancel_timer(t)
 
     def _post(self, Pid pid, msg):
         """Delivers msg to pid as it is, not copied (the sender gives it

@@ -7,6 +7,7 @@
 cdef enum:
     _TIMER_RECEIVE = 0
     _TIMER_SEND = 1
+    _TIMER_CALL = 2                 # the socket layer's: dest() on a scheduler thread
 
 
 cdef class TimerRef:
@@ -31,6 +32,13 @@ cdef void _fire_timer(TimerRef timer, VM vm) except *:
         if p is not None:
             ovm_proc_fire_timeout(&p.c, timer.gen)
             p.wake(p.home())
+        return
+    if timer.kind == _TIMER_CALL:
+        fn, timer.dest = timer.dest, None
+        try:
+            fn()
+        except BaseException:               # a bug in the socket layer: log it, go on
+            _log.critical("otpvm: internal error in timer callback %r", fn, exc_info=True)
         return
     dest, msg = timer.dest, timer.msg
     timer.dest = timer.msg = None

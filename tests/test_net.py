@@ -318,6 +318,113 @@ def test_slow_reader_blocks_only_its_sender():
     assert 64 * 1024 < queued <= 64 * 1024 + 16384
 
 
+# What a closed socket still had queued goes out after it, as with Erlang
+# ports (checked with erl: after gen_tcp:close, and after its owner ends for
+# any reason but kill).  The reader is a plain socket with a small receive
+# buffer that reads only once the owner is done with the socket.
+
+PAYLOAD = bytes(range(256)) * 800           # 200 KiB: under the high watermark
+
+
+def slow_reader(lsock):
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", net.sockname(lsock)[1]))
+    return raw
+
+
+def read_to_end(raw):
+    """Everything the peer sends, and how it ended ('eof' or 'reset')."""
+    raw.settimeout(T)
+    chunks = []
+    try:
+        while data := raw.recv(65536):
+            chunks.append(data)
+    except ConnectionResetError:
+        return b"".join(chunks), "reset"
+    finally:
+        raw.close()
+    return b"".join(chunks), "eof"
+
+
+async def send_then(how, lsock, test, send_timeout=None):
+    """Queues PAYLOAD on an accepted socket, then ends its life `how`."""
+    server = await tcp.accept(lsock, timeout=T)
+    net.setopts(server, sndbuf=4096, send_timeout=send_timeout)
+    await tcp.send(server, PAYLOAD)
+    otpvm.send(test, ("queued", server._out_len))
+    if how == "close":
+        net.close(server)
+        with pytest.raises(ClosedError):
+            await tcp.send(server, b"x")        # closed for its users at once
+    elif how == "crash":
+        raise RuntimeError("owner crashed with output queued")
+    elif how == "killed":
+        await otpvm.receive("never")
+
+
+@pytest.mark.parametrize("how", ["close", "normal", "crash", "killed"])
+def test_output_queued_at_close_reaches_the_peer_unless_killed(how):
+    async def main():
+        lsock = tcp.listen(0, host="127.0.0.1")
+        raw = slow_reader(lsock)
+        before = open_fds()
+        pid = otpvm.spawn(send_then, how, lsock, otpvm.self())
+        _, queued = await otpvm.receive(("queued", ANY), timeout=T)
+        if how == "killed":
+            otpvm.exit(pid, "kill")
+        got, end = await otpvm.run_blocking(read_to_end, raw)
+        return queued, got, end, before, open_fds()
+
+    logging.getLogger("otpvm").setLevel(logging.CRITICAL)
+    try:
+        queued, got, end, before, after = run(main, schedulers=2)
+    finally:
+        logging.getLogger("otpvm").setLevel(logging.NOTSET)
+    assert queued > len(PAYLOAD) // 2           # most of it was still queued
+    if how == "killed":
+        assert len(got) < len(PAYLOAD) and PAYLOAD.startswith(got)
+    else:
+        assert (got == PAYLOAD, end) == (True, "eof")
+    assert after == before - 1                  # the reader closed, the server side too
+
+
+def test_a_peer_that_never_reads_loses_the_rest_after_send_timeout():
+    async def main():
+        lsock = tcp.listen(0, host="127.0.0.1")
+        raw = slow_reader(lsock)
+        before = open_fds()
+        otpvm.spawn(send_then, "close", lsock, otpvm.self(), 0.2)
+        await otpvm.receive(("queued", ANY), timeout=T)
+        for _ in range(int(T / 0.01)):           # the linger gives up on its own
+            if open_fds() == before:
+                break
+            await otpvm.sleep(0.01)
+        after = open_fds()
+        got, _ = await otpvm.run_blocking(read_to_end, raw)
+        return before, after, got
+
+    before, after, got = run(main)
+    assert after == before
+    assert len(got) < len(PAYLOAD) and PAYLOAD.startswith(got)
+
+
+def test_stopping_the_vm_drops_what_still_lingers():
+    async def main():
+        lsock = tcp.listen(0, host="127.0.0.1")
+        raw = slow_reader(lsock)
+        otpvm.spawn(send_then, "close", lsock, otpvm.self())
+        await otpvm.receive(("queued", ANY), timeout=T)
+        return raw
+
+    vm = otpvm.VM(1)
+    raw = vm.run(main)
+    vm.stop()                                   # with the output still queued
+    got, _ = read_to_end(raw)                   # closed by stop, not when vm is freed
+    assert len(got) < len(PAYLOAD) and PAYLOAD.startswith(got)
+    assert vm.open_sockets == 0
+
+
 def test_shutdown_write_sends_pending_data_then_eof():
     async def main():
         server, client = await pair()

@@ -20,6 +20,11 @@ with ``packet_size`` as the largest packet accepted.  Other options:
 (bytes read at a time), ``send_timeout``, ``high_watermark`` and
 ``low_watermark`` (the output queue's bounds: over the high one a sender
 waits until the queue drains to the low one).
+
+Closing a TCP socket, or its owner ending, does not lose what it still had
+queued: that goes out after the close, as from an Erlang port, unless the
+owner was killed or the peer takes nothing for ``send_timeout`` (30 s when
+unset); see ``otpvm.net.linger``.
 """
 
 from __future__ import annotations

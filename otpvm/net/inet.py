@@ -14,8 +14,8 @@ __all__ = ["close", "controlling_process", "getopts", "peername", "setopts", "sh
 
 
 def close(sock: Socket) -> None:
-    """Closes the socket (output the kernel takes at once is still sent);
-    closing a closed socket does nothing."""
+    """Closes the socket at once; TCP output still queued goes out after
+    it (see ``otpvm.net.linger``).  Closing a closed socket does nothing."""
     sock.close()
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from otpvm import _vm, kernel
 from otpvm.kernel import Pid, Ref, make_ref, receive
 from otpvm.net.framing import Framer, PacketTooLarge, check_packet
+from otpvm.net.linger import LINGER_TIMEOUT, Linger
 from otpvm.terms import ANY, NoProcError
 
 # Readiness bits, as csrc/ovm_poll.h defines them.
@@ -471,30 +472,28 @@ class Socket(_vm.PortCore):
             self.owner = pid
 
     def _owner_exited(self, reason: Any) -> None:
-        self.close()
+        # As a port's: a killed owner's pending output is dropped.
+        self.close(linger=reason != "killed")
 
-    def close(self, why: BaseException | None = None) -> None:
-        """Closes the socket; whoever waits on it gets ClosedError (or why)."""
+    def close(self, why: BaseException | None = None, *, linger: bool = True) -> None:
+        """Closes the socket; whoever waits on it gets ClosedError (or why).
+
+        TCP output still queued goes out after the close (see
+        ``otpvm.net.linger``) unless the socket broke (why) or not linger.
+        """
         with self._lock:
             if self._closed:
                 return
-            if self._out and why is None and self.kind == "tcp":
-                self._flush_once()
             self._closed = True
             self._vm._io_remove(self._fd, self._token)
             self._vm._disown(self.owner, self)
-            self._sock.close()
+            if self._out and why is None and linger and self.kind == "tcp":
+                out, self._out = self._out, deque()
+                limit = LINGER_TIMEOUT if self.send_timeout is None else self.send_timeout
+                Linger(self._vm, self._sock, out, limit)
+            else:
+                self._sock.close()
             self._fail_waiters(why)
-
-    def _flush_once(self) -> None:
-        """Close sends what the kernel takes now and drops the rest."""
-        for frame in self._out:
-            try:
-                sent = self._sock.send(frame)
-            except OSError:
-                return
-            if sent < len(frame):
-                return
 
     def _fail_waiters(self, why: BaseException | None) -> None:
         waiters = list(self._acceptors) + list(self._senders)
