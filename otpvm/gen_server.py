@@ -148,8 +148,9 @@ class GenServer:
         """Runs right after a callback that returned ``continue_=...``."""
         raise NotImplementedError(f"{type(self).__qualname__} has no handle_continue")
 
-    def terminate(self, reason: Any, state: Any) -> None:
-        """Called when the server stops; its return value is ignored."""
+    def terminate(self, reason: Any, state: Any) -> Any:
+        """Called when the server stops (awaited if ``async def``); its
+        return value is ignored."""
 
     def code_change(self, old_vsn: Any, state: Any, extra: Any) -> Any:
         """Hot upgrade: returns the state converted for the new code."""

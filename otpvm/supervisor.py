@@ -257,7 +257,7 @@ class _SupervisorServer(GenServer):
             extra = tuple(arg) if isinstance(arg, (list, tuple)) else (arg,)
             child = _Child(state.template, args=extra)
         else:
-            error = _child_spec_error(arg)
+            error: Any = _child_spec_error(arg)
             if error is None and any(c.spec.id == arg.id for c in state.children):
                 existing = next(c for c in state.children if c.spec.id == arg.id)
                 error = ("already_started", existing.pid) if existing.pid else "already_present"

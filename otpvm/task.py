@@ -131,7 +131,7 @@ class _Runner:
         self._finish(await pending)
 
     def _finish(self, result: Any) -> None:
-        if self.owner is not None:
+        if self.owner is not None and self.ref is not None:
             send_alias(self.owner, self.ref, (self.ref, result))
         exit("normal")
 

@@ -146,8 +146,8 @@ def _percentiles(hists: list[_Hist], ps: tuple[float, ...]) -> dict[str, float |
         for v in sorted(v for h in hists for v in h.over):
             if feed(1, v):
                 break
-    for name, v in zip(names, values, strict=False):
-        out[name] = round(v / 1000.0, 3)
+    for name, value in zip(names, values, strict=False):
+        out[name] = round(value / 1000.0, 3)
     out["max"] = round(mx / 1000.0, 3)
     out["count"] = total
     return out
@@ -667,9 +667,9 @@ def run(
                 poison_armed = False
                 send_poison(t)
             elif closed_loop:
-                s = seq[cid] + 1
-                seq[cid] = s
-                msg = b"%d %d\n" % (cid, s)
+                next_seq = seq[cid] + 1
+                seq[cid] = next_seq
+                msg = b"%d %d\n" % (cid, next_seq)
                 expected[cid] = msg
                 sent_at[cid] = t
                 state[cid] = _WAITING

@@ -218,15 +218,16 @@ class _Connections(GenServer):
         return NoReply(state)
 
     def handle_info(self, msg: Any, state: _ConnState) -> Any:
-        if isinstance(msg, Exit):
-            state.count -= 1
-            if not _is_clean(msg.reason):
-                _log.error(
-                    "supervisor report: supervisor %r, context child_terminated, reason %r, "
-                    "offender: connection pid=%r restart=temporary",
-                    kernel.self(), msg.reason, msg.pid)
-            if state.sleepers:              # one ended: one held acceptor goes on
-                gen.reply(state.sleepers.popleft(), "ok")
+        if not isinstance(msg, Exit):
+            return super().handle_info(msg, state)    # logged: none should come
+        state.count -= 1
+        if not _is_clean(msg.reason):
+            _log.error(
+                "supervisor report: supervisor %r, context child_terminated, reason %r, "
+                "offender: connection pid=%r restart=temporary",
+                kernel.self(), msg.reason, msg.pid)
+        if state.sleepers:                  # one ended: one held acceptor goes on
+            gen.reply(state.sleepers.popleft(), "ok")
         return NoReply(state)
 
 
