@@ -48,6 +48,7 @@ cdef class VM:
     cdef uint32_t next_runq
     cdef dict io_ports              # poller token -> socket (otpvm.net)
     cdef bint io_started
+    cdef object __weakref__         # per-VM tables of the Python layers (application envs)
 
     def __init__(self, schedulers=None, *, slice_limit=0.002, spare_threads=None):
         if schedulers is None:

@@ -27,10 +27,11 @@ application and keeps it up until SIGINT or SIGTERM.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from otpvm import gen, gen_server
+from otpvm import _vm, gen, gen_server
 from otpvm.gen import From
 from otpvm.gen_server import GenServer, NoReply, Ok, Reply
 from otpvm.kernel import (
@@ -101,9 +102,18 @@ class _Running:
 
 # Environments are read without a call to the controller, the way OTP reads
 # them from an ETS table: an application's start may ask for its own env
-# while the controller waits for that start.  Keyed by the controller's pid,
-# so that several VMs in one interpreter keep theirs apart.
-_ENVS: dict[Pid, dict[str, dict[str, Any]]] = {}
+# while the controller waits for that start.  One table per VM, so that
+# several VMs in one interpreter keep theirs apart, held weakly so that it
+# goes with its VM even when the controller was killed before terminate; it
+# names its controller (by pid number: a Pid would keep its VM alive), so
+# that a restarted controller does not read a dead one's.
+_ENVS: weakref.WeakKeyDictionary[Any, tuple[int, dict[str, dict[str, Any]]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _envs() -> dict[str, dict[str, Any]]:
+    """The calling controller's table."""
+    return _ENVS[_vm._current_vm("application")][1]
 
 
 @dataclass
@@ -163,11 +173,11 @@ def _callback(fn: Any, state: Any) -> Any:
 class _ControllerServer(GenServer):
     def init(self, _: Any) -> Any:
         process_flag("trap_exit", True)
-        _ENVS[_me()] = {}
+        _ENVS[_vm._current_vm("application")] = (_me().id, {})
         return Ok(_Controller())
 
     def terminate(self, reason: Any, state: _Controller) -> None:
-        _ENVS.pop(_me(), None)
+        _ENVS.pop(_vm._current_vm("application"), None)
 
     async def handle_call(self, request: Any, from_: From, state: _Controller) -> Any:
         op = request[0]
@@ -214,7 +224,7 @@ class _ControllerServer(GenServer):
         if cls.name in state.loaded:
             return ("error", ("already_loaded", cls.name))
         state.loaded[cls.name] = _Loaded(cls, dict(cls.env))
-        _ENVS[_me()][cls.name] = state.loaded[cls.name].env
+        _envs()[cls.name] = state.loaded[cls.name].env
         return "ok"
 
     def _unload(self, state: _Controller, name: str) -> Any:
@@ -223,7 +233,7 @@ class _ControllerServer(GenServer):
         if name in state.running:
             return ("error", ("running", name))
         del state.loaded[name]
-        del _ENVS[_me()][name]
+        del _envs()[name]
         return "ok"
 
     async def _start(self, state: _Controller, name: str, start_type: str) -> Any:
@@ -379,7 +389,8 @@ async def which_applications() -> list[tuple[str, str, str]]:
 async def get_env(app: type[Application] | str, key: str, default: Any = None) -> Any:
     """The application's configuration value for key (default if unset)."""
     controller = whereis(CONTROLLER)
-    env = _ENVS.get(controller, {}).get(_name(app), {}) if controller else {}
+    owner, envs = _ENVS.get(_vm._current_vm("application.get_env"), (0, {}))
+    env = envs.get(_name(app), {}) if controller is not None and owner == controller.id else {}
     return env.get(key, default)
 
 

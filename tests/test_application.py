@@ -8,6 +8,7 @@ app, state).  The controller's application reports are forwarded there too
 tree die" on a message rather than on a sleep.
 """
 
+import gc
 import logging
 
 import pytest
@@ -585,3 +586,15 @@ def test_stop_while_the_tree_is_dying_returns():
         return "ok"
 
     assert run(main) == "ok"
+
+
+def test_stopped_vms_leave_no_application_env_behind():
+    # VM.stop kills the controller, so its terminate never runs.
+    async def main():
+        await application.load(make_app("leaky", env={"k": 1}))
+        return await application.get_env("leaky", "k")
+
+    before = len(application._ENVS)
+    assert [run(main) for _ in range(3)] == [1, 1, 1]
+    gc.collect()
+    assert len(application._ENVS) == before
