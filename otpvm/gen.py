@@ -52,18 +52,23 @@ class From(NamedTuple):
     ref: Ref
 
 
-class CallError(Exception):
-    """A call failed because the server was gone or died before replying.
-
-    ``reason`` is the server's exit reason: ``'noproc'`` if it did not exist,
-    ``'normal'``/``'shutdown'`` if it stopped, or the exception it crashed with.
-    """
+class RequestFailed(Exception):
+    """A request to a process failed: ``reason`` says why, ``dest`` and
+    ``request`` what was asked of whom (the base of CallError and SysError)."""
 
     def __init__(self, reason: Any, dest: Any = None, request: Any = None) -> None:
         super().__init__(reason, dest, request)
         self.reason = reason
         self.dest = dest
         self.request = request
+
+
+class CallError(RequestFailed):
+    """A call failed because the server was gone or died before replying.
+
+    ``reason`` is the server's exit reason: ``'noproc'`` if it did not exist,
+    ``'normal'``/``'shutdown'`` if it stopped, or the exception it crashed with.
+    """
 
     def __str__(self) -> str:
         return f"call to {self.dest!r} failed: {self.reason!r} (request {self.request!r})"

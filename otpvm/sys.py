@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otpvm import gen
-from otpvm.gen import CallError, From
+from otpvm.gen import CallError, From, RequestFailed
 from otpvm.kernel import Pid, demonitor, monitor, receive, send
 from otpvm.kernel import self as _me
 from otpvm.terms import ANY, Down
@@ -51,15 +51,9 @@ DEFAULT_LOG_SIZE = 10
 """How many events ``log(dest, True)`` keeps (OTP's default)."""
 
 
-class SysError(Exception):
+class SysError(RequestFailed):
     """The process answered a system request with an error (``reason``),
     for example ``('unknown_system_msg', request)``."""
-
-    def __init__(self, reason: Any, dest: Any = None, request: Any = None) -> None:
-        super().__init__(reason, dest, request)
-        self.reason = reason
-        self.dest = dest
-        self.request = request
 
     def __str__(self) -> str:
         return f"system request {self.request!r} to {self.dest!r} failed: {self.reason!r}"
