@@ -17,8 +17,8 @@ if os.environ.get("OTPVM_DEBUG"):
 
 vm = Extension(
     "otpvm._vm",
-    sources=["otpvm/_vm.pyx", *CSRC],
-    include_dirs=["csrc"],
+    sources=["otpvm/_core/_vm.pyx", *CSRC],
+    include_dirs=["csrc", "otpvm/_core"],
     extra_compile_args=compile_args if sys.platform != "win32" else [],
     extra_link_args=["-pthread"],
     define_macros=[("_GNU_SOURCE", "1")],
@@ -28,6 +28,6 @@ setup(
     ext_modules=cythonize(
         [vm],
         compiler_directives={"language_level": "3", "freethreading_compatible": True},
-        include_path=["otpvm"],
+        include_path=["otpvm/_core"],
     ),
 )

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled VM core (otpvm/_vm.pyx)."""
+"""Type stubs for the compiled VM core (otpvm/_core/_vm.pyx)."""
 
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, TypeVar, final
@@ -100,7 +100,7 @@ def copy_message(obj: Any) -> Any: ...
 def register_handle_type(cls: type[_T]) -> type[_T]: ...
 def _current_vm(call: str) -> VM: ...
 
-# The compiled fast path of otpvm.gen and gen_server (otpvm/_gen.pxi).
+# The compiled fast path of otpvm.gen and gen_server (otpvm/_core/gen.pxi).
 def gen_call(
     dest: Any, request: Any, timeout: float | None = 5.0, tag: str = "$gen_call"
 ) -> Coroutine[Any, Any, Any]: ...
@@ -121,7 +121,7 @@ class _ServerCore:
     debug: Any
     def handle_message(self, msg: Any) -> Any: ...
 
-# The compiled data path of otpvm.net's sockets (otpvm/_port.pxi).
+# The compiled data path of otpvm.net's sockets (otpvm/_core/port.pxi).
 def _net_setup(
     *, ClosedError: type, PacketTooLarge: type, check_packet: Callable[[Any], Any],
     check_active: Callable[[Any], Any], os_error: Callable[[int], OSError],

@@ -155,7 +155,7 @@ def _cast_py(dest: Any, msg: Any) -> None:
 
 _vm._gen_setup(From=From, CallError=CallError, resolve=resolve, call_tag=CALL, cast_tag=CAST)
 
-# What processes call: the compiled versions (otpvm/_gen.pxi) of the three
+# What processes call: the compiled versions (otpvm/_core/gen.pxi) of the three
 # reference functions above, which they mirror step for step.  Being the VM
 # core's own functions, they cost no Python frame of their own.  call's
 # awaitable does nothing until awaited, like the coroutine it mirrors (it is

@@ -164,7 +164,7 @@ class GenServer:
 class _Server(_vm._ServerCore):
     """The callback-process handler that runs a GenServer.
 
-    Its handle_message is compiled (``_vm._ServerCore``, in otpvm/_gen.pxi):
+    Its handle_message is compiled (``_vm._ServerCore``, in otpvm/_core/gen.pxi):
     it handles plain calls and casts itself and hands everything else to
     ``_handle_message_py`` below, the reference implementation it mirrors.
     """

@@ -8,7 +8,7 @@ from otpvm import gen, gen_server
 @pytest.fixture(params=["compiled", "python"])
 def gen_impl(request, monkeypatch):
     """Runs a test against both implementations of the call/cast path: the
-    compiled fast path (otpvm/_gen.pxi) and the Python reference it mirrors
+    compiled fast path (otpvm/_core/gen.pxi) and the Python reference it mirrors
     (gen._call_py, gen._cast_py, gen._reply_py, _Server._handle_message_py)."""
     if request.param == "python":
         monkeypatch.setattr(gen, "call", gen._call_py)
@@ -23,7 +23,7 @@ def gen_impl(request, monkeypatch):
 @pytest.fixture(params=["compiled", "python"])
 def net_impl(request):
     """Runs a test against both implementations of the socket data path:
-    the compiled one (otpvm/_port.pxi) and its Python reference
+    the compiled one (otpvm/_core/port.pxi) and its Python reference
     (otpvm.net.port._PortPy, otpvm.net.framing.Framer)."""
     from otpvm import _vm
     from otpvm.net import framing, port

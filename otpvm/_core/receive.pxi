@@ -29,7 +29,7 @@ cdef class _Receive:
         return self
 
     def __next__(self):
-        # Replaced at import by the C slot of _awaitable.h (see below); kept
+        # Replaced at import by the C slot of awaitable.h (see below); kept
         # so that Cython gives the type an iterator slot to replace.
         raise RuntimeError("otpvm: the receive awaitable was not installed")
 
@@ -108,7 +108,7 @@ cdef inline int _give(object value, PyObject **out, int status):
     return status
 
 
-cdef extern from "_awaitable.h":
+cdef extern from "awaitable.h":
     ctypedef int (*ovm_advance_fn)(object, PyObject **) except -1
     int ovm_install_awaitable(type t, ovm_advance_fn advance) except -1
 

@@ -97,7 +97,7 @@ cdef class Process:
     cdef object exit_reason         # NOTHING while alive
     cdef object result
     cdef object on_exit             # called with no argument when it ends
-    # A receive in progress (see _receive.pxi).
+    # A receive in progress (see receive.pxi).
     cdef bint waiting
     cdef object rcv_match
     cdef ovm_node *rcv_prev         # last node already examined
@@ -275,7 +275,7 @@ cdef class Process:
         prev[0] = NULL
         return self.mq.head
 
-    # -- selective receive (owner only; see _receive.pxi) ------------------
+    # -- selective receive (owner only; see receive.pxi) ------------------
 
     cdef bint receive_now(self, object pattern) except -1:
         """Looks for a match among the queued messages, from the start (or

@@ -12,7 +12,7 @@
 # The Python modules hand their classes over with _gen_setup() when they are
 # imported (the VM core is below them and cannot import them).
 
-cdef extern from "_gen.h":
+cdef extern from "gen.h":
     object ovm_tuple2_of(type t, object a, object b)
     Py_ssize_t ovm_slot_offset(object descr)
     PyObject *ovm_slot_peek(object obj, Py_ssize_t offset)
