@@ -154,7 +154,7 @@ def format_report(r: dict[str, Any], checks: list[tuple[str, bool]], seconds: fl
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m otpvm demo``: run the scenario, print the report."""
-    parser = argparse.ArgumentParser(prog="python -m otpvm demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="otpvm demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", "-n", type=int, default=10_000)
     parser.add_argument("--interval", type=float, default=0.5,
