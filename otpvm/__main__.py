@@ -64,14 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_node(argv[1:])
 
 
-class _Forced(Exception):
-    """A second SIGINT/SIGTERM came while the node was stopping."""
-
-    def __init__(self, sig: signal.Signals) -> None:
-        super().__init__(sig)
-        self.sig = sig
-
-
 def run_node(argv: list[str]) -> int:
     """``otpvm run MODULE:APP``: start it, keep it up, stop it cleanly.
 
@@ -123,7 +115,7 @@ def run_node(argv: list[str]) -> int:
 
     def on_signal(sig: signal.Signals) -> None:
         if stopping:
-            raise _Forced(sig)
+            raise _signals.Interrupted(sig)
         stopping.append(sig)
         again = "Ctrl-C" if sig == signal.SIGINT else sig.name
         print(f"otpvm node: {sig.name}, stopping ({again} again to force)", flush=True)
@@ -134,7 +126,7 @@ def run_node(argv: list[str]) -> int:
 
     try:
         stopped = _signals.run_main(vm, on_signal, node, cls, args.type)
-    except _Forced as forced:
+    except _signals.Interrupted as forced:
         return _force_stop(vm, forced.sig)
     except otpvm.ProcessExit as exc:
         # An application whose death stops the node did die (see its report).
@@ -154,8 +146,7 @@ def _force_stop(vm: Any, sig: signal.Signals) -> int:
     cannot be killed: its thread is abandoned, as the process exits."""
     from otpvm import _signals
 
-    for s in _signals.SIGNALS:          # a third signal must not interrupt this
-        signal.signal(s, signal.SIG_IGN)
+    _signals.ignore()
     print(f"otpvm node: {sig.name} again, forcing the stop: every process is killed, "
           f"unfinished terminate callbacks are abandoned", file=sys.stderr, flush=True)
     vm.stop(FORCE_TIMEOUT)

@@ -22,6 +22,21 @@ from otpvm.kernel import VM
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class Interrupted(Exception):
+    """Raised by an ``on_signal`` handler to end ``run_main``'s wait."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        super().__init__(sig)
+        self.sig = sig
+
+
+def ignore() -> None:
+    """Ignores further SIGINT/SIGTERM: one already acted on must not be
+    interrupted by another (a KeyboardInterrupt in the middle of a stop)."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def _signals_blocked() -> Iterator[None]:
     """Threads started inside inherit a mask without SIGINT and SIGTERM."""
