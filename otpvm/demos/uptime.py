@@ -193,9 +193,9 @@ def verdict(r: dict[str, Any], n: int, log: DemoLog) -> list[tuple[str, bool]]:
     """The claims of the demo, each with whether it held."""
     poison = r.get("poison") or {}
     return [
-        (f"all {n} connections established", r["connections_established"] == n),
-        (f"{n} alive before the crash", r["alive_before_poison"] == n),
-        (f"{n - 1} alive after it", r["alive_at_end"] == n - 1),
+        (f"all {n:,} connections established", r["connections_established"] == n),
+        (f"{n:,} alive before the crash", r["alive_before_poison"] == n),
+        (f"{n - 1:,} alive after it", r["alive_at_end"] == n - 1),
         ("the poisoned connection was closed by the server",
          poison.get("outcome") in ("eof", "reset")),
         ("exactly 1 error seen by clients", r["errors"]["total"] == 1),
@@ -213,8 +213,8 @@ def format_report(r: dict[str, Any], checks: list[tuple[str, bool]], seconds: fl
         f"otpvm uptime demo: {r['connections_established']:,} connections, "
         f"{r['crash_reports']} crashed, {r['alive_at_end']:,} carried on",
         f"  {r['crash_report'] or 'crash report: none'}",
-        f"  connections: {r['connections_established']} established, "
-        f"{r['alive_before_poison']} alive before the crash, {r['alive_at_end']} after",
+        f"  connections: {r['connections_established']:,} established, "
+        f"{r['alive_before_poison']:,} alive before the crash, {r['alive_at_end']:,} after",
         f"  messages exchanged: {r['messages']['total']:,} "
         f"({r['messages_per_second']:,.0f}/s over {r['timed_seconds']:.1f} s)",
         f"  errors seen by clients: {r['errors']['total']} "
