@@ -2,7 +2,7 @@
 
 Run it with::
 
-    python -m otpvm run examples.kvstore:KVStore
+    otpvm run examples.kvstore:KVStore
 
 ``cache`` holds the data and answers reads; ``writer`` appends every write to
 a log file.  Both run under one supervisor (rest_for_one: if the cache dies,

@@ -5,6 +5,26 @@ messages, selective receive, links, monitors, exit signals, timers and
 registered names — scheduled by a compiled core on several threads.
 """
 
+try:
+    from otpvm import _vm  # noqa: F401  (first: a source tree without it is explained below)
+except ImportError:
+    # ``python -m otpvm`` (or ``python -m pytest``) run from a clone's root puts
+    # that folder first on sys.path, so this uncompiled source tree is imported
+    # instead of the installed package: say so, rather than the confusing
+    # "partially initialized module" error.  name= makes python -m show it as
+    # one line, not a traceback.
+    import importlib.util as _importlib_util
+    import os as _os
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    if (_importlib_util.find_spec("otpvm._vm") is not None
+            or not _os.path.exists(_os.path.join(_here, "_core", "_vm.pyx"))):
+        raise
+    raise ImportError(
+        f"otpvm is imported from its source tree ({_here}), which has no compiled core: "
+        f"run `pip install .` and use the `otpvm` command, or run from another folder",
+        name="otpvm") from None
+
 from otpvm import (
     application,
     gen,

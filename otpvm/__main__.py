@@ -1,8 +1,8 @@
-"""The otpvm command line.
+"""The otpvm command line (the ``otpvm`` command, or ``python -m otpvm``).
 
-python -m otpvm demo [options]        the uptime demo: 10,000 TCP users, one crashes
-python -m otpvm ring [options]        the VM demo: a ring of processes, crashes
-python -m otpvm run MODULE:APP        boot a node running an application
+otpvm demo [options]        the uptime demo: 10,000 TCP users, one crashes
+otpvm ring [options]        the VM demo: a ring of processes, crashes
+otpvm run MODULE:APP        boot a node running an application
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
-import threading
 from typing import Any
+
+PROG = "otpvm"
 
 COMMANDS = {
     "demo": "the uptime demo: 10,000 TCP connections, one crashes, nobody else notices",
@@ -21,20 +23,41 @@ COMMANDS = {
     "run": "boot a node with an application (MODULE:APP) until SIGINT/SIGTERM",
 }
 
+FORCE_TIMEOUT = 0.5     # seconds a forced stop waits for killed processes to end
+
+
+def usage() -> str:
+    """The top-level help text."""
+    lines = [f"usage: {PROG} COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:8} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "options:", "  -h, --help  show this help and exit",
+              "  --version   print the version and exit", "",
+              f"`{PROG} COMMAND --help` describes a command's options."]
+    return "\n".join(lines)
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatches to a subcommand."""
+    """Dispatches to a subcommand; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: python -m otpvm COMMAND [options]\n\ncommands:")
-        for name, text in COMMANDS.items():
-            print(f"  {name:8} {text}")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    if argv[0] == "demo":
+    command = argv[0] if argv else None
+    if command in ("-h", "--help"):
+        print(usage())
+        return 0
+    if command == "--version":
+        import otpvm
+
+        print(f"{PROG} {otpvm.__version__}")
+        return 0
+    if command not in COMMANDS:
+        # argparse's shape: usage and error on stderr, status 2.
+        error = "a command is required" if command is None else f"unknown command {command!r}"
+        print(f"{usage()}\n{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    if command == "demo":
         from otpvm.demos import uptime
 
         return uptime.main(argv[1:])
-    if argv[0] == "ring":
+    if command == "ring":
         from otpvm.demos import ring
 
         return ring.main(argv[1:])
@@ -42,19 +65,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_node(argv: list[str]) -> int:
-    """``python -m otpvm run MODULE:APP``: start it, keep it up, stop it cleanly.
+    """``otpvm run MODULE:APP``: start it, keep it up, stop it cleanly.
 
     The applications it depends on are looked up by name among the
     Application classes of the same module and started first.  Exits 0 after
     a clean stop on SIGINT/SIGTERM, 1 if it cannot start or if an application
-    whose death stops the node died (the node halts, as in OTP)."""
+    whose death stops the node died (the node halts, as in OTP).  A second
+    SIGINT/SIGTERM while it stops kills every process at once (as a second
+    Ctrl-C does to uvicorn): exit status 128 + the signal's number."""
     import otpvm
-    from otpvm import application
+    from otpvm import _signals, application
 
-    parser = argparse.ArgumentParser(prog="python -m otpvm run")
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} run", description="Boots a node running the application MODULE:APP "
+        "(and the applications it depends on, from the same module) until SIGINT/SIGTERM; "
+        "a second signal forces the stop. MODULE is imported as `python -m` would: "
+        "from the current folder first.")
     parser.add_argument("app", help="MODULE:CLASS of an otpvm.application.Application")
-    parser.add_argument("--type", default="permanent", choices=application.START_TYPES)
-    parser.add_argument("--schedulers", type=int, default=None)
+    parser.add_argument("--type", default="permanent", choices=application.START_TYPES,
+                        help="the start type (default permanent: its death stops the node)")
+    parser.add_argument("--schedulers", type=int, default=None,
+                        help="scheduler threads (default: one per core)")
     args = parser.parse_args(argv)
     cls, registry = _import_app(args.app)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -79,52 +110,47 @@ def run_node(argv: list[str]) -> int:
             stopped.append(name)
         return stopped
 
-    # Python runs signal handlers in the main thread, between bytecodes.  A
-    # main thread blocked in vm.run would take a signal late or never: the
-    # kernel may hand it to a scheduler thread, and even one aimed at the main
-    # thread is lost if it comes just before the wait starts.  So the node
-    # runs on a thread of its own, the VM's threads start with SIGINT and
-    # SIGTERM blocked (threads inherit the mask), and the main thread waits
-    # in short timed joins, so that a handler always runs.
-    signals = {signal.SIGINT, signal.SIGTERM}
-    outcome: list[Any] = []
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    vm = _signals.new_vm(args.schedulers)
+    stopping: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stopping:
+            raise _signals.Interrupted(sig)
+        stopping.append(sig)
+        again = "Ctrl-C" if sig == signal.SIGINT else sig.name
+        print(f"otpvm node: {sig.name}, stopping ({again} again to force)", flush=True)
+        try:
+            vm.send("node", "stop")
+        except Exception:
+            vm.stop()   # not up yet (or already stopped): nothing to stop cleanly
+
     try:
-        vm = otpvm.VM(args.schedulers)
-
-        def stop(signum: int, frame: Any) -> None:
-            print(f"otpvm node: {signal.Signals(signum).name}, stopping", flush=True)
-            try:
-                vm.send("node", "stop")
-            except Exception:
-                vm.stop()
-
-        def run() -> None:
-            try:
-                outcome.append(vm.run(node, cls, args.type))
-            except BaseException as exc:
-                outcome.append(exc)
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        runner = threading.Thread(target=run, name="otpvm-node", daemon=True)
-        runner.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
-    with vm:
-        while runner.is_alive():
-            runner.join(0.25)
-    stopped = outcome[0]
-    if isinstance(stopped, otpvm.ProcessExit):
+        stopped = _signals.run_main(vm, on_signal, node, cls, args.type)
+    except _signals.Interrupted as forced:
+        return _force_stop(vm, forced.sig)
+    except otpvm.ProcessExit as exc:
         # An application whose death stops the node did die (see its report).
-        print(f"otpvm node: halted ({stopped.reason!r})", file=sys.stderr, flush=True)
+        print(f"otpvm node: halted ({exc.reason!r})", file=sys.stderr, flush=True)
         return 1
-    if isinstance(stopped, BaseException):
-        raise stopped
+    finally:
+        vm.stop()       # after _force_stop's shorter one, this does nothing
     if stopped is None:
         return 1                        # it could not start: said so above
     print(f"otpvm node: stopped {', '.join(stopped) or 'nothing'} cleanly", flush=True)
     return 0
+
+
+def _force_stop(vm: Any, sig: signal.Signals) -> int:
+    """Kills every process (as VM.stop does), waiting briefly, and gives the
+    exit status.  A process stuck in a call that never returns to the VM
+    cannot be killed: its thread is abandoned, as the process exits."""
+    from otpvm import _signals
+
+    _signals.ignore()
+    print(f"otpvm node: {sig.name} again, forcing the stop: every process is killed, "
+          f"unfinished terminate callbacks are abandoned", file=sys.stderr, flush=True)
+    vm.stop(FORCE_TIMEOUT)
+    return 128 + sig
 
 
 def _import_app(spec: str) -> tuple[Any, dict[str, Any]]:
@@ -135,6 +161,7 @@ def _import_app(spec: str) -> tuple[Any, dict[str, Any]]:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise SystemExit(f"error: expected MODULE:APP, got {spec!r}")
+    _import_from_cwd()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -148,6 +175,19 @@ def _import_app(spec: str) -> tuple[Any, dict[str, Any]]:
     registry = {obj.name: obj for obj in vars(module).values()
                 if isinstance(obj, type) and issubclass(obj, Application) and obj.name}
     return cls, registry
+
+
+def _import_from_cwd() -> None:
+    """Lets MODULE be found in the current folder, as ``python -m`` does (the
+    ``otpvm`` command's script folder is first on sys.path instead).
+
+    The otpvm package itself cannot be shadowed by this, even run from a clone
+    whose root holds the uncompiled source folder ``otpvm/``: it is already
+    imported (this module is part of it), and every submodule imported later
+    is looked up in that package's own ``__path__``, never on sys.path."""
+    cwd = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path):
+        sys.path.insert(0, cwd)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ keeps track of what is loaded and running.  Each running application has a
 master process linked to its top supervisor; when the tree dies the start type
 decides what happens, as in OTP: ``permanent`` stops the whole node,
 ``transient`` stops it unless the reason was ``normal``, ``temporary`` only
-reports it.  ``python -m otpvm run MODULE:APP`` boots a node with an
-application and keeps it up until SIGINT or SIGTERM.
+reports it.  ``otpvm run MODULE:APP`` boots a node with an application and
+keeps it up until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -60,13 +60,33 @@ START_TYPES = ("permanent", "transient", "temporary")
 
 
 class Application:
-    """Base class of an application (override the class attributes and start)."""
+    """Base class of an application (override the class attributes and start).
+
+    The attributes are checked when the subclass is defined: a bad one is a
+    TypeError naming it (``applications = "base"`` instead of ``("base",)``
+    would otherwise depend on applications 'b', 'a', 's' and 'e')."""
 
     name: str = ""
     vsn: str = "0"
     description: str = ""
     applications: tuple[str, ...] = ()
     env: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        what = f"Application {cls.__qualname__}"
+        for attr in ("name", "vsn", "description"):
+            if not isinstance(getattr(cls, attr), str):
+                raise TypeError(f"{what}: {attr} must be a str, not {getattr(cls, attr)!r}")
+        deps = cls.applications
+        if not (isinstance(deps, (tuple, list))
+                and all(isinstance(dep, str) and dep for dep in deps)):
+            hint = f" (write ({deps!r},))" if isinstance(deps, str) else ""
+            raise TypeError(f"{what}: applications must be a tuple of the names of the "
+                            f"applications it depends on, not {deps!r}{hint}")
+        cls.applications = tuple(deps)
+        if not isinstance(cls.env, dict):
+            raise TypeError(f"{what}: env must be a dict, not {cls.env!r}")
 
     async def start(self, start_type: str, args: Any) -> Pid:
         """Starts the top supervisor (linked to the caller) and returns its pid."""
@@ -305,7 +325,18 @@ async def _request(*request: Any) -> Any:
 
 
 def _name(app: Any) -> str:
-    return app.name if isinstance(app, type) and issubclass(app, Application) else app
+    if isinstance(app, type) and issubclass(app, Application):
+        return app.name
+    if not isinstance(app, str):
+        raise TypeError(f"expected an Application subclass or an application's name, "
+                        f"not {app!r}")
+    return app
+
+
+def _check_start_type(start_type: Any) -> None:
+    if not (isinstance(start_type, str) and start_type in START_TYPES):
+        raise ValueError(f"start type must be 'permanent', 'transient' or 'temporary', "
+                         f"not {start_type!r}")
 
 
 async def load(app: type[Application]) -> None:
@@ -328,8 +359,7 @@ async def start(app: type[Application] | str, start_type: str = "temporary") -> 
     """Starts a loaded application (loading it first if given as a class).
 
     Its dependencies must be running (see ensure_all_started)."""
-    if start_type not in START_TYPES:
-        raise ValueError(f"start type must be one of {START_TYPES}, not {start_type!r}")
+    _check_start_type(start_type)
     if isinstance(app, type):
         try:
             await load(app)
@@ -344,6 +374,9 @@ async def ensure_all_started(app: type[Application], start_type: str = "temporar
     """Starts app and, first, the applications it depends on (found in
     ``registry`` by name, or among already loaded ones).  Returns the names
     it started, in order."""
+    _check_start_type(start_type)
+    if not (isinstance(app, type) and issubclass(app, Application)):
+        raise TypeError(f"ensure_all_started needs an Application subclass, not {app!r}")
     started: list[str] = []
     running = {name for name, _, _ in await which_applications()}
     try:

@@ -75,8 +75,9 @@ def run(main: Callable[..., Any], *args: Any, schedulers: int | None = None) -> 
     """Boots a VM, runs ``main(*args)`` as its first process, and stops the VM.
 
     Returns main's return value or re-raises the exception it crashed with
-    (``ProcessExit(reason)`` if it ended with another reason).  Processes
-    still alive when main ends are killed.
+    (``ProcessExit(reason)`` if it ended with another reason); that crash is
+    not also logged as a crash report, since the caller gets it (one
+    traceback, not two).  Processes still alive when main ends are killed.
     """
     with VM(schedulers) as vm:
         return vm.run(main, *args)

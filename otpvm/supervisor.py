@@ -46,16 +46,50 @@ _log = logging.getLogger("otpvm")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one")
 RESTARTS = ("permanent", "transient", "temporary")
 AUTO_SHUTDOWNS = ("never", "any_significant", "all_significant")
+TYPES = ("worker", "supervisor")
+
+
+def _alternatives(allowed: tuple[Any, ...]) -> str:
+    return ", ".join(map(repr, allowed[:-1])) + f" or {allowed[-1]!r}"
+
+
+def _check_one_of(what: str, field: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if not (isinstance(value, str) and value in allowed):
+        raise ValueError(f"{what}: {field} must be {_alternatives(allowed)}, not {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
 class SupFlags:
-    """How a supervisor restarts: OTP's sup_flags()."""
+    """How a supervisor restarts: OTP's sup_flags().  Every field is checked
+    when it is made: a bad one is a ValueError or TypeError naming it."""
 
     strategy: str = "one_for_one"
     intensity: int = 1
     period: float = 5
     auto_shutdown: str = "never"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ValueError or TypeError naming the first bad field."""
+        what = "SupFlags"
+        _check_one_of(what, "strategy", self.strategy, STRATEGIES)
+        if isinstance(self.intensity, bool) or not isinstance(self.intensity, int):
+            raise TypeError(f"{what}: intensity (the restarts allowed within period) must be "
+                            f"an int >= 0, not {self.intensity!r}")
+        if self.intensity < 0:
+            raise ValueError(f"{what}: intensity must be an int >= 0, not {self.intensity!r}")
+        if not _is_number(self.period):
+            raise TypeError(f"{what}: period must be seconds > 0 (an int or a float), "
+                            f"not {self.period!r}")
+        if not self.period > 0:
+            raise ValueError(f"{what}: period must be seconds > 0, not {self.period!r}")
+        _check_one_of(what, "auto_shutdown", self.auto_shutdown, AUTO_SHUTDOWNS)
 
 
 @dataclass(frozen=True)
@@ -63,10 +97,14 @@ class ChildSpec:
     """One child: OTP's child_spec().
 
     ``start`` is ``(fn, args)``: ``await fn(*args)`` returns the pid of a
-    process linked to the supervisor.  ``shutdown`` is ``'brutal_kill'``,
+    process linked to the supervisor.  ``restart`` is ``'permanent'``,
+    ``'transient'`` or ``'temporary'``.  ``shutdown`` is ``'brutal_kill'``,
     seconds to wait after the ``'shutdown'`` signal before killing, or
     ``'infinity'``; it defaults to 5 s for workers and ``'infinity'`` for
-    supervisors.
+    supervisors.  ``type`` is ``'worker'`` or ``'supervisor'``; a
+    ``significant`` child (transient or temporary) ending can shut its
+    supervisor down (see SupFlags.auto_shutdown).  Every field is checked
+    when it is made: a bad one is a ValueError or TypeError naming it.
     """
 
     id: Any
@@ -77,6 +115,39 @@ class ChildSpec:
     significant: bool = False
     modules: tuple[Any, ...] = ()
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ValueError or TypeError naming the first bad field."""
+        try:
+            hash(self.id)
+        except TypeError:
+            raise TypeError(f"ChildSpec: id must be hashable, not {self.id!r}") from None
+        what = f"ChildSpec {self.id!r}"
+        fn_args = self.start
+        if not (isinstance(fn_args, tuple) and len(fn_args) == 2 and callable(fn_args[0])
+                and isinstance(fn_args[1], tuple)):
+            raise TypeError(f"{what}: start must be (fn, args), a callable and the tuple of "
+                            f"its arguments, not {fn_args!r}")
+        _check_one_of(what, "restart", self.restart, RESTARTS)
+        shutdown = self.shutdown
+        if not (shutdown is None or shutdown in ("brutal_kill", "infinity")
+                or (_is_number(shutdown) and shutdown >= 0)):
+            error = ValueError if _is_number(shutdown) or isinstance(shutdown, str) else TypeError
+            raise error(f"{what}: shutdown must be 'brutal_kill', 'infinity', seconds >= 0 "
+                        f"or None (5 s for a worker, 'infinity' for a supervisor), "
+                        f"not {shutdown!r}")
+        _check_one_of(what, "type", self.type, TYPES)
+        if not isinstance(self.significant, bool):
+            raise TypeError(f"{what}: significant must be True or False, "
+                            f"not {self.significant!r}")
+        if self.significant and self.restart == "permanent":
+            raise ValueError(f"{what}: a significant child cannot be permanent "
+                             f"(restart must be 'transient' or 'temporary')")
+        if not isinstance(self.modules, tuple):
+            raise TypeError(f"{what}: modules must be a tuple, not {self.modules!r}")
+
     @property
     def shutdown_policy(self) -> Any:
         """The shutdown with its default filled in."""
@@ -85,26 +156,15 @@ class ChildSpec:
         return "infinity" if self.type == "supervisor" else 5.0
 
 
-def _child_spec_error(spec: Any, strategy: str = "one_for_one") -> str | None:
-    """Why spec is not a valid child spec, or None."""
-    if not isinstance(spec, ChildSpec):
-        return f"a child spec must be a ChildSpec, not {spec!r}"
-    fn_args = spec.start
-    if not (isinstance(fn_args, tuple) and len(fn_args) == 2 and callable(fn_args[0])
-            and isinstance(fn_args[1], tuple)):
-        return f"child {spec.id!r}: start must be (callable, args tuple), not {fn_args!r}"
-    if spec.restart not in RESTARTS:
-        return f"child {spec.id!r}: restart must be one of {RESTARTS}, not {spec.restart!r}"
-    if spec.type not in ("worker", "supervisor"):
-        return f"child {spec.id!r}: type must be 'worker' or 'supervisor', not {spec.type!r}"
-    shutdown = spec.shutdown
-    if shutdown is not None and shutdown not in ("brutal_kill", "infinity") and not (
-            isinstance(shutdown, (int, float)) and not isinstance(shutdown, bool)
-            and shutdown >= 0):
-        return (f"child {spec.id!r}: shutdown must be 'brutal_kill', 'infinity' or "
-                f"seconds >= 0, not {shutdown!r}")
-    if spec.significant and spec.restart == "permanent":
-        return f"child {spec.id!r}: a significant child cannot be permanent"
+def _why_invalid(value: Any, cls: type[SupFlags] | type[ChildSpec]) -> str | None:
+    """Why value is not a valid cls, or None.  Both check themselves when
+    made, but one that came in a message was unpickled without that check."""
+    if not isinstance(value, cls):
+        return f"expected a {cls.__name__}, not {value!r}"
+    try:
+        value.validate()
+    except (TypeError, ValueError) as exc:
+        return str(exc)
     return None
 
 
@@ -112,7 +172,7 @@ def check_childspecs(specs: Iterable[Any], auto_shutdown: str = "never") -> str 
     """None if every spec is valid (and ids are unique), else what is wrong."""
     seen = set()
     for spec in specs:
-        error = _child_spec_error(spec)
+        error = _why_invalid(spec, ChildSpec)
         if error:
             return error
         if spec.id in seen:
@@ -162,7 +222,7 @@ class _SupervisorServer(GenServer):
             flags, specs = result
         except (TypeError, ValueError):
             return Stop(("bad_return", (cls.__qualname__, "init", result)))
-        error = _flags_error(flags)
+        error = _why_invalid(flags, SupFlags)
         specs = list(specs)
         if error is None:
             error = check_childspecs(specs, flags.auto_shutdown)
@@ -257,7 +317,7 @@ class _SupervisorServer(GenServer):
             extra = tuple(arg) if isinstance(arg, (list, tuple)) else (arg,)
             child = _Child(state.template, args=extra)
         else:
-            error: Any = _child_spec_error(arg)
+            error: Any = _why_invalid(arg, ChildSpec)
             if error is None and any(c.spec.id == arg.id for c in state.children):
                 existing = next(c for c in state.children if c.spec.id == arg.id)
                 error = ("already_started", existing.pid) if existing.pid else "already_present"
@@ -314,20 +374,6 @@ class _SupervisorServer(GenServer):
 
 
 # -- helpers ----------------------------------------------------------------
-
-
-def _flags_error(flags: Any) -> str | None:
-    if not isinstance(flags, SupFlags):
-        return f"supervisor flags must be SupFlags, not {flags!r}"
-    if flags.strategy not in STRATEGIES:
-        return f"strategy must be one of {STRATEGIES}, not {flags.strategy!r}"
-    if not isinstance(flags.intensity, int) or flags.intensity < 0:
-        return f"intensity must be an int >= 0, not {flags.intensity!r}"
-    if not isinstance(flags.period, (int, float)) or flags.period <= 0:
-        return f"period must be > 0 seconds, not {flags.period!r}"
-    if flags.auto_shutdown not in AUTO_SHUTDOWNS:
-        return f"auto_shutdown must be one of {AUTO_SHUTDOWNS}, not {flags.auto_shutdown!r}"
-    return None
 
 
 def _is_normal(reason: Any) -> bool:

@@ -598,3 +598,48 @@ def test_stopped_vms_leave_no_application_env_behind():
     assert [run(main) for _ in range(3)] == [1, 1, 1]
     gc.collect()
     assert len(application._ENVS) == before
+
+
+# -- bad input is refused where it is written ------------------------------------
+
+
+@pytest.mark.parametrize("attrs, message", [
+    ({"applications": "base"}, "Application Bad: applications must be a tuple of the names of "
+                               "the applications it depends on, not 'base' (write ('base',))"),
+    ({"applications": ("base", 3)}, "applications must be a tuple of the names"),
+    ({"applications": ("",)}, "applications must be a tuple of the names"),
+    ({"env": [("key", 1)]}, "Application Bad: env must be a dict, not [('key', 1)]"),
+    ({"name": 42}, "Application Bad: name must be a str, not 42"),
+    ({"vsn": 1.0}, "Application Bad: vsn must be a str, not 1.0"),
+])
+def test_a_bad_application_attribute_is_refused_when_the_class_is_defined(attrs, message):
+    with pytest.raises(TypeError) as exc:
+        type("Bad", (Application,), {"name": "bad", **attrs})
+    assert message in str(exc.value)
+
+
+def test_a_list_of_dependencies_becomes_a_tuple():
+    App = type("Listed", (Application,), {"name": "listed", "applications": ["a", "b"]})
+    assert App.applications == ("a", "b")
+
+
+def test_a_bad_start_type_or_app_is_refused_before_anything_starts():
+    Base = make_app("base", children=())
+    App = make_app("top", applications=["base"], children=())
+
+    async def main():
+        await watcher()
+        with pytest.raises(ValueError) as bad_type:
+            await application.ensure_all_started(App, "forever", {"base": Base})
+        with pytest.raises(TypeError) as bad_app:
+            await application.ensure_all_started("top", "permanent", {"base": Base})
+        with pytest.raises(TypeError) as bad_name:
+            await application.start(42)
+        return (str(bad_type.value), str(bad_app.value), str(bad_name.value),
+                await application.which_applications())
+
+    bad_type, bad_app, bad_name, running = run(main)
+    assert bad_type == "start type must be 'permanent', 'transient' or 'temporary', not 'forever'"
+    assert bad_app == "ensure_all_started needs an Application subclass, not 'top'"
+    assert bad_name == "expected an Application subclass or an application's name, not 42"
+    assert running == []

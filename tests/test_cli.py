@@ -1,4 +1,5 @@
-"""The command line: ``python -m otpvm run MODULE:APP`` as a real subprocess.
+"""The command line: ``otpvm run MODULE:APP`` (and ``python -m otpvm``) as a
+real subprocess.
 
 The node runs an application module written into tmp_path.  Its workers
 print a line when they start and when their terminate callback runs, so the
@@ -6,11 +7,13 @@ order in which the tree came up and went down is read from stdout.  The tests
 wait for lines (with generous timeouts), never on a sleep.
 """
 
+import importlib.metadata
 import os
 import queue
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -21,8 +24,19 @@ import otpvm
 from otpvm.__main__ import main
 
 T = 30      # generous: a loaded CI machine may be slow to start Python
+REPO = Path(__file__).resolve().parent.parent
+
+
+def otpvm_command():
+    """The installed ``otpvm`` console script ([project.scripts])."""
+    script = Path(sysconfig.get_path("scripts")) / "otpvm"
+    if not script.exists():
+        pytest.skip("the otpvm command is not installed here (pip install .)")
+    return [str(script)]
 
 APP_MODULE = '''
+import threading
+
 import otpvm
 from otpvm.__main__ import main
 from otpvm import application, gen_server, supervisor
@@ -82,6 +96,54 @@ class Web(application.Application):
         print("stop web", flush=True)
 
 
+class Stuck(GenServer):
+    """Its terminate never returns: it waits for a message that never comes."""
+
+    def init(self, _):
+        otpvm.process_flag("trap_exit", True)
+        print("started stuck", flush=True)
+        return Ok(None)
+
+    async def terminate(self, reason, state):
+        print(f"terminate stuck {reason}: waiting forever", flush=True)
+        await otpvm.receive("never")
+
+
+class StuckSup(Supervisor):
+    def init(self, _):
+        # shutdown='infinity': the supervisor waits as long as terminate runs.
+        return SupFlags("one_for_one"), [
+            ChildSpec("stuck", (start, (Stuck, None)), shutdown="infinity")]
+
+
+class Hangs(application.Application):
+    name, vsn = "hangs", "1.0"
+
+    async def start(self, start_type, args):
+        return await supervisor.start_link(StuckSup)
+
+
+class Blocked(Stuck):
+    """Its terminate blocks its scheduler thread for good: no kill reaches it."""
+
+    def terminate(self, reason, state):
+        print(f"terminate stuck {reason}: waiting forever", flush=True)
+        threading.Event().wait()
+
+
+class BlockedSup(Supervisor):
+    def init(self, _):
+        return SupFlags("one_for_one"), [
+            ChildSpec("blocked", (start, (Blocked, None)), shutdown="infinity")]
+
+
+class Blocks(application.Application):
+    name, vsn = "blocks", "1.0"
+
+    async def start(self, start_type, args):
+        return await supervisor.start_link(BlockedSup)
+
+
 class Boom(application.Application):
     name, vsn = "boom", "1.0"
 
@@ -101,16 +163,19 @@ NOT_AN_APP = 42
 
 
 class Node:
-    """A ``python -m otpvm`` subprocess whose output lines are read as they come."""
+    """A ``python -m otpvm`` subprocess (or the command given) whose output
+    lines are read as they come."""
 
-    def __init__(self, cwd, *args):
-        env = dict(os.environ)
-        # The otpvm this test imported (built in place or installed), and the app.
-        here = str(Path(otpvm.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([str(cwd), here])
+    def __init__(self, cwd, *args, command=None, env=None):
+        env = {**os.environ, **(env or {})}
+        if command is None:
+            # The otpvm this test imported (built in place or installed), and the app.
+            here = str(Path(otpvm.__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = os.pathsep.join([str(cwd), here])
+            command = [sys.executable, "-m", "otpvm"]
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otpvm", *args], cwd=cwd, env=env, text=True,
+            [*command, *args], cwd=cwd, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines = queue.Queue()
         self.out, self.err = [], []
@@ -147,14 +212,14 @@ class Node:
                 return line
         pytest.fail(f"the node ended without printing {text!r}:\n{self.report()}")
 
-    def finish(self):
+    def finish(self, timeout=T):
         """Waits for the node to exit and for all its output; returns the exit code."""
         try:
-            code = self.proc.wait(timeout=T)
+            code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             self.drain()
-            pytest.fail(f"the node did not exit within {T} s:\n{self.report()}")
+            pytest.fail(f"the node did not exit within {timeout} s:\n{self.report()}")
         self.drain()
         return code
 
@@ -177,8 +242,8 @@ def node(tmp_path):
     (tmp_path / "cli_app.py").write_text(APP_MODULE)
     started = []
 
-    def start(*args):
-        started.append(Node(tmp_path, *args))
+    def start(*args, **kwargs):
+        started.append(Node(kwargs.pop("cwd", tmp_path), *args, **kwargs))
         return started[-1]
 
     yield start
@@ -199,7 +264,9 @@ def test_a_signal_stops_the_node_cleanly_trees_in_reverse(node, signum):
         "terminate w3 shutdown", "terminate w2 shutdown", "terminate w1 shutdown", "stop web",
         "terminate b2 shutdown", "terminate b1 shutdown", "stop base",
     ], n.report()
-    assert f"otpvm node: {signal.Signals(signum).name}, stopping" in n.out
+    again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert f"otpvm node: {signal.Signals(signum).name}, stopping ({again} again to force)" \
+        in n.out
     assert n.out[-1] == "otpvm node: stopped web, base cleanly"
     assert not any("Traceback" in line for line in n.err), n.report()
 
@@ -266,7 +333,88 @@ def test_a_temporary_application_dying_leaves_the_node_up(node):
     assert not any("ApplicationError" in line for line in n.err), n.report()
 
 
-@pytest.mark.parametrize("argv, code", [([], 2), (["nosuch"], 2), (["--help"], 0)])
-def test_usage(capsys, argv, code):
-    assert main(argv) == code
-    assert capsys.readouterr().out.startswith("usage: python -m otpvm")
+def test_help_lists_the_commands_under_the_otpvm_name(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: otpvm COMMAND [options]\n")
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")
+            and not line.lstrip().startswith("-")] == ["demo", "ring", "run"]
+
+
+@pytest.mark.parametrize("argv, error", [
+    (["bogus"], "otpvm: error: unknown command 'bogus'"),
+    ([], "otpvm: error: a command is required"),
+])
+def test_a_missing_or_unknown_command_is_an_error_with_the_usage(capsys, argv, error):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("usage: otpvm COMMAND")
+    assert captured.err.rstrip("\n").splitlines()[-1] == error
+
+
+def test_version_is_the_installed_distributions(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"otpvm {otpvm.__version__}\n"
+    assert otpvm.__version__ == importlib.metadata.version("otpvm")
+
+
+@pytest.mark.parametrize("command", ["demo", "ring", "run"])
+def test_each_command_has_its_help_under_the_otpvm_name(capsys, command):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: otpvm {command} ")
+
+
+def test_the_otpvm_command_runs_the_tutorials_kvstore_verbatim_from_the_clone(node, tmp_path):
+    # From the clone's root: examples/ is found in the current folder, and the
+    # uncompiled otpvm/ source folder there does not shadow the installed one.
+    n = node("run", "examples.kvstore:KVStore", cwd=REPO, command=otpvm_command(),
+             env={"KVSTORE_LOG": str(tmp_path / "kvstore.log")})
+    n.wait_for("otpvm node up: started kvstore")
+    n.wait_for("client: after the restart, greeting = hello again")
+    n.proc.send_signal(signal.SIGINT)
+    assert n.finish() == 0, n.report()
+    assert n.out == [
+        "otpvm node up: started kvstore (Ctrl-C or SIGTERM stops it)",
+        "client: greeting = hello",
+        "client: the cache crashed (ValueError('the cache cannot store poison')); "
+        "the supervisor restarts it",
+        "client: after the restart, greeting = hello again",
+        "otpvm node: SIGINT, stopping (Ctrl-C again to force)",
+        "kvstore: stopped",
+        "otpvm node: stopped kvstore cleanly",
+    ], n.report()
+    assert sum("crash report" in line for line in n.err) == 1, n.report()
+    assert (tmp_path / "kvstore.log").read_text() == "greeting='hello'\ngreeting='hello again'\n"
+
+
+def test_python_m_otpvm_in_the_source_tree_says_what_to_do_instead():
+    if list((REPO / "otpvm").glob("_vm*.so")):
+        pytest.skip("this clone has a core built in place: the source tree imports fine")
+    done = subprocess.run([sys.executable, "-m", "otpvm", "demo"], cwd=REPO, text=True,
+                          capture_output=True, timeout=T, check=False)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert (f"ImportError: otpvm is imported from its source tree ({REPO / 'otpvm'}), which "
+            f"has no compiled core: run `pip install .` and use the `otpvm` command, or run "
+            f"from another folder") in done.stderr
+    assert "partially initialized" not in done.stderr
+
+
+@pytest.mark.parametrize("app, first, second", [
+    ("Hangs", signal.SIGINT, signal.SIGINT), ("Hangs", signal.SIGTERM, signal.SIGTERM),
+    ("Hangs", signal.SIGTERM, signal.SIGINT), ("Blocks", signal.SIGINT, signal.SIGINT)])
+def test_a_second_signal_forces_the_stop_of_a_node_that_cannot_stop(node, app, first, second):
+    n = node("run", f"cli_app:{app}")
+    n.wait_for(f"otpvm node up: started {app.lower()}")
+    n.proc.send_signal(first)
+    n.wait_for("terminate stuck shutdown: waiting forever")   # it would wait forever
+    assert n.proc.poll() is None
+    n.proc.send_signal(second)
+    assert n.finish(timeout=10) == 128 + second, n.report()
+    assert n.err[-1] == (f"otpvm node: {second.name} again, forcing the stop: every process "
+                         f"is killed, unfinished terminate callbacks are abandoned"), n.report()
+    assert not any(line.startswith("otpvm node: stopped") for line in n.out), n.report()
+    assert not any("Traceback" in line for line in n.err), n.report()

@@ -301,13 +301,118 @@ def test_significant_child_and_auto_shutdown():
 
 def test_check_childspecs_reports_problems():
     assert supervisor.check_childspecs([ChildSpec("a", (start_worker, ()))]) is None
-    assert "duplicate" in supervisor.check_childspecs(
-        [ChildSpec("a", (start_worker, ())), ChildSpec("a", (start_worker, ()))])
-    assert "restart" in supervisor.check_childspecs(
-        [ChildSpec("a", (start_worker, ()), restart="sometimes")])
-    assert "shutdown" in supervisor.check_childspecs(
-        [ChildSpec("a", (start_worker, ()), shutdown=-1)])
-    assert "start" in supervisor.check_childspecs([ChildSpec("a", ("nope", ()))])
+    assert supervisor.check_childspecs(
+        [ChildSpec("a", (start_worker, ())), ChildSpec("a", (start_worker, ()))]) == \
+        "duplicate child id 'a'"
+    assert supervisor.check_childspecs(["a"]) == "expected a ChildSpec, not 'a'"
+    significant = ChildSpec("a", (start_worker, ()), restart="transient", significant=True)
+    assert supervisor.check_childspecs([significant]) == \
+        "child 'a' is significant but auto_shutdown is 'never'"
+    assert supervisor.check_childspecs([significant], "any_significant") is None
+    # A spec checks itself when made; one that came in a message was
+    # unpickled without that, so check_childspecs checks again.
+    bad = ChildSpec("a", (start_worker, ()))
+    object.__setattr__(bad, "restart", "sometimes")
+    assert supervisor.check_childspecs([bad]) == (
+        "ChildSpec 'a': restart must be 'permanent', 'transient' or 'temporary', "
+        "not 'sometimes'")
+
+
+GOOD_START = (start_worker, ())
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(restart="sometimes"), ValueError,
+     "ChildSpec 'c': restart must be 'permanent', 'transient' or 'temporary', not 'sometimes'"),
+    (dict(shutdown=-1), ValueError,
+     "ChildSpec 'c': shutdown must be 'brutal_kill', 'infinity', seconds >= 0 or None "
+     "(5 s for a worker, 'infinity' for a supervisor), not -1"),
+    (dict(shutdown="later"), ValueError, "shutdown must be 'brutal_kill', 'infinity', "),
+    (dict(shutdown=[5]), TypeError, "shutdown must be 'brutal_kill', 'infinity', "),
+    (dict(shutdown=True), TypeError, "shutdown must be 'brutal_kill', 'infinity', "),
+    (dict(type="manager"), ValueError,
+     "ChildSpec 'c': type must be 'worker' or 'supervisor', not 'manager'"),
+    (dict(significant="yes"), TypeError,
+     "ChildSpec 'c': significant must be True or False, not 'yes'"),
+    (dict(significant=True), ValueError,
+     "ChildSpec 'c': a significant child cannot be permanent "
+     "(restart must be 'transient' or 'temporary')"),
+    (dict(modules=["m"]), TypeError, "ChildSpec 'c': modules must be a tuple, not ['m']"),
+    (dict(start=("nope", ())), TypeError,
+     "ChildSpec 'c': start must be (fn, args), a callable and the tuple of its arguments, "
+     "not ('nope', ())"),
+    (dict(start=(start_worker, ["args", "in", "a", "list"])), TypeError, "start must be"),
+    (dict(start=start_worker), TypeError, "start must be (fn, args)"),
+    (dict(id=["unhashable"]), TypeError, "ChildSpec: id must be hashable, not ['unhashable']"),
+])
+def test_a_bad_child_spec_is_refused_when_made_naming_the_field(kwargs, error, message):
+    fields = {"id": "c", "start": GOOD_START, **kwargs}
+    with pytest.raises(error) as exc:
+        ChildSpec(**fields)
+    assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(shutdown="brutal_kill"), dict(shutdown="infinity"), dict(shutdown=0),
+    dict(shutdown=2.5), dict(type="supervisor"), dict(restart="temporary", significant=True),
+    dict(restart="transient"), dict(modules=("m",)),
+])
+def test_good_child_specs_are_accepted(kwargs):
+    assert ChildSpec("c", GOOD_START, **kwargs).validate() is None
+
+
+@pytest.mark.parametrize("args, kwargs, error, message", [
+    (("one_for_everyone",), {}, ValueError,
+     "SupFlags: strategy must be 'one_for_one', 'one_for_all', 'rest_for_one' or "
+     "'simple_one_for_one', not 'one_for_everyone'"),
+    ((), dict(intensity=-1), ValueError, "SupFlags: intensity must be an int >= 0, not -1"),
+    ((), dict(intensity=1.5), TypeError,
+     "SupFlags: intensity (the restarts allowed within period) must be an int >= 0, not 1.5"),
+    ((), dict(intensity=True), TypeError,
+     "SupFlags: intensity (the restarts allowed within period) must be an int >= 0, not True"),
+    ((), dict(period=0), ValueError, "SupFlags: period must be seconds > 0, not 0"),
+    ((), dict(period=-5), ValueError, "SupFlags: period must be seconds > 0, not -5"),
+    ((), dict(period="5"), TypeError,
+     "SupFlags: period must be seconds > 0 (an int or a float), not '5'"),
+    ((), dict(auto_shutdown="sometimes"), ValueError,
+     "SupFlags: auto_shutdown must be 'never', 'any_significant' or 'all_significant', "
+     "not 'sometimes'"),
+])
+def test_bad_sup_flags_are_refused_when_made_naming_the_field(args, kwargs, error, message):
+    with pytest.raises(error) as exc:
+        SupFlags(*args, **kwargs)
+    assert str(exc.value) == message
+
+
+def test_good_sup_flags_are_accepted():
+    for flags in [SupFlags(), SupFlags("simple_one_for_one", 0, 0.5),
+                  SupFlags("one_for_all", 10, 60, auto_shutdown="any_significant")]:
+        assert flags.validate() is None
+
+
+def test_a_supervisor_checks_what_came_unpickled_and_refuses_it_cleanly():
+    # Specs and flags that crossed a process boundary were unpickled, without
+    # their constructor's checks: the supervisor checks them again.
+    bad_flags = SupFlags()
+    object.__setattr__(bad_flags, "strategy", "one_for_everyone")
+    bad_spec = ChildSpec("w", GOOD_START)
+    object.__setattr__(bad_spec, "restart", "sometimes")
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        with pytest.raises(otpvm.gen.StartError) as refused:
+            await supervisor.start_link(Sup, (bad_flags, []))
+        sup = await supervisor.start_link(Sup, (SupFlags(), []))
+        with pytest.raises(SupervisorError) as exc:
+            await supervisor.start_child(sup, bad_spec)
+        return refused.value.reason, exc.value.reason
+
+    start_reason, child_reason = run(main)
+    assert start_reason == ("supervisor_data", "SupFlags: strategy must be 'one_for_one', "
+                            "'one_for_all', 'rest_for_one' or 'simple_one_for_one', "
+                            "not 'one_for_everyone'")
+    assert child_reason == ("ChildSpec 'w': restart must be 'permanent', 'transient' or "
+                            "'temporary', not 'sometimes'")
 
 
 class Branch(Supervisor):

@@ -118,10 +118,12 @@ cdef class VM:
         """Runs ``main(*args)`` as a process and waits for it to end.
 
         Returns its return value, re-raises the exception it crashed with, or
-        raises ``ProcessExit(reason)`` if it ended with another reason.
+        raises ``ProcessExit(reason)`` if it ended with another reason.  A
+        crash is not also logged as a crash report: the caller has it.
         """
         done = _threading.Event()
-        cdef Process p = self.start_process(main, args, None, False, done.set)
+        cdef Process p = self.start_process(main, args, None, False, done.set, None, None,
+                                            True)
         done.wait()
         reason = p.exit_reason
         if _is(reason, "normal"):
@@ -237,7 +239,8 @@ cdef class VM:
         return 0
 
     cdef Process start_process(self, object fn, tuple args, Process parent, bint link,
-                               object on_exit=None, Ref monitor=None, object handler=None):
+                               object on_exit=None, Ref monitor=None, object handler=None,
+                               bint crash_raised=False):
         """Creates a process and queues it; links and monitors it first, so
         that it cannot end before they exist."""
         cdef Process p
@@ -267,6 +270,7 @@ cdef class VM:
         p.kill_reason = NOTHING
         p.exit_reason = NOTHING
         p.on_exit = on_exit
+        p.crash_raised = crash_raised
         if link:
             parent.link_set().add(p.pid)
             p.links = {parent.pid}

@@ -97,6 +97,7 @@ cdef class Process:
     cdef object exit_reason         # NOTHING while alive
     cdef object result
     cdef object on_exit             # called with no argument when it ends
+    cdef bint crash_raised          # VM.run's main: its crash is re-raised, not logged
     # A receive in progress (see receive.pxi).
     cdef bint waiting
     cdef object rcv_match
@@ -427,6 +428,8 @@ cdef class Process:
 
     cdef int crash(self, object exc) except -1:
         """Logs a crash report, once, like Erlang's error logger."""
+        if self.crash_raised:
+            return 0                        # VM.run raises it to its caller instead
         name = f" registered as {self.name!r}" if self.name is not None else ""
         _log.error(
             "crash report: process %r%s exited with %s\n"

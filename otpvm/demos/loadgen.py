@@ -32,7 +32,8 @@ is ever reopened once established.
 Output: one JSON object on stdout (keys documented in :func:`run`) and a
 human-readable table on stderr (``--human``: the table on stdout, no JSON;
 ``--quiet``: no table).  Exit status 0 unless the tool itself failed (bad
-arguments, not enough file descriptors, cannot resolve the host): 2.
+arguments, not enough file descriptors, cannot resolve the host): 2; 3 if
+the parent it watches (``--parent-fd``) ended first.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import resource
 import select
 import socket
 import sys
+import threading
 import time
 from array import array
 from collections import deque
@@ -65,6 +67,7 @@ _POISONED = 5  # poison line sent, expecting close/reset
 _DEAD = 6  # closed after an error (never reopened)
 _FAILED = 7  # ramp-up gave up on it
 
+_PARENT_GONE = 3  # exit status when --parent-fd reads end-of-file
 _PHASES = ("before", "during", "after")
 _FINE = 100_000  # 1 us buckets for 0 .. 100 ms
 _COARSE = 100_000  # 100 us buckets for 0 .. 10 s (the first 1,000 unused)
@@ -843,6 +846,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sync", action="store_true",
                    help="after ramp-up print 'ESTABLISHED <n>' on stderr and wait for a line "
                         "on stdin before starting the timed phases")
+    p.add_argument("--parent-fd", type=int, default=None,
+                   help="the read end of a pipe whose write end only the parent process "
+                        "holds: exit at once when it reads end-of-file, that is as soon as "
+                        "the parent ends, however it ends")
     p.add_argument("--human", action="store_true", help="print the table on stdout, no JSON")
     p.add_argument("--quiet", action="store_true", help="no table on stderr")
     return p.parse_args(argv)
@@ -853,9 +860,30 @@ def _wait_for_go(n: int) -> None:
     sys.stdin.readline()
 
 
+def _exit_with_parent(fd: int) -> None:
+    """Exits this process (status 3) when ``fd`` reads end-of-file: its
+    writer, the parent, has ended.  Unlike prctl(PR_SET_PDEATHSIG) this is
+    portable and tied to the parent process, not to the thread that forked."""
+
+    def watch() -> None:
+        while True:
+            try:
+                if not os.read(fd, 1):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        os._exit(_PARENT_GONE)
+
+    threading.Thread(target=watch, name="loadgen-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     args = _parse_args(argv)
+    if args.parent_fd is not None:
+        _exit_with_parent(args.parent_fd)
     try:
         result = run(
             args.host,

@@ -87,8 +87,8 @@ async def demo(n: int, rounds: int, crashes: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry: ``python -m otpvm ring [--processes N]``."""
-    parser = argparse.ArgumentParser(prog="python -m otpvm ring", description=__doc__,
+    """Command line entry: ``otpvm ring [--processes N]``."""
+    parser = argparse.ArgumentParser(prog="otpvm ring", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)

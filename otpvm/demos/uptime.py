@@ -1,29 +1,36 @@
 """The uptime demo: N users on TCP, one hits a bug, nobody else notices.
 
-``python -m otpvm demo`` starts a line-based echo service under a supervision
+``otpvm demo`` starts a line-based echo service under a supervision
 tree (``otpvm.net.serve``: acceptors, one process per connection) and a load
 generator in a separate OS process (``otpvm.demos.loadgen``) that opens N
 persistent connections (10,000 by default) and keeps them talking.  Midway,
 one client sends ``/stats``, a command whose code path was never tested: its
 connection process crashes, its socket closes with it, the crash is logged
 once, and the other N-1 connections carry on as if nothing happened.  The
-report shows it, with latencies before, during and after the crash, and the
-exit status says whether every one of those claims held.
+crash report is shown when it happens, in short; the report at the end shows
+the rest, with latencies before, during and after the crash, and the exit
+status says whether every one of those claims held.  Ctrl-C (or SIGTERM)
+stops it at once, load generator included: exit status 130 (143).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import os
+import re
 import resource
+import signal
 import subprocess
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import otpvm
-from otpvm import net
+from otpvm import _signals, net
 from otpvm.net import tcp
 
 POISON = "/stats"
@@ -51,20 +58,53 @@ async def connection(sock: net.Socket) -> None:
         net.setopts(sock, active="once")
 
 
-class ReportCounter(logging.Handler):
-    """Counts the crash and supervisor reports the VM logs."""
+_FRAME = re.compile(r'^  File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<fn>.+)$')
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+
+class DemoLog(logging.Handler):
+    """Shows what the VM logs as it happens, in short, and counts the crash
+    and supervisor reports: a crash report is its first line and the line of
+    code that raised, a supervisor report its first line, anything else as
+    it is."""
+
+    def __init__(self, stream: TextIO, started: float) -> None:
+        super().__init__(logging.WARNING)
+        self.stream, self.started = stream, started
         self.crash_reports = 0
         self.supervisor_reports = 0
+        self.first_crash: str | None = None        # the first crash report's first line
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
+        first = text.split("\n", 1)[0]
         if text.startswith("crash report"):
             self.crash_reports += 1
+            self.first_crash = self.first_crash or first
+            shown = [first, *where_raised(text)]
         elif text.startswith("supervisor report"):
             self.supervisor_reports += 1
+            shown = [first]
+        else:
+            shown = [f"{record.levelname} {record.name}: {text}"]
+        stamp = f"{time.monotonic() - self.started:6.1f} s  "
+        self.stream.write(stamp + ("\n" + " " * len(stamp)).join(shown) + "\n")
+        self.stream.flush()
+
+
+def where_raised(report: str) -> list[str]:
+    """The innermost frame of a crash report's traceback, as one line:
+    ``at FILE:LINE in FUNCTION: CODE`` (nothing if it has none)."""
+    lines = report.splitlines() + [""]
+    frames = [i for i, line in enumerate(lines) if _FRAME.match(line)]
+    if not frames:
+        return []
+    frame = _FRAME.match(lines[frames[-1]])
+    assert frame is not None
+    place = f"at {os.path.basename(frame['path'])}:{frame['line']} in {frame['fn']}"
+    code = lines[frames[-1] + 1]
+    if code.startswith("    ") and not code.strip().startswith(("^", "~")):
+        return [f"{place}: {code.strip()}"]
+    return [place]
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -83,46 +123,85 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
-async def run_service(args: argparse.Namespace) -> dict[str, Any]:
+class LoadGenerator:
+    """The load generator's OS process, owned by the demo: the demo kills it
+    when interrupted, and it exits by itself as soon as the demo's process
+    ends, however that ends (even by SIGKILL): it watches a pipe whose write
+    end only the demo holds (``--parent-fd``).  It runs in a session of its
+    own, so that a terminal's Ctrl-C reaches the demo alone, which decides."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen[str] | None = None
+        self.cancelled = False
+
+    def run(self, args: list[str], timeout: float) -> dict[str, Any]:
+        """Runs it to the end (on a thread: see run_service); its JSON result."""
+        read_end, write_end = os.pipe()
+        try:
+            with self.lock:
+                if self.cancelled:
+                    raise SystemExit("otpvm demo: interrupted")
+                self.proc = proc = subprocess.Popen(
+                    [sys.executable, "-m", "otpvm.demos.loadgen", *args,
+                     "--parent-fd", str(read_end)],
+                    pass_fds=(read_end,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True, start_new_session=True)
+        finally:
+            os.close(read_end)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        finally:
+            os.close(write_end)
+        if proc.returncode != 0:
+            raise SystemExit(f"otpvm demo: the load generator failed ({proc.returncode}):\n"
+                             f"{err}")
+        return json.loads(out)  # type: ignore[no-any-return]
+
+    def kill(self) -> None:
+        """Ends it now (or keeps it from starting); waits for it to be gone."""
+        with self.lock:
+            self.cancelled = True
+            proc = self.proc
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+async def run_service(loadgen: LoadGenerator, args: argparse.Namespace) -> dict[str, Any]:
     """The server side: serve, run the load generator, collect the numbers."""
     listener = await net.serve(connection, 0, host="127.0.0.1", acceptors=args.acceptors,
                                max_connections=args.connections + 100, backlog=4096,
                                packet="line", active="once", packet_size=4096)
-    loadgen = [sys.executable, "-m", "otpvm.demos.loadgen", "--host", "127.0.0.1",
-               "--port", str(listener.port), "--connections", str(args.connections),
-               "--interval", str(args.interval), "--before", str(args.before),
-               "--during", str(args.during), "--after", str(args.after),
-               "--poison", POISON, "--quiet"]
-    result = await _run_subprocess(loadgen, timeout=args.before + args.during + args.after + 300)
+    options = ["--host", "127.0.0.1", "--port", str(listener.port),
+               "--connections", str(args.connections), "--interval", str(args.interval),
+               "--before", str(args.before), "--during", str(args.during),
+               "--after", str(args.after), "--poison", POISON, "--quiet"]
+    # Waiting for it holds no scheduler thread.
+    result = await otpvm.run_blocking(loadgen.run, options,
+                                      args.before + args.during + args.after + 300)
     alive = await net.connection_count(listener)
     await net.stop_server(listener)
     result["server_connections_at_end"] = alive
     return result
 
 
-async def _run_subprocess(cmd: list[str], timeout: float) -> dict[str, Any]:
-    """Runs the load generator; waiting for it holds no scheduler thread."""
-    done = await otpvm.run_blocking(subprocess.run, cmd, capture_output=True, text=True,
-                                    timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"otpvm demo: the load generator failed ({done.returncode}):\n"
-                         f"{done.stderr}")
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
-def verdict(r: dict[str, Any], n: int, counter: ReportCounter) -> list[tuple[str, bool]]:
+def verdict(r: dict[str, Any], n: int, log: DemoLog) -> list[tuple[str, bool]]:
     """The claims of the demo, each with whether it held."""
     poison = r.get("poison") or {}
     return [
-        (f"all {n} connections established", r["connections_established"] == n),
-        (f"{n} alive before the crash", r["alive_before_poison"] == n),
-        (f"{n - 1} alive after it", r["alive_at_end"] == n - 1),
+        (f"all {n:,} connections established", r["connections_established"] == n),
+        (f"{n:,} alive before the crash", r["alive_before_poison"] == n),
+        (f"{n - 1:,} alive after it", r["alive_at_end"] == n - 1),
         ("the poisoned connection was closed by the server",
          poison.get("outcome") in ("eof", "reset")),
         ("exactly 1 error seen by clients", r["errors"]["total"] == 1),
         ("no error on any other connection", r["errors"]["other_than_poisoned"] == 0),
-        ("exactly 1 crash report logged", counter.crash_reports == 1),
-        ("exactly 1 supervisor report logged", counter.supervisor_reports == 1),
+        ("exactly 1 crash report logged", log.crash_reports == 1),
+        ("exactly 1 supervisor report logged", log.supervisor_reports == 1),
         ("messages kept flowing after the crash", r["messages"]["after"] > 0),
     ]
 
@@ -131,9 +210,11 @@ def format_report(r: dict[str, Any], checks: list[tuple[str, bool]], seconds: fl
     """The human-readable report."""
     lines = [
         "",
-        "otpvm uptime demo",
-        f"  connections: {r['connections_established']} established, "
-        f"{r['alive_before_poison']} alive before the crash, {r['alive_at_end']} after",
+        f"otpvm uptime demo: {r['connections_established']:,} connections, "
+        f"{r['crash_reports']} crashed, {r['alive_at_end']:,} carried on",
+        f"  {r['crash_report'] or 'crash report: none'}",
+        f"  connections: {r['connections_established']:,} established, "
+        f"{r['alive_before_poison']:,} alive before the crash, {r['alive_at_end']:,} after",
         f"  messages exchanged: {r['messages']['total']:,} "
         f"({r['messages_per_second']:,.0f}/s over {r['timed_seconds']:.1f} s)",
         f"  errors seen by clients: {r['errors']['total']} "
@@ -153,8 +234,8 @@ def format_report(r: dict[str, Any], checks: list[tuple[str, bool]], seconds: fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m otpvm demo``: run the scenario, print the report."""
-    parser = argparse.ArgumentParser(prog="python -m otpvm demo", description=__doc__,
+    """``otpvm demo``: run the scenario, print the report."""
+    parser = argparse.ArgumentParser(prog="otpvm demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", "-n", type=int, default=10_000)
     parser.add_argument("--interval", type=float, default=0.5,
@@ -168,15 +249,40 @@ def main(argv: list[str] | None = None) -> int:
     if args.connections < 2:
         parser.error("--connections must be at least 2")
     raise_fd_limit(args.connections + FD_MARGIN)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    counter = ReportCounter()
-    logging.getLogger("otpvm").addHandler(counter)
     started = time.monotonic()
-    with otpvm.VM() as vm:
-        result = vm.run(run_service, args)
-    checks = verdict(result, args.connections, counter)
-    result["crash_reports"] = counter.crash_reports
-    result["supervisor_reports"] = counter.supervisor_reports
+    if not args.json:
+        print(f"otpvm uptime demo: {args.connections:,} connections; after "
+              f"{args.before:g} s of traffic one of them sends {POISON}, a command whose "
+              f"code was never tested", flush=True)
+    log = DemoLog(sys.stderr, started)
+    otpvm_log = logging.getLogger("otpvm")
+    otpvm_log.addHandler(log)
+    otpvm_log.setLevel(logging.WARNING)
+    otpvm_log.propagate = False         # shown by DemoLog alone, once
+    loadgen = LoadGenerator()
+    vm = _signals.new_vm()
+
+    def on_signal(sig: signal.Signals) -> None:
+        raise _signals.Interrupted(sig)
+
+    try:
+        # The load generator's handle goes with the function: a process's
+        # arguments are copied, as messages are.
+        result = _signals.run_main(vm, on_signal, functools.partial(run_service, loadgen), args)
+    except _signals.Interrupted as interrupted:
+        _signals.ignore()
+        vm.stop(1.0)                    # first: its processes must not see the loss
+        loadgen.kill()
+        print(f"otpvm demo: interrupted by {interrupted.sig.name} after "
+              f"{time.monotonic() - started:.1f} s; the load generator was stopped too",
+              file=sys.stderr, flush=True)
+        return 128 + interrupted.sig
+    finally:
+        vm.stop()
+    result["crash_reports"] = log.crash_reports
+    result["supervisor_reports"] = log.supervisor_reports
+    result["crash_report"] = log.first_crash
+    checks = verdict(result, args.connections, log)
     result["checks"] = {claim: ok for claim, ok in checks}
     if args.json:
         print(json.dumps(result))

@@ -1,0 +1,85 @@
+"""Running a VM from a command's main thread, with SIGINT and SIGTERM handled.
+
+Python runs signal handlers in the main thread, between bytecodes.  A main
+thread blocked in ``vm.run`` would take a signal late or never: the kernel may
+hand it to a scheduler thread, and even one aimed at the main thread is lost
+if it comes just before the wait starts.  So the VM's threads (and the thread
+that runs the first process) start with SIGINT and SIGTERM blocked — threads
+inherit the mask — and the main thread waits in short timed joins, so that a
+handler always runs promptly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from otpvm.kernel import VM
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(Exception):
+    """Raised by an ``on_signal`` handler to end ``run_main``'s wait."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        super().__init__(sig)
+        self.sig = sig
+
+
+def ignore() -> None:
+    """Ignores further SIGINT/SIGTERM: one already acted on must not be
+    interrupted by another (a KeyboardInterrupt in the middle of a stop)."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Threads started inside inherit a mask without SIGINT and SIGTERM."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
+def new_vm(schedulers: int | None = None) -> VM:
+    """A VM whose threads never take SIGINT or SIGTERM (see the module doc)."""
+    with _signals_blocked():
+        return VM(schedulers)
+
+
+def run_main(vm: VM, on_signal: Callable[[signal.Signals], None],
+             main: Callable[..., Any], *args: Any) -> Any:
+    """Runs ``vm.run(main, *args)`` while the calling (main) thread takes the
+    signals: ``on_signal(sig)`` is called there for each SIGINT or SIGTERM
+    (it may raise, which ends the wait with that exception; the VM then keeps
+    running, for the caller to stop).  Returns main's result or raises its
+    exception, like ``vm.run``.  The previous handlers are restored after."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, vm.run(main, *args)))
+        except BaseException as exc:    # re-raised in the calling thread
+            outcome.append((False, exc))
+
+    with _signals_blocked():
+        runner = threading.Thread(target=run, name="otpvm-main", daemon=True)
+        runner.start()
+    previous = {sig: signal.signal(sig, lambda signum, _: on_signal(signal.Signals(signum)))
+                for sig in SIGNALS}
+    try:
+        while runner.is_alive():
+            runner.join(0.25)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
