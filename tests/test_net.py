@@ -567,6 +567,62 @@ def test_thousands_of_killed_connection_processes_leak_no_fd():
     assert after == before
 
 
+def fd_count():
+    """Open descriptors, without collecting garbage first."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def open_a_few_sockets(stop_from_inside):
+    lsock = tcp.listen(0, host="127.0.0.1")
+    client = await tcp.connect("127.0.0.1", net.sockname(lsock)[1], timeout=T)
+    server = await tcp.accept(lsock, timeout=T)
+    await tcp.send(client, b"unread")       # left in the kernel's buffers
+    udp.open(0, host="127.0.0.1")
+    otpvm.spawn(otpvm.receive)              # a process still alive at stop
+    if stop_from_inside:
+        otpvm.halt()
+    return server
+
+
+def stop_by(how, body):
+    """Runs body in a VM and stops it the way `how` says; returns the VM
+    (None for run()) so that the caller can keep it alive."""
+    if how == "run":
+        otpvm.run(body, False)
+        return None
+    if how == "with":
+        with otpvm.VM(schedulers=2) as vm:
+            vm.run(body, False)
+    elif how == "stop":
+        vm = otpvm.VM(schedulers=2)
+        vm.run(body, False)
+        vm.stop()
+    else:                                   # halt() from inside, then the with's stop
+        with otpvm.VM() as vm:
+            vm.run(body, True)
+    return vm
+
+
+@pytest.mark.parametrize("how", ["run", "with", "stop", "halt"])
+@pytest.mark.parametrize("sockets", [False, True], ids=["no_sockets", "sockets"])
+def test_a_stopped_vm_has_closed_every_descriptor_it_opened(how, sockets):
+    # The poller's epoll fd and eventfd, and every socket, are closed when
+    # the VM stops, not whenever the VM object is garbage-collected: the
+    # stopped VMs are kept alive here, and nothing is collected.
+    async def idle(stop_from_inside):
+        otpvm.spawn(otpvm.receive)
+        if stop_from_inside:
+            otpvm.halt()
+
+    body = open_a_few_sockets if sockets else idle
+    stop_by(how, body)                      # warm-up: imports, lazily opened files
+    before = fd_count()
+    stopped = []
+    for i in range(20):
+        stopped.append(stop_by(how, body))
+        assert fd_count() == before, f"after VM number {i + 1}"
+
+
 # -- serve: the acceptor pool -------------------------------------------------
 
 

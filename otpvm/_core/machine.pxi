@@ -44,6 +44,7 @@ cdef class VM:
     cdef object lock                # guards names
     cdef object threads
     cdef object emptied             # set when stopping and the last process ended
+    cdef object stopped             # set when shutdown is over
     cdef bint stopping
     cdef uint32_t next_runq
     cdef dict io_ports              # poller token -> socket (otpvm.net)
@@ -69,6 +70,7 @@ cdef class VM:
         self.io_ports = {}
         self.lock = _threading.Lock()
         self.emptied = _threading.Event()
+        self.stopped = _threading.Event()
         err = ovm_sched_init(&self.sched, schedulers, schedulers + spares, limit, _FREE_THREADED)
         if err:
             raise OSError(err, f"otpvm: cannot set up the scheduler: {_os.strerror(err)}")
@@ -137,15 +139,28 @@ cdef class VM:
         monitors fire, ``finally`` blocks run).  Waits up to ``timeout``
         seconds for them; a process stuck in a loop that never awaits cannot
         be interrupted, and its thread is abandoned (it is a daemon thread).
+        When it returns, the VM's sockets and its poller's file descriptors
+        are closed (not left to the garbage collector).
+
+        Called from a process of this VM (as ``halt()`` does), it returns at
+        once and the VM stops from another thread; a later ``stop()`` from
+        outside (the end of ``with VM()`` or ``run()``) waits for that.
         """
-        if self.stopping:
+        cdef bint first
+        cdef bint inside = (ovm_get_current() != NULL
+                            and (<Process>ovm_get_current()).vm is self)
+        with self.lock:
+            first = not self.stopping
+            self.stopping = True
+        if inside:
+            if first:
+                # A scheduler thread cannot join itself: stop from another thread.
+                _threading.Thread(target=self.shutdown, args=(timeout,), daemon=True).start()
             return
-        self.stopping = True
-        if ovm_get_current() != NULL and (<Process>ovm_get_current()).vm is self:
-            # A scheduler thread cannot join itself: stop from another thread.
-            _threading.Thread(target=self.shutdown, args=(timeout,), daemon=True).start()
-            return
-        self.shutdown(timeout)
+        if first:
+            self.shutdown(timeout)
+        else:
+            self.stopped.wait(timeout + 1.0)
 
     def processes(self):
         """The pids of the live processes."""
@@ -164,18 +179,23 @@ cdef class VM:
     # -- internals ------------------------------------------------------------
 
     def shutdown(self, timeout):
-        for p in list(self.procs.values()):
-            (<Process>p).deliver(OVM_SIG_EXIT, (None, "kill"), (<Process>p).home())
-        deadline = _time.monotonic() + timeout
-        if self.procs:
-            self.emptied.wait(timeout)
-        for port in list(self.io_ports.values()):
-            port.close()                    # output still lingering after its owner
-        with nogil:
-            ovm_sched_stop(&self.sched)
-        for t in self.threads:
-            if t is not _threading.current_thread():
-                t.join(max(0.0, deadline - _time.monotonic()) + 0.1)
+        try:
+            for p in list(self.procs.values()):
+                (<Process>p).deliver(OVM_SIG_EXIT, (None, "kill"), (<Process>p).home())
+            deadline = _time.monotonic() + timeout
+            if self.procs:
+                self.emptied.wait(timeout)
+            for port in list(self.io_ports.values()):
+                port.close()                # output still lingering after its owner
+            # Also closes the poller's fds, safely even while an abandoned
+            # scheduler thread still runs (see ovm_poller_stop).
+            with nogil:
+                ovm_sched_stop(&self.sched)
+            for t in self.threads:
+                if t is not _threading.current_thread():
+                    t.join(max(0.0, deadline - _time.monotonic()) + 0.1)
+        finally:
+            self.stopped.set()
 
     cdef int check_running(self) except -1:
         if self.stopping:
@@ -354,6 +374,7 @@ cdef class VM:
         self.check_running()
         if not self.io_started:
             with self.lock:
+                self.check_running()        # stop() sets stopping under this lock
                 if not self.io_started:
                     err = ovm_sched_start_io(&self.sched)
                     if err:
@@ -364,6 +385,7 @@ cdef class VM:
         err = ovm_poller_add(&self.sched.io, fd, token, interest)
         if err:
             del self.io_ports[token]
+            self.check_running()            # EBADF: the poller stopped meanwhile
             raise OSError(err, f"otpvm: cannot watch fd {fd}: {_os.strerror(err)}")
         return token
 
