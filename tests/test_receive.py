@@ -205,3 +205,28 @@ def test_receive_outside_a_process_is_a_clear_error():
         receive()
     with pytest.raises(otpvm.NotInProcessError):
         send(None, 1)
+
+
+def test_awaited_values_that_look_like_stop_iteration_arguments_come_back_as_sent():
+    # A receive that finds its message at once ends the await with the
+    # message as StopIteration's value (awaitable.h): a tuple must not be
+    # unpacked into arguments, nor an exception raised instead of returned.
+    err = ValueError("a message, not an error")
+    messages = [(1, 2), (7,), (), err, ValueError, StopIteration("x"), None, 0]
+
+    async def main():
+        for m in messages:
+            send(self(), m)
+        ready = [await receive() for _ in messages]         # already queued
+        otpvm.spawn(lambda parent: [send(parent, m) for m in messages], self())
+        waited = []
+        for _ in messages:
+            waited.append(await receive(timeout=5))         # may suspend first
+        return ready, waited
+
+    ready, waited = otpvm.run(main)
+    for got in (ready, waited):
+        assert [type(g) for g in got] == [type(m) for m in messages]
+        assert got[:3] == [(1, 2), (7,), ()]
+        assert str(got[3]) == "a message, not an error" and got[4] is ValueError
+        assert got[5].args == ("x",) and got[6:] == [None, 0]
