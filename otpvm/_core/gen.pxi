@@ -94,6 +94,13 @@ cdef class _Call(_Receive):
     cdef object tag
     cdef Ref ref
 
+    def __dealloc__(self):
+        # Here, while dest is still set (the base's deallocator runs after
+        # this class's fields are cleared); then the base stays quiet.
+        if not self.advanced:
+            self.advanced = True
+            _warn_unawaited(f"otpvm.gen.call() to {_brief(self.dest)}")
+
     cdef int advance(self, PyObject **out) except -1:
         cdef Process p
         cdef object msg
@@ -175,6 +182,13 @@ cdef class _Call(_Receive):
                            f"(request {self.request!r})")
         exc.__suppress_context__ = True
         raise exc
+
+
+cdef str _brief(object dest):
+    """dest for a warning written from a deallocator: no user __repr__."""
+    if type(dest) is Pid or type(dest) is str:
+        return repr(dest)
+    return f"a {type(dest).__name__}"
 
 
 ovm_install_awaitable(_Call, _advance)
