@@ -109,6 +109,67 @@ def test_kernel_calls_outside_a_process_are_clear_errors():
             call(*args)
 
 
+def _outside(fn, *args):
+    """Calls fn outside any process, and runs what it returns as far as it
+    goes (a coroutine's first step, as asyncio would)."""
+    result = fn(*args)
+    if hasattr(result, "__await__"):
+        result.__await__().send(None)
+
+
+def _api_calls():
+    from otpvm import (
+        application,
+        gen,
+        gen_event,
+        gen_server,
+        gen_statem,
+        registry,
+        supervisor,
+        task,
+    )
+    from otpvm import sys as otp_sys
+
+    name = "someone"
+    return [
+        ("otpvm.gen_server.call", gen_server.call, (name, "req")),
+        ("otpvm.gen_server.cast", gen_server.cast, (name, "req")),
+        ("otpvm.gen_server.reply", gen_server.reply, (gen.From(None, None), 1)),
+        ("otpvm.gen_server.stop", gen_server.stop, (name,)),
+        ("otpvm.gen_server.start", gen_server.start, (gen_server.GenServer,)),
+        ("otpvm.gen.call", gen.call, (name, "req")),
+        ("otpvm.gen.cast", gen.cast, (name, "req")),
+        ("otpvm.gen.reply", gen.reply, (gen.From(None, None), 1)),
+        ("otpvm.gen_statem.call", gen_statem.call, (name, "req")),
+        ("otpvm.gen_statem.cast", gen_statem.cast, (name, "req")),
+        ("otpvm.gen_event.notify", gen_event.notify, (name, "event")),
+        ("otpvm.gen_event.call", gen_event.call, (name, object, "req")),
+        ("otpvm.gen_event.sync_notify", gen_event.sync_notify, (name, "event")),
+        ("otpvm.supervisor.which_children", supervisor.which_children, (name,)),
+        ("otpvm.supervisor.start_child", supervisor.start_child, (name, ())),
+        ("otpvm.supervisor.terminate_child", supervisor.terminate_child, (name, "id")),
+        ("otpvm.sys.get_state", otp_sys.get_state, (name,)),
+        ("otpvm.sys.suspend", otp_sys.suspend, (name,)),
+        ("otpvm.sys.terminate", otp_sys.terminate, (name,)),
+        ("otpvm.registry.lookup", registry.lookup, (name, "key")),
+        ("otpvm.registry.whereis_name", registry.whereis_name, (name, "key")),
+        ("otpvm.application.which_applications", application.which_applications, ()),
+        ("otpvm.task.async_", task.async_, (print,)),
+        ("otpvm.run_blocking", otpvm.run_blocking, (print,)),
+    ]
+
+
+@pytest.mark.parametrize("expected, fn, args", _api_calls(), ids=lambda v: v
+                         if isinstance(v, str) and v.startswith("otpvm.") else "")
+def test_a_call_outside_a_process_names_the_call_the_user_made(expected, fn, args):
+    # Each of them fails deep inside (whereis, monitor, make_ref...), but
+    # the error names what the user wrote.
+    with pytest.raises(otpvm.NotInProcessError) as caught:
+        _outside(fn, *args)
+    assert str(caught.value).startswith(
+        f"{expected}() must be called from inside an otpvm process; from ordinary code ")
+
+
 def test_a_crash_is_logged_once_with_its_traceback_and_nothing_else_notices(caplog):
     async def crasher():
         raise ZeroDivisionError("bad code path")

@@ -8,10 +8,48 @@ from otpvm.terms import NoProcError as _NoProcError, NotInProcessError as _NotIn
 cdef inline Process _me(str call):
     cdef void *cur = ovm_get_current()
     if cur == NULL:
-        raise _NotInProcessError(
-            f"otpvm.{call}() must be called from inside an otpvm process; "
-            f"from ordinary code use the VM object (VM.spawn, VM.send, VM.run)")
+        raise _not_in_process(call)
     return <Process>cur
+
+
+cdef object _not_in_process(str call):
+    """The NotInProcessError for a kernel `call` made outside any process,
+    naming the function the user called (see _called_api)."""
+    return _NotInProcessError(
+        f"{_called_api(call)}() must be called from inside an otpvm process; "
+        f"from ordinary code use the VM object (VM.spawn, VM.send, VM.run)")
+
+
+cdef str _called_api(str call):
+    """The otpvm function that the code outside otpvm called, for an error
+    raised deep inside it: a gen_server.call made outside a process fails in
+    whereis, but whereis is not what the user wrote.
+
+    Outside any process nothing but the user's own code can have called
+    otpvm, so the outermost of the otpvm frames on top of the stack is the
+    entry point (compiled functions have no frame: a compiled entry point
+    checks first and names itself, `call`).  Only on this error path."""
+    frame = _sys._getframe(0)       # the innermost Python frame: ours have none
+    entry = None
+    while frame is not None and _is_otpvm_module(frame.f_globals.get("__name__")):
+        entry = frame
+        frame = frame.f_back
+    if entry is None:
+        return f"otpvm.{call}"
+    module = entry.f_globals["__name__"]
+    if module == "otpvm.kernel":
+        module = "otpvm"                # re-exported as otpvm.<name>
+    return f"{module}.{entry.f_code.co_qualname}"
+
+
+cdef bint _is_otpvm_module(object name):
+    if type(name) is not str:
+        return False
+    if name == "otpvm":
+        return True
+    # The demos and the command line are otpvm's users, not its API.
+    return (name.startswith("otpvm.") and not name.startswith("otpvm.demos")
+            and name != "otpvm.__main__")
 
 
 cdef Pid _as_pid(object pid, str call):
