@@ -217,6 +217,58 @@ def test_awaiting_a_foreign_awaitable_crashes_only_that_process(caplog):
     assert "cannot wait for" in str(reason)
 
 
+ASYNCIO_HINT = ("asyncio does not run inside an otpvm process: use otpvm.sleep() instead of "
+                "asyncio.sleep(), otpvm.receive() to wait for messages, and "
+                "'await otpvm.run_blocking(fn, *args)' for a blocking call; to use otpvm "
+                "from asyncio code, run the VM beside the event loop: "
+                "'await loop.run_in_executor(None, vm.run, main)'")
+
+
+def test_asyncio_inside_a_process_fails_saying_what_to_use_instead(caplog):
+    async def main():
+        await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        with pytest.raises(RuntimeError) as caught:
+            otpvm.run(main)
+    assert str(caught.value) == "no running event loop"
+    assert caught.value.__notes__ == [ASYNCIO_HINT]
+    (report,) = [r.getMessage() for r in caplog.records]
+    assert report.startswith("crash report") and ASYNCIO_HINT in report
+
+
+def test_awaiting_asyncio_sleep_zero_is_a_type_error_naming_the_bare_yield():
+    me = []
+
+    async def main():
+        me.append(otpvm.self())
+        await asyncio.sleep(0)
+
+    with pytest.raises(TypeError) as caught:
+        otpvm.run(main)
+    assert str(caught.value) == (
+        f"process {me[0]!r} awaited something that yielded None to the scheduler (a bare "
+        f"'yield', as asyncio.sleep(0) does), which otpvm cannot wait for. {ASYNCIO_HINT}")
+
+
+def test_awaiting_an_asyncio_future_is_a_type_error_naming_it():
+    loop = asyncio.new_event_loop()
+    future = loop.create_future()
+
+    async def main():
+        await future            # a closure: a future cannot be sent as an argument
+
+    try:
+        with otpvm.VM() as vm:
+            with pytest.raises(TypeError) as caught:
+                vm.run(main)
+    finally:
+        loop.close()
+    text = str(caught.value)
+    assert f"awaited an asyncio future ({future!r}), which otpvm cannot wait for. " in text
+    assert text.endswith(ASYNCIO_HINT)
+
+
 def test_each_process_has_its_own_context():
     import contextvars
 
