@@ -225,7 +225,7 @@ static void test_watch_handover(void) {
     waiter w;
     ovm_io_event ev[4];
     _Atomic int awake;
-    int sv[2], i, seen_by_poll = 0;
+    int sv[2], seen_by_poll = 0;
     int64_t t0;
     waiter_init(&w);
     atomic_init(&awake, 1);
@@ -237,9 +237,14 @@ static void test_watch_handover(void) {
     CHECK_EQ(ovm_poller_add(&p, sv[0], 5, OVM_IO_IN), 0);
     CHECK(write(sv[1], "x", 1) == 1);
     /* The scheduler's own look finds the event, unless the poll thread's
-     * stale look (every OVM_POLL_STALE_NS) got there first. */
-    for (i = 0; i < 1000 && !ovm_poller_pending(&p); i++)
+     * stale look (every OVM_POLL_STALE_NS) got there first.  A look fails
+     * while the other is in progress, which under load (TSan, a busy
+     * machine) can outlast any fixed number of tries: give it 5 s. */
+    t0 = ovm_now_ns();
+    while (!ovm_poller_pending(&p) && ovm_now_ns() - t0 < 5000000000LL) {
         seen_by_poll += (int)ovm_poller_poll(&p, 0);
+        sched_yield();
+    }
     CHECK(ovm_poller_pending(&p));
     CHECK_EQ(ovm_poller_take(&p, ev, 4), 1u);
     CHECK_EQ(ev[0].token, 5u);
