@@ -8,7 +8,7 @@ import types
 import pytest
 
 import otpvm
-from otpvm import receive, self, send
+from otpvm import ANY, Down, receive, self, send
 
 
 def test_run_returns_mains_value():
@@ -90,6 +90,110 @@ def test_pids_are_unique_ordered_hashable_and_print_like_erlang():
     assert len(set(pids)) == 100
     assert sorted(pids) == pids
     assert repr(pids[0]).startswith("<0.") and repr(pids[0]).endswith(".0>")
+
+
+def test_two_running_vms_print_their_pids_apart_and_a_lone_vm_is_node_0():
+    async def me():
+        return otpvm.self()
+
+    lone = otpvm.run(me)
+    with otpvm.VM() as a, otpvm.VM() as b:
+        pa, pb = a.run(me), b.run(me)
+        assert (a.node, b.node) == (0, 1)
+    with otpvm.VM() as c:                   # node 0 is free again
+        pc = c.run(me)
+    assert [repr(p) for p in (lone, pa, pb, pc)] == [
+        f"<0.{lone.id}.0>", f"<0.{pa.id}.0>", f"<1.{pb.id}.0>", f"<0.{pc.id}.0>"]
+    assert len({lone, pa, pb, pc}) == 4 and sorted([pc, pb, pa, lone]) == [lone, pa, pb, pc]
+
+
+class Holder:
+    """A message that is pickled when sent (not a built-in container)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+
+def test_pids_survive_pickling_and_copying_with_their_node():
+    import copy
+    import pickle
+
+    async def echo_back(parent):
+        holder = await receive()
+        send(parent, ("alive", otpvm.is_alive(holder.pid)))
+
+    async def main():
+        pid = otpvm.spawn(echo_back, self())
+        send(pid, Holder(pid))              # a pid inside a pickled message
+        return await receive(timeout=5)
+
+    with otpvm.VM() as a, otpvm.VM() as b:
+        pb = b.run(lambda: otpvm.self())
+        assert b.run(main) == ("alive", True)
+        back = pickle.loads(pickle.dumps(pb))
+        assert (back, repr(back), hash(back)) == (pb, repr(pb), hash(pb))
+        assert copy.copy(pb) == copy.deepcopy(pb) == pb
+        assert a.node == 0 and pb.node == 1
+
+
+@pytest.mark.parametrize("call", ["send", "link", "monitor", "exit", "send_alias",
+                                  "process_info", "register"])
+def test_a_pid_of_another_vm_is_a_clear_error(call):
+    async def park():
+        await receive()
+
+    def use(pid):
+        if call == "send":
+            otpvm.send(pid, "hello")
+        elif call == "link":
+            otpvm.link(pid)
+        elif call == "monitor":
+            otpvm.monitor(pid)
+        elif call == "exit":
+            otpvm.exit(pid, "kill")
+        elif call == "send_alias":
+            otpvm.send_alias(pid, otpvm.make_ref(), "hello")
+        elif call == "process_info":
+            otpvm.process_info(pid)
+        else:
+            otpvm.register("taken", pid)
+
+    async def attempt(pid):
+        try:
+            use(pid)
+        except otpvm.ForeignPidError as exc:
+            return exc.pid, str(exc), otpvm.process_info(otpvm.self())["links"]
+        return "no error"
+
+    with otpvm.VM() as a, otpvm.VM() as b:
+        other = b.spawn(park)
+        pid, text, links = a.run(attempt, other)
+        assert b.processes() == [other]             # nothing reached it
+    assert pid == other and links == []
+    assert text.endswith(
+        f"{other!r}: it is a pid of another VM (node 1), not of this VM (node 0); "
+        "processes of different VMs cannot reach each other: a pid is only valid in the "
+        "VM that made it (do not carry pids from one VM or otpvm.run() to another)")
+    assert text.startswith("cannot ")
+
+
+def test_a_pid_from_an_earlier_run_is_a_clear_error_and_a_dead_one_is_not():
+    async def me():
+        return otpvm.self()
+
+    async def send_to(earlier):
+        dead = otpvm.spawn(lambda: None)
+        ref = otpvm.monitor(dead)
+        await receive(Down(ref, ANY, ANY), timeout=5)
+        send(dead, "dropped silently, as in Erlang")
+        send(earlier, "an error")
+
+    earlier = otpvm.run(me)
+    with pytest.raises(otpvm.ForeignPidError, match=r"^cannot send to <0\.\d+\.0>: it is a "
+                       r"pid of a VM that has stopped, not of this VM \(node 0\)"):
+        otpvm.run(send_to, earlier)
+    with otpvm.VM() as vm, pytest.raises(otpvm.ForeignPidError, match="has stopped"):
+        vm.send(earlier, "from outside too")
 
 
 @pytest.mark.parametrize("bad", [42, "not callable", None])
