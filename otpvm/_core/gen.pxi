@@ -216,13 +216,15 @@ def gen_call(dest, request, timeout=5.0, tag=_GEN_CALL):
 
 
 def gen_cast(dest, msg):
-    """Sends a request to a server without waiting; never fails, as in OTP.
+    """Sends a request to a server without waiting; never fails, as in OTP,
+    unless dest is a pid of another VM (ForeignPidError: see Pid).
     (otpvm.gen.cast; its Python reference is gen._cast_py.)"""
     _cast(_me("gen.cast"), dest, msg)
 
 
 def gen_server_cast(dest, msg):
-    """Sends a request to a server without waiting; never fails, as in OTP.
+    """Sends a request to a server without waiting; never fails, as in OTP,
+    unless dest is a pid of another VM (ForeignPidError: see Pid).
     (otpvm.gen_server.cast: gen.cast under the name its errors give.)"""
     _cast(_me("gen_server.cast"), dest, msg)
 
