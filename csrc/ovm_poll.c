@@ -1,6 +1,7 @@
 #include "ovm_poll.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -14,7 +15,9 @@
 int ovm_poller_init(ovm_poller *p) {
     int err;
     memset(p, 0, sizeof(*p));
-    p->epfd = p->wakefd = -1;
+    atomic_init(&p->epfd, -1);
+    atomic_init(&p->users, 0);
+    p->wakefd = -1;
     atomic_init(&p->pending, 0);
     atomic_init(&p->stopping, 0);
     atomic_init(&p->watch, 1);
@@ -76,13 +79,35 @@ static size_t publish(ovm_poller *p, const struct epoll_event *evs, int n) {
     return added;
 }
 
+/* The epoll fd, counted as in use until release(); -1 (not counted) once
+ * stopped.  Sequentially consistent on both sides: either stop sees the
+ * count and waits, or the caller sees -1. */
+static int acquire(ovm_poller *p) {
+    int fd;
+    atomic_fetch_add(&p->users, 1);
+    fd = atomic_load(&p->epfd);
+    if (fd < 0)
+        atomic_fetch_sub(&p->users, 1);
+    return fd;
+}
+
+static void release(ovm_poller *p) {
+    atomic_fetch_sub(&p->users, 1);
+}
+
 /* One epoll_wait (timeout_ms: -1 blocks, 0 does not); the events go to the
- * ready list.  Returns how many, or -1 when the instance is gone. */
+ * ready list.  Returns how many, or -1 when the instance is gone.  Only the
+ * poll thread blocks, and stop joins it before closing the instance. */
 static int collect(ovm_poller *p, int timeout_ms) {
     struct epoll_event evs[BATCH];
-    int n = epoll_wait(p->epfd, evs, BATCH, timeout_ms);
+    int n, err, fd = acquire(p);
+    if (fd < 0)
+        return -1;
+    n = epoll_wait(fd, evs, BATCH, timeout_ms);
+    err = errno;
+    release(p);
     if (n < 0)
-        return errno == EINTR ? 0 : -1;     /* EBADF/EINVAL: the instance is gone */
+        return err == EINTR ? 0 : -1;
     atomic_store_explicit(&p->last_look, ovm_now_ns(), memory_order_relaxed);
     return (int)publish(p, evs, n);
 }
@@ -157,55 +182,83 @@ size_t ovm_poller_poll(ovm_poller *p, int64_t min_age_ns) {
 
 int ovm_poller_start(ovm_poller *p, ovm_poll_notify_fn notify, void *ctx) {
     struct epoll_event ev;
-    int err;
+    int err = 0, epfd;
+    pthread_mutex_lock(&p->lock);
+    if (atomic_load(&p->stopping)) {
+        err = ECANCELED;
+        goto out;
+    }
     if (atomic_load(&p->started))
-        return 0;
+        goto out;
     p->notify = notify;
     p->notify_ctx = ctx;
-    p->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (p->epfd < 0)
-        return errno;
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) {
+        err = errno;
+        goto out;
+    }
     p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (p->wakefd < 0) {
         err = errno;
-        close(p->epfd);
-        p->epfd = -1;
-        return err;
+        close(epfd);
+        goto out;
     }
     ev.events = EPOLLIN;        /* level-triggered: stays ready once written */
     ev.data.u64 = WAKE_TOKEN;
-    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wakefd, &ev) != 0 ||
+    /* The new thread first takes p->lock (wait_for_watch), so it finds
+     * epfd published when it gets to use it. */
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, p->wakefd, &ev) != 0 ||
         (errno = pthread_create(&p->thread, NULL, poll_main, p)) != 0) {
         err = errno;
         close(p->wakefd);
-        close(p->epfd);
-        p->epfd = p->wakefd = -1;
-        return err;
+        close(epfd);
+        p->wakefd = -1;
+        goto out;
     }
+    atomic_store(&p->epfd, epfd);
     atomic_store_explicit(&p->started, 1, memory_order_release);
-    return 0;
+out:
+    pthread_mutex_unlock(&p->lock);
+    return err;
+}
+
+/* Closes the epoll instance once no caller is inside a syscall on it (each
+ * is one non-blocking syscall long), and the eventfd. */
+static void close_fds(ovm_poller *p) {
+    int fd = atomic_exchange(&p->epfd, -1);
+    if (fd >= 0) {
+        while (atomic_load(&p->users) > 0)
+            sched_yield();
+        close(fd);
+    }
+    if (p->wakefd >= 0)
+        close(p->wakefd);
+    p->wakefd = -1;
 }
 
 void ovm_poller_stop(ovm_poller *p) {
     uint64_t one = 1;
-    if (!atomic_load(&p->started))
-        return;
-    atomic_store_explicit(&p->started, 0, memory_order_release);
+    int was_started;
     pthread_mutex_lock(&p->lock);
+    if (atomic_load(&p->stopping)) {
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
     atomic_store(&p->stopping, 1);
+    was_started = atomic_load(&p->started);
+    atomic_store_explicit(&p->started, 0, memory_order_release);
     pthread_cond_signal(&p->gate);
     pthread_mutex_unlock(&p->lock);
-    while (write(p->wakefd, &one, sizeof(one)) < 0 && errno == EINTR)
-        ;
-    pthread_join(p->thread, NULL);
+    if (was_started) {
+        while (write(p->wakefd, &one, sizeof(one)) < 0 && errno == EINTR)
+            ;
+        pthread_join(p->thread, NULL);
+    }
+    close_fds(p);
 }
 
 void ovm_poller_destroy(ovm_poller *p) {
-    if (p->wakefd >= 0)
-        close(p->wakefd);
-    if (p->epfd >= 0)
-        close(p->epfd);
-    p->epfd = p->wakefd = -1;
+    close_fds(p);
     free(p->ready);
     p->ready = NULL;
     p->len = p->cap = 0;
@@ -215,12 +268,16 @@ void ovm_poller_destroy(ovm_poller *p) {
 
 static int ctl(ovm_poller *p, int op, int fd, uint64_t token, uint32_t interest) {
     struct epoll_event ev;
-    if (p->epfd < 0)
+    int err = 0, epfd = acquire(p);
+    if (epfd < 0)
         return EBADF;
     memset(&ev, 0, sizeof(ev));
     ev.events = to_epoll(interest);
     ev.data.u64 = token;
-    return epoll_ctl(p->epfd, op, fd, &ev) == 0 ? 0 : errno;
+    if (epoll_ctl(epfd, op, fd, &ev) != 0)
+        err = errno;
+    release(p);
+    return err;
 }
 
 int ovm_poller_add(ovm_poller *p, int fd, uint64_t token, uint32_t interest) {

@@ -44,9 +44,17 @@ typedef void (*ovm_poll_notify_fn)(void *ctx);
 #define OVM_POLL_STALE_NS 10000000LL
 
 typedef struct {
-    int epfd;                   /* -1 until started */
+    /* The epoll instance: -1 until started and again once stopped.  Its
+     * users (epoll_ctl and epoll_wait callers, any thread) count themselves
+     * in `users` around each use, so that stop closes it only once nobody
+     * is inside a syscall on it: an fd number is reused by the OS at once,
+     * and a late epoll_ctl on a reused number would act on someone else's
+     * descriptor. */
+    _Atomic int epfd;
+    _Atomic int users;
     int wakefd;                 /* an eventfd that interrupts epoll_wait */
-    pthread_mutex_t lock;       /* guards the ready list and `watch` changes */
+    pthread_mutex_t lock;       /* guards the ready list, `watch` changes,
+                                   and starting against stopping */
     pthread_cond_t gate;        /* the poll thread waits here while not watching */
     ovm_io_event *ready;
     size_t len, cap;
@@ -66,11 +74,15 @@ typedef struct {
 int ovm_poller_init(ovm_poller *p);
 /* Creates the epoll instance and starts the poll thread; `notify` is called
  * from it, without any lock held, whenever the ready list became non-empty.
- * Returns 0 or an errno.  Idempotent. */
+ * Returns 0 or an errno (ECANCELED once stopped).  Idempotent. */
 int ovm_poller_start(ovm_poller *p, ovm_poll_notify_fn notify, void *ctx);
-/* Stops and joins the poll thread (events still queued stay queued). */
+/* Stops and joins the poll thread and closes the epoll instance and the
+ * eventfd, waiting for callers still inside a syscall on it; later calls
+ * fail with EBADF (or find nothing), and the poller cannot be started
+ * again.  Events still queued stay queued.  Idempotent, any thread. */
 void ovm_poller_stop(ovm_poller *p);
-/* Closes the fds and frees the ready list; after ovm_poller_stop. */
+/* Frees the ready list (and closes the fds if stop was never called);
+ * after every other thread is done with the poller. */
 void ovm_poller_destroy(ovm_poller *p);
 
 /* Registers fd under token, armed for `interest` (0: registered, quiet).

@@ -432,7 +432,7 @@ def call(dest: Pid | str, request: Any,
     return gen.call(dest, request, timeout)   # gen.call's awaitable, no coroutine of ours
 
 
-cast = gen.cast
+cast = _vm.gen_server_cast
 """Sends a request without waiting for anything (never fails): gen.cast."""
 
 

@@ -76,6 +76,17 @@ class NotInProcessError(RuntimeError):
     """A kernel call that needs a calling process was made from outside any."""
 
 
+class ForeignPidError(ValueError):
+    """A pid of another VM, or of a VM that has stopped, was given to a call
+    that reaches processes of the caller's own VM only (``send``, ``link``,
+    ``monitor``, ``exit``...); ``pid`` is that pid.  A pid is only valid in
+    the VM that made it (see ``otpvm.Pid``)."""
+
+    def __init__(self, pid: Any, message: str) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
 class NoProcError(LookupError):
     """The process a call needs does not exist (Erlang's ``noproc``)."""
 

@@ -289,3 +289,21 @@ def test_many_callers_of_a_server_killed_mid_stream_are_all_answered_and_clean()
         return "killed" in seen or "noproc" in seen
 
     assert otpvm.run(main, schedulers=2) is True
+
+
+def test_a_call_never_awaited_warns_and_sends_nothing(gen_impl):
+    import warnings
+
+    async def main():
+        pid = await gen_server.start(Server)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gen_server.call(pid, ("hold", otpvm.self()))     # forgot the await
+        with pytest.raises(TimeoutError):                   # the server never heard
+            await receive(("held", ANY), timeout=0.2)
+        return pid, [(w.category, str(w.message)) for w in caught]
+
+    pid, warned = run(main)
+    expected = (f"otpvm.gen.call() to {pid!r} was never awaited" if gen_impl == "compiled"
+                else "coroutine '_call_py' was never awaited")
+    assert warned == [(RuntimeWarning, expected)]

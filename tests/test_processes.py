@@ -8,7 +8,7 @@ import types
 import pytest
 
 import otpvm
-from otpvm import receive, self, send
+from otpvm import ANY, Down, receive, self, send
 
 
 def test_run_returns_mains_value():
@@ -92,6 +92,110 @@ def test_pids_are_unique_ordered_hashable_and_print_like_erlang():
     assert repr(pids[0]).startswith("<0.") and repr(pids[0]).endswith(".0>")
 
 
+def test_two_running_vms_print_their_pids_apart_and_a_lone_vm_is_node_0():
+    async def me():
+        return otpvm.self()
+
+    lone = otpvm.run(me)
+    with otpvm.VM() as a, otpvm.VM() as b:
+        pa, pb = a.run(me), b.run(me)
+        assert (a.node, b.node) == (0, 1)
+    with otpvm.VM() as c:                   # node 0 is free again
+        pc = c.run(me)
+    assert [repr(p) for p in (lone, pa, pb, pc)] == [
+        f"<0.{lone.id}.0>", f"<0.{pa.id}.0>", f"<1.{pb.id}.0>", f"<0.{pc.id}.0>"]
+    assert len({lone, pa, pb, pc}) == 4 and sorted([pc, pb, pa, lone]) == [lone, pa, pb, pc]
+
+
+class Holder:
+    """A message that is pickled when sent (not a built-in container)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+
+def test_pids_survive_pickling_and_copying_with_their_node():
+    import copy
+    import pickle
+
+    async def echo_back(parent):
+        holder = await receive()
+        send(parent, ("alive", otpvm.is_alive(holder.pid)))
+
+    async def main():
+        pid = otpvm.spawn(echo_back, self())
+        send(pid, Holder(pid))              # a pid inside a pickled message
+        return await receive(timeout=5)
+
+    with otpvm.VM() as a, otpvm.VM() as b:
+        pb = b.run(lambda: otpvm.self())
+        assert b.run(main) == ("alive", True)
+        back = pickle.loads(pickle.dumps(pb))
+        assert (back, repr(back), hash(back)) == (pb, repr(pb), hash(pb))
+        assert copy.copy(pb) == copy.deepcopy(pb) == pb
+        assert a.node == 0 and pb.node == 1
+
+
+@pytest.mark.parametrize("call", ["send", "link", "monitor", "exit", "send_alias",
+                                  "process_info", "register"])
+def test_a_pid_of_another_vm_is_a_clear_error(call):
+    async def park():
+        await receive()
+
+    def use(pid):
+        if call == "send":
+            otpvm.send(pid, "hello")
+        elif call == "link":
+            otpvm.link(pid)
+        elif call == "monitor":
+            otpvm.monitor(pid)
+        elif call == "exit":
+            otpvm.exit(pid, "kill")
+        elif call == "send_alias":
+            otpvm.send_alias(pid, otpvm.make_ref(), "hello")
+        elif call == "process_info":
+            otpvm.process_info(pid)
+        else:
+            otpvm.register("taken", pid)
+
+    async def attempt(pid):
+        try:
+            use(pid)
+        except otpvm.ForeignPidError as exc:
+            return exc.pid, str(exc), otpvm.process_info(otpvm.self())["links"]
+        return "no error"
+
+    with otpvm.VM() as a, otpvm.VM() as b:
+        other = b.spawn(park)
+        pid, text, links = a.run(attempt, other)
+        assert b.processes() == [other]             # nothing reached it
+    assert pid == other and links == []
+    assert text.endswith(
+        f"{other!r}: it is a pid of another VM (node 1), not of this VM (node 0); "
+        "processes of different VMs cannot reach each other: a pid is only valid in the "
+        "VM that made it (do not carry pids from one VM or otpvm.run() to another)")
+    assert text.startswith("cannot ")
+
+
+def test_a_pid_from_an_earlier_run_is_a_clear_error_and_a_dead_one_is_not():
+    async def me():
+        return otpvm.self()
+
+    async def send_to(earlier):
+        dead = otpvm.spawn(lambda: None)
+        ref = otpvm.monitor(dead)
+        await receive(Down(ref, ANY, ANY), timeout=5)
+        send(dead, "dropped silently, as in Erlang")
+        send(earlier, "an error")
+
+    earlier = otpvm.run(me)
+    with pytest.raises(otpvm.ForeignPidError, match=r"^cannot send to <0\.\d+\.0>: it is a "
+                       r"pid of a VM that has stopped, not of this VM \(node 0\)"):
+        otpvm.run(send_to, earlier)
+    with otpvm.VM() as vm, pytest.raises(otpvm.ForeignPidError, match="has stopped"):
+        vm.send(earlier, "from outside too")
+
+
 @pytest.mark.parametrize("bad", [42, "not callable", None])
 def test_spawn_rejects_a_non_callable_body(bad):
     async def main():
@@ -107,6 +211,67 @@ def test_kernel_calls_outside_a_process_are_clear_errors():
                        (otpvm.whereis, ("x",)), (otpvm.processes, ())]:
         with pytest.raises(otpvm.NotInProcessError, match=call.__name__):
             call(*args)
+
+
+def _outside(fn, *args):
+    """Calls fn outside any process, and runs what it returns as far as it
+    goes (a coroutine's first step, as asyncio would)."""
+    result = fn(*args)
+    if hasattr(result, "__await__"):
+        result.__await__().send(None)
+
+
+def _api_calls():
+    from otpvm import (
+        application,
+        gen,
+        gen_event,
+        gen_server,
+        gen_statem,
+        registry,
+        supervisor,
+        task,
+    )
+    from otpvm import sys as otp_sys
+
+    name = "someone"
+    return [
+        ("otpvm.gen_server.call", gen_server.call, (name, "req")),
+        ("otpvm.gen_server.cast", gen_server.cast, (name, "req")),
+        ("otpvm.gen_server.reply", gen_server.reply, (gen.From(None, None), 1)),
+        ("otpvm.gen_server.stop", gen_server.stop, (name,)),
+        ("otpvm.gen_server.start", gen_server.start, (gen_server.GenServer,)),
+        ("otpvm.gen.call", gen.call, (name, "req")),
+        ("otpvm.gen.cast", gen.cast, (name, "req")),
+        ("otpvm.gen.reply", gen.reply, (gen.From(None, None), 1)),
+        ("otpvm.gen_statem.call", gen_statem.call, (name, "req")),
+        ("otpvm.gen_statem.cast", gen_statem.cast, (name, "req")),
+        ("otpvm.gen_event.notify", gen_event.notify, (name, "event")),
+        ("otpvm.gen_event.call", gen_event.call, (name, object, "req")),
+        ("otpvm.gen_event.sync_notify", gen_event.sync_notify, (name, "event")),
+        ("otpvm.supervisor.which_children", supervisor.which_children, (name,)),
+        ("otpvm.supervisor.start_child", supervisor.start_child, (name, ())),
+        ("otpvm.supervisor.terminate_child", supervisor.terminate_child, (name, "id")),
+        ("otpvm.sys.get_state", otp_sys.get_state, (name,)),
+        ("otpvm.sys.suspend", otp_sys.suspend, (name,)),
+        ("otpvm.sys.terminate", otp_sys.terminate, (name,)),
+        ("otpvm.registry.lookup", registry.lookup, (name, "key")),
+        ("otpvm.registry.whereis_name", registry.whereis_name, (name, "key")),
+        ("otpvm.application.which_applications", application.which_applications, ()),
+        ("otpvm.task.async_", task.async_, (print,)),
+        ("otpvm.run_blocking", otpvm.run_blocking, (print,)),
+    ]
+
+
+@pytest.mark.parametrize("expected, fn, args", _api_calls(), ids=lambda v: v
+                         if isinstance(v, str) and v.startswith("otpvm.") else "")
+def test_a_call_outside_a_process_names_the_call_the_user_made(expected, fn, args):
+    # Each of them fails deep inside (whereis, monitor, make_ref...), but
+    # the error names what the user wrote.
+    with pytest.raises(otpvm.NotInProcessError) as caught:
+        _outside(fn, *args)
+    assert str(caught.value).startswith(
+        f"{expected}() must be called from inside an otpvm process; from ordinary code ")
 
 
 def test_a_crash_is_logged_once_with_its_traceback_and_nothing_else_notices(caplog):
@@ -154,6 +319,58 @@ def test_awaiting_a_foreign_awaitable_crashes_only_that_process(caplog):
         reason = otpvm.run(main)
     assert isinstance(reason, TypeError)
     assert "cannot wait for" in str(reason)
+
+
+ASYNCIO_HINT = ("asyncio does not run inside an otpvm process: use otpvm.sleep() instead of "
+                "asyncio.sleep(), otpvm.receive() to wait for messages, and "
+                "'await otpvm.run_blocking(fn, *args)' for a blocking call; to use otpvm "
+                "from asyncio code, run the VM beside the event loop: "
+                "'await loop.run_in_executor(None, vm.run, main)'")
+
+
+def test_asyncio_inside_a_process_fails_saying_what_to_use_instead(caplog):
+    async def main():
+        await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        with pytest.raises(RuntimeError) as caught:
+            otpvm.run(main)
+    assert str(caught.value) == "no running event loop"
+    assert caught.value.__notes__ == [ASYNCIO_HINT]
+    (report,) = [r.getMessage() for r in caplog.records]
+    assert report.startswith("crash report") and ASYNCIO_HINT in report
+
+
+def test_awaiting_asyncio_sleep_zero_is_a_type_error_naming_the_bare_yield():
+    me = []
+
+    async def main():
+        me.append(otpvm.self())
+        await asyncio.sleep(0)
+
+    with pytest.raises(TypeError) as caught:
+        otpvm.run(main)
+    assert str(caught.value) == (
+        f"process {me[0]!r} awaited something that yielded None to the scheduler (a bare "
+        f"'yield', as asyncio.sleep(0) does), which otpvm cannot wait for. {ASYNCIO_HINT}")
+
+
+def test_awaiting_an_asyncio_future_is_a_type_error_naming_it():
+    loop = asyncio.new_event_loop()
+    future = loop.create_future()
+
+    async def main():
+        await future            # a closure: a future cannot be sent as an argument
+
+    try:
+        with otpvm.VM() as vm:
+            with pytest.raises(TypeError) as caught:
+                vm.run(main)
+    finally:
+        loop.close()
+    text = str(caught.value)
+    assert f"awaited an asyncio future ({future!r}), which otpvm cannot wait for. " in text
+    assert text.endswith(ASYNCIO_HINT)
 
 
 def test_each_process_has_its_own_context():

@@ -205,3 +205,88 @@ def test_receive_outside_a_process_is_a_clear_error():
         receive()
     with pytest.raises(otpvm.NotInProcessError):
         send(None, 1)
+
+
+def test_awaited_values_that_look_like_stop_iteration_arguments_come_back_as_sent():
+    # A receive that finds its message at once ends the await with the
+    # message as StopIteration's value (awaitable.h): a tuple must not be
+    # unpacked into arguments, nor an exception raised instead of returned.
+    err = ValueError("a message, not an error")
+    messages = [(1, 2), (7,), (), err, ValueError, StopIteration("x"), None, 0]
+
+    async def main():
+        for m in messages:
+            send(self(), m)
+        ready = [await receive() for _ in messages]         # already queued
+        otpvm.spawn(lambda parent: [send(parent, m) for m in messages], self())
+        waited = []
+        for _ in messages:
+            waited.append(await receive(timeout=5))         # may suspend first
+        return ready, waited
+
+    ready, waited = otpvm.run(main)
+    for got in (ready, waited):
+        assert [type(g) for g in got] == [type(m) for m in messages]
+        assert got[:3] == [(1, 2), (7,), ()]
+        assert str(got[3]) == "a message, not an error" and got[4] is ValueError
+        assert got[5].args == ("x",) and got[6:] == [None, 0]
+
+
+def test_a_receive_or_sleep_never_awaited_warns_like_a_forgotten_coroutine():
+    import warnings
+
+    async def main():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            msg = receive()                             # forgot the await
+            del msg
+            otpvm.sleep(1)                              # dropped at once
+            send(self(), "ready")
+            assert await receive() == "ready"           # awaited: quiet
+            with pytest.raises(TimeoutError):
+                await receive(timeout=0)                # awaited, failed: quiet
+            await otpvm.sleep(0)
+        return [(w.category, str(w.message), w.filename) for w in caught]
+
+    assert otpvm.run(main) == [
+        (RuntimeWarning, "otpvm.receive() was never awaited", __file__),
+        (RuntimeWarning, "otpvm.sleep() was never awaited", __file__),
+    ]
+
+
+def test_a_never_awaited_receive_under_an_error_filter_is_unraisable(monkeypatch):
+    import sys
+    import warnings
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(
+        (type(u.exc_value), str(u.exc_value), u.object)))
+
+    async def main():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            receive()
+            return "went on"
+
+    assert otpvm.run(main) == "went on"
+    assert seen == [(RuntimeWarning, "otpvm.receive() was never awaited",
+                     "otpvm.receive() was never awaited")]
+
+
+def test_a_receive_suspended_when_its_process_is_killed_does_not_warn():
+    import warnings
+
+    async def main():
+        pid = otpvm.spawn(receive)                      # the body is the awaitable
+        waiting = otpvm.spawn(lambda: receive("never"))
+        sleeper = otpvm.spawn(otpvm.sleep, 60)
+        for p in (pid, waiting, sleeper):
+            ref = otpvm.monitor(p)
+            otpvm.exit(p, "kill")
+            await receive(Down(ref, ANY, ANY), timeout=5)
+        return "ok"
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert otpvm.run(main) == "ok"
+    assert [str(w.message) for w in caught] == []

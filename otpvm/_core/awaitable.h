@@ -16,6 +16,26 @@
 typedef int (*ovm_advance_fn)(PyObject *self, PyObject **out);
 static ovm_advance_fn ovm_advance;
 
+/* Finishes an iteration with `value` as StopIteration's value.  3.13 moved
+ * _PyGen_SetStopIterationValue to an internal header (clang and GCC 14
+ * refuse the implicit declaration), so 3.12+ does what CPython's own
+ * helper does there, with public calls only: build the instance
+ * explicitly, because PyErr_SetObject(PyExc_StopIteration, value) would
+ * unpack a tuple value into arguments (StopIteration((1, 2)).value must
+ * stay (1, 2)) and raise an exception value instead of wrapping it.  Same
+ * cost as the helper; measured in the commit that made this change. */
+static inline int ovm_set_stop_iteration(PyObject *value) {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, value);
+    if (exc == NULL)
+        return -1;
+    PyErr_SetRaisedException(exc);      /* steals exc */
+    return 0;
+#else
+    return _PyGen_SetStopIterationValue(value);
+#endif
+}
+
 static PyObject *ovm_await_iternext(PyObject *self) {
     PyObject *out = NULL;
     int r = ovm_advance(self, &out);
@@ -24,7 +44,7 @@ static PyObject *ovm_await_iternext(PyObject *self) {
     if (r == 1)
         return out;
     if (out != Py_None)
-        _PyGen_SetStopIterationValue(out);
+        ovm_set_stop_iteration(out);    /* on failure, its error is set instead */
     Py_DECREF(out);
     return NULL;
 }

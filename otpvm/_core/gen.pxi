@@ -94,6 +94,13 @@ cdef class _Call(_Receive):
     cdef object tag
     cdef Ref ref
 
+    def __dealloc__(self):
+        # Here, while dest is still set (the base's deallocator runs after
+        # this class's fields are cleared); then the base stays quiet.
+        if not self.advanced:
+            self.advanced = True
+            _warn_unawaited(f"otpvm.gen.call() to {_brief(self.dest)}")
+
     cdef int advance(self, PyObject **out) except -1:
         cdef Process p
         cdef object msg
@@ -177,6 +184,13 @@ cdef class _Call(_Receive):
         raise exc
 
 
+cdef str _brief(object dest):
+    """dest for a warning written from a deallocator: no user __repr__."""
+    if type(dest) is Pid or type(dest) is str:
+        return repr(dest)
+    return f"a {type(dest).__name__}"
+
+
 ovm_install_awaitable(_Call, _advance)
 _Coroutine.register(_Call)      # asyncio.iscoroutine(), like the coroutine it mirrors
 
@@ -191,7 +205,9 @@ def gen_call(dest, request, timeout=5.0, tag=_GEN_CALL):
     reply that comes after a timeout is dropped on arrival.  Nothing happens
     until the result is awaited.  (otpvm.gen.call; its Python reference is
     gen._call_py.)"""
-    cdef _Call c = _Call.__new__(_Call)
+    cdef _Call c
+    _me("gen.call")                 # outside a process: fail here, naming the caller's call
+    c = _Call.__new__(_Call)
     c.dest = dest
     c.request = request
     c.timeout = timeout
@@ -200,25 +216,38 @@ def gen_call(dest, request, timeout=5.0, tag=_GEN_CALL):
 
 
 def gen_cast(dest, msg):
-    """Sends a request to a server without waiting; never fails, as in OTP.
+    """Sends a request to a server without waiting; never fails, as in OTP,
+    unless dest is a pid of another VM (ForeignPidError: see Pid).
     (otpvm.gen.cast; its Python reference is gen._cast_py.)"""
+    _cast(_me("gen.cast"), dest, msg)
+
+
+def gen_server_cast(dest, msg):
+    """Sends a request to a server without waiting; never fails, as in OTP,
+    unless dest is a pid of another VM (ForeignPidError: see Pid).
+    (otpvm.gen_server.cast: gen.cast under the name its errors give.)"""
+    _cast(_me("gen_server.cast"), dest, msg)
+
+
+cdef int _cast(Process me, object dest, object msg) except -1:
     pid = dest if type(dest) is Pid else _gen_resolve(dest)
     if pid is not None:
-        _send_from(_me("send"), pid, (_GEN_CAST, msg))
+        _send_from(me, pid, (_GEN_CAST, msg))
+    return 0
 
 
 def gen_reply(from_, value):
     """Answers a call, from inside the server or any process it handed
     ``from_`` to; a caller that gave up meanwhile drops it.  (otpvm.gen.reply;
     its Python reference is gen._reply_py.)"""
-    cdef Process me
+    cdef Process me = _me("gen.reply")
     if type(from_) is _From:
         pid = (<tuple>from_)[0]
         ref = (<tuple>from_)[1]
     else:
         pid = from_.pid
         ref = from_.ref
-    _send_alias_from(_me("send_alias"), pid, ref, (ref, value),
+    _send_alias_from(me, pid, ref, (ref, value),
                      not (_atomic(value) and _atomic(ref)))
 
 

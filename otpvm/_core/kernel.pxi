@@ -8,10 +8,48 @@ from otpvm.terms import NoProcError as _NoProcError, NotInProcessError as _NotIn
 cdef inline Process _me(str call):
     cdef void *cur = ovm_get_current()
     if cur == NULL:
-        raise _NotInProcessError(
-            f"otpvm.{call}() must be called from inside an otpvm process; "
-            f"from ordinary code use the VM object (VM.spawn, VM.send, VM.run)")
+        raise _not_in_process(call)
     return <Process>cur
+
+
+cdef object _not_in_process(str call):
+    """The NotInProcessError for a kernel `call` made outside any process,
+    naming the function the user called (see _called_api)."""
+    return _NotInProcessError(
+        f"{_called_api(call)}() must be called from inside an otpvm process; "
+        f"from ordinary code use the VM object (VM.spawn, VM.send, VM.run)")
+
+
+cdef str _called_api(str call):
+    """The otpvm function that the code outside otpvm called, for an error
+    raised deep inside it: a gen_server.call made outside a process fails in
+    whereis, but whereis is not what the user wrote.
+
+    Outside any process nothing but the user's own code can have called
+    otpvm, so the outermost of the otpvm frames on top of the stack is the
+    entry point (compiled functions have no frame: a compiled entry point
+    checks first and names itself, `call`).  Only on this error path."""
+    frame = _sys._getframe(0)       # the innermost Python frame: ours have none
+    entry = None
+    while frame is not None and _is_otpvm_module(frame.f_globals.get("__name__")):
+        entry = frame
+        frame = frame.f_back
+    if entry is None:
+        return f"otpvm.{call}"
+    module = entry.f_globals["__name__"]
+    if module == "otpvm.kernel":
+        module = "otpvm"                # re-exported as otpvm.<name>
+    return f"{module}.{entry.f_code.co_qualname}"
+
+
+cdef bint _is_otpvm_module(object name):
+    if type(name) is not str:
+        return False
+    if name == "otpvm":
+        return True
+    # The demos and the command line are otpvm's users, not its API.
+    return (name.startswith("otpvm.") and not name.startswith("otpvm.demos")
+            and name != "otpvm.__main__")
 
 
 cdef Pid _as_pid(object pid, str call):
@@ -71,7 +109,8 @@ def spawn_handler(handler, args=(), *, link=False, monitor=False):
 def send(dest, msg):
     """Sends msg to a Pid (dropped silently if it is dead) or a registered
     name (UnknownNameError if nobody has it).  The receiver gets its own
-    copy: nothing it does to the message is visible to the sender."""
+    copy: nothing it does to the message is visible to the sender.  A pid
+    of another VM is an error (ForeignPidError; see Pid)."""
     _send_from(_me("send"), dest, msg)
 
 
@@ -83,6 +122,7 @@ cdef int _send_from(Process me, object dest, object msg, bint copy=True) except 
     if type(dest) is Pid:
         target = me.vm.procs.get((<Pid>dest).key)
         if target is None:
+            me.vm.check_own(<Pid>dest, "cannot send to")
             return 0
     else:
         target = me.vm.resolve(dest)
@@ -161,18 +201,23 @@ cdef int _send_alias_from(Process me, object pid, object ref, object msg,
     if target is not None:
         (<Process>target).deliver(OVM_SIG_ALIAS, (ref, copy_msg(msg) if copy else msg),
                                   me.home())
+    else:
+        me.vm.check_own(<Pid>pid, "cannot send to")
     return 0
 
 
 def link(pid):
     """Links the caller and pid: when either ends, the other gets an exit
     signal.  Linking to a dead process raises NoProcError, or, when the
-    caller traps exits, delivers ``Exit(pid, 'noproc')`` (as Erlang does)."""
+    caller traps exits, delivers ``Exit(pid, 'noproc')`` (as Erlang does).
+    A pid of another VM is an error (ForeignPidError; see Pid)."""
     cdef Process me = _me("link")
     cdef Pid other = _as_pid(pid, "link")
     if other == me.pid or (me.links is not None and other in me.links):
         return
     target = me.vm.lookup(other)
+    if target is None:
+        me.vm.check_own(other, "cannot link to")
     if target is not None and (<Process>target).deliver(OVM_SIG_LINK, me.pid, me.home()):
         me.link_set().add(other)
     elif me.trap_exit:
@@ -198,7 +243,8 @@ def monitor(pid, *, alias=False):
     """Monitors a Pid or a registered name: when it ends (or if it is already
     gone) the caller gets ``Down(ref, pid, reason)``.  Returns ref.  With
     ``alias=True`` the ref is also an active alias (see alias()), the way a
-    gen_server call tags its request."""
+    gen_server call tags its request.  A pid of another VM is an error
+    (ForeignPidError; see Pid)."""
     cdef Process me = _me("monitor")
     if type(pid) is not Pid and not isinstance(pid, str):
         raise TypeError(f"otpvm.monitor() needs a Pid or a registered name, not {pid!r}")
@@ -206,12 +252,15 @@ def monitor(pid, *, alias=False):
 
 
 cdef Ref _monitor(Process me, object pid, bint alias):
-    cdef Ref ref = _make_ref(me)    # marks the mailbox: a receive on ref is O(1)
+    cdef Ref ref
+    target = me.vm.lookup(pid)
+    if target is None and type(pid) is Pid:
+        me.vm.check_own(<Pid>pid, "cannot monitor")
+    ref = _make_ref(me)             # marks the mailbox: a receive on ref is O(1)
     if alias:
         if me.aliases is None:
             me.aliases = set()
         me.aliases.add(ref)
-    target = me.vm.lookup(pid)
     if me.monitors_out is None:
         me.monitors_out = {}
     me.monitors_out[ref] = pid if target is None else (<Process>target).pid
@@ -258,7 +307,8 @@ def exit(*args):
     """``exit(reason)`` ends the calling process with reason (it unwinds
     like an exception: ``finally`` blocks run).  ``exit(pid, reason)`` sends
     pid an exit signal: ignored if 'normal', trapped as an ``Exit`` message
-    if pid traps exits, untrappable if 'kill' (it dies with 'killed')."""
+    if pid traps exits, untrappable if 'kill' (it dies with 'killed').  A pid
+    of another VM is an error (ForeignPidError; see Pid)."""
     cdef Process me
     if len(args) == 1:
         _me("exit")
@@ -279,6 +329,8 @@ def exit(*args):
     target = me.vm.lookup(pid)
     if target is not None:
         (<Process>target).deliver(OVM_SIG_EXIT, (me.pid, reason), me.home())
+    else:
+        me.vm.check_own(pid, "cannot send an exit signal to")
 
 
 def process_flag(flag, value):
@@ -359,7 +411,9 @@ def process_info(pid):
     links, monitors, monitored_by, registered_name, trap_exit,
     initial_call), or None if it is dead."""
     cdef Process me = _me("process_info")
-    target = me.vm.lookup(_as_pid(pid, "process_info"))
+    cdef Pid p = _as_pid(pid, "process_info")
+    target = me.vm.lookup(p)
     if target is None:
+        me.vm.check_own(p, "cannot get process_info of")
         return None
     return (<Process>target).info()

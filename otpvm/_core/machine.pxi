@@ -4,8 +4,8 @@ import os as _os
 import time as _time
 import sys as _sys
 import threading as _threading
-from otpvm.terms import NameRegistrationError as _NameRegistrationError, \
-    UnknownNameError as _UnknownNameError
+from otpvm.terms import ForeignPidError as _ForeignPidError, \
+    NameRegistrationError as _NameRegistrationError, UnknownNameError as _UnknownNameError
 
 # Free-threaded CPython runs Python on every scheduler thread at once; with a
 # GIL, Python code is serialised and extra scheduler threads only add GIL
@@ -19,6 +19,33 @@ cdef enum:
 
 def _default_schedulers():
     return (_os.cpu_count() or 1) if _FREE_THREADED else 1
+
+
+# The running VMs by node number (what their pids print first): a new VM
+# takes the lowest free number, and gives it back when it has stopped.
+cdef dict _RUNNING = {}
+cdef object _RUNNING_LOCK = _threading.Lock()
+
+
+cdef uint32_t _take_node(VM vm):
+    cdef uint32_t node = 0
+    with _RUNNING_LOCK:
+        while node in _RUNNING:
+            node += 1
+        _RUNNING[node] = vm
+    return node
+
+
+cdef int _give_node_back(VM vm) except -1:
+    with _RUNNING_LOCK:
+        if _RUNNING.get(vm.node) is vm:
+            del _RUNNING[vm.node]
+    return 0
+
+
+cdef VM _running_vm(uint32_t node):
+    with _RUNNING_LOCK:
+        return _RUNNING.get(node)
 
 
 cdef class VM:
@@ -39,11 +66,13 @@ cdef class VM:
     cdef ovm_sched sched
     cdef bint sched_ready
     cdef readonly int schedulers
+    cdef readonly uint32_t node     # its number among the running VMs (see Pid)
     cdef dict procs                 # pid id -> Process, the live ones
     cdef dict names                 # registered name -> Process
     cdef object lock                # guards names
     cdef object threads
     cdef object emptied             # set when stopping and the last process ended
+    cdef object stopped             # set when shutdown is over
     cdef bint stopping
     cdef uint32_t next_runq
     cdef dict io_ports              # poller token -> socket (otpvm.net)
@@ -69,10 +98,12 @@ cdef class VM:
         self.io_ports = {}
         self.lock = _threading.Lock()
         self.emptied = _threading.Event()
+        self.stopped = _threading.Event()
         err = ovm_sched_init(&self.sched, schedulers, schedulers + spares, limit, _FREE_THREADED)
         if err:
             raise OSError(err, f"otpvm: cannot set up the scheduler: {_os.strerror(err)}")
         self.sched_ready = True
+        self.node = _take_node(self)        # given back when shutdown ends
         self.threads = []
         for i in range(schedulers + spares):
             t = _threading.Thread(target=self._worker, args=(i,), daemon=True,
@@ -97,7 +128,8 @@ cdef class VM:
 
     def __repr__(self):
         state = "stopped" if self.stopping else "running"
-        return f"<otpvm.VM {state}, {len(self.procs)} processes, {self.schedulers} schedulers>"
+        return (f"<otpvm.VM node {self.node} {state}, {len(self.procs)} processes, "
+                f"{self.schedulers} schedulers>")
 
     # -- the public, thread-safe face ---------------------------------------
 
@@ -113,6 +145,8 @@ cdef class VM:
         target = self.resolve(dest)
         if target is not None:
             (<Process>target).deliver(OVM_SIG_MESSAGE, copy_msg(msg), (<Process>target).home())
+        elif type(dest) is Pid:
+            self.check_own(<Pid>dest, "cannot send to")
 
     def run(self, main, *args):
         """Runs ``main(*args)`` as a process and waits for it to end.
@@ -139,15 +173,28 @@ cdef class VM:
         monitors fire, ``finally`` blocks run).  Waits up to ``timeout``
         seconds for them; a process stuck in a loop that never awaits cannot
         be interrupted, and its thread is abandoned (it is a daemon thread).
+        When it returns, the VM's sockets and its poller's file descriptors
+        are closed (not left to the garbage collector).
+
+        Called from a process of this VM (as ``halt()`` does), it returns at
+        once and the VM stops from another thread; a later ``stop()`` from
+        outside (the end of ``with VM()`` or ``run()``) waits for that.
         """
-        if self.stopping:
+        cdef bint first
+        cdef bint inside = (ovm_get_current() != NULL
+                            and (<Process>ovm_get_current()).vm is self)
+        with self.lock:
+            first = not self.stopping
+            self.stopping = True
+        if inside:
+            if first:
+                # A scheduler thread cannot join itself: stop from another thread.
+                _threading.Thread(target=self.shutdown, args=(timeout,), daemon=True).start()
             return
-        self.stopping = True
-        if ovm_get_current() != NULL and (<Process>ovm_get_current()).vm is self:
-            # A scheduler thread cannot join itself: stop from another thread.
-            _threading.Thread(target=self.shutdown, args=(timeout,), daemon=True).start()
-            return
-        self.shutdown(timeout)
+        if first:
+            self.shutdown(timeout)
+        else:
+            self.stopped.wait(timeout + 1.0)
 
     def processes(self):
         """The pids of the live processes."""
@@ -166,23 +213,46 @@ cdef class VM:
     # -- internals ------------------------------------------------------------
 
     def shutdown(self, timeout):
-        for p in list(self.procs.values()):
-            (<Process>p).deliver(OVM_SIG_EXIT, (None, "kill"), (<Process>p).home())
-        deadline = _time.monotonic() + timeout
-        if self.procs:
-            self.emptied.wait(timeout)
-        for port in list(self.io_ports.values()):
-            port.close()                    # output still lingering after its owner
-        with nogil:
-            ovm_sched_stop(&self.sched)
-        for t in self.threads:
-            if t is not _threading.current_thread():
-                t.join(max(0.0, deadline - _time.monotonic()) + 0.1)
+        try:
+            for p in list(self.procs.values()):
+                (<Process>p).deliver(OVM_SIG_EXIT, (None, "kill"), (<Process>p).home())
+            deadline = _time.monotonic() + timeout
+            if self.procs:
+                self.emptied.wait(timeout)
+            for port in list(self.io_ports.values()):
+                port.close()                # output still lingering after its owner
+            # Also closes the poller's fds, safely even while an abandoned
+            # scheduler thread still runs (see ovm_poller_stop).
+            with nogil:
+                ovm_sched_stop(&self.sched)
+            for t in self.threads:
+                if t is not _threading.current_thread():
+                    t.join(max(0.0, deadline - _time.monotonic()) + 0.1)
+        finally:
+            _give_node_back(self)
+            self.stopped.set()
 
     cdef int check_running(self) except -1:
         if self.stopping:
             raise RuntimeError("this otpvm VM has been stopped")
         return 0
+
+    cdef int check_own(self, Pid pid, str action) except -1:
+        """For a pid not found among the live processes: dead (fine, as in
+        Erlang), or of another VM (ForeignPidError, see Pid)."""
+        if pid.vm is self:
+            return 0
+        if pid.vm is None:
+            whose = "no VM running in this OS process (an unpickled pid?)"
+        elif pid.vm.stopping:
+            whose = "a VM that has stopped"
+        else:
+            whose = f"another VM (node {pid.node})"
+        raise _ForeignPidError(
+            pid, f"{action} {pid!r}: it is a pid of {whose}, not of this VM (node "
+                 f"{self.node}); processes of different VMs cannot reach each other: a "
+                 f"pid is only valid in the VM that made it (do not carry pids from one "
+                 f"VM or otpvm.run() to another)")
 
     def _worker(self, uint32_t w):
         cdef ovm_proc *cp = NULL
@@ -322,6 +392,8 @@ cdef class VM:
             raise _NameRegistrationError(
                 f"a registered name must be a non-empty str other than 'undefined', not {name!r}")
         cdef Process p = self.lookup(pid)
+        if p is None:
+            self.check_own(pid, f"cannot register {name!r} as")
         with self.lock:
             if name in self.names:
                 raise _NameRegistrationError(
@@ -358,6 +430,7 @@ cdef class VM:
         self.check_running()
         if not self.io_started:
             with self.lock:
+                self.check_running()        # stop() sets stopping under this lock
                 if not self.io_started:
                     err = ovm_sched_start_io(&self.sched)
                     if err:
@@ -368,6 +441,7 @@ cdef class VM:
         err = ovm_poller_add(&self.sched.io, fd, token, interest)
         if err:
             del self.io_ports[token]
+            self.check_running()            # EBADF: the poller stopped meanwhile
             raise OSError(err, f"otpvm: cannot watch fd {fd}: {_os.strerror(err)}")
         return token
 

@@ -65,6 +65,43 @@ cdef void _free_nodes(ovm_node *node) noexcept:
         node = nxt
 
 
+cdef str _ASYNCIO_HINT = (
+    "asyncio does not run inside an otpvm process: use otpvm.sleep() instead of "
+    "asyncio.sleep(), otpvm.receive() to wait for messages, and "
+    "'await otpvm.run_blocking(fn, *args)' for a blocking call; to use otpvm from "
+    "asyncio code, run the VM beside the event loop: "
+    "'await loop.run_in_executor(None, vm.run, main)'")
+
+
+cdef object _foreign_await(Pid pid, object value):
+    """The TypeError for a process whose coroutine yielded something other
+    than otpvm's own awaitables to the scheduler, saying what it was."""
+    if hasattr(type(value), "_asyncio_future_blocking"):       # asyncio.isfuture
+        return TypeError(f"process {pid!r} awaited an asyncio future ({value!r}), which "
+                         f"otpvm cannot wait for. {_ASYNCIO_HINT}")
+    if value is None:
+        return TypeError(f"process {pid!r} awaited something that yielded None to the "
+                         f"scheduler (a bare 'yield', as asyncio.sleep(0) does), which "
+                         f"otpvm cannot wait for. {_ASYNCIO_HINT}")
+    return TypeError(f"process {pid!r} awaited something that yielded {value!r} to the "
+                     f"scheduler, which otpvm cannot wait for: processes await "
+                     f"otpvm.receive(), otpvm.sleep(), gen calls, and coroutines that "
+                     f"await them (not another event loop's objects)")
+
+
+cdef int _explain_asyncio(object exc) except -1:
+    """A process that crashed calling asyncio (whose calls need a running
+    event loop) gets a note on its exception saying what to use instead."""
+    if type(exc) is not RuntimeError:
+        return 0
+    text = str(exc)
+    if text != "no running event loop" and not text.startswith("There is no current event loop"):
+        return 0
+    if _ASYNCIO_HINT not in (getattr(exc, "__notes__", None) or ()):
+        exc.add_note(_ASYNCIO_HINT)
+    return 0
+
+
 @cython.no_gc
 cdef class Process:
     """A lightweight process (internal: user code only ever sees its Pid).
@@ -536,9 +573,7 @@ cdef class Process:
             return STEP_WAIT
         if value is _YIELD:
             return STEP_YIELD
-        self.abandon(TypeError(
-            f"process {self.pid!r} awaited {value!r}, which otpvm cannot wait for: "
-            "processes await otpvm.receive() and otpvm.sleep(), not asyncio objects"))
+        self.abandon(_foreign_await(self.pid, value))
         return STEP_DONE
 
     cdef bint start_body(self) except -1:
@@ -559,6 +594,7 @@ cdef class Process:
         if isinstance(exc, _ProcessExit):
             self.finish((<object>exc).reason)
         else:
+            _explain_asyncio(exc)
             self.crash(exc)
             self.finish(exc)
         return 0

@@ -16,6 +16,21 @@ cdef enum:
 
 cdef object _NEVER = lambda msg: False      # sleep's pattern
 
+cdef extern from "Python.h":
+    int PyErr_WarnEx(object category, const char *message, Py_ssize_t stack_level)
+    void PyErr_WriteUnraisable(object obj)
+
+
+cdef void _warn_unawaited(str what) noexcept:
+    """What CPython does for a coroutine dropped before it ran
+    (_PyErr_WarnUnawaitedCoroutine): a RuntimeWarning, attributed to the
+    code that dropped it, through the warnings filters; if a filter makes
+    it an error, an unraisable exception.  Called from a deallocator, so
+    the awaitable itself is never handed to Python code."""
+    message = f"{what} was never awaited"
+    if PyErr_WarnEx(RuntimeWarning, message.encode(), 1) < 0:
+        PyErr_WriteUnraisable(message)
+
 
 @cython.freelist(64)
 cdef class _Receive:
@@ -24,6 +39,11 @@ cdef class _Receive:
     cdef int64_t timeout_ns         # -1: wait forever
     cdef int state
     cdef bint is_sleep
+    cdef bint advanced              # awaited (or driven) at least once
+
+    def __dealloc__(self):
+        if not self.advanced:
+            _warn_unawaited("otpvm.sleep()" if self.is_sleep else "otpvm.receive()")
 
     def __await__(self):
         return self
@@ -66,6 +86,7 @@ cdef int _advance(object obj, PyObject **out) except -1:
     """One step of an awaited receive: 0 with the result in *out, 1 with a
     value to yield to the scheduler in *out.  A subclass (a gen call, see
     _gen.pxi) brings its own steps."""
+    (<_Receive>obj).advanced = True
     return (<_Receive>obj).advance(out)
 
 

@@ -145,7 +145,11 @@ class Socket(_vm.PortCore):
     __slots__ = ()
 
     def __init__(self, vm: Any, sock: _socket.socket, kind: str, owner: Pid,
-                 opts: dict[str, Any], *, connecting: bool = False) -> None:
+                 opts: dict[str, Any], *, connecting: Ref | None = None) -> None:
+        """Wraps sock for owner.  ``connecting`` is the ref under which the
+        owner will learn that a non-blocking connect finished: the caller
+        makes it, because the socket forgets it the moment the connect
+        completes, which may be before this constructor returns."""
         self.kind = kind                # 'tcp', 'udp' or 'listen'
         self.owner = owner
         self.active: bool | str | int = False
@@ -170,20 +174,24 @@ class Socket(_vm.PortCore):
         self._out: deque[Any] = deque()
         self._out_len = 0
         self._senders: deque[tuple[Pid, Ref]] = deque()
-        try:
-            sock.setblocking(False)
-            for name, value in opts.items():
-                self._setopt(name, value)
-            self._token = vm._io_add(self, self._fd, 0)
-        except BaseException:
-            sock.close()                    # never registered: nothing else to undo
-            raise
-        if not vm._own(owner, self):
-            self.close()
-            raise NoProcError(f"cannot give a socket to {owner!r}: it is not alive")
-        if connecting:
-            self._connector = (owner, make_ref())
-        self._rearm()
+        if connecting is not None:
+            self._connector = (owner, connecting)
+        # From _io_add on, another scheduler thread may run _io_ready (an
+        # error or hang-up is reported even while nothing is armed): the
+        # lock holds it off until the socket is complete and armed.
+        with self._lock:
+            try:
+                sock.setblocking(False)
+                for name, value in opts.items():
+                    self._setopt(name, value)
+                self._token = vm._io_add(self, self._fd, 0)
+            except BaseException:
+                sock.close()                # never registered: nothing else to undo
+                raise
+            if not vm._own(owner, self):
+                self.close()
+                raise NoProcError(f"cannot give a socket to {owner!r}: it is not alive")
+            self._rearm()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"owner {self.owner!r}"
@@ -373,11 +381,6 @@ class Socket(_vm.PortCore):
             self._senders = deque(w for w in self._senders if w[1] is not ref)
             if self._receiver is not None and self._receiver[1] is ref:
                 self._receiver = None
-
-    def connecting_ref(self) -> Ref:
-        """The ref under which the owner learns that connect finished."""
-        assert self._connector is not None
-        return self._connector[1]
 
     def _connected(self) -> None:
         pid, ref = self._connector  # type: ignore[misc]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from otpvm import _vm
-from otpvm.kernel import self
+from otpvm.kernel import make_ref, self
 from otpvm.net.port import Socket, bound_socket, wait, wait_on
 from otpvm.net.resolve import resolve
 
@@ -69,11 +69,12 @@ async def connect(host: str, port: int, *, timeout: float | None = None, **opts:
     if err not in (0, errno.EINPROGRESS):
         sock.close()
         raise OSError(err, f"cannot connect to {host}:{port}: {os.strerror(err)}")
-    conn = Socket(vm, sock, "tcp", self(), opts, connecting=err != 0)
-    if err == 0:
+    ref = make_ref() if err else None
+    conn = Socket(vm, sock, "tcp", self(), opts, connecting=ref)
+    if ref is None:
         return conn
     try:
-        await wait(conn.connecting_ref(), timeout)
+        await wait(ref, timeout)
     except TimeoutError:
         conn.close()
         raise TimeoutError(f"connect to {host}:{port} timed out after {timeout} s") from None

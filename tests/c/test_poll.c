@@ -11,6 +11,8 @@
 #include "test_util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -223,7 +225,7 @@ static void test_watch_handover(void) {
     waiter w;
     ovm_io_event ev[4];
     _Atomic int awake;
-    int sv[2], i, seen_by_poll = 0;
+    int sv[2], seen_by_poll = 0;
     int64_t t0;
     waiter_init(&w);
     atomic_init(&awake, 1);
@@ -235,9 +237,14 @@ static void test_watch_handover(void) {
     CHECK_EQ(ovm_poller_add(&p, sv[0], 5, OVM_IO_IN), 0);
     CHECK(write(sv[1], "x", 1) == 1);
     /* The scheduler's own look finds the event, unless the poll thread's
-     * stale look (every OVM_POLL_STALE_NS) got there first. */
-    for (i = 0; i < 1000 && !ovm_poller_pending(&p); i++)
+     * stale look (every OVM_POLL_STALE_NS) got there first.  A look fails
+     * while the other is in progress, which under load (TSan, a busy
+     * machine) can outlast any fixed number of tries: give it 5 s. */
+    t0 = ovm_now_ns();
+    while (!ovm_poller_pending(&p) && ovm_now_ns() - t0 < 5000000000LL) {
         seen_by_poll += (int)ovm_poller_poll(&p, 0);
+        sched_yield();
+    }
     CHECK(ovm_poller_pending(&p));
     CHECK_EQ(ovm_poller_take(&p, ev, 4), 1u);
     CHECK_EQ(ev[0].token, 5u);
@@ -265,6 +272,100 @@ static void test_watch_handover(void) {
     waiter_destroy(&w);
 }
 
+static int open_fd_count(void) {
+    int n = 0, fd;
+    for (fd = 0; fd < 1024; fd++)
+        n += fcntl(fd, F_GETFD) != -1;
+    return n;
+}
+
+/* Stop closes the epoll instance and the eventfd at once (not at destroy):
+ * the fds are back, calls on the poller fail cleanly, and it cannot be
+ * started again. */
+static void test_stop_closes_fds(void) {
+    ovm_poller p;
+    waiter w;
+    int sv[2], before;
+    waiter_init(&w);
+    pair(sv);
+    before = open_fd_count();
+    CHECK_EQ(ovm_poller_init(&p), 0);
+    CHECK_EQ(ovm_poller_start(&p, on_ready, &w), 0);
+    CHECK_EQ(open_fd_count(), before + 2);
+    CHECK_EQ(ovm_poller_add(&p, sv[0], 3, OVM_IO_IN), 0);
+    ovm_poller_stop(&p);
+    CHECK_EQ(open_fd_count(), before);
+    CHECK_EQ(ovm_poller_arm(&p, sv[0], 4, OVM_IO_IN), EBADF);
+    CHECK_EQ(ovm_poller_remove(&p, sv[0]), EBADF);
+    CHECK_EQ(ovm_poller_poll(&p, 0), 0u);
+    CHECK_EQ(ovm_poller_start(&p, on_ready, &w), ECANCELED);
+    CHECK_EQ(open_fd_count(), before);
+    ovm_poller_destroy(&p);
+    close(sv[0]);
+    close(sv[1]);
+    waiter_destroy(&w);
+}
+
+enum { USERS = 4 };
+
+typedef struct {
+    ovm_poller *p;
+    int fd;
+    _Atomic int *go;
+    _Atomic long calls;
+} user_arg;
+
+/* Arms and polls until the poller is stopped under it. */
+static void *user_main(void *arg) {
+    user_arg *a = arg;
+    int err;
+    while (!atomic_load(a->go))
+        ;
+    do {
+        err = ovm_poller_arm(a->p, a->fd, 9, OVM_IO_OUT);
+        CHECK(err == 0 || err == EBADF);
+        ovm_poller_poll(a->p, 0);
+        atomic_fetch_add(&a->calls, 1);
+    } while (err == 0);
+    return NULL;
+}
+
+/* Threads keep calling epoll_ctl and epoll_wait while another stops the
+ * poller: each call either works or fails with EBADF, and stop returns
+ * (it waits only for calls already inside a syscall). */
+static void test_stop_while_in_use(void) {
+    ovm_poller p;
+    waiter w;
+    pthread_t users[USERS];
+    user_arg args[USERS];
+    int sv[USERS][2], i;
+    _Atomic int go;
+    atomic_init(&go, 0);
+    waiter_init(&w);
+    CHECK_EQ(ovm_poller_init(&p), 0);
+    CHECK_EQ(ovm_poller_start(&p, on_ready, &w), 0);
+    for (i = 0; i < USERS; i++) {
+        pair(sv[i]);
+        CHECK_EQ(ovm_poller_add(&p, sv[i][0], 9, 0), 0);
+        args[i].p = &p;
+        args[i].fd = sv[i][0];
+        args[i].go = &go;
+        atomic_init(&args[i].calls, 0);
+        spawn(&users[i], user_main, &args[i]);
+    }
+    atomic_store(&go, 1);
+    while (atomic_load(&args[0].calls) < 100)
+        sched_yield();
+    ovm_poller_stop(&p);
+    for (i = 0; i < USERS; i++) {
+        join(users[i]);
+        close(sv[i][0]);
+        close(sv[i][1]);
+    }
+    ovm_poller_destroy(&p);
+    waiter_destroy(&w);
+}
+
 /* A poller that was never started costs nothing and tears down cleanly. */
 static void test_never_started(void) {
     ovm_poller p;
@@ -282,5 +383,7 @@ int main(int argc, char **argv) {
     RUN(test_stop_with_queued_events);
     RUN(test_never_started);
     RUN(test_watch_handover);
+    RUN(test_stop_closes_fds);
+    RUN(test_stop_while_in_use);
     return 0;
 }
