@@ -270,6 +270,31 @@ def test_clear_errors():
         tcp.listen(0)
 
 
+@pytest.mark.parametrize("kwargs, error, text", [
+    ({"pakcet": "line"}, ValueError, "unknown socket option 'pakcet'"),
+    ({"packet": "lines"}, ValueError, "packet must be one of"),
+    ({"packet_size": -1}, ValueError, "packet_size must be a non-negative int"),
+    ({"nodelay": "yes"}, ValueError, "nodelay must be a bool"),
+    ({"port": -5}, ValueError, "port must be an int from 0 to 65535, not -5"),
+    ({"port": 70000}, ValueError, "port must be an int from 0 to 65535"),
+    ({"host": 5}, TypeError, "host must be a str"),
+    ({"backlog": 0}, ValueError, "backlog must be a positive int, not 0"),
+    ({"max_connections": 0}, ValueError, "max_connections must be a positive int"),
+])
+def test_server_options_are_checked_before_anything_starts(kwargs, error, text, caplog):
+    with pytest.raises(error, match=text):
+        net.child_spec("srv", echo_or_crash, **kwargs)
+
+    async def main():
+        before = set(otpvm.processes())
+        with pytest.raises(error, match=text):
+            await net.serve(echo_or_crash, **kwargs)
+        return set(otpvm.processes()) - before
+
+    assert run(main) == set()                   # nothing was started, nothing crashed
+    assert "crash report" not in caplog.text
+
+
 def test_peer_reset_in_active_mode_is_tcp_error_then_closed():
     async def main():
         lsock = tcp.listen(0, host="127.0.0.1")

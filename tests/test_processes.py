@@ -329,16 +329,28 @@ ASYNCIO_HINT = ("asyncio does not run inside an otpvm process: use otpvm.sleep()
 
 
 def test_asyncio_inside_a_process_fails_saying_what_to_use_instead(caplog):
-    async def main():
+    async def uses_asyncio():
         await asyncio.sleep(0.01)
 
+    async def main():
+        pid, ref = otpvm.spawn_monitor(uses_asyncio)
+        return (await otpvm.receive(otpvm.Down(ref, pid, ANY), timeout=5)).reason
+
     with caplog.at_level(logging.ERROR, logger="otpvm"):
-        with pytest.raises(RuntimeError) as caught:
-            otpvm.run(main)
-    assert str(caught.value) == "no running event loop"
-    assert caught.value.__notes__ == [ASYNCIO_HINT]
+        reason = otpvm.run(main)
+    assert isinstance(reason, RuntimeError) and str(reason) == "no running event loop"
+    assert reason.__notes__ == [ASYNCIO_HINT]
     (report,) = [r.getMessage() for r in caplog.records]
     assert report.startswith("crash report") and ASYNCIO_HINT in report
+
+    # main's own crash goes to run()'s caller, with the same note (and no report).
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        with pytest.raises(RuntimeError) as caught:
+            otpvm.run(uses_asyncio)
+    assert str(caught.value) == "no running event loop"
+    assert caught.value.__notes__ == [ASYNCIO_HINT]
+    assert caplog.records == []
 
 
 def test_awaiting_asyncio_sleep_zero_is_a_type_error_naming_the_bare_yield():

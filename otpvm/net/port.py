@@ -130,6 +130,38 @@ PORT_OPTS = ("active", "packet", "packet_size", "buffer", "send_timeout",
              "high_watermark", "low_watermark")
 
 
+def check_option(name: str, value: Any, kind: str = "tcp") -> Any:
+    """Validates one socket option for a socket of ``kind`` ('tcp', 'udp' or
+    'listen'); returns the value as the socket stores it.  ``setopts`` and
+    ``net.serve`` (before anything is started) both check through here, so
+    a bad option is a ValueError naming it, at the caller's line."""
+    if name == "active":
+        return check_active(value)
+    if name == "packet":
+        if kind == "udp" and value not in ("raw", 0):
+            raise ValueError("UDP sockets only take packet='raw'")
+        return check_packet(value)
+    if name in ("packet_size", "buffer", "high_watermark", "low_watermark"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (
+                value == 0 and name != "packet_size"):
+            sign = "non-negative" if name == "packet_size" else "positive"
+            raise ValueError(f"{name} must be a {sign} int, not {value!r}")
+        return value
+    if name == "send_timeout":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value < 0):
+            raise ValueError(f"send_timeout must be None or seconds >= 0, not {value!r}")
+        return value
+    if name in SOCKOPTS:
+        if isinstance(value, bool):
+            value = int(value)
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a bool or a non-negative int, not {value!r}")
+        return value
+    raise ValueError(f"unknown socket option {name!r} (known: "
+                     f"{', '.join(PORT_OPTS + tuple(SOCKOPTS))})")
+
+
 class Socket(_vm.PortCore):
     """A TCP or UDP socket (or a listening one) owned by a process.
 
@@ -209,46 +241,30 @@ class Socket(_vm.PortCore):
             self._rearm()
 
     def _setopt(self, name: str, value: Any) -> None:
+        value = check_option(name, value, self.kind)
         if name == "active":
             self._set_active(value)
         elif name == "packet":
-            if self.kind == "udp" and value not in ("raw", 0):
-                raise ValueError("UDP sockets only take packet='raw'")
             self._framer.packet = value
-        elif name in ("packet_size", "buffer", "high_watermark", "low_watermark"):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (
-                    value == 0 and name != "packet_size"):
-                sign = "non-negative" if name == "packet_size" else "positive"
-                raise ValueError(f"{name} must be a {sign} int, not {value!r}")
-            if name == "packet_size":
-                self._framer.max_size = value
-            elif name == "buffer":
-                self._bufsize = self._framer.chunk = value
-            elif name == "high_watermark":
-                self._high = value
-                self._low = min(self._low, value)
-            else:
-                self._low = value
-                self._high = max(self._high, value)
+        elif name == "packet_size":
+            self._framer.max_size = value
+        elif name == "buffer":
+            self._bufsize = self._framer.chunk = value
+        elif name == "high_watermark":
+            self._high = value
+            self._low = min(self._low, value)
+        elif name == "low_watermark":
+            self._low = value
+            self._high = max(self._high, value)
         elif name == "send_timeout":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or value < 0):
-                raise ValueError(f"send_timeout must be None or seconds >= 0, not {value!r}")
             self.send_timeout = value
-        elif name in SOCKOPTS:
+        else:
             level, opt = SOCKOPTS[name]
-            if isinstance(value, bool):
-                value = int(value)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a bool or a non-negative int, not {value!r}")
             try:
                 self._sock.setsockopt(level, opt, value)
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot set {name}={value!r} on {self!r}: "
                                          f"{exc.strerror}") from None
-        else:
-            raise ValueError(f"unknown socket option {name!r} (known: "
-                             f"{', '.join(PORT_OPTS + tuple(SOCKOPTS))})")
 
     def getopts(self, names: tuple[str, ...]) -> dict[str, Any]:
         """Reads options (see ``otpvm.net.getopts``)."""

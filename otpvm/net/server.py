@@ -38,7 +38,7 @@ from otpvm.gen_server import GenServer, NoReply, Ok, Reply
 from otpvm.kernel import Pid, process_flag, receive, send, spawn_link, unlink
 from otpvm.net import tcp
 from otpvm.net.inet import controlling_process
-from otpvm.net.port import Socket, check_active
+from otpvm.net.port import Socket, check_option
 from otpvm.supervisor import ChildSpec, Supervisor, SupFlags
 from otpvm.terms import ANY, Exit
 
@@ -84,9 +84,15 @@ def child_spec(name: str, handler: Handler, port: int = 0, *, args: tuple[Any, .
     """
     if not callable(handler):
         raise TypeError(f"handler must be an async function, not {handler!r}")
-    check_active(opts.get("active", False))
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int from 0 to 65535, not {port!r}")
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str ('' for every interface), not {host!r}")
+    for option, value in opts.items():
+        check_option(option, value)     # before anything starts, not in the listener
     _check_positive("acceptors", acceptors)
     _check_positive("max_connections", max_connections)
+    _check_positive("backlog", backlog)
     config = _Config(name, handler, tuple(args), port, host, acceptors, max_connections,
                      backlog, opts)
     return ChildSpec(name, (supervisor.start_link, (_ListenerSup, config)), type="supervisor")
