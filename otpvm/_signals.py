@@ -68,12 +68,14 @@ def run_main(vm: VM, on_signal: Callable[[signal.Signals], None],
         except BaseException as exc:    # re-raised in the calling thread
             outcome.append((False, exc))
 
-    with _signals_blocked():
-        runner = threading.Thread(target=run, name="otpvm-main", daemon=True)
-        runner.start()
+    # The handlers go in before main starts: a signal that comes as soon as
+    # main has said it is up must find them, not the default (death).
     previous = {sig: signal.signal(sig, lambda signum, _: on_signal(signal.Signals(signum)))
                 for sig in SIGNALS}
     try:
+        with _signals_blocked():
+            runner = threading.Thread(target=run, name="otpvm-main", daemon=True)
+            runner.start()
         while runner.is_alive():
             runner.join(0.25)
     finally:

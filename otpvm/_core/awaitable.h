@@ -13,12 +13,6 @@
 
 #include <Python.h>
 
-#if PY_VERSION_HEX >= 0x030D0000
-/* 3.13 declares it only in an internal header, yet still exports it: clang
- * rejects the implicit declaration (gcc 12 only warned). */
-PyAPI_FUNC(int) _PyGen_SetStopIterationValue(PyObject *);
-#endif
-
 typedef int (*ovm_advance_fn)(PyObject *self, PyObject **out);
 static ovm_advance_fn ovm_advance;
 

@@ -142,8 +142,10 @@ class LoadGenerator:
             with self.lock:
                 if self.cancelled:
                     raise SystemExit("otpvm demo: interrupted")
+                # -P: run from a clone's root, "-m" would import the uncompiled
+                # otpvm/ folder there instead of the installed package.
                 self.proc = proc = subprocess.Popen(
-                    [sys.executable, "-m", "otpvm.demos.loadgen", *args,
+                    [sys.executable, "-P", "-m", "otpvm.demos.loadgen", *args,
                      "--parent-fd", str(read_end)],
                     pass_fds=(read_end,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     text=True, start_new_session=True)
