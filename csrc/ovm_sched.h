@@ -54,6 +54,8 @@
 /* Incidents the reporter may fall behind by before the monitor drops some
  * (and counts them: ovm_sched_take_dropped). */
 #define OVM_INCIDENTS 64
+/* What a non-blocking socket send may take on its own (ovm_kernel_io). */
+#define OVM_IO_ALLOWANCE_NS 100000LL
 
 typedef struct {
     pthread_mutex_t lock;
@@ -82,7 +84,12 @@ typedef struct {
      * all, and when the one in progress began (0: none), monotonic ns. */
     _Atomic int64_t house_ns;
     _Atomic int64_t house_since_ns;
+    _Atomic int64_t house_allow_ns; /* ... of which this much is not excused */
     int house_depth;                /* the thread's own: nesting */
+    int64_t yield_after_ns;         /* ovm_slice_overdue: a quarter of the limit */
+    int64_t checked_since;          /* ... its first look in this slice, or 0 */
+    int64_t checked_last;           /* ... its last look */
+    int checked_used;               /* ... and the reductions used then */
 } ovm_worker;
 
 /* What an incident record is about. */
@@ -183,6 +190,54 @@ int ovm_worker_poll(ovm_sched *s, uint32_t w, ovm_proc **out);
 static inline uint32_t ovm_worker_runq(ovm_sched *s, uint32_t w) {
     return atomic_load_explicit(&s->workers[w].runq, memory_order_acquire);
 }
+/* Whether the slice running on worker `w` should end now, for time; `used`
+ * is how many reductions it has used.  The first question in a slice starts
+ * its clock; the answer is yes once a quarter of the slice limit has passed
+ * since (leaving the rest for the step in progress when it is asked).
+ * Otherwise *next says after how many more reductions to ask again: half of
+ * what should fit in the time left at the rate since the last question, 1
+ * to 16, so a process whose reductions are slow (a handler doing 200 us of
+ * work) asks at each one and still ends in time, and one whose reductions
+ * are quick reads the clock every 16.  Reductions count messages, awaits and
+ * signals, and 4,000 of them (Erlang's budget) take from about 1 ms (a
+ * flood of messages) to over 50 ms (the uptime demo's connection
+ * supervisor, at 16 us a message) of Python, so without this a process that
+ * awaits between short steps would run past the limit; with it, only code
+ * that does not get to an await can.  Wall-clock time is right here, unlike
+ * for the monitor's judgement: ending a slice early blames nobody.  One
+ * monotonic clock read (vDSO) per question; one per slice for most slices.
+ * Only the worker's own thread calls it. */
+static inline int ovm_slice_overdue(ovm_worker *w, int used, int *next) {
+    int64_t now, took;
+    double left;
+    int done;
+    *next = 16;
+    if (w == NULL)
+        return 0;
+    now = ovm_now_ns();
+    if (w->checked_since == 0) {
+        w->checked_since = w->checked_last = now;
+        w->checked_used = used;
+        *next = 4;
+        return 0;
+    }
+    if (now - w->checked_since >= w->yield_after_ns)
+        return 1;
+    took = now - w->checked_last;
+    done = used - w->checked_used;
+    w->checked_last = now;
+    w->checked_used = used;
+    if (took > 0 && done > 0) {
+        /* Reductions that fit in the time left, at the latest rate. */
+        left = (double)(w->yield_after_ns - (now - w->checked_since)) * done / (double)took;
+        *next = left < 2 ? 1 : left > 32 ? 16 : (int)(left / 2);
+    }
+    return 0;
+}
+
+static inline ovm_worker *ovm_sched_worker(ovm_sched *s, uint32_t w) {
+    return &s->workers[w];
+}
 /* Call once on the worker's own thread before it runs anything: lets the
  * monitor read its CPU clock.  Without it the monitor falls back on wall-clock
  * time for that worker.  Returns 0 or an errno value. */
@@ -196,6 +251,14 @@ int ovm_worker_register(ovm_sched *s, uint32_t w);
  * them.  Nests.  Costs two reads of the monotonic clock (vDSO, no system
  * call) on a worker thread, nothing on other threads. */
 void ovm_housekeeping(int starting);
+/* A socket send on a non-blocking socket begins (1) or ends (0) on the
+ * calling thread: what it takes beyond OVM_IO_ALLOWANCE_NS is not charged
+ * to the slice.  Such a call never waits, and its own work is copying at
+ * most a socket buffer; on kernels built without CONFIG_IRQ_TIME_ACCOUNTING
+ * the kernel also processes other connections' packets on its time,
+ * milliseconds of it under load (ovm_sched.c).  Two monotonic clock reads
+ * (vDSO) per send. */
+void ovm_kernel_io(int starting);
 /* Opens a slice for the process with id `pid` (named in incident reports). */
 void ovm_worker_slice_begin(ovm_sched *s, uint32_t w, uint64_t pid);
 /* Ends the slice.  Returns 1 when the monitor handed the run queue to

@@ -153,6 +153,9 @@ cdef extern from "ovm_sched.h" nogil:
         int handed_over
         uint64_t queued
 
+    ctypedef struct ovm_worker:
+        pass
+
     ctypedef struct ovm_sched:
         uint32_t nrunqs
         uint32_t nworkers
@@ -176,8 +179,11 @@ cdef extern from "ovm_sched.h" nogil:
     int ovm_worker_next(ovm_sched *s, uint32_t w, ovm_proc **out)
     int ovm_worker_poll(ovm_sched *s, uint32_t w, ovm_proc **out)
     uint32_t ovm_worker_runq(ovm_sched *s, uint32_t w)
+    ovm_worker *ovm_sched_worker(ovm_sched *s, uint32_t w)
+    bint ovm_slice_overdue(ovm_worker *w, int used, int *next)
     int ovm_worker_register(ovm_sched *s, uint32_t w)
     void ovm_housekeeping(int starting)
+    void ovm_kernel_io(int starting)
     void ovm_worker_slice_begin(ovm_sched *s, uint32_t w, uint64_t pid)
     int ovm_worker_slice_end(ovm_sched *s, uint32_t w)
     int ovm_sched_next_incident(ovm_sched *s, ovm_incident *out, int64_t timeout_ns)

@@ -240,6 +240,7 @@ cdef class VM:
         q = ovm_worker_runq(&self.sched, w)
         if q != OVM_NO_RUNQ:
             ovm_proc_set_home(&p.c, q)
+        p.worker = ovm_sched_worker(&self.sched, w)
         ovm_worker_slice_begin(&self.sched, w, p.pid.id)
         ovm_set_current(<void *>p)
         try:

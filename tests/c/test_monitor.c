@@ -378,11 +378,40 @@ static void test_monitor_unregistered(void) {
     finish(&c, th);
 }
 
+/* The worker side's own clock: a slice is told to end after a quarter of the limit
+ * from its first question, asked again sooner the slower its reductions
+ * are, and a new slice starts afresh. */
+static void test_monitor_slice_overdue(void) {
+    ovm_sched s;
+    ovm_worker *w;
+    int next = 0;
+    CHECK_EQ(ovm_sched_init(&s, 1, 1, LIMIT, 0), 0);
+    w = ovm_sched_worker(&s, 0);
+    CHECK_EQ(ovm_slice_overdue(NULL, 0, &next), 0);
+    ovm_worker_slice_begin(&s, 0, 1);
+    CHECK_EQ(ovm_slice_overdue(w, 0, &next), 0);    /* the first question starts the clock */
+    CHECK_EQ(next, 4);
+    CHECK_EQ(ovm_slice_overdue(w, 100000, &next), 0);
+    CHECK_EQ(next, 16);                             /* quick reductions: every 16 */
+    sleep_ns(LIMIT / 8);
+    CHECK_EQ(ovm_slice_overdue(w, 100001, &next), 0);
+    CHECK_EQ(next, 1);                              /* slow ones: every one */
+    sleep_ns(LIMIT / 8);
+    CHECK_EQ(ovm_slice_overdue(w, 100002, &next), 1);
+    CHECK_EQ(ovm_worker_slice_end(&s, 0), 0);
+    ovm_worker_slice_begin(&s, 0, 2);
+    CHECK_EQ(ovm_slice_overdue(w, 0, &next), 0);
+    CHECK_EQ(ovm_worker_slice_end(&s, 0), 0);
+    ovm_sched_stop(&s);
+    ovm_sched_destroy(&s);
+}
+
 int main(int argc, char **argv) {
     int64_t t0 = ovm_now_ns();
     test_filter = argc > 1 ? argv[1] : NULL;
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("test_monitor (slice limit %lld ms)\n", LIMIT / MS);
+    RUN(test_monitor_slice_overdue);
     RUN(test_monitor_spin);
     RUN(test_monitor_sleep);
     RUN(test_monitor_lock_wait);
