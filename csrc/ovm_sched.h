@@ -7,17 +7,34 @@
  *
  * Python code cannot be interrupted between two awaits, so a process can
  * hold its worker for as long as it likes.  The monitor thread (Go's sysmon,
- * Erlang's long_schedule watchdog) notices a slice that has lasted longer
- * than the limit and hands that worker's run queue to a parked worker, so
- * every other process on it keeps running.  The stuck worker finds out when
- * its slice ends, and parks as a spare.
+ * Erlang's long_schedule watchdog) notices a slice that overran and hands
+ * that worker's run queue to a parked worker, so every other process on it
+ * keeps running.  The stuck worker finds out when its slice ends, and parks
+ * as a spare.
  *
  * Ownership of a run queue is decided by one atomic word, `slice`: even while
  * no slice runs, odd during a slice, with OVM_SLICE_LOST set by the monitor
  * when it took the queue away.  Both sides change it by compare-and-swap, so
  * exactly one of "the slice ended in time" and "the queue was handed off"
  * wins.  Nothing here touches Python: it is driven by the layer above and
- * never holds a lock while running a process. */
+ * never holds a lock while running a process.
+ *
+ * What counts as an overrun.  A slice is charged only for what the process
+ * itself did: the CPU time its worker thread used in the slice, plus the time
+ * it sat blocked in a call that does not await (time.sleep, a blocking
+ * recv, waiting on a lock).  It is not charged for waiting for the GIL
+ * (CPython's switch interval, 5 ms, is longer than the 2 ms limit) nor for
+ * being descheduled by the OS: on a busy machine those are what made
+ * wall-clock timing blame innocent slices.  The workers' hot path pays
+ * nothing for this: the monitor reads each worker's CPU clock itself
+ * (pthread_getcpuclockid) and, for a slice that is off the CPU, samples which
+ * system call the thread sits in (/proc/self/task/TID/syscall on Linux).
+ * See monitor_judge() in ovm_sched.c for the exact rules.
+ *
+ * An overrun is an incident: the monitor queues one record when it finds it
+ * (OVM_LS_RUNNING or OVM_LS_BLOCKED), an occasional OVM_LS_STILL while it
+ * lasts, and OVM_LS_END when the slice is over.  The layer above takes them
+ * with ovm_sched_next_incident() on a thread of its own and writes the log. */
 #ifndef OVM_SCHED_H
 #define OVM_SCHED_H
 
@@ -34,6 +51,11 @@
 /* A busy worker looks for ready I/O at most this often (between slices). */
 #define OVM_IO_LOOK_NS 200000LL
 #define OVM_NO_RUNQ UINT32_MAX
+/* Incidents the reporter may fall behind by before the monitor drops some
+ * (and counts them: ovm_sched_take_dropped). */
+#define OVM_INCIDENTS 64
+/* What a non-blocking socket send may take on its own (ovm_kernel_io). */
+#define OVM_IO_ALLOWANCE_NS 100000LL
 
 typedef struct {
     pthread_mutex_t lock;
@@ -49,15 +71,64 @@ typedef struct {
     _Atomic uint32_t runq;          /* OVM_NO_RUNQ while parked */
     uint64_t slice;                 /* value of runq->slice in our slice */
     int io_turn_done;               /* took I/O last: a process goes next */
-    int64_t slice_start;
+    /* What the monitor reads about this worker (it never writes to them but
+     * `stuck`). */
+    _Atomic uint64_t pid;           /* id of the process of the current slice */
+    _Atomic uint64_t stuck;         /* the monitor took our run queue in this
+                                       slice (its word, with OVM_SLICE_LOST);
+                                       cleared when that slice ends */
+    _Atomic int registered;         /* cpu_clock and tid are set */
+    clockid_t cpu_clock;            /* this thread's CPU-time clock */
+    int32_t tid;                    /* its kernel thread id (Linux), else 0 */
+    /* Housekeeping on this thread (ovm_housekeeping): how long it took in
+     * all, and when the one in progress began (0: none), monotonic ns. */
+    _Atomic int64_t house_ns;
+    _Atomic int64_t house_since_ns;
+    _Atomic int64_t house_allow_ns; /* ... of which this much is not excused */
+    int house_depth;                /* the thread's own: nesting */
+    int64_t yield_after_ns;         /* ovm_slice_overdue: a quarter of the limit */
+    int64_t checked_since;          /* ... its first look in this slice, or 0 */
+    int64_t checked_last;           /* ... its last look */
+    int checked_used;               /* ... and the reductions used then */
 } ovm_worker;
+
+/* What an incident record is about. */
+enum {
+    OVM_LS_RUNNING = 1,     /* a slice overran, mostly running on the CPU */
+    OVM_LS_BLOCKED = 2,     /* a slice overran, mostly blocked in a call */
+    OVM_LS_STILL = 3,       /* a reported slice still goes on (10 s, 100 s...) */
+    OVM_LS_END = 4          /* a reported slice ended */
+};
+
+typedef struct {
+    int kind;                       /* OVM_LS_* */
+    uint32_t worker, runq;
+    uint64_t slice;                 /* with worker, names the incident */
+    uint64_t pid;                   /* id of the process */
+    int64_t wall_ns;                /* since the monitor first saw the slice */
+    int64_t cpu_ns;                 /* CPU time used in it; -1: not measurable */
+    int64_t blocked_ns;             /* time blocked in calls that do not await */
+    int64_t house_ns;               /* VM housekeeping in it, not counted */
+    long syscall;                   /* the call it was last seen blocked in, or -1 */
+    int handed_over;                /* its run queue went to a spare worker */
+    uint64_t queued;                /* processes waiting in its run queue then */
+} ovm_incident;
 
 typedef struct {
     uint32_t nrunqs, nworkers;
     ovm_runq *runqs;
     ovm_worker *workers;
     int steal;                      /* idle workers steal (free-threaded) */
-    int64_t slice_limit_ns;
+    int64_t slice_limit_ns;         /* CPU + blocked time a slice may take */
+    /* Wall-clock time after which a run queue is handed over whatever the
+     * reason, without blaming the process (see monitor_judge). */
+    int64_t hold_limit_ns;
+    /* CPython's switch interval: a thread waiting for the GIL wakes at least
+     * this often (5 ms unless sys.setswitchinterval changed it). */
+    int64_t gil_interval_ns;
+    /* A reported slice that goes on gets OVM_LS_STILL after this long (10 s),
+     * then after ten times as long, and so on. */
+    int64_t still_after_ns;
     ovm_timers timers;
     ovm_poller io;                  /* started by the first socket */
 
@@ -72,6 +143,15 @@ typedef struct {
     _Atomic int awake;
     int monitor_started;
     pthread_t monitor;
+
+    /* Incidents, from the monitor to the reporter (a ring under rep_lock). */
+    pthread_mutex_t rep_lock;
+    pthread_cond_t rep_cond;
+    ovm_incident incidents[OVM_INCIDENTS];
+    unsigned inc_head, inc_len;
+    int monitor_done;               /* stopped: nothing more will be queued */
+    _Atomic uint64_t inc_dropped;
+    _Atomic uint64_t overruns;      /* slices found overrunning (incidents opened) */
 } ovm_sched;
 
 enum { OVM_NEXT_PROC = 0, OVM_NEXT_TIMERS = 1, OVM_NEXT_STOP = 2, OVM_NEXT_NONE = 3,
@@ -79,6 +159,10 @@ enum { OVM_NEXT_PROC = 0, OVM_NEXT_TIMERS = 1, OVM_NEXT_STOP = 2, OVM_NEXT_NONE 
 
 int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
                    int64_t slice_limit_ns, int steal);
+/* Tells the monitor CPython's switch interval (sys.getswitchinterval()),
+ * which bounds how long a thread waits for the GIL between two wake-ups.
+ * Call before ovm_sched_start_monitor; the default is 5 ms. */
+void ovm_sched_set_gil_interval(ovm_sched *s, int64_t ns);
 int ovm_sched_start_monitor(ovm_sched *s);
 /* Starts the I/O poller (idempotent): from then on workers also return
  * OVM_NEXT_IO when sockets are ready, and take the events with
@@ -106,9 +190,90 @@ int ovm_worker_poll(ovm_sched *s, uint32_t w, ovm_proc **out);
 static inline uint32_t ovm_worker_runq(ovm_sched *s, uint32_t w) {
     return atomic_load_explicit(&s->workers[w].runq, memory_order_acquire);
 }
-void ovm_worker_slice_begin(ovm_sched *s, uint32_t w);
-/* Ends the slice.  Returns its length in ns; *lost is set when the monitor
- * handed the run queue to another worker meanwhile. */
-int64_t ovm_worker_slice_end(ovm_sched *s, uint32_t w, int *lost);
+/* Whether the slice running on worker `w` should end now, for time; `used`
+ * is how many reductions it has used.  The first question in a slice starts
+ * its clock; the answer is yes once a quarter of the slice limit has passed
+ * since (leaving the rest for the step in progress when it is asked).
+ * Otherwise *next says after how many more reductions to ask again: half of
+ * what should fit in the time left at the rate since the last question, 1
+ * to 16, so a process whose reductions are slow (a handler doing 200 us of
+ * work) asks at each one and still ends in time, and one whose reductions
+ * are quick reads the clock every 16.  Reductions count messages, awaits and
+ * signals, and 4,000 of them (Erlang's budget) take from about 1 ms (a
+ * flood of messages) to over 50 ms (the uptime demo's connection
+ * supervisor, at 16 us a message) of Python, so without this a process that
+ * awaits between short steps would run past the limit; with it, only code
+ * that does not get to an await can.  Wall-clock time is right here, unlike
+ * for the monitor's judgement: ending a slice early blames nobody.  One
+ * monotonic clock read (vDSO) per question; one per slice for most slices.
+ * Only the worker's own thread calls it. */
+static inline int ovm_slice_overdue(ovm_worker *w, int used, int *next) {
+    int64_t now, took;
+    double left;
+    int done;
+    *next = 16;
+    if (w == NULL)
+        return 0;
+    now = ovm_now_ns();
+    if (w->checked_since == 0) {
+        w->checked_since = w->checked_last = now;
+        w->checked_used = used;
+        *next = 4;
+        return 0;
+    }
+    if (now - w->checked_since >= w->yield_after_ns)
+        return 1;
+    took = now - w->checked_last;
+    done = used - w->checked_used;
+    w->checked_last = now;
+    w->checked_used = used;
+    if (took > 0 && done > 0) {
+        /* Reductions that fit in the time left, at the latest rate. */
+        left = (double)(w->yield_after_ns - (now - w->checked_since)) * done / (double)took;
+        *next = left < 2 ? 1 : left > 32 ? 16 : (int)(left / 2);
+    }
+    return 0;
+}
+
+static inline ovm_worker *ovm_sched_worker(ovm_sched *s, uint32_t w) {
+    return &s->workers[w];
+}
+/* Call once on the worker's own thread before it runs anything: lets the
+ * monitor read its CPU clock.  Without it the monitor falls back on wall-clock
+ * time for that worker.  Returns 0 or an errno value. */
+int ovm_worker_register(ovm_sched *s, uint32_t w);
+/* VM housekeeping begins (starting=1) or ends (0) on the calling thread:
+ * work that runs inside whichever slice happens to trigger it, and costs in
+ * proportion to the whole VM, not to what the process did.  Garbage
+ * collection (from a gc.callbacks hook: a full collection of a big heap
+ * takes tens of milliseconds) and the growth of a big process table (a
+ * dict resize, 4 ms at 87,000 processes) are; a slice is not charged for
+ * them.  Nests.  Costs two reads of the monotonic clock (vDSO, no system
+ * call) on a worker thread, nothing on other threads. */
+void ovm_housekeeping(int starting);
+/* A socket send on a non-blocking socket begins (1) or ends (0) on the
+ * calling thread: what it takes beyond OVM_IO_ALLOWANCE_NS is not charged
+ * to the slice.  Such a call never waits, and its own work is copying at
+ * most a socket buffer; on kernels built without CONFIG_IRQ_TIME_ACCOUNTING
+ * the kernel also processes other connections' packets on its time,
+ * milliseconds of it under load (ovm_sched.c).  Two monotonic clock reads
+ * (vDSO) per send. */
+void ovm_kernel_io(int starting);
+/* Opens a slice for the process with id `pid` (named in incident reports). */
+void ovm_worker_slice_begin(ovm_sched *s, uint32_t w, uint64_t pid);
+/* Ends the slice.  Returns 1 when the monitor handed the run queue to
+ * another worker meanwhile (this worker is a spare from now on), else 0. */
+int ovm_worker_slice_end(ovm_sched *s, uint32_t w);
+
+/* Reporter side.  Waits up to timeout_ns (< 0: without limit) for the next
+ * incident: 1 when *out holds one, 0 on timeout, -1 once the scheduler stops
+ * and every queued incident was taken. */
+int ovm_sched_next_incident(ovm_sched *s, ovm_incident *out, int64_t timeout_ns);
+/* Incidents dropped because the reporter fell behind, since the last call. */
+uint64_t ovm_sched_take_dropped(ovm_sched *s);
+/* Whether the worker of `inc` is still inside the slice it is about. */
+int ovm_sched_in_slice(ovm_sched *s, const ovm_incident *inc);
+/* A short name for system call `nr` ("sleep", "recv", ...), or NULL. */
+const char *ovm_syscall_name(long nr);
 
 #endif

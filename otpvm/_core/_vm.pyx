@@ -25,6 +25,7 @@ include "process.pxi"      # a process: mailbox, signals, links, termination
 include "receive.pxi"      # the awaitables behind receive() and sleep()
 include "timers.pxi"       # send_after, receive timeouts
 include "machine.pxi"      # the VM: scheduler threads, pid table, names
+include "monitor.pxi"      # long_schedule reports of the monitor thread
 include "kernel.pxi"       # the calls a process makes: spawn, send, link...
 include "gen.pxi"          # the compiled fast path of gen.call/cast/reply and gen_server
 include "port.pxi"         # the compiled data path of otpvm.net's sockets

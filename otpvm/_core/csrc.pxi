@@ -133,17 +133,43 @@ cdef extern from "ovm_sched.h" nogil:
         OVM_NEXT_NONE
         OVM_NEXT_IO
 
+    enum:
+        OVM_LS_RUNNING
+        OVM_LS_BLOCKED
+        OVM_LS_STILL
+        OVM_LS_END
+
+    ctypedef struct ovm_incident:
+        int kind
+        uint32_t worker
+        uint32_t runq
+        uint64_t slice
+        uint64_t pid
+        int64_t wall_ns
+        int64_t cpu_ns
+        int64_t blocked_ns
+        int64_t house_ns
+        long syscall
+        int handed_over
+        uint64_t queued
+
+    ctypedef struct ovm_worker:
+        pass
+
     ctypedef struct ovm_sched:
         uint32_t nrunqs
         uint32_t nworkers
         int64_t slice_limit_ns
+        int64_t hold_limit_ns
         ovm_timers timers
         ovm_poller io
         uint64_t handoffs
         uint64_t no_spare
+        uint64_t overruns
 
     int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
                        int64_t slice_limit_ns, int steal)
+    void ovm_sched_set_gil_interval(ovm_sched *s, int64_t ns)
     int ovm_sched_start_monitor(ovm_sched *s)
     int ovm_sched_start_io(ovm_sched *s)
     void ovm_sched_stop(ovm_sched *s)
@@ -153,8 +179,17 @@ cdef extern from "ovm_sched.h" nogil:
     int ovm_worker_next(ovm_sched *s, uint32_t w, ovm_proc **out)
     int ovm_worker_poll(ovm_sched *s, uint32_t w, ovm_proc **out)
     uint32_t ovm_worker_runq(ovm_sched *s, uint32_t w)
-    void ovm_worker_slice_begin(ovm_sched *s, uint32_t w)
-    int64_t ovm_worker_slice_end(ovm_sched *s, uint32_t w, int *lost)
+    ovm_worker *ovm_sched_worker(ovm_sched *s, uint32_t w)
+    bint ovm_slice_overdue(ovm_worker *w, int used, int *next)
+    int ovm_worker_register(ovm_sched *s, uint32_t w)
+    void ovm_housekeeping(int starting)
+    void ovm_kernel_io(int starting)
+    void ovm_worker_slice_begin(ovm_sched *s, uint32_t w, uint64_t pid)
+    int ovm_worker_slice_end(ovm_sched *s, uint32_t w)
+    int ovm_sched_next_incident(ovm_sched *s, ovm_incident *out, int64_t timeout_ns)
+    uint64_t ovm_sched_take_dropped(ovm_sched *s)
+    int ovm_sched_in_slice(ovm_sched *s, const ovm_incident *inc)
+    const char *ovm_syscall_name(long nr)
 
 
 cdef extern from "ovm_tls.h" nogil:

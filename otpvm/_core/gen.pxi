@@ -109,12 +109,12 @@ cdef class _Call(_Receive):
         p = self.proc
         if self.state == CALL_SENT:
             # receive(...)'s first step (_receive_advance), with the call's pattern.
-            if p.budget <= 0:
+            if p.out_of_budget():
                 p.budget = CONTEXT_REDS
                 return _give(_YIELD, out, 1)
             p.budget -= 1
             p.reductions += 1
-            if p.receive_now(self.pattern):
+            if p.receive_now(self.pattern, self.timeout_ns == 0):
                 self.state = CALL_DONE
                 msg = p.rcv_msg
                 p.rcv_msg = None

@@ -15,6 +15,7 @@ cdef bint _FREE_THREADED = not getattr(_sys, "_is_gil_enabled", lambda: True)()
 cdef enum:
     _STOP_GRACE_MS = 5000
     _IO_BATCH = 256         # socket events handled per scheduler turn
+    _BIG_TABLE = 8192       # a pid table this big takes over 0.1 ms to resize
 
 
 def _default_schedulers():
@@ -58,9 +59,22 @@ cdef class VM:
             result = vm.run(main, 42)
 
     ``schedulers`` is the number of run queues (default: one per core on
-    free-threaded Python, one with a GIL).  ``slice_limit`` is how long a
-    process may run without awaiting before the monitor hands its run queue
-    to a spare thread and logs a ``long_schedule`` warning.
+    free-threaded Python, one with a GIL).  ``spare_threads`` (default: as
+    many) are the threads that take over a run queue whose slice overran.
+
+    ``slice_limit`` (seconds, default 2 ms) is how much of its own time a
+    process may take between two awaits: the CPU time its thread uses plus
+    the time it sits blocked in a call that does not await (``time.sleep``,
+    a blocking socket, a lock).  Time it spends waiting for the GIL or for a
+    CPU is not its doing and is not counted: the monitor thread reads the
+    scheduler thread's CPU clock and asks the kernel what the thread is
+    blocked in.  A slice that overruns has its run queue handed to a spare
+    thread, so the other processes keep running, and is logged once, while it
+    happens, as a ``long_schedule`` WARNING on the ``otpvm`` logger (with a
+    follow-up if it goes on for seconds, and one summary line for a burst of
+    them).  A slice that merely holds its run queue for ten limits of
+    wall-clock time (waiting for the GIL, say) is handed over too, without a
+    report.  ``rescues`` and ``long_schedules`` count both.
     """
 
     cdef ovm_sched sched
@@ -102,6 +116,10 @@ cdef class VM:
         err = ovm_sched_init(&self.sched, schedulers, schedulers + spares, limit, _FREE_THREADED)
         if err:
             raise OSError(err, f"otpvm: cannot set up the scheduler: {_os.strerror(err)}")
+        # A thread waiting for the GIL wakes once per switch interval: what
+        # tells the monitor such a wait from a process's own (csrc/ovm_sched.c).
+        ovm_sched_set_gil_interval(&self.sched, <int64_t>(_sys.getswitchinterval() * 1e9))
+        _hook_gc()
         self.sched_ready = True
         self.node = _take_node(self)        # given back when shutdown ends
         self.threads = []
@@ -110,6 +128,10 @@ cdef class VM:
                                   name=f"otpvm-scheduler-{i}")
             t.start()
             self.threads.append(t)
+        t = _threading.Thread(target=_LongSchedules(self).run, daemon=True,
+                              name="otpvm-long-schedules")
+        t.start()
+        self.threads.append(t)
         err = ovm_sched_start_monitor(&self.sched)
         if err:
             self.stop()
@@ -210,6 +232,12 @@ cdef class VM:
         """How many times the monitor handed a stuck run queue to a spare thread."""
         return self.sched.handoffs
 
+    @property
+    def long_schedules(self):
+        """How many slices overran ``slice_limit`` (each one logged, or counted
+        in a burst's summary line)."""
+        return self.sched.overruns
+
     # -- internals ------------------------------------------------------------
 
     def shutdown(self, timeout):
@@ -257,6 +285,7 @@ cdef class VM:
     def _worker(self, uint32_t w):
         cdef ovm_proc *cp = NULL
         cdef int next_
+        ovm_worker_register(&self.sched, w)     # else the monitor judges it by wall clock
         while True:
             # Hold on to the GIL while there is work; release it only to wait.
             next_ = ovm_worker_poll(&self.sched, w, &cp)
@@ -277,15 +306,14 @@ cdef class VM:
 
     cdef int run_slice(self, Process p, uint32_t w) except -1:
         cdef int outcome
-        cdef int lost = 0
-        cdef int64_t took
         cdef uint32_t q
         if not ovm_proc_begin(&p.c):
             return 0
         q = ovm_worker_runq(&self.sched, w)
         if q != OVM_NO_RUNQ:
             ovm_proc_set_home(&p.c, q)
-        ovm_worker_slice_begin(&self.sched, w)
+        p.worker = ovm_sched_worker(&self.sched, w)
+        ovm_worker_slice_begin(&self.sched, w, p.pid.id)
         ovm_set_current(<void *>p)
         try:
             outcome = p.step()
@@ -297,11 +325,9 @@ cdef class VM:
             outcome = STEP_DONE
         finally:
             ovm_set_current(NULL)
-        took = ovm_worker_slice_end(&self.sched, w, &lost)
-        if lost:
-            _log.warning(
-                "long_schedule: process %r ran %.1f ms without awaiting; its run queue "
-                "was handed to another scheduler thread meanwhile", p.pid, took / 1e6)
+        # Whether the monitor took the run queue meanwhile: the monitor
+        # reports overruns itself (monitor.pxi), while they happen.
+        ovm_worker_slice_end(&self.sched, w)
         if outcome == STEP_YIELD:
             ovm_proc_requeue(&p.c)
             Py_INCREF(p)
@@ -349,7 +375,14 @@ cdef class VM:
                 parent.monitors_out = {}
             parent.monitors_out[monitor] = p.pid
             p.monitors_in = {monitor: (parent.pid, p.pid)}
-        self.procs[p.pid.key] = p
+        if len(self.procs) < _BIG_TABLE:
+            self.procs[p.pid.key] = p
+        else:
+            # This insertion may resize a big table, which the monitor must
+            # not charge to the spawning process (csrc/ovm_sched.h).
+            ovm_housekeeping(1)
+            self.procs[p.pid.key] = p
+            ovm_housekeeping(0)
         p.wake(q)
         return p
 

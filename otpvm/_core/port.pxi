@@ -332,9 +332,11 @@ cdef class PortCore:
         cdef int err
         if self.kind == "udp" or type(frame) is not bytes:
             return self._write_other(frame)
+        ovm_kernel_io(1)        # other connections' packets are not this process's work
         n = _c_send(self._fd, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), MSG_NOSIGNAL)
+        err = errno
+        ovm_kernel_io(0)
         if n < 0:
-            err = errno
             if _would_block(err):
                 return frame
             exc = _os_error(err)

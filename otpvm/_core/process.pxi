@@ -35,6 +35,12 @@ cdef enum:
 # Erlang's CONTEXT_REDS: what one slice may spend before yielding.
 DEF CONTEXT_REDS = 4000
 
+# Arrivals the scheduler takes from the mailbox per look in a slice.  Acting
+# on a signal costs a reduction, as in Erlang: a supervisor whose ten
+# thousand children exit at once works through their exit signals over
+# several slices instead of one of tens of milliseconds (drain_some).
+DEF DRAIN_BATCH = 64
+
 # The values a process's awaitable yields to the scheduler.
 cdef object _WAIT = object()
 cdef object _YIELD = object()
@@ -114,6 +120,7 @@ cdef class Process:
 
     cdef ovm_proc c
     cdef ovm_inbox inbox
+    cdef ovm_node *pending          # taken from the inbox, not yet looked at (drain_some)
     cdef ovm_queue mq
     cdef VM vm
     cdef Pid pid
@@ -130,6 +137,8 @@ cdef class Process:
     cdef object name                # registered name, or None
     cdef uint64_t reductions
     cdef int budget
+    cdef int next_check             # budget at which out_of_budget next looks at the clock
+    cdef ovm_worker *worker         # the scheduler thread running it (run_slice)
     cdef object kill_reason         # NOTHING, or why a signal kills us
     cdef object exit_reason         # NOTHING while alive
     cdef object result
@@ -152,6 +161,7 @@ cdef class Process:
 
     def __dealloc__(self):
         if self.inbox_ready():
+            _free_nodes(self.pending)
             _free_nodes(ovm_inbox_close(&self.inbox))
             _free_nodes(ovm_queue_take_all(&self.mq))
             ovm_inbox_destroy(&self.inbox)
@@ -193,20 +203,48 @@ cdef class Process:
     # -- the mailbox (owner only) ----------------------------------------
 
     cdef int drain(self) except -1:
-        """Moves what arrived into the private queue, acting on signals.
+        """Moves everything that arrived into the private queue, acting on
+        signals."""
+        self.drain_some(-1)
+        return 0
+
+    cdef bint drain_some(self, int limit) except -1:
+        """Moves up to `limit` arrivals (< 0: all) into the private queue,
+        acting on signals, each of which costs a reduction.  Returns True
+        when some are left, in `pending` (they arrived before anything now
+        in the inbox, so they come first): the process must not wait then.
+        False means the inbox was taken in this call and all of it was looked
+        at, so anything newer has woken the process (ovm_proc_wake).
 
         Each node is looked at once, and exactly one branch decides what
         becomes of it (queued, or freed with its payload): a branch that
         frees a node must not let the code after it read the node again."""
-        cdef ovm_node *node = ovm_inbox_take(&self.inbox)
+        cdef ovm_node *node = self.pending
         cdef ovm_node *nxt
         cdef int kind
-        while node != NULL:
+        cdef int n = 0
+        cdef bint took = False
+        self.pending = NULL
+        while True:
+            if node == NULL:
+                if took:
+                    return False
+                node = ovm_inbox_take(&self.inbox)
+                took = True
+                continue
+            if n == limit:
+                self.pending = node
+                return True
+            n += 1
             nxt = node.next
             kind = node.kind
             if kind == OVM_SIG_MESSAGE:
                 ovm_queue_append(&self.mq, node)
-            elif kind == OVM_SIG_DOWN:
+                node = nxt
+                continue
+            self.budget -= 1
+            self.reductions += 1
+            if kind == OVM_SIG_DOWN:
                 if self.monitor_fired(<object>node.payload):
                     ovm_queue_append(&self.mq, node)
                 else:
@@ -219,7 +257,6 @@ cdef class Process:
                 ovm_node_free(node)
                 self.handle_signal(kind, payload)
             node = nxt
-        return 0
 
     cdef int alias_message(self, ovm_node *node) except -1:
         """A message sent to an alias is kept only while the alias is
@@ -315,12 +352,20 @@ cdef class Process:
 
     # -- selective receive (owner only; see receive.pxi) ------------------
 
-    cdef bint receive_now(self, object pattern) except -1:
+    cdef bint receive_now(self, object pattern, bint look_at_all=True) except -1:
         """Looks for a match among the queued messages, from the start (or
-        from the ref marker).  On a match the message is in rcv_msg."""
+        from the ref marker).  On a match the message is in rcv_msg.
+
+        look_at_all=False first takes only a batch of what arrived: without a
+        match the caller waits, and the scheduler goes through the rest a
+        batch at a time (step), so a burst of signals does not make one long
+        slice.  A receive that must answer now (timeout=0) looks at all."""
         cdef ovm_node *prev
         cdef ovm_node *node
-        self.drain()
+        if look_at_all:
+            self.drain()
+        else:
+            self.drain_some(DRAIN_BATCH)
         self.rcv_marked = self.mark_ref is not None and mentions(pattern, self.mark_ref)
         node = self.scan_start(&prev)
         node = self.scan(pattern, prev, node)
@@ -410,7 +455,6 @@ cdef class Process:
     cdef int terminate(self, object reason) except -1:
         """Ends the process with `reason`: tells its links and monitors."""
         cdef ovm_node *node
-        cdef ovm_node *nxt
         cdef uint32_t q = self.home()
         ovm_proc_exit(&self.c)
         self.exit_reason = reason
@@ -419,18 +463,11 @@ cdef class Process:
             self.vm.cancel_timer(self.rcv_timer)
             self.rcv_timer = None
         # Signals still queued: a pending link or monitor answers at once.
-        node = ovm_inbox_close(&self.inbox)
-        while node != NULL:
-            nxt = node.next
-            kind = node.kind
-            payload = _take_payload(node)
-            ovm_node_free(node)
-            if kind == OVM_SIG_LINK:
-                self.vm.deliver_to(<Pid>payload, OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
-            elif kind == OVM_SIG_MONITOR:
-                self.vm.deliver_to(<Pid>payload[1], OVM_SIG_DOWN,
-                                   _Down(payload[0], payload[2], reason), q)
-            node = nxt
+        # Those already taken from the inbox arrived first.
+        node = self.pending
+        self.pending = NULL
+        self.answer_queued(node, reason, q)
+        self.answer_queued(ovm_inbox_close(&self.inbox), reason, q)
         _free_nodes(ovm_queue_take_all(&self.mq))
         if self.links:
             for pid in self.links:
@@ -451,6 +488,23 @@ cdef class Process:
         if self.on_exit is not None:
             hook, self.on_exit = self.on_exit, None
             hook()
+        return 0
+
+    cdef int answer_queued(self, ovm_node *node, object reason, uint32_t q) except -1:
+        """Frees signals that came too late; a link or monitor among them
+        is answered with `reason` at once."""
+        cdef ovm_node *nxt
+        while node != NULL:
+            nxt = node.next
+            kind = node.kind
+            payload = _take_payload(node)
+            ovm_node_free(node)
+            if kind == OVM_SIG_LINK:
+                self.vm.deliver_to(<Pid>payload, OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
+            elif kind == OVM_SIG_MONITOR:
+                self.vm.deliver_to(<Pid>payload[1], OVM_SIG_DOWN,
+                                   _Down(payload[0], payload[2], reason), q)
+            node = nxt
         return 0
 
     cdef int close_ports(self, object reason) except -1:
@@ -487,27 +541,45 @@ cdef class Process:
 
     # -- running (one scheduler thread at a time) -------------------------
 
+    cdef inline bint out_of_budget(self) noexcept:
+        """Its slice should end now: it used its reductions, or a quarter of its
+        slice_limit (ovm_slice_overdue in csrc/ovm_sched.h, which says when
+        to look at the clock again)."""
+        cdef int next
+        if self.budget <= 0:
+            return True
+        if self.budget > self.next_check:
+            return False
+        if ovm_slice_overdue(self.worker, CONTEXT_REDS - self.budget, &next):
+            return True
+        self.next_check = self.budget - next
+        return False
+
     cdef int step(self) except -1:
         """Runs one slice; returns STEP_WAIT, STEP_YIELD or STEP_DONE."""
         cdef int outcome
+        cdef bint more
         self.budget = CONTEXT_REDS
+        self.next_check = CONTEXT_REDS         # the first look starts the clock
         while True:
-            self.drain()
+            more = self.drain_some(DRAIN_BATCH)
             if self.kill_reason is not NOTHING:
                 self.kill()
                 return STEP_DONE
             if self.waiting and not self.receive_ready():
-                if ovm_proc_try_wait(&self.c):
+                if not more and ovm_proc_try_wait(&self.c):
                     return STEP_WAIT
+                if more and self.out_of_budget():
+                    return STEP_YIELD
                 continue            # something arrived meanwhile: look again
-            if self.budget <= 0:
+            if self.out_of_budget():
                 return STEP_YIELD
             if self.coro is not None or not self.started:
                 outcome = self.resume()
             else:
                 outcome = self.dispatch()
             if outcome == STEP_IDLE:
-                if ovm_proc_try_wait(&self.c):
+                if not more and ovm_proc_try_wait(&self.c):
                     return STEP_WAIT
             elif outcome != STEP_WAIT and outcome != STEP_AGAIN:
                 return outcome

@@ -105,12 +105,12 @@ cdef int _receive_advance(_Receive r, PyObject **out) except -1:
     if r.is_sleep and r.timeout_ns == 0:
         r.state = RCV_YIELDED           # sleep(0): to the back of the queue
         return _give(_YIELD, out, 1)
-    if p.budget <= 0:
+    if p.out_of_budget():
         p.budget = CONTEXT_REDS
         return _give(_YIELD, out, 1)
     p.budget -= 1
     p.reductions += 1
-    if p.receive_now(r.pattern):
+    if p.receive_now(r.pattern, r.timeout_ns == 0):
         r.state = RCV_DONE
         result = p.rcv_msg
         p.rcv_msg = None

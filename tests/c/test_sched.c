@@ -105,12 +105,12 @@ static void *worker_main(void *arg) {
     ctx *c = a->c;
     ovm_sched *s = &c->s;
     uint32_t w = a->id;
+    CHECK_EQ(ovm_worker_register(s, w), 0);
     for (;;) {
         ovm_proc *p = NULL;
         tproc *t;
         uint32_t q;
         int r, lost = -1, spinner;
-        int64_t took;
         if (w & 1) {
             /* As the layer above does: poll (GIL held), block only if idle. */
             r = ovm_worker_poll(s, w, &p);
@@ -143,11 +143,11 @@ static void *worker_main(void *arg) {
             /* The layer above's order: begin, then open the slice. */
             if (!ovm_proc_begin(p))
                 continue;
-            ovm_worker_slice_begin(s, w);
+            ovm_worker_slice_begin(s, w, (uint64_t)(uintptr_t)t);
         } else {
-            ovm_worker_slice_begin(s, w);
+            ovm_worker_slice_begin(s, w, (uint64_t)(uintptr_t)t);
             if (!ovm_proc_begin(p)) {
-                ovm_worker_slice_end(s, w, &lost);
+                lost = ovm_worker_slice_end(s, w);
                 if (lost)
                     atomic_fetch_add(&c->lost_slices, 1);
                 continue;
@@ -183,8 +183,7 @@ static void *worker_main(void *arg) {
         }
         /* `t` may be running elsewhere, or be gone, once it waits: only a
          * spinner's owner waits for `slice_ended` before letting it go. */
-        took = ovm_worker_slice_end(s, w, &lost);
-        CHECK(took >= 0);
+        lost = ovm_worker_slice_end(s, w);
         CHECK(lost == 0 || lost == 1);
         if (lost) {
             atomic_fetch_add(&c->lost_slices, 1);
