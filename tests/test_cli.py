@@ -414,7 +414,16 @@ def test_a_second_signal_forces_the_stop_of_a_node_that_cannot_stop(node, app, f
     assert n.proc.poll() is None
     n.proc.send_signal(second)
     assert n.finish(timeout=10) == 128 + second, n.report()
-    assert n.err[-1] == (f"otpvm node: {second.name} again, forcing the stop: every process "
-                         f"is killed, unfinished terminate callbacks are abandoned"), n.report()
+    forced = (f"otpvm node: {second.name} again, forcing the stop: every process is killed, "
+              f"unfinished terminate callbacks are abandoned")
+    assert n.err.count(forced) == 1, n.report()
+    # Blocks' terminate holds its thread: that is a true long_schedule, whose
+    # report may come before or after the forced stop's line.
+    others = [line for line in n.err if line != forced]
+    if app == "Hangs":
+        assert others == [], n.report()
+    else:
+        assert all(line.startswith(("WARNING otpvm: long_schedule: process", "  "))
+                   for line in others), n.report()
     assert not any(line.startswith("otpvm node: stopped") for line in n.out), n.report()
     assert not any("Traceback" in line for line in n.err), n.report()

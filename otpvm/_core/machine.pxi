@@ -138,9 +138,19 @@ cdef class VM:
             raise OSError(err, f"otpvm: cannot start the monitor thread: {_os.strerror(err)}")
 
     def __dealloc__(self):
-        if self.sched_ready and all(not t.is_alive() for t in self.threads or ()):
+        if self.sched_ready and not self.threads_may_run():
             self.drop_timers()
             ovm_sched_destroy(&self.sched)
+
+    cdef bint threads_may_run(self):
+        """Whether a thread of this VM may still touch its scheduler: one
+        abandoned by a forced stop, stuck in a loop.  At interpreter exit,
+        Thread objects and module globals may already be torn down, so any
+        doubt means yes: the memory is leaked rather than freed under it."""
+        try:
+            return _sys.is_finalizing() or any(t.is_alive() for t in self.threads or ())
+        except BaseException:
+            return True
 
     def __enter__(self):
         return self
