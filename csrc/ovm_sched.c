@@ -442,7 +442,10 @@ int ovm_worker_slice_end(ovm_sched *s, uint32_t wi) {
  *   CPU time.  It reads the worker's CPU clock when it first sees a slice
  *   and on every later look at the same slice; the difference is CPU time
  *   the slice used (from first sight: up to one period of it goes uncounted,
- *   so a slice is judged at most a millisecond late and never early).
+ *   so a slice is judged at most a millisecond late and never early).  A
+ *   reading counts only if the slice still ran after it was taken: the
+ *   monitor may be descheduled between seeing a slice and reading the
+ *   clock, while the worker goes on to others.
  *
  *   Blocked time.  When the CPU clock moved by less than the time between
  *   two looks, the thread was off the CPU for the rest, for one of three

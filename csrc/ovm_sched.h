@@ -25,11 +25,14 @@
  * recv, waiting on a lock).  It is not charged for waiting for the GIL
  * (CPython's switch interval, 5 ms, is longer than the 2 ms limit) nor for
  * being descheduled by the OS: on a busy machine those are what made
- * wall-clock timing blame innocent slices.  The workers' hot path pays
- * nothing for this: the monitor reads each worker's CPU clock itself
+ * wall-clock timing blame innocent slices.  The judgement costs the workers'
+ * hot path nothing: the monitor reads each worker's CPU clock itself
  * (pthread_getcpuclockid) and, for a slice that is off the CPU, samples which
  * system call the thread sits in (/proc/self/task/TID/syscall on Linux).
- * See monitor_judge() in ovm_sched.c for the exact rules.
+ * The rules are spelled out above the monitor in ovm_sched.c.  Separately,
+ * a process that does get to reduction checks ends its slice by itself
+ * after a quarter of the limit (ovm_slice_overdue), so that what overruns
+ * is code that does not await.
  *
  * An overrun is an incident: the monitor queues one record when it finds it
  * (OVM_LS_RUNNING or OVM_LS_BLOCKED), an occasional OVM_LS_STILL while it
