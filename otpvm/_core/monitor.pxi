@@ -59,7 +59,7 @@ cdef str _duration(int64_t ns):
 cdef str _house_note(ovm_incident *inc):
     if inc.house_ns < 100000:
         return ""
-    return (f"; {_duration(inc.house_ns)} of garbage collection and process table growth "
+    return (f"; {_duration(inc.house_ns)} of garbage collection and other VM housekeeping "
             f"not counted")
 
 

@@ -342,7 +342,7 @@ class Socket(_vm.PortCore):
     def _accept_ready(self) -> None:
         while self._acceptors:
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = self._vm._io_accept(self._sock)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -372,7 +372,7 @@ class Socket(_vm.PortCore):
                 raise ValueError(f"accept needs a listening socket, not {self!r}")
             if not self._acceptors:
                 try:
-                    conn, _ = self._sock.accept()
+                    conn, _ = self._vm._io_accept(self._sock)
                 except (BlockingIOError, InterruptedError):
                     pass
                 else:
@@ -511,7 +511,7 @@ class Socket(_vm.PortCore):
                 limit = LINGER_TIMEOUT if self.send_timeout is None else self.send_timeout
                 Linger(self._vm, self._sock, out, limit)
             else:
-                self._sock.close()
+                self._vm._io_close(self._sock)     # the kernel's network work is not charged
             self._fail_waiters(why)
 
     def _fail_waiters(self, why: BaseException | None) -> None:
