@@ -51,8 +51,10 @@ cdef int _hook_gc() except -1:
 
 
 cdef str _duration(int64_t ns):
-    if ns < 10 * 1000000000LL:
+    if ns < 1000000000LL:
         return f"{ns / 1e6:.1f} ms"
+    if ns < 10 * 1000000000LL:
+        return f"{ns / 1e9:.2f} s"
     return f"{ns / 1e9:.1f} s"
 
 
@@ -78,6 +80,7 @@ cdef class _LongSchedules:
 
     cdef VM vm
     cdef dict reported              # (worker, slice) -> (runq) of incidents written in full
+    cdef int64_t window_start       # when the burst window opened
     cdef int64_t window_end         # 0: no burst window open
     cdef int written                # full reports in the current window
     cdef list held                  # (kind, cpu, blocked, pid text) not written one by one
@@ -111,7 +114,8 @@ cdef class _LongSchedules:
         if inc.kind == OVM_LS_RUNNING or inc.kind == OVM_LS_BLOCKED:
             self.end_window(False)
             if self.window_end == 0:
-                self.window_end = ovm_now_ns() + _LS_WINDOW_NS
+                self.window_start = ovm_now_ns()
+                self.window_end = self.window_start + _LS_WINDOW_NS
                 self.written = 0
             if self.written < _LS_PER_WINDOW:
                 self.written += 1
@@ -135,9 +139,11 @@ cdef class _LongSchedules:
 
     cdef int end_window(self, bint force) except -1:
         """Closes a burst window that is over, with one line for what it held."""
+        cdef int64_t now = ovm_now_ns()
         self.dropped += ovm_sched_take_dropped(&self.vm.sched)
-        if self.window_end == 0 or (not force and ovm_now_ns() < self.window_end):
+        if self.window_end == 0 or (not force and now < self.window_end):
             return 0
+        span = (min(now, self.window_end) - self.window_start) / 1e9
         self.window_end = 0
         if not self.held and not self.dropped:
             return 0
@@ -154,8 +160,8 @@ cdef class _LongSchedules:
             parts.append(f"{self.dropped} not looked at (the reports fell behind)")
         pids = list(dict.fromkeys(h[3] for h in self.held))
         who = ", ".join(pids[:3]) + (f" and {len(pids) - 3} more" if len(pids) > 3 else "")
-        _log.warning("long_schedule: %d more long schedules in the last %d s, not reported one "
-                     "by one: %s%s", len(self.held) + self.dropped, _LS_WINDOW_NS // 1000000000,
+        _log.warning("long_schedule: %d more long schedules in the last %.1f s, not reported "
+                     "one by one: %s%s", len(self.held) + self.dropped, span,
                      "; ".join(parts), f" (processes {who})" if who else "")
         self.held = []
         self.dropped = 0

@@ -352,13 +352,16 @@ static void test_monitor_still(void) {
     ovm_incident got[8];
     int n, overtaken;
     start(&c, th, wa, 1);
-    c.s.still_after_ns = 40 * MS;   /* then 400 ms: once in this run */
+    c.s.still_after_ns = 40 * MS;   /* then 400 ms, which a busy machine may reach */
     n = scenario(&c, &t, got, 8, &overtaken);
-    CHECKF(n == 3, "%d incidents", n);
+    CHECKF(n == 3 || n == 4, "%d incidents", n);
     CHECK_EQ(got[0].kind, OVM_LS_RUNNING);
-    CHECK_EQ(got[1].kind, OVM_LS_STILL);
-    CHECK(got[1].wall_ns >= 40 * MS);
-    CHECK_EQ(got[2].kind, OVM_LS_END);
+    for (int i = 1; i < n - 1; i++) {
+        CHECK_EQ(got[i].kind, OVM_LS_STILL);
+        CHECK(got[i].wall_ns >= (i == 1 ? 40 : 400) * MS);
+    }
+    CHECK_EQ(got[n - 1].kind, OVM_LS_END);
+    CHECK(got[n - 1].wall_ns < (n == 3 ? 400 : 4000) * MS + 100 * MS);
     finish(&c, th);
 }
 
@@ -382,10 +385,11 @@ static void test_monitor_unregistered(void) {
  * from its first question, asked again sooner the slower its reductions
  * are, and a new slice starts afresh. */
 static void test_monitor_slice_overdue(void) {
+    /* A limit of 400 ms: 100 ms to the answer, margins for a busy machine. */
     ovm_sched s;
     ovm_worker *w;
     int next = 0;
-    CHECK_EQ(ovm_sched_init(&s, 1, 1, LIMIT, 0), 0);
+    CHECK_EQ(ovm_sched_init(&s, 1, 1, 400 * MS, 0), 0);
     w = ovm_sched_worker(&s, 0);
     CHECK_EQ(ovm_slice_overdue(NULL, 0, &next), 0);
     ovm_worker_slice_begin(&s, 0, 1);
@@ -393,14 +397,14 @@ static void test_monitor_slice_overdue(void) {
     CHECK_EQ(next, 4);
     CHECK_EQ(ovm_slice_overdue(w, 100000, &next), 0);
     CHECK_EQ(next, 16);                             /* quick reductions: every 16 */
-    sleep_ns(LIMIT / 8);
+    sleep_ns(40 * MS);
     CHECK_EQ(ovm_slice_overdue(w, 100001, &next), 0);
-    CHECK_EQ(next, 1);                              /* slow ones: every one */
-    sleep_ns(LIMIT / 8);
+    CHECK_EQ(next, 1);                              /* a slow one: ask at each */
+    sleep_ns(70 * MS);
     CHECK_EQ(ovm_slice_overdue(w, 100002, &next), 1);
     CHECK_EQ(ovm_worker_slice_end(&s, 0), 0);
     ovm_worker_slice_begin(&s, 0, 2);
-    CHECK_EQ(ovm_slice_overdue(w, 0, &next), 0);
+    CHECK_EQ(ovm_slice_overdue(w, 0, &next), 0);    /* a new slice, a new clock */
     CHECK_EQ(ovm_worker_slice_end(&s, 0), 0);
     ovm_sched_stop(&s);
     ovm_sched_destroy(&s);

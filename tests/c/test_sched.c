@@ -169,7 +169,10 @@ static void *worker_main(void *arg) {
                 while (now < start + t->spin_ns ||
                        (t->until != NULL && atomic_load(t->until) < t->until_val &&
                         now < start + SPIN_CAP));
-                atomic_store(&t->spin_end_ns, now);
+                /* Read again: the spinner may have been descheduled between
+                 * its last clock read and its look at `until`, while what it
+                 * waited for happened. */
+                atomic_store(&t->spin_end_ns, ovm_now_ns());
                 if (t->notify != NULL)
                     atomic_fetch_add(t->notify, 1);
             }
