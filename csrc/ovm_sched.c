@@ -75,6 +75,7 @@ int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
             return err;
         /* The first nrunqs workers each serve a run queue; the rest are spares. */
         atomic_init(&s->workers[i].runq, i < nrunqs ? i : OVM_NO_RUNQ);
+        atomic_init(&s->workers[i].syscall_fd, -1);
         s->workers[i].yield_after_ns = slice_limit_ns / 4;
     }
     atomic_init(&s->awake, (int)nrunqs);
@@ -109,6 +110,14 @@ static void wake_all(ovm_sched *s) {
     pthread_mutex_unlock(&s->mon_lock);
 }
 
+static void close_syscall_fds(ovm_sched *s) {
+    uint32_t i;
+    int fd;
+    for (i = 0; i < s->nworkers; i++)
+        if ((fd = atomic_exchange(&s->workers[i].syscall_fd, -1)) >= 0)
+            close(fd);
+}
+
 void ovm_sched_stop(ovm_sched *s) {
     atomic_store(&s->stopping, 1);
     wake_all(s);
@@ -117,6 +126,7 @@ void ovm_sched_stop(ovm_sched *s) {
         pthread_join(s->monitor, NULL);
         s->monitor_started = 0;
     }
+    close_syscall_fds(s);
     /* The monitor queues nothing more: the reporter may finish once it has
      * taken what is queued. */
     pthread_mutex_lock(&s->rep_lock);
@@ -129,6 +139,7 @@ void ovm_sched_destroy(ovm_sched *s) {
     uint32_t i;
     if (s->runqs == NULL)
         return;
+    close_syscall_fds(s);   /* a worker that registered after the stop */
     for (i = 0; i < s->nrunqs; i++) {
         pthread_mutex_destroy(&s->runqs[i].lock);
         pthread_cond_destroy(&s->runqs[i].cond);
@@ -350,7 +361,15 @@ int ovm_worker_register(ovm_sched *s, uint32_t wi) {
     if (err)
         return err;
 #ifdef __linux__
-    w->tid = (int32_t)syscall(SYS_gettid);
+    {
+        char path[64];
+        int fd;
+        w->tid = (int32_t)syscall(SYS_gettid);
+        snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)w->tid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);  /* -1 without /proc: judged without */
+        if (fd >= 0 && (fd = atomic_exchange(&w->syscall_fd, fd)) >= 0)
+            close(fd);
+    }
 #endif
     this_worker = w;
     atomic_store_explicit(&w->registered, 1, memory_order_release);
@@ -548,20 +567,19 @@ static int64_t worker_house_ns(ovm_worker *w, int64_t now) {
 }
 
 /* The system call the worker's thread is blocked in: its number, -1 when
- * it is blocked outside any (a page fault), SC_RUNNING, or SC_UNKNOWN. */
+ * it is blocked outside any (a page fault), SC_RUNNING, or SC_UNKNOWN.
+ * The worker opened the file when it registered: reading it again from
+ * offset 0 makes the kernel describe the thread anew, and the monitor opens
+ * no descriptor of its own, which a program listing its descriptors (a
+ * leak check) would see come and go. */
 static long worker_syscall(ovm_worker *w) {
 #ifdef __linux__
-    char path[64], buf[32];
+    char buf[32];
     ssize_t n;
-    int fd;
-    if (w->tid <= 0)
-        return SC_UNKNOWN;
-    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)w->tid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = atomic_load(&w->syscall_fd);
     if (fd < 0)
         return SC_UNKNOWN;
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
+    n = pread(fd, buf, sizeof(buf) - 1, 0);
     if (n <= 0)
         return SC_UNKNOWN;
     buf[n] = '\0';

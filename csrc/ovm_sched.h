@@ -83,6 +83,8 @@ typedef struct {
     _Atomic int registered;         /* cpu_clock and tid are set */
     clockid_t cpu_clock;            /* this thread's CPU-time clock */
     int32_t tid;                    /* its kernel thread id (Linux), else 0 */
+    _Atomic int syscall_fd;         /* its /proc/.../syscall, open while the
+                                       VM runs, or -1 (see worker_syscall) */
     /* Housekeeping on this thread (ovm_housekeeping): how long it took in
      * all, and when the one in progress began (0: none), monotonic ns. */
     _Atomic int64_t house_ns;
