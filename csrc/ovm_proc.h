@@ -7,7 +7,17 @@
  *   ACTIVE   something arrived (message, signal, timeout) since it last
  *            looked at its mailbox;
  *   EXITED   it is gone; wakes are ignored.
- * A waiting process has none of the bits set. */
+ * A waiting process has none of the bits set.
+ *
+ * Four more bits are about killing (see "killing a stuck process" in
+ * otpvm/_core/process.pxi):
+ *   KILL         an untrappable exit signal is on its way: the process is
+ *                dead to observers already (is_alive), as in Erlang;
+ *   TAKEN        another thread ended the process while its own thread was
+ *                still running its code (a stuck process was killed): that
+ *                thread only cleans up once it gets out of it;
+ *   LEFT         that thread got out: it must not be interrupted any more;
+ *   INTERRUPTING another thread is raising an exception in that thread. */
 #ifndef OVM_PROC_H
 #define OVM_PROC_H
 
@@ -18,7 +28,11 @@ enum {
     OVM_RUNQ = 1u,
     OVM_RUNNING = 2u,
     OVM_ACTIVE = 4u,
-    OVM_EXITED = 8u
+    OVM_EXITED = 8u,
+    OVM_KILL = 16u,
+    OVM_TAKEN = 32u,
+    OVM_LEFT = 64u,
+    OVM_INTERRUPTING = 128u
 };
 
 typedef struct ovm_proc {
@@ -70,6 +84,58 @@ static inline int ovm_proc_wake(ovm_proc *p) {
     } while (!atomic_compare_exchange_weak_explicit(
         &p->state, &old, new, memory_order_acq_rel, memory_order_relaxed));
     return (new & OVM_RUNQ) && !(old & OVM_RUNQ);
+}
+
+/* An untrappable exit signal was sent to it (any thread). */
+static inline void ovm_proc_mark_kill(ovm_proc *p) {
+    atomic_fetch_or_explicit(&p->state, OVM_KILL, memory_order_acq_rel);
+}
+
+/* Ends a running process from another thread: RUNNING -> EXITED | TAKEN.
+ * Returns 0 when it is not running or has exited (its own thread ends it
+ * then, or already did). */
+static inline int ovm_proc_take(ovm_proc *p) {
+    uint32_t old = atomic_load_explicit(&p->state, memory_order_relaxed);
+    do {
+        if ((old & OVM_EXITED) || !(old & OVM_RUNNING))
+            return 0;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &p->state, &old, old | OVM_EXITED | OVM_TAKEN, memory_order_acq_rel,
+        memory_order_relaxed));
+    return 1;
+}
+
+static inline int ovm_proc_taken(ovm_proc *p) {
+    return (atomic_load_explicit(&p->state, memory_order_acquire) & OVM_TAKEN) != 0;
+}
+
+/* The taker is about to raise an exception in the process's thread:
+ * returns 1 unless that thread has left its code (then it must not). */
+static inline int ovm_proc_interrupt_begin(ovm_proc *p) {
+    uint32_t old = atomic_load_explicit(&p->state, memory_order_relaxed);
+    do {
+        if (old & OVM_LEFT)
+            return 0;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &p->state, &old, old | OVM_INTERRUPTING, memory_order_acq_rel,
+        memory_order_relaxed));
+    return 1;
+}
+
+static inline void ovm_proc_interrupt_end(ovm_proc *p) {
+    atomic_fetch_and_explicit(&p->state, ~OVM_INTERRUPTING, memory_order_acq_rel);
+}
+
+/* The process's own thread got out of its code after a take: no interrupt
+ * begins from now on.  Returns 1 while one is still in progress (the caller
+ * waits for it to end before clearing what it raised). */
+static inline int ovm_proc_leave(ovm_proc *p) {
+    uint32_t old = atomic_fetch_or_explicit(&p->state, OVM_LEFT, memory_order_acq_rel);
+    return (old & OVM_INTERRUPTING) != 0;
+}
+
+static inline int ovm_proc_interrupting(ovm_proc *p) {
+    return (atomic_load_explicit(&p->state, memory_order_acquire) & OVM_INTERRUPTING) != 0;
 }
 
 /* A scheduler took the process out of a run queue: RUNQ -> RUNNING, and

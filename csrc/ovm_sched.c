@@ -39,22 +39,24 @@ static struct timespec to_timespec(int64_t ns) {
     return ts;
 }
 
-int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
+int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers, uint32_t max_workers,
                    int64_t slice_limit_ns, int steal) {
     uint32_t i;
     int err;
     memset(s, 0, sizeof(*s));
-    if (nrunqs == 0 || nworkers < nrunqs)
+    if (nrunqs == 0 || nworkers < nrunqs || max_workers < nworkers)
         return EINVAL;
     s->runqs = calloc(nrunqs, sizeof(*s->runqs));
-    s->workers = calloc(nworkers, sizeof(*s->workers));
+    s->workers = calloc(max_workers, sizeof(*s->workers));
     if (s->runqs == NULL || s->workers == NULL) {
         free(s->runqs);
         free(s->workers);
         return ENOMEM;
     }
     s->nrunqs = nrunqs;
-    s->nworkers = nworkers;
+    s->nworkers = max_workers;
+    s->keep_spares = nworkers - nrunqs;
+    atomic_init(&s->threads, nworkers);
     s->steal = steal;
     s->slice_limit_ns = slice_limit_ns;
     s->still_after_ns = 10000000000LL;
@@ -70,11 +72,13 @@ int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
             return err;
         atomic_init(&s->runqs[i].slice, 0);
     }
-    for (i = 0; i < nworkers; i++) {
+    for (i = 0; i < max_workers; i++) {
         if ((err = init_cond(&s->workers[i].cond)))
             return err;
-        /* The first nrunqs workers each serve a run queue; the rest are spares. */
+        /* The first nrunqs workers each serve a run queue; the rest of the
+         * first nworkers are spares; the other slots wait for a rescue. */
         atomic_init(&s->workers[i].runq, i < nrunqs ? i : OVM_NO_RUNQ);
+        atomic_init(&s->workers[i].slot, i < nworkers ? OVM_SLOT_LIVE : OVM_SLOT_FREE);
         atomic_init(&s->workers[i].syscall_fd, -1);
         s->workers[i].yield_after_ns = slice_limit_ns / 4;
     }
@@ -259,11 +263,28 @@ static void set_awake(ovm_sched *s, int delta) {
         ovm_poller_watch(&s->io, &s->awake);
 }
 
-static void park(ovm_sched *s, ovm_worker *w) {
+static void forget_thread(ovm_worker *w);
+
+/* A spare waits for a run queue.  Returns 1 when it retires instead: enough
+ * spares are parked already (it was started for a rescue, or its slice was
+ * rescued), so its slot is freed for the next rescue that finds none. */
+static int park(ovm_sched *s, ovm_worker *w) {
+    int retire = 0;
     pthread_mutex_lock(&s->lock);
-    while (atomic_load(&w->runq) == OVM_NO_RUNQ && !atomic_load(&s->stopping))
-        pthread_cond_wait(&w->cond, &s->lock);
+    if (atomic_load(&w->runq) == OVM_NO_RUNQ && !atomic_load(&s->stopping) &&
+        s->parked >= s->keep_spares) {
+        forget_thread(w);
+        atomic_store(&w->slot, OVM_SLOT_FREE);
+        atomic_fetch_sub(&s->threads, 1);
+        retire = 1;
+    } else {
+        s->parked++;
+        while (atomic_load(&w->runq) == OVM_NO_RUNQ && !atomic_load(&s->stopping))
+            pthread_cond_wait(&w->cond, &s->lock);
+        s->parked--;
+    }
     pthread_mutex_unlock(&s->lock);
+    return retire;
 }
 
 int ovm_worker_poll(ovm_sched *s, uint32_t wi, ovm_proc **out) {
@@ -300,7 +321,8 @@ int ovm_worker_next(ovm_sched *s, uint32_t wi, ovm_proc **out) {
             return OVM_NEXT_STOP;
         q = atomic_load(&w->runq);
         if (q == OVM_NO_RUNQ) {
-            park(s, w);
+            if (park(s, w))
+                return OVM_NEXT_RETIRE;
             continue;
         }
         deadline = ovm_timers_next(&s->timers);
@@ -374,6 +396,16 @@ int ovm_worker_register(ovm_sched *s, uint32_t wi) {
     this_worker = w;
     atomic_store_explicit(&w->registered, 1, memory_order_release);
     return 0;
+}
+
+/* The worker's thread retires: the monitor stops reading its clock and
+ * its /proc file, and a thread started later for the slot registers anew. */
+static void forget_thread(ovm_worker *w) {
+    int fd;
+    atomic_store_explicit(&w->registered, 0, memory_order_release);
+    if ((fd = atomic_exchange(&w->syscall_fd, -1)) >= 0)
+        close(fd);
+    this_worker = NULL;
 }
 
 /* Timed with the monotonic clock, not the CPU clock (a system call): the
@@ -673,17 +705,55 @@ static void queue_incident(monitor *m, uint32_t wi, int kind, int64_t now, uint6
     push_incident(m->s, &inc);
 }
 
-/* Hands run queue q, in slice v on its owner, to a parked worker.  Returns 1
- * when it did (0: the slice ended meanwhile, or no worker was parked). */
+/* A worker to hand a run queue to, with s->lock held: a live spare (parked,
+ * or about to park), else a free slot (*fresh is set: it needs a thread),
+ * else OVM_NO_RUNQ (every slot is taken: max_workers). */
+static uint32_t find_spare(ovm_sched *s, int *fresh) {
+    uint32_t i, free_slot = OVM_NO_RUNQ;
+    *fresh = 0;
+    for (i = 0; i < s->nworkers; i++) {
+        int slot = atomic_load(&s->workers[i].slot);
+        if (slot == OVM_SLOT_LIVE && atomic_load(&s->workers[i].runq) == OVM_NO_RUNQ)
+            return i;
+        if (slot == OVM_SLOT_FREE && free_slot == OVM_NO_RUNQ)
+            free_slot = i;
+    }
+    *fresh = free_slot != OVM_NO_RUNQ;
+    return free_slot;
+}
+
+/* Asks the reporter thread to start a thread for slot `wi`. */
+static void request_thread(ovm_sched *s, uint32_t wi) {
+    atomic_store(&s->workers[wi].slot, OVM_SLOT_STARTING);
+    atomic_fetch_add(&s->threads, 1);
+    pthread_mutex_lock(&s->rep_lock);
+    atomic_fetch_add(&s->start_requests, 1);
+    pthread_cond_signal(&s->rep_cond);
+    pthread_mutex_unlock(&s->rep_lock);
+}
+
+int ovm_sched_take_start(ovm_sched *s) {
+    uint32_t i;
+    for (i = 0; i < s->nworkers; i++) {
+        int expected = OVM_SLOT_STARTING;
+        if (atomic_compare_exchange_strong(&s->workers[i].slot, &expected, OVM_SLOT_LIVE)) {
+            atomic_fetch_sub(&s->start_requests, 1);
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* Hands run queue q, in slice v on its owner, to a spare worker, or to a
+ * new thread when none is parked.  Returns 1 when it did (0: the slice
+ * ended meanwhile, or every worker slot is taken). */
 static int rescue(monitor *m, uint32_t q, uint64_t v) {
     ovm_sched *s = m->s;
     ovm_worker *from = &s->workers[m->owner[q]];
-    uint32_t i, spare = OVM_NO_RUNQ;
-    int done = 0;
+    uint32_t spare;
+    int done = 0, fresh;
     pthread_mutex_lock(&s->lock);
-    for (i = 0; i < s->nworkers && spare == OVM_NO_RUNQ; i++)
-        if (atomic_load(&s->workers[i].runq) == OVM_NO_RUNQ)
-            spare = i;
+    spare = find_spare(s, &fresh);
     if (spare == OVM_NO_RUNQ) {
         atomic_fetch_add(&s->no_spare, 1);
     } else {
@@ -693,7 +763,10 @@ static int rescue(monitor *m, uint32_t q, uint64_t v) {
         if (atomic_compare_exchange_strong(&s->runqs[q].slice, &v, v | OVM_SLICE_LOST)) {
             atomic_store(&s->workers[spare].runq, q);
             atomic_fetch_add(&s->handoffs, 1);
-            pthread_cond_signal(&s->workers[spare].cond);
+            if (fresh)
+                request_thread(s, spare);
+            else
+                pthread_cond_signal(&s->workers[spare].cond);
             m->owner[q] = spare;
             done = 1;
         } else {
@@ -885,6 +958,14 @@ int ovm_sched_next_incident(ovm_sched *s, ovm_incident *out, int64_t timeout_ns)
     int got = 0;
     pthread_mutex_lock(&s->rep_lock);
     for (;;) {
+        if (atomic_load(&s->start_requests) > 0 && !atomic_load(&s->stopping)) {
+            got = 2;
+            break;
+        }
+        if (s->poked) {
+            s->poked = 0;
+            break;
+        }
         if (s->inc_len > 0) {
             *out = s->incidents[s->inc_head];
             s->inc_head = (s->inc_head + 1) % OVM_INCIDENTS;
@@ -908,6 +989,13 @@ int ovm_sched_next_incident(ovm_sched *s, ovm_incident *out, int64_t timeout_ns)
     }
     pthread_mutex_unlock(&s->rep_lock);
     return got;
+}
+
+void ovm_sched_poke_reporter(ovm_sched *s) {
+    pthread_mutex_lock(&s->rep_lock);
+    s->poked = 1;
+    pthread_cond_signal(&s->rep_cond);
+    pthread_mutex_unlock(&s->rep_lock);
 }
 
 uint64_t ovm_sched_take_dropped(ovm_sched *s) {

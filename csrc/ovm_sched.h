@@ -12,6 +12,13 @@
  * keeps running.  The stuck worker finds out when its slice ends, and parks
  * as a spare.
  *
+ * However many processes get stuck at once, each run queue keeps a worker:
+ * when no spare is parked, the monitor gives the run queue to a free worker
+ * slot and asks the layer above to start a thread for it
+ * (ovm_sched_take_start).  The slots are allocated up front (max_workers),
+ * which bounds how many threads there can be; threads started this way
+ * retire when their stuck slice is over and enough spares are parked.
+ *
  * Ownership of a run queue is decided by one atomic word, `slice`: even while
  * no slice runs, odd during a slice, with OVM_SLICE_LOST set by the monitor
  * when it took the queue away.  Both sides change it by compare-and-swap, so
@@ -72,6 +79,7 @@ typedef struct {
 typedef struct {
     pthread_cond_t cond;            /* parked on this, with sched->lock */
     _Atomic uint32_t runq;          /* OVM_NO_RUNQ while parked */
+    _Atomic int slot;               /* OVM_SLOT_*: whether a thread serves it */
     uint64_t slice;                 /* value of runq->slice in our slice */
     int io_turn_done;               /* took I/O last: a process goes next */
     /* What the monitor reads about this worker (it never writes to them but
@@ -97,6 +105,9 @@ typedef struct {
     int checked_used;               /* ... and the reductions used then */
 } ovm_worker;
 
+/* A worker slot's thread: none, asked for (ovm_sched_take_start), running. */
+enum { OVM_SLOT_FREE = 0, OVM_SLOT_STARTING = 1, OVM_SLOT_LIVE = 2 };
+
 /* What an incident record is about. */
 enum {
     OVM_LS_RUNNING = 1,     /* a slice overran, mostly running on the CPU */
@@ -120,7 +131,12 @@ typedef struct {
 } ovm_incident;
 
 typedef struct {
-    uint32_t nrunqs, nworkers;
+    uint32_t nrunqs;
+    uint32_t nworkers;              /* worker slots, with a thread or not */
+    uint32_t keep_spares;           /* parked spares kept; more retire */
+    uint32_t parked;                /* spares parked now (under lock) */
+    _Atomic uint32_t start_requests;    /* slots waiting for a thread */
+    _Atomic uint32_t threads;       /* slots with a thread (or asked for one) */
     ovm_runq *runqs;
     ovm_worker *workers;
     int steal;                      /* idle workers steal (free-threaded) */
@@ -155,15 +171,21 @@ typedef struct {
     ovm_incident incidents[OVM_INCIDENTS];
     unsigned inc_head, inc_len;
     int monitor_done;               /* stopped: nothing more will be queued */
+    int poked;                      /* ovm_sched_poke_reporter */
     _Atomic uint64_t inc_dropped;
     _Atomic uint64_t overruns;      /* slices found overrunning (incidents opened) */
 } ovm_sched;
 
 enum { OVM_NEXT_PROC = 0, OVM_NEXT_TIMERS = 1, OVM_NEXT_STOP = 2, OVM_NEXT_NONE = 3,
-       OVM_NEXT_IO = 4 };
+       OVM_NEXT_IO = 4, OVM_NEXT_RETIRE = 5 };
 
-int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
+/* nworkers threads to start now (nrunqs of them serve the run queues, the
+ * rest are parked spares, which are kept), up to max_workers in all. */
+int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers, uint32_t max_workers,
                    int64_t slice_limit_ns, int steal);
+/* A worker slot the monitor gave a run queue to and that needs a thread
+ * now (the caller starts one that calls ovm_worker_next for it), or -1. */
+int ovm_sched_take_start(ovm_sched *s);
 /* Tells the monitor CPython's switch interval (sys.getswitchinterval()),
  * which bounds how long a thread waits for the GIL between two wake-ups.
  * Call before ovm_sched_start_monitor; the default is 5 ms. */
@@ -186,7 +208,8 @@ void ovm_sched_timers_changed(ovm_sched *s);
 
 /* Worker side.  `w` is the worker's index.  Blocks (call it without the
  * GIL) until there is a process to run (*out), timers are due, sockets are
- * ready, or the scheduler stops. */
+ * ready, or the scheduler stops.  OVM_NEXT_RETIRE: the worker is a spare
+ * beyond those kept; its thread must end (its slot may be reused at once). */
 int ovm_worker_next(ovm_sched *s, uint32_t w, ovm_proc **out);
 /* The same without blocking: OVM_NEXT_NONE when there is nothing to do now
  * (the caller then releases the GIL and calls ovm_worker_next). */
@@ -271,9 +294,12 @@ void ovm_worker_slice_begin(ovm_sched *s, uint32_t w, uint64_t pid);
 int ovm_worker_slice_end(ovm_sched *s, uint32_t w);
 
 /* Reporter side.  Waits up to timeout_ns (< 0: without limit) for the next
- * incident: 1 when *out holds one, 0 on timeout, -1 once the scheduler stops
- * and every queued incident was taken. */
+ * incident: 1 when *out holds one, 2 when a worker slot needs a thread
+ * (ovm_sched_take_start), 0 on timeout, -1 once the scheduler stops and
+ * every queued incident was taken. */
 int ovm_sched_next_incident(ovm_sched *s, ovm_incident *out, int64_t timeout_ns);
+/* Makes the reporter's ovm_sched_next_incident return (0) now. */
+void ovm_sched_poke_reporter(ovm_sched *s);
 /* Incidents dropped because the reporter fell behind, since the last call. */
 uint64_t ovm_sched_take_dropped(ovm_sched *s);
 /* Whether the worker of `inc` is still inside the slice it is about. */

@@ -64,6 +64,9 @@ cdef extern from "ovm_proc.h" nogil:
         OVM_RUNNING
         OVM_ACTIVE
         OVM_EXITED
+        OVM_KILL
+        OVM_TAKEN
+        OVM_LEFT
 
     ctypedef struct ovm_proc:
         void *owner
@@ -80,6 +83,13 @@ cdef extern from "ovm_proc.h" nogil:
     uint32_t ovm_proc_state(ovm_proc *p)
     void ovm_proc_fire_timeout(ovm_proc *p, uint64_t gen)
     uint64_t ovm_proc_timeout_fired(ovm_proc *p)
+    void ovm_proc_mark_kill(ovm_proc *p)
+    int ovm_proc_take(ovm_proc *p)
+    int ovm_proc_taken(ovm_proc *p)
+    int ovm_proc_interrupt_begin(ovm_proc *p)
+    void ovm_proc_interrupt_end(ovm_proc *p)
+    int ovm_proc_leave(ovm_proc *p)
+    int ovm_proc_interrupting(ovm_proc *p)
 
 
 cdef extern from "ovm_timer.h" nogil:
@@ -132,6 +142,7 @@ cdef extern from "ovm_sched.h" nogil:
         OVM_NEXT_STOP
         OVM_NEXT_NONE
         OVM_NEXT_IO
+        OVM_NEXT_RETIRE
 
     enum:
         OVM_LS_RUNNING
@@ -159,6 +170,7 @@ cdef extern from "ovm_sched.h" nogil:
     ctypedef struct ovm_sched:
         uint32_t nrunqs
         uint32_t nworkers
+        uint32_t threads
         int64_t slice_limit_ns
         int64_t hold_limit_ns
         ovm_timers timers
@@ -168,7 +180,8 @@ cdef extern from "ovm_sched.h" nogil:
         uint64_t overruns
 
     int ovm_sched_init(ovm_sched *s, uint32_t nrunqs, uint32_t nworkers,
-                       int64_t slice_limit_ns, int steal)
+                       uint32_t max_workers, int64_t slice_limit_ns, int steal)
+    int ovm_sched_take_start(ovm_sched *s)
     void ovm_sched_set_gil_interval(ovm_sched *s, int64_t ns)
     int ovm_sched_start_monitor(ovm_sched *s)
     int ovm_sched_start_io(ovm_sched *s)
@@ -188,6 +201,7 @@ cdef extern from "ovm_sched.h" nogil:
     int ovm_worker_slice_end(ovm_sched *s, uint32_t w)
     int ovm_sched_next_incident(ovm_sched *s, ovm_incident *out, int64_t timeout_ns)
     uint64_t ovm_sched_take_dropped(ovm_sched *s)
+    void ovm_sched_poke_reporter(ovm_sched *s)
     int ovm_sched_in_slice(ovm_sched *s, const ovm_incident *inc)
     const char *ovm_syscall_name(long nr)
 

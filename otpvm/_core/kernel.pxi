@@ -9,6 +9,8 @@ cdef inline Process _me(str call):
     cdef void *cur = ovm_get_current()
     if cur == NULL:
         raise _not_in_process(call)
+    if ovm_proc_taken(&(<Process>cur).c):
+        raise _ProcessKilled()              # killed while its code ran: it does nothing more
     return <Process>cur
 
 

@@ -60,7 +60,12 @@ cdef class VM:
 
     ``schedulers`` is the number of run queues (default: one per core on
     free-threaded Python, one with a GIL).  ``spare_threads`` (default: as
-    many) are the threads that take over a run queue whose slice overran.
+    many) are the threads kept ready to take over a run queue whose slice
+    overran.  When more processes are stuck at once than spares are parked,
+    the VM starts another thread for each, up to ``max_spare_threads``
+    (default 256) spare threads in all; those retire once their process is
+    done with them.  A stuck process can be killed like any other
+    (``exit(pid, 'kill')``): see the README's "Stuck processes".
 
     ``slice_limit`` (seconds, default 2 ms) is how much of its own time a
     process may take between two awaits: the CPU time its thread uses plus
@@ -84,7 +89,11 @@ cdef class VM:
     cdef dict procs                 # pid id -> Process, the live ones
     cdef dict names                 # registered name -> Process
     cdef object lock                # guards names
-    cdef object threads
+    cdef object threads             # every thread it started that may still run
+    cdef list slot_threads          # worker slot -> its Thread, or None
+    cdef list idents                # worker slot -> its thread's ident
+    cdef dict stuck                 # pid id -> True: processes in a slice that overran
+    cdef dict zombies               # pid id -> Process: killed while stuck, thread still in it
     cdef object emptied             # set when stopping and the last process ended
     cdef object stopped             # set when shutdown is over
     cdef bint stopping
@@ -93,7 +102,8 @@ cdef class VM:
     cdef bint io_started
     cdef object __weakref__         # per-VM tables of the Python layers (application envs)
 
-    def __init__(self, schedulers=None, *, slice_limit=0.002, spare_threads=None):
+    def __init__(self, schedulers=None, *, slice_limit=0.002, spare_threads=None,
+                 max_spare_threads=256):
         if schedulers is None:
             schedulers = _default_schedulers()
         if isinstance(schedulers, bool) or not isinstance(schedulers, int) or schedulers < 1:
@@ -106,6 +116,10 @@ cdef class VM:
         spares = schedulers if spare_threads is None else spare_threads
         if isinstance(spares, bool) or not isinstance(spares, int) or spares < 1:
             raise ValueError(f"spare_threads must be a positive int or None, not {spare_threads!r}")
+        if (isinstance(max_spare_threads, bool) or not isinstance(max_spare_threads, int)
+                or not spares <= max_spare_threads <= 4096):
+            raise ValueError(f"max_spare_threads must be an int from spare_threads ({spares}) "
+                             f"to 4096, not {max_spare_threads!r}")
         self.schedulers = schedulers
         self.procs = {}
         self.names = {}
@@ -113,7 +127,8 @@ cdef class VM:
         self.lock = _threading.Lock()
         self.emptied = _threading.Event()
         self.stopped = _threading.Event()
-        err = ovm_sched_init(&self.sched, schedulers, schedulers + spares, limit, _FREE_THREADED)
+        err = ovm_sched_init(&self.sched, schedulers, schedulers + spares,
+                             schedulers + max_spare_threads, limit, _FREE_THREADED)
         if err:
             raise OSError(err, f"otpvm: cannot set up the scheduler: {_os.strerror(err)}")
         # A thread waiting for the GIL wakes once per switch interval: what
@@ -123,11 +138,12 @@ cdef class VM:
         self.sched_ready = True
         self.node = _take_node(self)        # given back when shutdown ends
         self.threads = []
+        self.slot_threads = [None] * (schedulers + max_spare_threads)
+        self.idents = [0] * (schedulers + max_spare_threads)
+        self.stuck = {}
+        self.zombies = {}
         for i in range(schedulers + spares):
-            t = _threading.Thread(target=self._worker, args=(i,), daemon=True,
-                                  name=f"otpvm-scheduler-{i}")
-            t.start()
-            self.threads.append(t)
+            self.start_worker(i)
         t = _threading.Thread(target=_LongSchedules(self).run, daemon=True,
                               name="otpvm-long-schedules")
         t.start()
@@ -263,12 +279,60 @@ cdef class VM:
             # scheduler thread still runs (see ovm_poller_stop).
             with nogil:
                 ovm_sched_stop(&self.sched)
-            for t in self.threads:
+            for t in list(self.threads):
                 if t is not _threading.current_thread():
                     t.join(max(0.0, deadline - _time.monotonic()) + 0.1)
+            self.report_abandoned()
         finally:
             _give_node_back(self)
             self.stopped.set()
+
+    cdef int report_abandoned(self) except -1:
+        """Says, once, which threads a stop leaves running a killed process's code."""
+        stuck = [p for p in list(self.zombies.values())
+                 if not ovm_proc_state(&(<Process>p).c) & OVM_LEFT]
+        if stuck:
+            pids = ", ".join(repr((<Process>p).pid) for p in stuck[:5])
+            _log.warning(
+                "the VM stopped, but %d scheduler thread(s) still run the code of "
+                "killed processes (%s%s): each is inside a call that does not return to "
+                "Python (a C extension's loop, or a blocking call such as time.sleep or a "
+                "lock), where a kill cannot interrupt it; the threads are daemon threads and "
+                "are abandoned. Make such calls with otpvm.run_blocking()",
+                len(stuck), pids, " and more" if len(stuck) > 5 else "")
+        return 0
+
+    # -- killing stuck processes (see "killing a stuck process" in process.pxi)
+
+    cdef int interrupt(self, Process p) except -1:
+        """Raises _ProcessKilled in the thread that runs p's code, unless
+        that thread has got out of it."""
+        if not ovm_proc_interrupt_begin(&p.c):
+            return 0
+        try:
+            PyThreadState_SetAsyncExc(self.idents[p.worker_index], <PyObject *>_ProcessKilled)
+        finally:
+            ovm_proc_interrupt_end(&p.c)
+        return 0
+
+    cdef int nag_zombies(self) except -1:
+        """Interrupts again the threads of killed processes that are still in
+        their code (the code may have caught the exception and gone on)."""
+        for key, p in list(self.zombies.items()):
+            if ovm_proc_state(&(<Process>p).c) & OVM_LEFT:
+                self.zombies.pop(key, None)
+            else:
+                self.interrupt(<Process>p)
+        return 0
+
+    cdef int start_requested_workers(self) except -1:
+        """Starts the threads the monitor asked for (a rescue found no spare)."""
+        cdef int w
+        while True:
+            w = ovm_sched_take_start(&self.sched)
+            if w < 0:
+                return 0
+            self.start_worker(w)
 
     cdef int check_running(self) except -1:
         if self.stopping:
@@ -292,9 +356,25 @@ cdef class VM:
                  f"pid is only valid in the VM that made it (do not carry pids from one "
                  f"VM or otpvm.run() to another)")
 
+    cdef int start_worker(self, uint32_t w) except -1:
+        """Starts the thread of worker slot w (at start, or for a rescue)."""
+        t = _threading.Thread(target=self._worker, args=(w,), daemon=True,
+                              name=f"otpvm-scheduler-{w}")
+        t.start()
+        self.slot_threads[w] = t
+        self.threads = [t for t in self.threads if t.is_alive()] + [t]
+        return 0
+
+    @property
+    def scheduler_threads(self):
+        """How many scheduler threads run now: those serving the run queues,
+        the spares, and those still running a stuck process's code."""
+        return self.sched.threads
+
     def _worker(self, uint32_t w):
         cdef ovm_proc *cp = NULL
         cdef int next_
+        self.idents[w] = _threading.get_ident()
         ovm_worker_register(&self.sched, w)     # else the monitor judges it by wall clock
         while True:
             # Hold on to the GIL while there is work; release it only to wait.
@@ -302,7 +382,7 @@ cdef class VM:
             if next_ == OVM_NEXT_NONE:
                 with nogil:
                     next_ = ovm_worker_next(&self.sched, w, &cp)
-            if next_ == OVM_NEXT_STOP:
+            if next_ == OVM_NEXT_STOP or next_ == OVM_NEXT_RETIRE:
                 return
             if next_ == OVM_NEXT_TIMERS:
                 self.fire_timers()
@@ -317,12 +397,13 @@ cdef class VM:
     cdef int run_slice(self, Process p, uint32_t w) except -1:
         cdef int outcome
         cdef uint32_t q
+        p.worker = ovm_sched_worker(&self.sched, w)
+        p.worker_index = w                  # before it runs: see Process.take_over
         if not ovm_proc_begin(&p.c):
             return 0
         q = ovm_worker_runq(&self.sched, w)
         if q != OVM_NO_RUNQ:
             ovm_proc_set_home(&p.c, q)
-        p.worker = ovm_sched_worker(&self.sched, w)
         ovm_worker_slice_begin(&self.sched, w, p.pid.id)
         ovm_set_current(<void *>p)
         try:
@@ -332,13 +413,15 @@ cdef class VM:
             if not ovm_proc_exited(&p.c):
                 p.crash(exc)
                 p.terminate(exc)
+            elif ovm_proc_taken(&p.c):
+                p.end_taken()
             outcome = STEP_DONE
         finally:
             ovm_set_current(NULL)
         # Whether the monitor took the run queue meanwhile: the monitor
         # reports overruns itself (monitor.pxi), while they happen.
         ovm_worker_slice_end(&self.sched, w)
-        if outcome == STEP_YIELD:
+        if outcome == STEP_YIELD and not ovm_proc_exited(&p.c):
             ovm_proc_requeue(&p.c)
             Py_INCREF(p)
             ovm_runq_push(&self.sched, p.home(), &p.c)

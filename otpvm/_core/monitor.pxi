@@ -24,6 +24,7 @@ cdef int _LS_PER_WINDOW = 3
 cdef int64_t _LS_FOLLOW_UP_NS = 1000000000LL    # an end is reported for slices this long
 cdef int _LS_FRAMES = 3                         # innermost Python frames shown
 cdef int _LS_REPORTED_MAX = 64                  # then forget incidents whose end was dropped
+cdef int64_t _NAG_NS = 10 * 1000000LL           # killed processes still in their code: again
 
 cdef str _LS_FIX_RUNNING = (
     "await in long loops (`await otpvm.sleep(0)` lets the others run), or split the "
@@ -85,6 +86,7 @@ cdef class _LongSchedules:
     cdef int written                # full reports in the current window
     cdef list held                  # (kind, cpu, blocked, pid text) not written one by one
     cdef uint64_t dropped           # incidents the monitor dropped (reporter too slow)
+    cdef int64_t nagged             # when the zombies were last interrupted
 
     def __cinit__(self, VM vm):
         self.vm = vm
@@ -98,11 +100,18 @@ cdef class _LongSchedules:
         cdef int64_t wait
         while True:
             wait = -1 if self.window_end == 0 else max(0, self.window_end - ovm_now_ns())
+            if self.vm.zombies:
+                wait = _NAG_NS if wait < 0 else min(wait, _NAG_NS)
             with nogil:
                 got = ovm_sched_next_incident(&self.vm.sched, &inc, wait)
             try:
-                if got == 1:
+                if got == 2:
+                    self.vm.start_requested_workers()
+                elif got == 1:
                     self.take(&inc)
+                if self.vm.zombies and ovm_now_ns() - self.nagged >= _NAG_NS:
+                    self.nagged = ovm_now_ns()
+                    self.vm.nag_zombies()
                 self.end_window(got < 0)
             except BaseException:       # a bug here must not end the reports
                 _log.critical("otpvm: internal error reporting a long schedule", exc_info=True)
@@ -111,6 +120,11 @@ cdef class _LongSchedules:
 
     cdef int take(self, ovm_incident *inc) except -1:
         key = (inc.worker, inc.slice)
+        if inc.kind == OVM_LS_RUNNING or inc.kind == OVM_LS_BLOCKED:
+            self.vm.stuck[inc.pid] = True
+            self.kill_if_doomed(inc.pid)
+        elif inc.kind == OVM_LS_END:
+            self.vm.stuck.pop(inc.pid, None)
         if inc.kind == OVM_LS_RUNNING or inc.kind == OVM_LS_BLOCKED:
             self.end_window(False)
             if self.window_end == 0:
@@ -135,6 +149,23 @@ cdef class _LongSchedules:
             elif inc.kind == OVM_LS_STILL:
                 _log.warning("long_schedule: process %s still has not awaited after %s (%s)",
                              self.pid_text(inc.pid), _duration(inc.wall_ns), self.spent(inc))
+        return 0
+
+    cdef int kill_if_doomed(self, uint64_t pid) except -1:
+        """A process just found stuck may have an exit signal that kills it
+        waiting already (sent before it was found): act on it now."""
+        p = self.vm.procs.get(pid)
+        if p is None:
+            return 0
+        if ovm_proc_state(&(<Process>p).c) & OVM_KILL:
+            (<Process>p).take_over("killed")
+            return 0
+        for kind, payload in (<Process>p).pending_signals():
+            if kind == OVM_SIG_EXIT or kind == OVM_SIG_EXIT_LINKED:
+                reason = (<Process>p).killing_reason(kind, payload)
+                if reason is not NOTHING:
+                    (<Process>p).take_over(reason)
+                    return 0
         return 0
 
     cdef int end_window(self, bint force) except -1:
@@ -224,8 +255,8 @@ cdef class _LongSchedules:
             lines.append(f"  meanwhile: its run queue went to a spare scheduler thread, so {waiting} "
                          f"keep{verb} running")
         else:
-            lines.append(f"  meanwhile: no spare scheduler thread was free, so {waiting} wait{verb} "
-                         f"(VM(spare_threads=...) sets how many there are)")
+            lines.append(f"  meanwhile: every spare scheduler thread is in use, so {waiting} "
+                         f"wait{verb} (VM(max_spare_threads=...) sets how many there may be)")
         lines.append(f"  fix: {_LS_FIX_RUNNING if inc.kind == OVM_LS_RUNNING else _LS_FIX_BLOCKED}")
         return "\n".join(lines)
 
@@ -233,8 +264,7 @@ cdef class _LongSchedules:
         """The innermost Python frames of the slice, if it still runs."""
         if not ovm_sched_in_slice(&self.vm.sched, inc):
             return []
-        thread = self.vm.threads[inc.worker]
-        frame = _sys._current_frames().get(thread.ident)
+        frame = _sys._current_frames().get(self.vm.idents[inc.worker])
         if not ovm_sched_in_slice(&self.vm.sched, inc):
             return []                   # it moved on: the frame may be another slice's
         lines = []

@@ -5,6 +5,28 @@
 # its inbox: messages and signals queue up there in the order they were sent,
 # and the process handles them when it next looks at its mailbox, which is
 # what gives Erlang's ordering guarantee between any two processes.
+#
+# Killing a stuck process.  A process whose code never gets to an await
+# (an endless loop, a call that never returns) never looks at its mailbox,
+# so the exit signal that should end it would wait there forever.  Once the
+# monitor has found its slice overrunning (the reporter keeps such processes
+# in VM.stuck), a signal that kills it is acted on by the thread that sends
+# it, or by the reporter if it came first (take_over):
+#   1. the state word goes from RUNNING to EXITED | TAKEN, so that its own
+#      thread will never end it again, and nothing can wake or run it;
+#   2. the end is announced as usual, from copies of its links, monitors
+#      and sockets: exit signals, Downs with the reason ('killed' for a
+#      kill), sockets closed, pid and name freed, on_exit hook;
+#   3. its thread is interrupted: _ProcessKilled is raised in it
+#      (PyThreadState_SetAsyncExc), and again every few milliseconds while
+#      the code goes on (it may catch it), until the thread gets out of the
+#      process's code.  Every kernel call the code makes meanwhile raises it
+#      too (_me), so a killed process sends nothing more.
+# When its thread gets out, it finishes the end (end_taken): it stops the
+# interrupts and clears one still pending, tells the links and monitors made
+# after the copies, and frees its mailbox.  A thread inside a C call that
+# never returns to Python cannot be interrupted: the process is dead for
+# everyone, but its thread stays there (VM.stop says so).
 
 import logging as _logging
 import traceback as _traceback
@@ -15,11 +37,23 @@ cdef extern from "Python.h":
     int PyContext_Exit(object ctx) except -1
     int PyIter_Send(object iter, object arg, PyObject **presult) except -1
     bint PyCoro_CheckExact(object o)
+    int PyThreadState_SetAsyncExc(unsigned long id, PyObject *exc)
+
+cdef extern from "sched.h" nogil:
+    int sched_yield()
 
 from collections.abc import Coroutine as _Coroutine
 from otpvm.terms import ProcessExit as _ProcessExit_cls
 
 cdef object _ProcessExit = _ProcessExit_cls
+
+
+class _ProcessKilled(_ProcessExit_cls):
+    """Raised in the thread of a process killed while its code ran (see
+    "killing a stuck process" above); a ProcessExit with reason 'killed'."""
+
+    def __init__(self, reason="killed"):
+        super().__init__(reason)
 cdef object _Down = _Down_cls
 cdef object _Exit = _Exit_cls
 cdef object _log = _logging.getLogger("otpvm")
@@ -139,6 +173,9 @@ cdef class Process:
     cdef int budget
     cdef int next_check             # budget at which out_of_budget next looks at the clock
     cdef ovm_worker *worker         # the scheduler thread running it (run_slice)
+    cdef uint32_t worker_index      # ... its slot
+    cdef tuple announced            # take_over's copies: links, monitors in and out, ports
+    cdef bint released              # its end is complete (terminate or end_taken)
     cdef object kill_reason         # NOTHING, or why a signal kills us
     cdef object exit_reason         # NOTHING while alive
     cdef object result
@@ -183,6 +220,8 @@ cdef class Process:
             ovm_node_free(node)
             Py_DECREF(payload)
             return False
+        if kind == OVM_SIG_EXIT or kind == OVM_SIG_EXIT_LINKED:
+            self.exit_queued(kind, payload)
         # Link and monitor bookkeeping needs no action until the process
         # next looks at its mailbox, or dies (terminate answers them then),
         # so it does not wake the process: a gen_server call's monitor and
@@ -190,6 +229,85 @@ cdef class Process:
         if kind < OVM_SIG_LINK or kind > OVM_SIG_DEMONITOR:
             self.wake(runq)
         return True
+
+    cdef int exit_queued(self, int kind, tuple payload) except -1:
+        """An exit signal was queued for this process: a kill makes it dead
+        to observers at once, and one that kills a stuck process is acted on
+        now (see "killing a stuck process" above)."""
+        reason = self.killing_reason(kind, payload)
+        if reason is not NOTHING and self.vm.stuck and self.pid.id in self.vm.stuck:
+            self.take_over(reason)
+        return 0
+
+    cdef object killing_reason(self, int kind, tuple payload):
+        """The reason this exit signal will end the process with, or NOTHING
+        (read from another thread: trap_exit and links may be changing, as
+        they may in Erlang while a signal is in flight)."""
+        sender, reason = payload
+        if kind == OVM_SIG_EXIT and _is(reason, "kill"):
+            ovm_proc_mark_kill(&self.c)
+            return "killed"
+        if self.trap_exit or _is(reason, "normal"):
+            return NOTHING
+        if kind == OVM_SIG_EXIT_LINKED:
+            links = self.links
+            if links is None or sender not in links:
+                return NOTHING
+        return reason
+
+    cdef bint take_over(self, object reason) except -1:
+        """Ends this process, stuck in its code on another thread, with
+        `reason` (steps 1-3 of "killing a stuck process").  False when it is
+        not running any more: its own thread ends it then."""
+        cdef uint32_t q = self.home()
+        if not ovm_proc_take(&self.c):
+            return False
+        self.exit_reason = reason
+        links = set(self.links or ())
+        monitors_in = dict(self.monitors_in or {})
+        monitors_out = dict(self.monitors_out or {})
+        ports = set(self.ports or ())
+        self.tell_end(reason, links, monitors_in, monitors_out, q)
+        if ports:
+            self.close_ports(reason, ports)
+        self.vm.zombies[self.pid.id] = self
+        self.vm.forget(self)
+        self.announced = (links, monitors_in, monitors_out, ports)
+        self.vm.interrupt(self)
+        ovm_sched_poke_reporter(&self.vm.sched)     # it repeats that while needed
+        if self.on_exit is not None:
+            hook, self.on_exit = self.on_exit, None
+            hook()
+        return True
+
+    cdef int end_taken(self) except -1:
+        """The thread of a process that take_over ended got out of its code:
+        it finishes the end (see "killing a stuck process")."""
+        cdef uint32_t q = self.home()
+        if self.released:
+            return 0
+        self.released = True
+        if ovm_proc_leave(&self.c):
+            while ovm_proc_interrupting(&self.c):
+                with nogil:
+                    sched_yield()
+        PyThreadState_SetAsyncExc(_threading.get_ident(), NULL)     # one not raised yet
+        while self.announced is None:       # the taker is still at it
+            with nogil:
+                sched_yield()
+        links, monitors_in, monitors_out, ports = self.announced
+        reason = self.exit_reason
+        self.tell_end(reason,
+                      {pid for pid in self.links or () if pid not in links},
+                      {r: w for r, w in (self.monitors_in or {}).items() if r not in monitors_in},
+                      {r: p for r, p in (self.monitors_out or {}).items() if r not in monitors_out},
+                      q)
+        late_ports = {port for port in self.ports or () if port not in ports}
+        if late_ports:
+            self.close_ports(reason, late_ports)
+        self.release(reason, q)
+        self.vm.zombies.pop(self.pid.id, None)
+        return 0
 
     cdef inline uint32_t home(self) noexcept:
         """The run queue this process last ran from."""
@@ -454,40 +572,55 @@ cdef class Process:
 
     cdef int terminate(self, object reason) except -1:
         """Ends the process with `reason`: tells its links and monitors."""
-        cdef ovm_node *node
         cdef uint32_t q = self.home()
-        ovm_proc_exit(&self.c)
+        if ovm_proc_exit(&self.c) & OVM_TAKEN:
+            return self.end_taken()         # another thread ended it already
         self.exit_reason = reason
+        self.tell_end(reason, self.links, self.monitors_in, self.monitors_out, q)
+        if self.ports:
+            self.close_ports(reason, self.ports)
+        self.release(reason, q)
+        self.vm.forget(self)
+        if self.on_exit is not None:
+            hook, self.on_exit = self.on_exit, None
+            hook()
+        return 0
+
+    cdef int tell_end(self, object reason, object links, dict monitors_in, dict monitors_out,
+                      uint32_t q) except -1:
+        """Exit signals to the links, Downs to the monitors, and the end of
+        the monitors it had (so that their targets forget them)."""
+        if links:
+            for pid in links:
+                self.vm.deliver_to(<Pid>pid, OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
+        if monitors_in:
+            for ref, (watcher, shown) in monitors_in.items():
+                self.vm.deliver_to(<Pid>watcher, OVM_SIG_DOWN, _Down(ref, shown, reason), q)
+        if monitors_out:
+            for ref, pid in monitors_out.items():
+                if isinstance(pid, Pid):
+                    self.vm.deliver_to(<Pid>pid, OVM_SIG_DEMONITOR, ref, q)
+        return 0
+
+    cdef int release(self, object reason, uint32_t q) except -1:
+        """Frees what only the process's own thread touches: its receive
+        timer, its mailbox (a link or monitor still queued there is answered
+        with `reason`) and the objects it held."""
+        cdef ovm_node *node
+        self.released = True
         self.waiting = False
         if self.rcv_timer is not None:
             self.vm.cancel_timer(self.rcv_timer)
             self.rcv_timer = None
-        # Signals still queued: a pending link or monitor answers at once.
         # Those already taken from the inbox arrived first.
         node = self.pending
         self.pending = NULL
         self.answer_queued(node, reason, q)
         self.answer_queued(ovm_inbox_close(&self.inbox), reason, q)
         _free_nodes(ovm_queue_take_all(&self.mq))
-        if self.links:
-            for pid in self.links:
-                self.vm.deliver_to(<Pid>pid, OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
-        if self.monitors_in:
-            for ref, (watcher, shown) in self.monitors_in.items():
-                self.vm.deliver_to(<Pid>watcher, OVM_SIG_DOWN, _Down(ref, shown, reason), q)
-        if self.monitors_out:
-            for ref, pid in self.monitors_out.items():
-                if isinstance(pid, Pid):
-                    self.vm.deliver_to(<Pid>pid, OVM_SIG_DEMONITOR, ref, q)
-        self.links = self.monitors_in = self.monitors_out = None
-        if self.ports:
-            self.close_ports(reason)
+        self.links = self.monitors_in = self.monitors_out = self.ports = None
         self.coro = self.ctx = self.fn = self.args = self.on_message = None
         self.rcv_match = self.rcv_msg = self.mark_ref = self.aliases = None
-        self.vm.forget(self)
-        if self.on_exit is not None:
-            hook, self.on_exit = self.on_exit, None
-            hook()
         return 0
 
     cdef int answer_queued(self, ovm_node *node, object reason, uint32_t q) except -1:
@@ -507,10 +640,9 @@ cdef class Process:
             node = nxt
         return 0
 
-    cdef int close_ports(self, object reason) except -1:
+    cdef int close_ports(self, object reason, set ports) except -1:
         """An owner's death closes its sockets, like an Erlang port's."""
-        ports, self.ports = self.ports, None
-        for port in ports:
+        for port in list(ports):
             try:
                 port._owner_exited(reason)
             except BaseException:
@@ -519,8 +651,8 @@ cdef class Process:
 
     cdef int crash(self, object exc) except -1:
         """Logs a crash report, once, like Erlang's error logger."""
-        if self.crash_raised:
-            return 0                        # VM.run raises it to its caller instead
+        if self.crash_raised or ovm_proc_taken(&self.c):
+            return 0                        # VM.run raises it to its caller; killed: no crash
         name = f" registered as {self.name!r}" if self.name is not None else ""
         _log.error(
             "crash report: process %r%s exited with %s\n"
@@ -562,6 +694,9 @@ cdef class Process:
         self.budget = CONTEXT_REDS
         self.next_check = CONTEXT_REDS         # the first look starts the clock
         while True:
+            if ovm_proc_taken(&self.c):
+                self.end_taken()            # killed while its code ran
+                return STEP_DONE
             more = self.drain_some(DRAIN_BATCH)
             if self.kill_reason is not NOTHING:
                 self.kill()
@@ -578,6 +713,9 @@ cdef class Process:
                 outcome = self.resume()
             else:
                 outcome = self.dispatch()
+            if ovm_proc_taken(&self.c):
+                self.end_taken()            # killed while its code ran
+                return STEP_DONE
             if outcome == STEP_IDLE:
                 if not more and ovm_proc_try_wait(&self.c):
                     return STEP_WAIT
@@ -721,12 +859,7 @@ cdef class Process:
         return out
 
     cdef bint alive(self) except -1:
-        if ovm_proc_exited(&self.c):
-            return False
-        for kind, payload in self.pending_signals():
-            if kind == OVM_SIG_EXIT and _is(payload[1], "kill"):
-                return False
-        return True
+        return not ovm_proc_state(&self.c) & (OVM_EXITED | OVM_KILL)
 
     cdef dict info(self):
         cdef uint32_t state = ovm_proc_state(&self.c)

@@ -146,7 +146,7 @@ static void start(ctx *c, pthread_t *th, warg *wa, int reg) {
     memset(c, 0, sizeof(*c));
     c->reg = reg;
     CHECK_EQ(pthread_mutex_init(&c->held, NULL), 0);
-    CHECK_EQ(ovm_sched_init(&c->s, 1, 2, LIMIT, 0), 0);
+    CHECK_EQ(ovm_sched_init(&c->s, 1, 2, 2, LIMIT, 0), 0);
     ovm_sched_set_gil_interval(&c->s, 5 * MS);
     CHECK_EQ(c->s.hold_limit_ns, 100 * MS);
     CHECK_EQ(ovm_sched_start_monitor(&c->s), 0);
@@ -389,7 +389,7 @@ static void test_monitor_slice_overdue(void) {
     ovm_sched s;
     ovm_worker *w;
     int next = 0;
-    CHECK_EQ(ovm_sched_init(&s, 1, 1, 400 * MS, 0), 0);
+    CHECK_EQ(ovm_sched_init(&s, 1, 1, 1, 400 * MS, 0), 0);
     w = ovm_sched_worker(&s, 0);
     CHECK_EQ(ovm_slice_overdue(NULL, 0, &next), 0);
     ovm_worker_slice_begin(&s, 0, 1);

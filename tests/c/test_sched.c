@@ -206,7 +206,7 @@ static void sched_start(ctx *c, pthread_t *threads, warg *args, uint32_t nrunqs,
                         uint32_t nworkers, int64_t limit, int steal) {
     memset(c, 0, sizeof(*c));
     c->steal = steal;
-    CHECK_EQ(ovm_sched_init(&c->s, nrunqs, nworkers, limit, steal), 0);
+    CHECK_EQ(ovm_sched_init(&c->s, nrunqs, nworkers, nworkers, limit, steal), 0);
     CHECK_EQ(ovm_sched_start_monitor(&c->s), 0);
     for (uint32_t i = 0; i < nworkers; i++) {
         args[i] = (warg){c, i};
@@ -673,15 +673,15 @@ static void test_sched_stop_under_load(void) {
 
 static void test_sched_init_errors(void) {
     ovm_sched s;
-    CHECK(ovm_sched_init(&s, 0, 4, SLICE_LIMIT, 0) != 0);
-    CHECK(ovm_sched_init(&s, 3, 2, SLICE_LIMIT, 0) != 0);
+    CHECK(ovm_sched_init(&s, 0, 4, 4, SLICE_LIMIT, 0) != 0);
+    CHECK(ovm_sched_init(&s, 3, 2, 2, SLICE_LIMIT, 0) != 0);
     ovm_sched_destroy(&s);      /* safe after a failed init */
     /* Init, no threads, stop, destroy. */
-    CHECK_EQ(ovm_sched_init(&s, 2, 2, SLICE_LIMIT, 1), 0);
+    CHECK_EQ(ovm_sched_init(&s, 2, 2, 2, SLICE_LIMIT, 1), 0);
     ovm_sched_stop(&s);
     ovm_sched_destroy(&s);
     /* With the monitor, but no worker ever runs; polls only. */
-    CHECK_EQ(ovm_sched_init(&s, 1, 3, SLICE_LIMIT, 0), 0);
+    CHECK_EQ(ovm_sched_init(&s, 1, 3, 3, SLICE_LIMIT, 0), 0);
     CHECK_EQ(ovm_sched_start_monitor(&s), 0);
     {
         ovm_proc *out = NULL, p;
