@@ -265,6 +265,7 @@ cdef class Process:
         self.exit_reason = reason
         links = set(self.links or ())
         monitors_in = dict(self.monitors_in or {})
+        self.fold_signals(self.pending_signals(), links, monitors_in)   # it never looked
         monitors_out = dict(self.monitors_out or {})
         ports = set(self.ports or ())
         self.tell_end(reason, links, monitors_in, monitors_out, q)
@@ -305,7 +306,7 @@ cdef class Process:
         late_ports = {port for port in self.ports or () if port not in ports}
         if late_ports:
             self.close_ports(reason, late_ports)
-        self.release(reason, q)
+        self.release(reason, q, links, monitors_in)
         self.vm.zombies.pop(self.pid.id, None)
         return 0
 
@@ -602,10 +603,12 @@ cdef class Process:
                     self.vm.deliver_to(<Pid>pid, OVM_SIG_DEMONITOR, ref, q)
         return 0
 
-    cdef int release(self, object reason, uint32_t q) except -1:
+    cdef int release(self, object reason, uint32_t q, set told_links=None,
+                     dict told_monitors=None) except -1:
         """Frees what only the process's own thread touches: its receive
         timer, its mailbox (a link or monitor still queued there is answered
-        with `reason`) and the objects it held."""
+        with `reason`, unless take_over told it already) and the objects it
+        held."""
         cdef ovm_node *node
         self.released = True
         self.waiting = False
@@ -615,17 +618,18 @@ cdef class Process:
         # Those already taken from the inbox arrived first.
         node = self.pending
         self.pending = NULL
-        self.answer_queued(node, reason, q)
-        self.answer_queued(ovm_inbox_close(&self.inbox), reason, q)
+        self.answer_queued(node, reason, q, told_links, told_monitors)
+        self.answer_queued(ovm_inbox_close(&self.inbox), reason, q, told_links, told_monitors)
         _free_nodes(ovm_queue_take_all(&self.mq))
         self.links = self.monitors_in = self.monitors_out = self.ports = None
         self.coro = self.ctx = self.fn = self.args = self.on_message = None
         self.rcv_match = self.rcv_msg = self.mark_ref = self.aliases = None
         return 0
 
-    cdef int answer_queued(self, ovm_node *node, object reason, uint32_t q) except -1:
+    cdef int answer_queued(self, ovm_node *node, object reason, uint32_t q, set told_links,
+                           dict told_monitors) except -1:
         """Frees signals that came too late; a link or monitor among them
-        is answered with `reason` at once."""
+        is answered with `reason` at once (unless it was told already)."""
         cdef ovm_node *nxt
         while node != NULL:
             nxt = node.next
@@ -633,8 +637,10 @@ cdef class Process:
             payload = _take_payload(node)
             ovm_node_free(node)
             if kind == OVM_SIG_LINK:
-                self.vm.deliver_to(<Pid>payload, OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
-            elif kind == OVM_SIG_MONITOR:
+                if told_links is None or payload not in told_links:
+                    self.vm.deliver_to(<Pid>payload, OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
+            elif kind == OVM_SIG_MONITOR and (told_monitors is None
+                                              or payload[0] not in told_monitors):
                 self.vm.deliver_to(<Pid>payload[1], OVM_SIG_DOWN,
                                    _Down(payload[0], payload[2], reason), q)
             node = nxt
@@ -858,6 +864,22 @@ cdef class Process:
             ovm_inbox_visit(&self.inbox, _collect_signal, <void *>out)
         return out
 
+    cdef int fold_signals(self, list pending, set links, dict monitors_in) except -1:
+        """Applies the link and monitor signals in `pending` (still in the
+        inbox) to copies of the links and monitors."""
+        for kind, payload in pending:
+            if kind == OVM_SIG_LINK:
+                links.add(payload)
+            elif kind == OVM_SIG_UNLINK:
+                links.discard(payload)
+            elif kind == OVM_SIG_EXIT_LINKED:
+                links.discard(payload[0])
+            elif kind == OVM_SIG_MONITOR:
+                monitors_in[payload[0]] = (payload[1], payload[2])
+            elif kind == OVM_SIG_DEMONITOR:
+                monitors_in.pop(payload, None)
+        return 0
+
     cdef bint alive(self) except -1:
         return not ovm_proc_state(&self.c) & (OVM_EXITED | OVM_KILL)
 
@@ -873,21 +895,13 @@ cdef class Process:
         else:
             status = "waiting"
         links = set(self.links or ())
-        watchers = {ref: watcher for ref, (watcher, _) in (self.monitors_in or {}).items()}
+        monitors_in = dict(self.monitors_in or {})
+        self.fold_signals(pending, links, monitors_in)
+        watchers = {ref: watcher for ref, (watcher, _) in monitors_in.items()}
         messages_on_the_way = 0             # signals do not count, as in Erlang
         for kind, payload in pending:
             if kind == OVM_SIG_MESSAGE or kind == OVM_SIG_DOWN or kind == OVM_SIG_ALIAS:
                 messages_on_the_way += 1
-            if kind == OVM_SIG_LINK:
-                links.add(payload)
-            elif kind == OVM_SIG_UNLINK:
-                links.discard(payload)
-            elif kind == OVM_SIG_EXIT_LINKED:
-                links.discard(payload[0])
-            elif kind == OVM_SIG_MONITOR:
-                watchers[payload[0]] = payload[1]
-            elif kind == OVM_SIG_DEMONITOR:
-                watchers.pop(payload, None)
         return {
             "pid": self.pid,
             "status": status,
