@@ -499,7 +499,7 @@ async def _terminate_children(state: _State, children: Iterable[_Child]) -> None
 async def _shutdown(state: _State, child: _Child) -> None:
     """OTP's shutdown/1 and do_terminate/2: monitor, signal, wait (then kill),
     learn how the child really ended, and report it if that was not the end
-    asked for (see _SHUTDOWN_OK)."""
+    asked for (the table above the helpers)."""
     pid, policy = child.pid, child.spec.shutdown_policy
     assert pid is not None
     child.pid = None
