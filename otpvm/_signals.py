@@ -59,8 +59,16 @@ def run_main(vm: VM, on_signal: Callable[[signal.Signals], None],
     signals: ``on_signal(sig)`` is called there for each SIGINT or SIGTERM
     (it may raise, which ends the wait with that exception; the VM then keeps
     running, for the caller to stop).  Returns main's result or raises its
-    exception, like ``vm.run``.  The previous handlers are restored after."""
+    exception, like ``vm.run``.
+
+    Once main has ended, or on_signal has raised, a SIGINT or SIGTERM does
+    nothing, then and after run_main returns: the program is on its way out,
+    and a late signal (a second SIGTERM a few ms after the first, once the
+    clean stop is done) must not turn its clean exit into a death by signal
+    or a forced stop.  The handler that ignores them is a Python one: a
+    program started after this (exec resets caught signals) gets the defaults."""
     outcome: list[tuple[bool, Any]] = []
+    forced: list[bool] = []
 
     def run() -> None:
         try:
@@ -68,19 +76,24 @@ def run_main(vm: VM, on_signal: Callable[[signal.Signals], None],
         except BaseException as exc:    # re-raised in the calling thread
             outcome.append((False, exc))
 
+    def handler(signum: int, _frame: Any) -> None:
+        if outcome or forced:           # main has ended, or on_signal already gave up on it
+            return
+        try:
+            on_signal(signal.Signals(signum))
+        except BaseException:
+            forced.append(True)         # a signal must not interrupt what the caller does now
+            raise
+
     # The handlers go in before main starts: a signal that comes as soon as
     # main has said it is up must find them, not the default (death).
-    previous = {sig: signal.signal(sig, lambda signum, _: on_signal(signal.Signals(signum)))
-                for sig in SIGNALS}
-    try:
-        with _signals_blocked():
-            runner = threading.Thread(target=run, name="otpvm-main", daemon=True)
-            runner.start()
-        while runner.is_alive():
-            runner.join(0.25)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    for sig in SIGNALS:
+        signal.signal(sig, handler)
+    with _signals_blocked():
+        runner = threading.Thread(target=run, name="otpvm-main", daemon=True)
+        runner.start()
+    while runner.is_alive():
+        runner.join(0.25)
     ok, value = outcome[0]
     if not ok:
         raise value

@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otpvm import gen, gen_server
+from otpvm import gen, gen_server, kernel
 from otpvm.gen import From, Ignored, StartError
 from otpvm.gen_server import GenServer, Ignore, NoReply, Ok, Reply, Stop
-from otpvm.kernel import Pid, demonitor, exit, monitor, process_flag, receive, unlink
+from otpvm.kernel import Pid, exit, monitor, process_flag, process_info, receive, unlink
 from otpvm.terms import ANY, Down, Exit
 
 __all__ = [
@@ -258,7 +258,9 @@ class _SupervisorServer(GenServer):
         return NoReply(state)
 
     async def terminate(self, reason: Any, state: _State) -> None:
-        if isinstance(state, _State):
+        if isinstance(state, _State) and state.template is not None:
+            await _terminate_dynamic(state)
+        elif isinstance(state, _State):
             await _terminate_children(state, reversed(state.children))
 
     # -- a child ended ------------------------------------------------------
@@ -269,7 +271,7 @@ class _SupervisorServer(GenServer):
             return NoReply(state)          # not ours (or already dealt with)
         child.pid = None
         spec = child.spec
-        if not _is_normal(reason):
+        if _is_exit_reported(spec, reason):
             _report(state, "child_terminated", reason, child, pid)
         if state.template is not None or spec.restart == "temporary":
             state.children.remove(child)
@@ -284,7 +286,7 @@ class _SupervisorServer(GenServer):
         """Restarts by the strategy; gives up past the restart intensity."""
         while True:
             if not _add_restart(state):
-                _report(state, "reached_max_restart_intensity", "shutdown", child)
+                _report(state, "shutdown", "reached_max_restart_intensity", child)
                 return Stop("shutdown", state)
             failure = await self._restart_by_strategy(state, child)
             if failure is None:
@@ -376,11 +378,57 @@ class _SupervisorServer(GenServer):
 # -- helpers ----------------------------------------------------------------
 
 
+# -- what is reported: OTP's rules (supervisor.erl: do_restart/3, shutdown/1) -----
+#
+# A child that ends on its own (the supervisor gets its Exit):
+#
+#   restart     'normal'  'shutdown'  ('shutdown', _)  anything else
+#   permanent   report    report      report           report     then restarted
+#   transient   -         -           -                report     restarted if reported
+#   temporary   -         -           -                report     never restarted
+#
+# ("report": one child_terminated report.  A permanent child's every end is
+# one, even 'normal': it was not supposed to end.)
+#
+# A child the supervisor shuts down (terminate_child, a one_for_all or
+# rest_for_one restart, the supervisor's own end) is monitored and sent
+# exit(pid, 'kill') for 'brutal_kill', else exit(pid, 'shutdown') and killed
+# after its shutdown time.  The reason it ended with is its Exit's if one
+# came (a sibling that had died before: its Down says only 'noproc'), else
+# the Down's.  Not reported (any other reason is one shutdown_error report):
+#
+#   shutdown      any child     transient or temporary child
+#   brutal_kill   'killed'      'normal', 'shutdown', ('shutdown', _)
+#   seconds       'shutdown'    'normal', ('shutdown', _)
+#   'infinity'    'shutdown'    'normal', ('shutdown', _)
+#
+# So a child killed because it outlived its shutdown time is reported
+# ('killed'), a child that had died on its own is reported with its own
+# reason when that is not one of these, and its death is not reported a
+# second time as child_terminated: its Exit was consumed.  Checked against
+# erl (OTP 25) for every restart type, shutdown and reason.
+
+
 def _is_normal(reason: Any) -> bool:
     """normal, shutdown or ('shutdown', _): ends that are not failures."""
     if isinstance(reason, str):
         return reason in ("normal", "shutdown")
     return isinstance(reason, tuple) and len(reason) == 2 and reason[0] == "shutdown"
+
+
+def _is_exit_reported(spec: ChildSpec, reason: Any) -> bool:
+    """Whether a child that ended on its own is a child_terminated report."""
+    return spec.restart == "permanent" or not _is_normal(reason)
+
+
+def _shutdown_ok(policy: Any, restart: str, reason: Any) -> bool:
+    """Whether a child shut down by its supervisor ended as it should have."""
+    asked = "killed" if policy == "brutal_kill" else "shutdown"
+    if isinstance(reason, str) and reason == asked:
+        return True
+    if restart == "permanent":
+        return False
+    return _is_normal(reason)
 
 
 def _needs_restart(spec: ChildSpec, reason: Any) -> bool:
@@ -449,38 +497,102 @@ async def _terminate_children(state: _State, children: Iterable[_Child]) -> None
 
 
 async def _shutdown(state: _State, child: _Child) -> None:
-    """OTP's shutdown protocol: monitor, unlink, signal, wait, kill."""
+    """OTP's shutdown/1 and do_terminate/2: monitor, signal, wait (then kill),
+    learn how the child really ended, and report it if that was not the end
+    asked for (the table above the helpers)."""
     pid, policy = child.pid, child.spec.shutdown_policy
     assert pid is not None
     child.pid = None
     ref = monitor(pid)
-    unlink(pid)
-    try:                                  # an Exit already queued is consumed
-        await receive(Exit(pid, ANY), timeout=0)
-    except TimeoutError:
-        pass
     if policy == "brutal_kill":
         exit(pid, "kill")
         down = await receive(Down(ref, ANY, ANY))
-        expected: tuple[str, ...] = ("killed",)
     else:
         exit(pid, "shutdown")
         try:
             down = await receive(Down(ref, ANY, ANY),
                                  timeout=None if policy == "infinity" else policy)
-            expected = ("shutdown",)
-        except TimeoutError:             # it ignored the shutdown: an error
+        except TimeoutError:             # it ignored the shutdown: killed, and reported
             exit(pid, "kill")
             down = await receive(Down(ref, ANY, ANY))
-            expected = ()
-    demonitor(ref, flush=True)
-    if not (isinstance(down.reason, str) and down.reason in expected + ("noproc",)):
-        if down.reason != "normal" or child.spec.restart == "permanent":
-            _report(state, "shutdown_error", down.reason, child, pid)
+    reason = await _unlink_flush(pid, down.reason)
+    if not _shutdown_ok(policy, child.spec.restart, reason):
+        _report(state, "shutdown_error", reason, child, pid)
+
+
+async def _terminate_dynamic(state: _State) -> None:
+    """OTP's terminate_dynamic_children/1: a simple_one_for_one supervisor
+    tells all its children at once, so that they clean up in parallel, waits
+    for them under one deadline (then kills those left), and reports each
+    distinct failure reason once, naming every pid that ended with it."""
+    template = state.template
+    assert template is not None
+    policy = template.shutdown_policy
+    waiting: dict[Any, Pid] = {}
+    for child in state.children:
+        if child.pid is not None:
+            waiting[monitor(child.pid)] = child.pid
+            exit(child.pid, "kill" if policy == "brutal_kill" else "shutdown")
+            child.pid = None
+    deadline = None if policy in ("brutal_kill", "infinity") else time.monotonic() + policy
+    failures: list[tuple[Any, list[Pid]]] = []
+    while waiting:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            down = await receive(lambda m: type(m) is Down and m.ref in waiting, timeout=timeout)
+        except TimeoutError:            # the shutdown time is over: kill the rest
+            for pid in waiting.values():
+                exit(pid, "kill")
+            deadline = None
+            continue
+        pid = waiting.pop(down.ref)
+        reason = await _unlink_flush(pid, down.reason)
+        if not _shutdown_ok(policy, template.restart, reason):
+            same = next((pids for known, pids in failures if known == reason), None)
+            if same is None:
+                failures.append((reason, [pid]))
+            else:
+                same.append(pid)
+    for reason, pids in failures:
+        _report(state, "shutdown_error", reason, _Child(template), pids)
+
+
+async def _unlink_flush(pid: Pid, down_reason: Any) -> Any:
+    """OTP's unlink_flush/2: the reason the child really ended with.
+
+    A child that was already dead when monitored (a sibling that died while
+    the supervisor was busy restarting another) gives ``Down(..., 'noproc')``;
+    its real reason is in its Exit, already queued (or on its way: the child
+    may be delivering its end right now).  The Exit is consumed here, so the
+    supervisor does not see that death a second time."""
+    found = await _take_exit(pid)
+    if found is _NO_EXIT and down_reason == "noproc":
+        info = process_info(kernel.self())
+        if info is not None and pid in info["links"]:
+            # Still linked, with no Exit even pending: the child's end is
+            # being delivered now, and its Exit comes next (a child that had
+            # unlinked itself is not linked: nothing is waited for then).
+            found = (await receive(Exit(pid, ANY))).reason
+        else:
+            found = await _take_exit(pid)    # one that came in meanwhile
+    unlink(pid)
+    return down_reason if found is _NO_EXIT else found
+
+
+_NO_EXIT = object()
+
+
+async def _take_exit(pid: Pid) -> Any:
+    """The reason of pid's Exit if one is in the mailbox, else _NO_EXIT.
+    Looked for before unlink: an Exit still on its way is dropped by unlink."""
+    try:
+        return (await receive(Exit(pid, ANY), timeout=0)).reason
+    except TimeoutError:
+        return _NO_EXIT
 
 
 def _report(state: _State, context: str, reason: Any, child: _Child,
-            pid: Pid | None = None) -> None:
+            pid: Pid | list[Pid] | None = None) -> None:
     """A supervisor report, shaped like OTP's."""
     spec = child.spec
     _log.error(
