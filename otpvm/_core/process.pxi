@@ -268,11 +268,11 @@ cdef class Process:
         self.fold_signals(self.pending_signals(), links, monitors_in)   # it never looked
         monitors_out = dict(self.monitors_out or {})
         ports = set(self.ports or ())
+        self.vm.zombies[self.pid.id] = self
+        self.vm.forget(self)                # first, as terminate does
         self.tell_end(reason, links, monitors_in, monitors_out, q)
         if ports:
             self.close_ports(reason, ports)
-        self.vm.zombies[self.pid.id] = self
-        self.vm.forget(self)
         self.announced = (links, monitors_in, monitors_out, ports)
         self.vm.interrupt(self)
         ovm_sched_poke_reporter(&self.vm.sched)     # it repeats that while needed
@@ -577,11 +577,13 @@ cdef class Process:
         if ovm_proc_exit(&self.c) & OVM_TAKEN:
             return self.end_taken()         # another thread ended it already
         self.exit_reason = reason
+        # Its pid and name are free before anyone hears of its end, as in
+        # Erlang: a supervisor restarting a named child must find the name free.
+        self.vm.forget(self)
         self.tell_end(reason, self.links, self.monitors_in, self.monitors_out, q)
         if self.ports:
             self.close_ports(reason, self.ports)
         self.release(reason, q)
-        self.vm.forget(self)
         if self.on_exit is not None:
             hook, self.on_exit = self.on_exit, None
             hook()
