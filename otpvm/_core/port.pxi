@@ -13,10 +13,12 @@
 # non-blocking) instead of through the socket object's methods: one recv
 # into a buffer (on the stack when small), one send with MSG_NOSIGNAL.
 
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAndSize,
+                                PyByteArray_GET_SIZE)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.string cimport memchr
+from libc.string cimport memchr, memcpy
 
 cdef extern from "<errno.h>" nogil:
     int EWOULDBLOCK
@@ -31,6 +33,10 @@ cdef enum:
                                     # small: musl gives threads 128 KiB of stack)
     _MODE_RAW = 0
     _MODE_LINE = -1
+    _KEEP = 1024 * 1024             # framing._KEEP
+
+# framing.DEFAULT_PACKET_SIZE (checked against it by the tests).
+cdef Py_ssize_t _DEFAULT_PACKET_SIZE = 64 * 1024 * 1024
 
 cdef object _ClosedError = None
 cdef object _PacketTooLarge = None
@@ -62,19 +68,28 @@ cdef class Framer:
     """Splits received bytes into packets and frames packets to send.
 
     The compiled twin of ``otpvm.net.framing.Framer``; see it for the rules.
+    The bytes waiting are ``_buf[_start:_end]``: the bytes object a read
+    returned, or a bytearray with spare capacity once bytes have to be joined.
     """
 
     cdef object _packet
     cdef int mode                   # _MODE_RAW, _MODE_LINE or the header size
     cdef public Py_ssize_t max_size
     cdef public Py_ssize_t chunk
-    cdef public bytes buf
+    cdef object _buf                # bytes or bytearray
+    cdef bint _owned                # _buf is our bytearray
+    cdef Py_ssize_t _start, _end
+    cdef Py_ssize_t _clean          # bytes from _start known to hold no newline
+    cdef public Py_ssize_t copied, searched, peak
 
     def __init__(self, packet="raw", Py_ssize_t max_size=0, Py_ssize_t chunk=65536):
         self.packet = packet
         self.max_size = max_size
         self.chunk = chunk
-        self.buf = b""
+        self._buf = b""
+        self._owned = False
+        self._start = self._end = self._clean = 0
+        self.copied = self.searched = self.peak = 0
 
     @property
     def packet(self):
@@ -91,71 +106,189 @@ cdef class Framer:
         else:
             self.mode = value
         self._packet = value
+        self._clean = 0
+
+    @property
+    def limit(self):
+        """The largest packet accepted: ``max_size``, or the default cap."""
+        return self._limit()
+
+    cdef inline Py_ssize_t _limit(self) noexcept:
+        return self.max_size if self.max_size else _DEFAULT_PACKET_SIZE
+
+    @property
+    def pending(self):
+        """How many received bytes wait to be delivered."""
+        return self._end - self._start
+
+    @property
+    def capacity(self):
+        """How many bytes the buffer holds now, used or not."""
+        return self._size()
+
+    @property
+    def buf(self):
+        """The bytes waiting (a copy); setting it replaces them."""
+        return PyBytes_FromStringAndSize(self._ptr() + self._start, self._end - self._start)
+
+    @buf.setter
+    def buf(self, data):
+        self._buf = bytes(data)
+        self._owned = False
+        self._start, self._end, self._clean = 0, PyBytes_GET_SIZE(self._buf), 0
+
+    cdef inline char *_ptr(self) noexcept:
+        if self._owned:
+            return PyByteArray_AS_STRING(self._buf)
+        return PyBytes_AS_STRING(self._buf)
+
+    cdef inline Py_ssize_t _size(self) noexcept:
+        if self._owned:
+            return PyByteArray_GET_SIZE(self._buf)
+        return PyBytes_GET_SIZE(self._buf)
 
     cpdef feed(self, bytes data):
         """Adds received bytes."""
-        self.buf = self.buf + data if self.buf else data
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        if self._start == self._end:
+            self._buf, self._owned, self._start, self._end = data, False, 0, n
+            self._clean = 0
+            if n > self.peak:
+                self.peak = n
+            return
+        if not self._owned or self._end + n > PyByteArray_GET_SIZE(self._buf):
+            self._make_room(n)
+        memcpy(PyByteArray_AS_STRING(self._buf) + self._end, PyBytes_AS_STRING(data), n)
+        self._end += n
+        self.copied += n
+
+    cdef _make_room(self, Py_ssize_t n):
+        """Room for n more bytes (see framing.Framer._make_room)."""
+        cdef Py_ssize_t waiting = self._end - self._start
+        cdef Py_ssize_t need = waiting + n
+        cdef Py_ssize_t size = self._size(), wanted
+        cdef char *p
+        if self._owned and need <= size and self._start >= size // 2:
+            p = PyByteArray_AS_STRING(self._buf)
+            memcpy(p, p + self._start, waiting)         # apart: waiting <= start
+        else:
+            size = 2 * need
+            wanted = self._wanted()
+            if wanted >= need:
+                size = min(size, wanted)
+            new = PyByteArray_FromStringAndSize(NULL, size)
+            memcpy(PyByteArray_AS_STRING(new), self._ptr() + self._start, waiting)
+            self._buf, self._owned = new, True
+            if size > self.peak:
+                self.peak = size
+        self._start, self._end = 0, waiting
+        self.copied += waiting
+
+    cdef Py_ssize_t _wanted(self):
+        """The bytes the counted packet being assembled needs in all, or 0."""
+        cdef Py_ssize_t size
+        if self.mode <= 0 or self._end - self._start < self.mode:
+            return 0
+        size = self._header(self._start)
+        return self.mode + size if size <= self._limit() else 0
+
+    cdef inline Py_ssize_t _header(self, Py_ssize_t start) noexcept:
+        cdef const unsigned char *p = <const unsigned char *>self._ptr() + start
+        cdef Py_ssize_t size = 0
+        cdef int i
+        for i in range(self.mode):
+            size = (size << 8) | p[i]
+        return size
+
+    cdef bytes _take(self, Py_ssize_t start, Py_ssize_t end):
+        """The bytes _buf[start:end], as one bytes object."""
+        if not self._owned and start == 0 and end == PyBytes_GET_SIZE(self._buf):
+            return self._buf         # a whole read: no copy
+        self.copied += end - start
+        return PyBytes_FromStringAndSize(self._ptr() + start, end - start)
+
+    cdef _consume(self, Py_ssize_t end):
+        """Drops the bytes before end (see framing.Framer._consume)."""
+        cdef Py_ssize_t size
+        self._clean = max(0, self._clean - (end - self._start))
+        if end == self._end:
+            self._buf, self._owned, self._start, self._end = b"", False, 0, 0
+            return
+        self._start = end
+        if self._owned:
+            size = PyByteArray_GET_SIZE(self._buf)
+            if size > _KEEP and (self._end - end) * 4 <= size:
+                self._buf = PyBytes_FromStringAndSize(self._ptr() + end, self._end - end)
+                self._owned = False
+                self.copied += self._end - end
+                self._start, self._end = 0, PyBytes_GET_SIZE(self._buf)
 
     cpdef object pop(self, Py_ssize_t length=0):
         """The next complete packet, or None (see framing.Framer.pop)."""
-        cdef bytes buf = self.buf
-        if not buf:
+        cdef Py_ssize_t start = self._start, end = self._end, stop
+        if start == end:
             return None
         if self.mode == _MODE_LINE:
-            return self._pop_line(buf)
+            return self._pop_line(start, end)
         if self.mode == _MODE_RAW:
-            if length == 0:
-                self.buf = b""
-                return buf
-            if PyBytes_GET_SIZE(buf) < length:
+            stop = end if length == 0 else start + length
+            if stop > end:
                 return None
-            self.buf = buf[length:]
-            return buf[:length]
-        return self._pop_counted(buf, self.mode)
+        else:
+            stop = self._counted_end(start, end)
+            if stop < 0:
+                return None
+            start += self.mode
+        data = self._take(start, stop)
+        self._consume(stop)
+        return data
 
-    cdef object _pop_line(self, bytes buf):
-        cdef Py_ssize_t size = PyBytes_GET_SIZE(buf)
-        cdef const char *start = PyBytes_AS_STRING(buf)
-        cdef const char *nl = <const char *>memchr(start, b'\n', size)
-        cdef Py_ssize_t end = nl - start + 1 if nl != NULL else 0
-        cdef Py_ssize_t cap = self.max_size
-        if end == 0:
-            if cap and size > cap:
+    cdef object _pop_line(self, Py_ssize_t start, Py_ssize_t end):
+        cdef const char *p = self._ptr()
+        cdef const char *nl = <const char *>memchr(p + start + self._clean, b'\n',
+                                                   end - start - self._clean)
+        cdef Py_ssize_t cap = self.max_size, stop
+        self.searched += (end if nl == NULL else nl - p + 1) - start - self._clean
+        if nl == NULL:
+            self._clean = end - start
+            if cap and end - start > cap:
                 raise _PacketTooLarge(f"a line is longer than packet_size={cap}")
-            if not cap and size >= self.chunk:
-                end = self.chunk
-            else:
+            if cap or end - start < self.chunk:
                 return None
-        elif cap and end > cap + 1:
-            raise _PacketTooLarge(f"a line of {end} bytes is longer than packet_size={cap}")
-        if end == size:
-            self.buf = b""
-            return buf
-        self.buf = buf[end:]
-        return buf[:end]
+            stop = start + self.chunk
+        else:
+            self._clean = nl - p - start
+            stop = nl - p + 1
+            if cap and stop - start > cap + 1:
+                raise _PacketTooLarge(f"a line of {stop - start} bytes is longer than "
+                                      f"packet_size={cap}")
+            if not cap and stop - start > self.chunk:
+                stop = start + self.chunk
+        data = self._take(start, stop)
+        self._consume(stop)
+        return data
 
-    cdef object _pop_counted(self, bytes buf, int header):
-        cdef Py_ssize_t size, end
-        cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(buf)
-        cdef int i
-        if PyBytes_GET_SIZE(buf) < header:
-            return None
-        size = 0
-        for i in range(header):
-            size = (size << 8) | p[i]
-        if self.max_size and size > self.max_size:
-            raise _PacketTooLarge(f"a packet of {size} bytes is longer than "
-                                  f"packet_size={self.max_size}")
-        end = header + size
-        if PyBytes_GET_SIZE(buf) < end:
-            return None
-        self.buf = buf[end:]
-        return buf[header:end]
+    cdef Py_ssize_t _counted_end(self, Py_ssize_t start, Py_ssize_t end) except -2:
+        """Where the counted packet at start ends, or -1 if it is not all here."""
+        cdef Py_ssize_t size, stop
+        if end - start < self.mode:
+            return -1
+        size = self._header(start)
+        if size > self._limit():
+            raise _PacketTooLarge(f"a packet of {size} bytes is longer than {self._cap_name()}")
+        stop = start + self.mode + size
+        return stop if stop <= end else -1
+
+    cdef str _cap_name(self):
+        if self.max_size:
+            return f"packet_size={self.max_size}"
+        return f"the default cap of {_DEFAULT_PACKET_SIZE} bytes (packet_size=0)"
 
     def rest(self):
         """What is left at end of stream (see framing.Framer.rest)."""
-        buf, self.buf = self.buf, b""
-        return buf if self.mode <= 0 else b""
+        data = self._take(self._start, self._end) if self._start < self._end else b""
+        self._buf, self._owned, self._start, self._end, self._clean = b"", False, 0, 0, 0
+        return data if self.mode <= 0 else b""
 
     cpdef bytes encode(self, bytes data):
         """Frames a packet for sending (adds the length header if any)."""
@@ -288,7 +421,7 @@ cdef class PortCore:
         makes after each packet, kept short."""
         with self._lock:
             self._set_active(value)
-            if self._framer.buf:
+            if self._framer.pending:
                 self._dispatch()            # a packet already buffered goes now
             self._rearm()
 

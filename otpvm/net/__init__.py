@@ -15,7 +15,8 @@ Active modes (``setopts(sock, active=...)``), as in ``inet:setopts``:
 * ``False`` (passive, the default): ``await tcp.recv(sock)``.
 
 Framing (``packet=``): ``'raw'``, ``'line'``, or 1/2/4-byte length headers,
-with ``packet_size`` as the largest packet accepted.  Other options:
+with ``packet_size`` as the largest packet accepted (0, the default, means
+64 MiB; at most 2**31 - 1; see ``otpvm.net.framing``).  Other options:
 ``nodelay``, ``keepalive``, ``reuseaddr``, ``sndbuf``, ``recbuf``, ``buffer``
 (bytes read at a time), ``send_timeout``, ``high_watermark`` and
 ``low_watermark`` (the output queue's bounds: over the high one a sender

@@ -30,7 +30,13 @@ from typing import Any
 
 from otpvm import _vm, kernel
 from otpvm.kernel import Pid, Ref, make_ref, receive
-from otpvm.net.framing import Framer, PacketTooLarge, check_packet
+from otpvm.net.framing import (
+    DEFAULT_PACKET_SIZE,
+    MAX_PACKET_SIZE,
+    Framer,
+    PacketTooLarge,
+    check_packet,
+)
 from otpvm.net.linger import LINGER_TIMEOUT, Linger
 from otpvm.terms import ANY, NoProcError
 
@@ -126,6 +132,7 @@ SOCKOPTS: dict[str, tuple[int, int]] = {
     "recbuf": (_socket.SOL_SOCKET, _socket.SO_RCVBUF),
     "broadcast": (_socket.SOL_SOCKET, _socket.SO_BROADCAST),
 }
+_C_INT_MAX = 2**31 - 1               # setsockopt takes a C int
 PORT_OPTS = ("active", "packet", "packet_size", "buffer", "send_timeout",
              "high_watermark", "low_watermark")
 
@@ -142,10 +149,12 @@ def check_option(name: str, value: Any, kind: str = "tcp") -> Any:
             raise ValueError("UDP sockets only take packet='raw'")
         return check_packet(value)
     if name in ("packet_size", "buffer", "high_watermark", "low_watermark"):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (
-                value == 0 and name != "packet_size"):
-            sign = "non-negative" if name == "packet_size" else "positive"
-            raise ValueError(f"{name} must be a {sign} int, not {value!r}")
+        low = 0 if name == "packet_size" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+                low <= value <= MAX_PACKET_SIZE):
+            sign = "non-negative" if low == 0 else "positive"
+            raise ValueError(f"{name} must be a {sign} int up to {MAX_PACKET_SIZE} "
+                             f"(2**31 - 1), not {value!r}")
         return value
     if name == "send_timeout":
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -155,8 +164,9 @@ def check_option(name: str, value: Any, kind: str = "tcp") -> Any:
     if name in SOCKOPTS:
         if isinstance(value, bool):
             value = int(value)
-        if not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a bool or a non-negative int, not {value!r}")
+        if not isinstance(value, int) or not 0 <= value <= _C_INT_MAX:
+            raise ValueError(f"{name} must be a bool or a non-negative int up to "
+                             f"{_C_INT_MAX} (2**31 - 1), not {value!r}")
         return value
     raise ValueError(f"unknown socket option {name!r} (known: "
                      f"{', '.join(PORT_OPTS + tuple(SOCKOPTS))})")
@@ -421,6 +431,10 @@ class Socket(_vm.PortCore):
                 raise RuntimeError(f"another process is already in recv on {self!r}")
             if length and (self.kind == "udp" or self._framer.packet != "raw"):
                 raise ValueError("recv(length) needs a TCP socket with packet='raw'")
+            if length > self._framer.limit:     # OTP: enomem over its 64 MiB
+                raise ValueError(f"recv length must be at most {self._framer.limit} bytes "
+                                 f"(packet_size, or {DEFAULT_PACKET_SIZE} while it is 0), "
+                                 f"not {length}")
             ref = make_ref()
             self._receiver = (pid, ref, length)
             self._dispatch()                # buffered data answers at once
@@ -563,7 +577,7 @@ class _PortPy(Socket):
         makes after each packet, kept short."""
         with self._lock:
             self._set_active(value)
-            if self._framer.buf:
+            if self._framer.pending:
                 self._dispatch()            # a packet already buffered goes now
             self._rearm()
 
