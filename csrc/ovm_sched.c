@@ -278,10 +278,16 @@ static int park(ovm_sched *s, ovm_worker *w) {
         atomic_fetch_sub(&s->threads, 1);
         retire = 1;
     } else {
+        /* Counted until a rescue picks it (which uncounts it then, so that
+         * a spare parking meanwhile does not count it as still there). */
         s->parked++;
+        w->parked = 1;
         while (atomic_load(&w->runq) == OVM_NO_RUNQ && !atomic_load(&s->stopping))
             pthread_cond_wait(&w->cond, &s->lock);
-        s->parked--;
+        if (w->parked) {
+            w->parked = 0;
+            s->parked--;
+        }
     }
     pthread_mutex_unlock(&s->lock);
     return retire;
@@ -762,6 +768,10 @@ static int rescue(monitor *m, uint32_t q, uint64_t v) {
         atomic_store(&from->stuck, v | OVM_SLICE_LOST);
         if (atomic_compare_exchange_strong(&s->runqs[q].slice, &v, v | OVM_SLICE_LOST)) {
             atomic_store(&s->workers[spare].runq, q);
+            if (s->workers[spare].parked) {
+                s->workers[spare].parked = 0;
+                s->parked--;
+            }
             atomic_fetch_add(&s->handoffs, 1);
             if (fresh)
                 request_thread(s, spare);

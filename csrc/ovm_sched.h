@@ -80,6 +80,7 @@ typedef struct {
     pthread_cond_t cond;            /* parked on this, with sched->lock */
     _Atomic uint32_t runq;          /* OVM_NO_RUNQ while parked */
     _Atomic int slot;               /* OVM_SLOT_*: whether a thread serves it */
+    int parked;                     /* counted in sched->parked (under its lock) */
     uint64_t slice;                 /* value of runq->slice in our slice */
     int io_turn_done;               /* took I/O last: a process goes next */
     /* What the monitor reads about this worker (it never writes to them but

@@ -17,7 +17,10 @@
  *     reported;
  *   - a slice that spends 3 limits of CPU in housekeeping (garbage
  *     collection): not reported;
- *   - a worker that never registered its CPU clock: judged by wall clock.
+ *   - a worker that never registered its CPU clock: judged by wall clock;
+ *   - more processes stuck at once than spares: the monitor asks for a
+ *     thread per stuck run queue (ovm_sched_take_start), and the extra
+ *     threads retire once their slices are over.
  */
 #include "test_util.h"
 
@@ -45,6 +48,8 @@ typedef struct {
     int reg;                        /* workers register their CPU clock */
     pthread_mutex_t held;           /* LOCK_WAIT blocks on it */
     _Atomic int quick_done;
+    uint32_t max_workers;           /* worker slots (0: the two started) */
+    _Atomic int retired;            /* workers told OVM_NEXT_RETIRE */
 } ctx;
 
 typedef struct {
@@ -131,6 +136,10 @@ static void *worker_main(void *arg) {
         int r = ovm_worker_next(s, a->id, &p);
         if (r == OVM_NEXT_STOP)
             return NULL;
+        if (r == OVM_NEXT_RETIRE) {
+            atomic_fetch_add(&c->retired, 1);
+            return NULL;
+        }
         CHECK_EQ(r, OVM_NEXT_PROC);
         t = p->owner;
         CHECK(ovm_proc_begin(p));
@@ -142,11 +151,11 @@ static void *worker_main(void *arg) {
     }
 }
 
-static void start(ctx *c, pthread_t *th, warg *wa, int reg) {
+static void start_with(ctx *c, pthread_t *th, warg *wa, int reg, uint32_t max_workers) {
     memset(c, 0, sizeof(*c));
     c->reg = reg;
     CHECK_EQ(pthread_mutex_init(&c->held, NULL), 0);
-    CHECK_EQ(ovm_sched_init(&c->s, 1, 2, 2, LIMIT, 0), 0);
+    CHECK_EQ(ovm_sched_init(&c->s, 1, 2, max_workers, LIMIT, 0), 0);
     ovm_sched_set_gil_interval(&c->s, 5 * MS);
     CHECK_EQ(c->s.hold_limit_ns, 100 * MS);
     CHECK_EQ(ovm_sched_start_monitor(&c->s), 0);
@@ -154,6 +163,10 @@ static void start(ctx *c, pthread_t *th, warg *wa, int reg) {
         wa[i] = (warg){c, i};
         spawn(&th[i], worker_main, &wa[i]);
     }
+}
+
+static void start(ctx *c, pthread_t *th, warg *wa, int reg) {
+    start_with(c, th, wa, reg, 2);
 }
 
 static void finish(ctx *c, pthread_t *th) {
@@ -303,6 +316,66 @@ static void test_monitor_lock_wait(void) {
     printf(" [reported %.1f ms in]", got[0].wall_ns / 1e6);
 }
 
+static void test_monitor_more_stuck_than_spares(void) {
+    ctx c;
+    pthread_t th[4];
+    warg wa[4];
+    tproc t[3];
+    ovm_incident inc;
+    int blocked = 0, ends = 0, started = 2, i;
+    int64_t deadline;
+    start_with(&c, th, wa, 1, 4);
+    pthread_mutex_lock(&c.held);
+    for (i = 0; i < 3; i++) {
+        memset(&t[i], 0, sizeof(t[i]));
+        t[i].body = LOCK_WAIT;
+        ovm_proc_init(&t[i].p, &t[i], 0);
+        push(&c, &t[i]);
+    }
+    /* The first is rescued by the spare, the next two each by a new thread
+     * the test starts when asked (the last one then serves the run queue). */
+    deadline = ovm_now_ns() + 10000 * MS;
+    while (blocked < 3 || started < 4) {
+        int got = ovm_sched_next_incident(&c.s, &inc, 100 * MS);
+        CHECKF(ovm_now_ns() < deadline, "stuck: %d reported, %d threads", blocked, started);
+        if (got == 2) {
+            int w;
+            while ((w = ovm_sched_take_start(&c.s)) >= 0) {
+                CHECK(started < 4);
+                CHECK_EQ(w, started);
+                wa[w] = (warg){&c, (uint32_t)w};
+                spawn(&th[w], worker_main, &wa[w]);
+                started++;
+            }
+        } else if (got == 1) {
+            CHECK_EQ(inc.kind, OVM_LS_BLOCKED);
+            CHECK(inc.handed_over);
+            blocked++;
+        }
+    }
+    CHECK_EQ(atomic_load(&c.s.threads), 4);
+    CHECK_EQ(ovm_sched_take_start(&c.s), -1);
+    pthread_mutex_unlock(&c.held);
+    while (ends < 3 || atomic_load(&c.retired) < 2) {
+        CHECKF(ovm_now_ns() < deadline, "%d ended, %d retired", ends, atomic_load(&c.retired));
+        if (ovm_sched_next_incident(&c.s, &inc, 10 * MS) == 1) {
+            CHECK_EQ(inc.kind, OVM_LS_END);
+            ends++;
+        }
+    }
+    /* One spare is kept, and one thread serves the run queue. */
+    CHECK_EQ(atomic_load(&c.s.threads), 2);
+    for (i = 0; i < 3; i++)
+        CHECK(atomic_load(&t[i].done));
+    ovm_sched_stop(&c.s);
+    for (i = 0; i < 4; i++)
+        join(th[i]);
+    while (ovm_sched_next_incident(&c.s, &inc, 0) > 0)
+        ;
+    ovm_sched_destroy(&c.s);
+    pthread_mutex_destroy(&c.held);
+}
+
 static void test_monitor_gil_wait(void) {
     ctx c;
     pthread_t th[2];
@@ -420,6 +493,7 @@ int main(int argc, char **argv) {
     RUN(test_monitor_sleep);
     RUN(test_monitor_lock_wait);
     RUN(test_monitor_gil_wait);
+    RUN(test_monitor_more_stuck_than_spares);
     RUN(test_monitor_housekeeping);
     RUN(test_monitor_still);
     RUN(test_monitor_unregistered);
