@@ -1,5 +1,9 @@
 #include "ovm_mailbox.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include <stdlib.h>
 
 /* A bounded per-thread cache of nodes: a message node is usually allocated
@@ -77,6 +81,7 @@ void ovm_node_free(ovm_node *node) {
 int ovm_inbox_init(ovm_inbox *box) {
     box->head = box->tail = NULL;
     atomic_init(&box->len, 0);
+    atomic_init(&box->signals, 0);
     box->closed = 0;
     return pthread_mutex_init(&box->lock, NULL);
 }
@@ -97,6 +102,8 @@ int ovm_inbox_push(ovm_inbox *box, ovm_node *node) {
     else
         box->head = node;
     box->tail = node;
+    if (!ovm_sig_is_message(node->kind))
+        atomic_fetch_add_explicit(&box->signals, 1, memory_order_release);
     atomic_fetch_add_explicit(&box->len, 1, memory_order_release);
     pthread_mutex_unlock(&box->lock);
     return 0;
@@ -110,6 +117,7 @@ ovm_node *ovm_inbox_take(ovm_inbox *box) {
     head = box->head;
     box->head = box->tail = NULL;
     atomic_store_explicit(&box->len, 0, memory_order_relaxed);
+    atomic_store_explicit(&box->signals, 0, memory_order_relaxed);
     pthread_mutex_unlock(&box->lock);
     return head;
 }
@@ -129,6 +137,7 @@ ovm_node *ovm_inbox_close(ovm_inbox *box) {
     head = box->head;
     box->head = box->tail = NULL;
     atomic_store_explicit(&box->len, 0, memory_order_relaxed);
+    atomic_store_explicit(&box->signals, 0, memory_order_relaxed);
     pthread_mutex_unlock(&box->lock);
     return head;
 }
@@ -181,4 +190,10 @@ ovm_node *ovm_queue_take_all(ovm_queue *q) {
     ovm_node *head = q->head;
     ovm_queue_init(q);
     return head;
+}
+
+void ovm_trim_memory(void) {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }

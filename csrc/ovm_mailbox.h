@@ -50,8 +50,16 @@ typedef struct {
     ovm_node *head;
     ovm_node *tail;
     _Atomic size_t len;     /* readable without the lock */
+    _Atomic size_t signals; /* ... of which not messages (ovm_sig_is_message) */
     int closed;
 } ovm_inbox;
+
+/* What process_info counts in a message queue: messages, Downs, and
+ * messages sent to an alias; the other kinds change links or end the
+ * process. */
+static inline int ovm_sig_is_message(int kind) {
+    return kind == OVM_SIG_MESSAGE || kind == OVM_SIG_DOWN || kind == OVM_SIG_ALIAS;
+}
 
 int ovm_inbox_init(ovm_inbox *box);                 /* 0 or an errno */
 void ovm_inbox_destroy(ovm_inbox *box);
@@ -70,6 +78,14 @@ void ovm_inbox_visit(ovm_inbox *box, ovm_visit_fn fn, void *ctx);
 static inline size_t ovm_inbox_len(ovm_inbox *box) {
     return atomic_load_explicit(&box->len, memory_order_relaxed);
 }
+/* How many queued nodes are not messages: when none, a reader of the inbox
+ * (process_info) need not walk it. */
+static inline size_t ovm_inbox_signals(ovm_inbox *box) {
+    return atomic_load_explicit(&box->signals, memory_order_acquire);
+}
+/* Gives memory freed by the process back to the operating system where the
+ * C library keeps it (glibc's malloc_trim), after a big mailbox was freed. */
+void ovm_trim_memory(void);
 
 /* The owner's private queue: single-threaded, no lock. */
 typedef struct {

@@ -525,3 +525,73 @@ def test_run_blocking_holds_no_scheduler_thread():
 
     with otpvm.VM(1, slice_limit=30.0) as vm:
         assert vm.run(main) == ("still scheduling", True, 7)
+
+
+# -- big mailboxes (otpvm/_core/reaper.pxi) ----------------------------------
+
+BIG = 100_000               # over the reaper's threshold (65,536 messages)
+
+
+async def sink():
+    await receive("never")
+
+
+def test_a_big_mailbox_is_freed_by_the_reaper_while_the_others_run():
+    async def echo():
+        while True:
+            to, n = await receive()
+            send(to, n)
+
+    async def linker(target, test):
+        otpvm.process_flag("trap_exit", True)
+        otpvm.link(target)              # queued behind the messages, never looked at
+        send(test, "linked")
+        send(test, ("exit", (await receive(otpvm.Exit(target, ANY), timeout=30)).reason))
+
+    async def drained_sink(test):
+        await receive("ping")           # every message before it is in its queue now
+        send(test, "drained")
+        await receive("never")
+
+    async def main():
+        pid = otpvm.spawn(drained_sink, self())
+        for i in range(BIG):
+            send(pid, i)
+        send(pid, "ping")
+        await receive("drained", timeout=30)
+        otpvm.spawn(linker, pid, self())
+        await receive("linked", timeout=30)
+        ref = otpvm.monitor(pid)
+        vm._hold_reaper(True)
+        otpvm.exit(pid, "kill")
+        down = await receive(Down(ref, pid, ANY), timeout=30)
+        e = otpvm.spawn(echo)
+        for i in range(10):             # the others run while it waits to be freed
+            send(e, (self(), i))
+            assert await receive(i, timeout=30) == i
+        waiting = vm.mailbox_garbage
+        vm._hold_reaper(False)
+        linked_exit = await receive(("exit", ANY), timeout=30)
+        while vm.mailbox_garbage:
+            await otpvm.sleep(0.001)
+        return down.reason, waiting, linked_exit
+
+    with otpvm.VM() as vm:
+        assert vm.run(main) == ("killed", BIG, ("exit", "killed"))
+
+
+def test_process_info_counts_a_big_mailbox_and_still_sees_links_on_their_way():
+    async def main():
+        pid = otpvm.spawn(sink)
+        for i in range(BIG):
+            send(pid, i)
+        quiet = otpvm.process_info(pid)
+        otpvm.link(pid)                 # a signal on its way, behind the messages
+        send(pid, "one more")
+        linked = otpvm.process_info(pid)
+        otpvm.unlink(pid)
+        otpvm.exit(pid, "kill")
+        return (quiet["message_queue_len"], quiet["links"],
+                linked["message_queue_len"], linked["links"] == [self()])
+
+    assert otpvm.run(main) == (BIG, [], BIG + 1, True)

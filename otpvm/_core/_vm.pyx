@@ -22,6 +22,7 @@ include "handles.pxi"      # Pid, Ref: process and reference identifiers
 include "match.pxi"        # receive patterns
 include "copy.pxi"         # share-nothing message copying
 include "process.pxi"      # a process: mailbox, signals, links, termination
+include "reaper.pxi"       # big mailboxes of ended processes, freed off the schedulers
 include "receive.pxi"      # the awaitables behind receive() and sleep()
 include "timers.pxi"       # send_after, receive timeouts
 include "machine.pxi"      # the VM: scheduler threads, pid table, names

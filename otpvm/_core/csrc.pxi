@@ -37,6 +37,9 @@ cdef extern from "ovm_mailbox.h" nogil:
     ovm_node *ovm_inbox_take(ovm_inbox *box)
     ovm_node *ovm_inbox_close(ovm_inbox *box)
     size_t ovm_inbox_len(ovm_inbox *box)
+    size_t ovm_inbox_signals(ovm_inbox *box)
+    bint ovm_sig_is_message(int kind)
+    void ovm_trim_memory()
 
     ctypedef struct ovm_queue:
         ovm_node *head

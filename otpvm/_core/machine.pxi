@@ -4,6 +4,7 @@ import os as _os
 import time as _time
 import sys as _sys
 import threading as _threading
+from collections import deque as _deque
 from otpvm.terms import ForeignPidError as _ForeignPidError, \
     NameRegistrationError as _NameRegistrationError, UnknownNameError as _UnknownNameError
 
@@ -94,6 +95,11 @@ cdef class VM:
     cdef list idents                # worker slot -> its thread's ident
     cdef dict stuck                 # pid id -> True: processes in a slice that overran
     cdef dict zombies               # pid id -> Process: killed while stuck, thread still in it
+    cdef object garbage             # _Garbage mailboxes for the reaper (reaper.pxi)
+    cdef object garbage_cond        # guards garbage, garbage_nodes, reaper, reaper_held
+    cdef size_t garbage_nodes
+    cdef object reaper              # its thread, started by the first big mailbox
+    cdef bint reaper_held           # tests: the reaper waits (_hold_reaper)
     cdef object emptied             # set when stopping and the last process ended
     cdef object stopped             # set when shutdown is over
     cdef bint stopping
@@ -142,6 +148,8 @@ cdef class VM:
         self.idents = [0] * (schedulers + max_spare_threads)
         self.stuck = {}
         self.zombies = {}
+        self.garbage = _deque()
+        self.garbage_cond = _threading.Condition()
         for i in range(schedulers + spares):
             self.start_worker(i)
         t = _threading.Thread(target=_LongSchedules(self).run, daemon=True,
@@ -275,6 +283,8 @@ cdef class VM:
                 self.emptied.wait(timeout)
             for port in list(self.io_ports.values()):
                 port.close()                # output still lingering after its owner
+            with self.garbage_cond:
+                self.garbage_cond.notify()  # the reaper ends once it freed it all
             # Also closes the poller's fds, safely even while an abandoned
             # scheduler thread still runs (see ovm_poller_stop).
             with nogil:
@@ -301,6 +311,60 @@ cdef class VM:
                 "are abandoned. Make such calls with otpvm.run_blocking()",
                 len(stuck), pids, " and more" if len(stuck) > 5 else "")
         return 0
+
+    # -- freeing big mailboxes (reaper.pxi) -------------------------------------
+
+    cdef int dispose(self, _Garbage g) except -1:
+        with self.garbage_cond:
+            self.garbage.append(g)
+            self.garbage_nodes += g.count
+            if self.reaper is None:
+                self.reaper = _threading.Thread(target=self._reap, daemon=True,
+                                                name="otpvm-reaper")
+                self.reaper.start()
+                self.threads.append(self.reaper)
+            self.garbage_cond.notify()
+        return 0
+
+    def _reap(self):
+        """The reaper thread: frees mailboxes a batch at a time; once none
+        is left, gives the memory back to the OS; ends when the VM stops."""
+        cdef _Garbage g
+        cdef size_t done, freed = 0
+        while True:
+            with self.garbage_cond:
+                while not self.garbage or self.reaper_held:
+                    if freed or (self.stopping and not self.garbage):
+                        break
+                    self.garbage_cond.wait()
+                g = self.garbage[0] if self.garbage and not self.reaper_held else None
+            if g is None:
+                if not freed:
+                    return                  # the VM stopped and nothing is left
+                freed = 0
+                with nogil:
+                    ovm_trim_memory()
+                continue
+            done = g.free_some(_REAP_BATCH)
+            freed += done
+            with self.garbage_cond:
+                self.garbage_nodes -= min(self.garbage_nodes, done)
+                if g.empty():
+                    self.garbage.popleft()
+            with nogil:
+                pass                        # the other threads' turn for the GIL
+
+    def _hold_reaper(self, bint held):
+        """Tests: stops (True) or resumes the reaper between two batches."""
+        with self.garbage_cond:
+            self.reaper_held = held
+            self.garbage_cond.notify()
+
+    @property
+    def mailbox_garbage(self):
+        """How many messages of ended processes' big mailboxes are still
+        to be freed by the reaper thread."""
+        return self.garbage_nodes
 
     # -- killing stuck processes (see "killing a stuck process" in process.pxi)
 

@@ -621,31 +621,36 @@ cdef class Process:
         node = self.pending
         self.pending = NULL
         self.answer_queued(node, reason, q, told_links, told_monitors)
-        self.answer_queued(ovm_inbox_close(&self.inbox), reason, q, told_links, told_monitors)
-        _free_nodes(ovm_queue_take_all(&self.mq))
+        if ovm_inbox_len(&self.inbox) + self.mq.len >= _BIG_MAILBOX:
+            self.dispose_mailbox(reason, q, told_links, told_monitors)
+        else:
+            self.answer_queued(ovm_inbox_close(&self.inbox), reason, q, told_links,
+                               told_monitors)
+            _free_nodes(ovm_queue_take_all(&self.mq))
         self.links = self.monitors_in = self.monitors_out = self.ports = None
         self.coro = self.ctx = self.fn = self.args = self.on_message = None
         self.rcv_match = self.rcv_msg = self.mark_ref = self.aliases = None
+        return 0
+
+    cdef int dispose_mailbox(self, object reason, uint32_t q, set told_links,
+                             dict told_monitors) except -1:
+        """Hands a big mailbox to the reaper thread (reaper.pxi)."""
+        cdef _Garbage g = _Garbage.__new__(_Garbage)
+        g.vm, g.pid, g.reason, g.q = self.vm, self.pid, reason, q
+        g.told_links, g.told_monitors = told_links, told_monitors
+        g.count = ovm_inbox_len(&self.inbox) + self.mq.len
+        g.inbox = ovm_inbox_close(&self.inbox)
+        g.messages = ovm_queue_take_all(&self.mq)
+        self.vm.dispose(g)
         return 0
 
     cdef int answer_queued(self, ovm_node *node, object reason, uint32_t q, set told_links,
                            dict told_monitors) except -1:
         """Frees signals that came too late; a link or monitor among them
         is answered with `reason` at once (unless it was told already)."""
-        cdef ovm_node *nxt
-        while node != NULL:
-            nxt = node.next
-            kind = node.kind
-            payload = _take_payload(node)
-            ovm_node_free(node)
-            if kind == OVM_SIG_LINK:
-                if told_links is None or payload not in told_links:
-                    self.vm.deliver_to(<Pid>payload, OVM_SIG_EXIT_LINKED, (self.pid, reason), q)
-            elif kind == OVM_SIG_MONITOR and (told_monitors is None
-                                              or payload[0] not in told_monitors):
-                self.vm.deliver_to(<Pid>payload[1], OVM_SIG_DOWN,
-                                   _Down(payload[0], payload[2], reason), q)
-            node = nxt
+        cdef size_t all_of_them = <size_t>-1
+        _answer_queued(self.vm, self.pid, reason, q, told_links, told_monitors, node,
+                       &all_of_them)
         return 0
 
     cdef int close_ports(self, object reason, set ports) except -1:
@@ -887,7 +892,10 @@ cdef class Process:
 
     cdef dict info(self):
         cdef uint32_t state = ovm_proc_state(&self.c)
-        cdef list pending = self.pending_signals()
+        cdef size_t on_the_way = ovm_inbox_len(&self.inbox)
+        # Only link and monitor signals on their way change what it says: a
+        # mailbox of millions of messages is not walked for them.
+        cdef list pending = self.pending_signals() if ovm_inbox_signals(&self.inbox) else []
         if not self.alive():
             return None
         if state & OVM_RUNNING:
@@ -900,14 +908,12 @@ cdef class Process:
         monitors_in = dict(self.monitors_in or {})
         self.fold_signals(pending, links, monitors_in)
         watchers = {ref: watcher for ref, (watcher, _) in monitors_in.items()}
-        messages_on_the_way = 0             # signals do not count, as in Erlang
-        for kind, payload in pending:
-            if kind == OVM_SIG_MESSAGE or kind == OVM_SIG_DOWN or kind == OVM_SIG_ALIAS:
-                messages_on_the_way += 1
+        if pending:                         # signals do not count, as in Erlang
+            on_the_way = sum(1 for kind, _ in pending if ovm_sig_is_message(kind))
         return {
             "pid": self.pid,
             "status": status,
-            "message_queue_len": self.mq.len + messages_on_the_way,
+            "message_queue_len": self.mq.len + on_the_way,
             "reductions": self.reductions,
             "links": sorted(links),
             "monitors": list((self.monitors_out or {}).values()),

@@ -319,6 +319,29 @@ static void expect_start(ovm_queue *q, int want, int want_prev) {
     CHECK(prev == NULL ? start == q->head : prev->next == start);
 }
 
+/* The inbox counts what is not a message, so that a reader can tell when
+ * it need not walk it (process_info). */
+static void test_inbox_counts_signals(void) {
+    ovm_inbox box;
+    int kinds[] = {OVM_SIG_MESSAGE, OVM_SIG_LINK, OVM_SIG_DOWN, OVM_SIG_ALIAS, OVM_SIG_EXIT};
+    ovm_node *n, *nx;
+    CHECK_EQ(ovm_inbox_init(&box), 0);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 5; i++)
+            CHECK_EQ(ovm_inbox_push(&box, ovm_node_new(NULL, kinds[i])), 0);
+        CHECK_EQ(ovm_inbox_len(&box), 5);
+        CHECK_EQ(ovm_inbox_signals(&box), 2);      /* the link and the exit */
+        n = round == 0 ? ovm_inbox_take(&box) : ovm_inbox_close(&box);
+        CHECK_EQ(ovm_inbox_signals(&box), 0);
+        for (; n != NULL; n = nx) {
+            nx = n->next;
+            ovm_node_free(n);
+        }
+    }
+    ovm_inbox_destroy(&box);
+    ovm_node_cache_clear();
+}
+
 static void test_queue_unlink(void) {
     qfix f;
     qfix_init(&f, 5);
@@ -492,6 +515,7 @@ int main(int argc, char **argv) {
     test_filter = argc > 1 ? argv[1] : NULL;
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("test_mailbox (%d producers x %d nodes)\n", NPROD, NPER);
+    RUN(test_inbox_counts_signals);
     RUN(test_queue_unlink);
     RUN(test_queue_marker);
     RUN(test_queue_random_model);

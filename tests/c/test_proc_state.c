@@ -380,6 +380,32 @@ static void *exit_sched(void *arg) {
     return NULL;
 }
 
+/* A stuck process killed from another thread (process.pxi, "killing a
+ * stuck process"): only a running one can be taken, once; interrupts stop
+ * once its thread has left, and leaving says whether one is in progress. */
+static void test_take_over(void) {
+    ovm_proc p;
+    ovm_proc_init(&p, NULL, 0);
+    CHECK(!ovm_proc_take(&p));                  /* waiting: its thread ends it */
+    CHECK_EQ(ovm_proc_wake(&p), 1);
+    CHECK(!ovm_proc_take(&p));                  /* queued: likewise */
+    CHECK(ovm_proc_begin(&p));
+    ovm_proc_mark_kill(&p);
+    CHECK(!ovm_proc_exited(&p));                /* a kill on its way is not an exit */
+    CHECK(ovm_proc_take(&p));
+    CHECK(!ovm_proc_take(&p));                  /* once */
+    CHECK(ovm_proc_exited(&p) && ovm_proc_taken(&p));
+    CHECK_EQ(ovm_proc_wake(&p), 0);             /* nothing wakes it */
+    CHECK(!ovm_proc_try_wait(&p));              /* its thread cannot make it wait */
+    CHECK(ovm_proc_interrupt_begin(&p));
+    CHECK(ovm_proc_leave(&p));                  /* an interrupt is in progress */
+    CHECK(ovm_proc_interrupting(&p));
+    ovm_proc_interrupt_end(&p);
+    CHECK(!ovm_proc_interrupting(&p));
+    CHECK(!ovm_proc_interrupt_begin(&p));       /* left: no more */
+    CHECK(ovm_proc_exit(&p) & OVM_TAKEN);       /* terminate sees it was taken */
+}
+
 static void test_exit_races(void) {
     enum { N = 4, REPS = 40 };
     for (int rep = 0; rep < REPS; rep++) {
@@ -420,6 +446,7 @@ int main(int argc, char **argv) {
     RUN(test_wake_one_scheduler_requeue);
     RUN(test_wake_two_schedulers_requeue);
     RUN(test_exit_races);
+    RUN(test_take_over);
     printf("test_proc_state: all passed in %.2f s\n", (double)(ovm_now_ns() - t0) / 1e9);
     return 0;
 }
