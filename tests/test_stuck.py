@@ -11,7 +11,7 @@ import pytest
 
 import otpvm
 from otpvm import ANY, Down, Exit, net, receive, self, send, supervisor
-from otpvm.supervisor import ChildSpec, SupFlags, Supervisor
+from otpvm.supervisor import ChildSpec, Supervisor, SupFlags
 
 PATIENCE = 30           # seconds any wait may take on a loaded machine
 
