@@ -3,6 +3,7 @@ VM keeps running the others, and each can be killed like any other process
 (see "killing a stuck process" in otpvm/_core/process.pxi)."""
 
 import functools
+import gc
 import logging
 import threading
 import time
@@ -14,6 +15,12 @@ from otpvm import ANY, Down, Exit, net, receive, self, send, supervisor
 from otpvm.supervisor import ChildSpec, Supervisor, SupFlags
 
 PATIENCE = 30           # seconds any wait may take on a loaded machine
+
+# The interrupt that stops a killed process's code can land in any Python
+# code its thread runs, a finaliser or weakref callback of unrelated garbage
+# included (the garbage collector runs them in whichever thread allocates),
+# where Python reports it as an ignored exception.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 @pytest.fixture(autouse=True)
@@ -97,11 +104,16 @@ def test_eight_spinners_neither_freeze_the_vm_nor_survive_a_kill(schedulers):
         reasons, alive, left = vm.run(main)
         assert reasons == ["killed"] * 8
         assert alive == [False] * 8 and left == set()
-        assert stuck[0] >= baseline + 8 - 1         # a thread per spinner, and the run queues'
+        assert stuck[0] >= 8 + 1           # a thread in each spinner, and main's
         wait_until(lambda: vm.scheduler_threads == baseline, "the threads to retire")
 
 
 def test_a_killed_spinner_that_swallows_the_exception_is_interrupted_until_it_stops():
+    # Each interrupt can land in whatever Python code the thread runs, a
+    # finaliser of some garbage the collector happens to run there included
+    # (see pytestmark): with the collector off, this test sees only its own.
+    gc.collect()
+    gc.disable()
     caught = []
 
     async def main():
@@ -110,11 +122,14 @@ def test_a_killed_spinner_that_swallows_the_exception_is_interrupted_until_it_st
         assert await kill_all([pid]) == ["killed"]
         return pid
 
-    with otpvm.VM() as vm:
-        baseline = vm.scheduler_threads
-        vm.run(main)
-        wait_until(lambda: len(caught) == 3, "the interrupt to come again")
-        wait_until(lambda: vm.scheduler_threads == baseline, "its thread to come back")
+    try:
+        with otpvm.VM() as vm:
+            baseline = vm.scheduler_threads
+            vm.run(main)
+            wait_until(lambda: len(caught) == 3, "the interrupt to come again")
+            wait_until(lambda: vm.scheduler_threads == baseline, "its thread to come back")
+    finally:
+        gc.enable()
 
 
 def test_a_killed_process_runs_its_finally_blocks_but_sends_nothing_more():

@@ -379,15 +379,27 @@ cdef class VM:
             ovm_proc_interrupt_end(&p.c)
         return 0
 
-    cdef int nag_zombies(self) except -1:
+    cdef int64_t nag_zombies(self) except -2:
         """Interrupts again the threads of killed processes that are still in
-        their code (the code may have caught the exception and gone on)."""
-        for key, p in list(self.zombies.items()):
-            if ovm_proc_state(&(<Process>p).c) & OVM_LEFT:
+        their code (the code may have caught the exception and gone on),
+        each after twice as long as the last time, from 10 ms to 1 s: an
+        interrupt that lands in a finaliser or a callback is lost (printed
+        as an unraisable exception), and the fewer, the fewer such lines.
+        Returns when to look again (-1: no zombie left)."""
+        cdef int64_t now = ovm_now_ns(), soonest = -1
+        cdef Process p
+        for key, z in list(self.zombies.items()):
+            p = <Process>z
+            if ovm_proc_state(&p.c) & OVM_LEFT:
                 self.zombies.pop(key, None)
-            else:
-                self.interrupt(<Process>p)
-        return 0
+                continue
+            if now >= p.nag_at:
+                self.interrupt(p)
+                p.nag_gap = min(2 * p.nag_gap, _NAG_MAX_NS)
+                p.nag_at = now + p.nag_gap
+            if soonest < 0 or p.nag_at < soonest:
+                soonest = p.nag_at
+        return soonest
 
     cdef int start_requested_workers(self) except -1:
         """Starts the threads the monitor asked for (a rescue found no spare)."""

@@ -24,7 +24,6 @@ cdef int _LS_PER_WINDOW = 3
 cdef int64_t _LS_FOLLOW_UP_NS = 1000000000LL    # an end is reported for slices this long
 cdef int _LS_FRAMES = 3                         # innermost Python frames shown
 cdef int _LS_REPORTED_MAX = 64                  # then forget incidents whose end was dropped
-cdef int64_t _NAG_NS = 10 * 1000000LL           # killed processes still in their code: again
 
 cdef str _LS_FIX_RUNNING = (
     "await in long loops (`await otpvm.sleep(0)` lets the others run), or split the "
@@ -86,7 +85,7 @@ cdef class _LongSchedules:
     cdef int written                # full reports in the current window
     cdef list held                  # (kind, cpu, blocked, pid text) not written one by one
     cdef uint64_t dropped           # incidents the monitor dropped (reporter too slow)
-    cdef int64_t nagged             # when the zombies were last interrupted
+    cdef int64_t nag_at             # when to interrupt killed processes' threads again
 
     def __cinit__(self, VM vm):
         self.vm = vm
@@ -101,7 +100,8 @@ cdef class _LongSchedules:
         while True:
             wait = -1 if self.window_end == 0 else max(0, self.window_end - ovm_now_ns())
             if self.vm.zombies:
-                wait = _NAG_NS if wait < 0 else min(wait, _NAG_NS)
+                nag = max(0, self.nag_at - ovm_now_ns())
+                wait = nag if wait < 0 else min(wait, nag)
             with nogil:
                 got = ovm_sched_next_incident(&self.vm.sched, &inc, wait)
             try:
@@ -109,9 +109,8 @@ cdef class _LongSchedules:
                     self.vm.start_requested_workers()
                 elif got == 1:
                     self.take(&inc)
-                if self.vm.zombies and ovm_now_ns() - self.nagged >= _NAG_NS:
-                    self.nagged = ovm_now_ns()
-                    self.vm.nag_zombies()
+                if self.vm.zombies:
+                    self.nag_at = self.vm.nag_zombies()
                 self.end_window(got < 0)
             except BaseException:       # a bug here must not end the reports
                 _log.critical("otpvm: internal error reporting a long schedule", exc_info=True)

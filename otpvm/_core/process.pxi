@@ -46,6 +46,8 @@ from collections.abc import Coroutine as _Coroutine
 from otpvm.terms import ProcessExit as _ProcessExit_cls
 
 cdef object _ProcessExit = _ProcessExit_cls
+cdef int64_t _NAG_NS = 10 * 1000000LL          # a killed process's thread: interrupted again
+cdef int64_t _NAG_MAX_NS = 1000 * 1000000LL    # ... backing off up to this
 
 
 class _ProcessKilled(_ProcessExit_cls):
@@ -176,6 +178,7 @@ cdef class Process:
     cdef uint32_t worker_index      # ... its slot
     cdef tuple announced            # take_over's copies: links, monitors in and out, ports
     cdef bint released              # its end is complete (terminate or end_taken)
+    cdef int64_t nag_at, nag_gap    # when to interrupt its thread again (VM.nag_zombies)
     cdef object kill_reason         # NOTHING, or why a signal kills us
     cdef object exit_reason         # NOTHING while alive
     cdef object result
@@ -268,6 +271,8 @@ cdef class Process:
         self.fold_signals(self.pending_signals(), links, monitors_in)   # it never looked
         monitors_out = dict(self.monitors_out or {})
         ports = set(self.ports or ())
+        self.nag_gap = _NAG_NS
+        self.nag_at = ovm_now_ns() + _NAG_NS
         self.vm.zombies[self.pid.id] = self
         self.vm.forget(self)                # first, as terminate does
         self.tell_end(reason, links, monitors_in, monitors_out, q)
