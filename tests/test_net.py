@@ -19,6 +19,7 @@ import pytest
 
 import otpvm
 from otpvm import net
+from otpvm.demos import uptime
 from otpvm.net import ClosedError, PacketTooLarge, tcp, udp
 from otpvm.terms import ANY
 
@@ -1026,14 +1027,15 @@ def reports(caplog):
             [m for m in messages if m.startswith("supervisor report")])
 
 
+@pytest.mark.parametrize("echo", [readme_echo, uptime.connection], ids=["readme", "demo"])
 @pytest.mark.parametrize("when", ["before_the_line", "after_the_line"])
-def test_resets_do_not_crash_the_readme_echo_handler(when, caplog):
+def test_resets_do_not_crash_the_echo_handlers(when, echo, caplog):
     # A client sends a line and resets: the handler's send meets the reset
     # (it ends as ('shutdown', 'closed')) or the reset comes first (it gets
     # tcp_closed and returns).  Either way no report.
     async def handler(sock, test):
         otpvm.send(test, ("up", otpvm.self()))
-        await readme_echo(sock)
+        await echo(sock)
 
     def resets(port, n):
         for i in range(n):
