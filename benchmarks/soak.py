@@ -15,7 +15,9 @@ with asyncio:
 * resets: RST (SO_LINGER 0) at once, after one packet sent (the server's
   read or send meets it), or after an echo and one more packet;
 * hostile: a header over ``packet_size`` (the server must cut it off:
-  emsgsize), or half of a 4 MiB packet then an RST or a FIN.
+  emsgsize), or half of a 4 MiB packet then an RST or a FIN; and, once the
+  time is up, a last round of such half packets and RSTs, more of them than
+  the server has acceptors.
 
 A warm-up round (a few seconds of the same mix) comes first; the figures it
 leaves once every connection has ended are the baseline.  A line every
@@ -49,6 +51,8 @@ MB = 1 << 20
 PACKET_SIZE = 4 * MB                # the server's packet_size (explicit: a cap)
 HOSTILE_HEADER = 64 * MB            # what an over-the-cap header claims
 LINGER_0 = struct.pack("ii", 1, 0)  # close sends an RST
+ACCEPTORS = 10
+LAST_ROUND = ACCEPTORS + 2          # half packets then RST once the time is up
 
 
 # -- the server (this process) ----------------------------------------------
@@ -125,7 +129,7 @@ async def _echo(sock: Any) -> None:
 async def _hold(parent: Any) -> None:
     import otpvm
     from otpvm import net
-    listener = await net.serve(_echo, 0, name="soak", host="127.0.0.1", acceptors=10,
+    listener = await net.serve(_echo, 0, name="soak", host="127.0.0.1", acceptors=ACCEPTORS,
                                max_connections=20_000, backlog=4096, packet=4,
                                packet_size=PACKET_SIZE, active="once")
     otpvm.send(parent, ("listening", listener.port))
@@ -139,8 +143,8 @@ async def _hold(parent: Any) -> None:
 class Load:
     """The clients, in one asyncio loop; counters go to stdout as JSON."""
 
-    def __init__(self, port: int, seconds: float, seed: int) -> None:
-        self.port, self.seconds = port, seconds
+    def __init__(self, port: int, seconds: float, seed: int, last_round: int) -> None:
+        self.port, self.seconds, self.last_round = port, seconds, last_round
         self.rng = random.Random(seed)
         self.stats: Counter[str] = Counter()
         self.until = 0.0
@@ -153,6 +157,10 @@ class Load:
         tasks += [self._persistent() for _ in range(50)]
         reporter = asyncio.ensure_future(self._report())
         await asyncio.gather(*tasks)
+        # Last, more hostile half packets than the server has acceptors: the
+        # sockets the acceptors accepted last are ones that buffered a lot.
+        await asyncio.gather(*(self._loop(self._half_packet, once=True)
+                               for _ in range(self.last_round)))
         reporter.cancel()
         self._print(final=True)
 
@@ -164,12 +172,14 @@ class Load:
             await asyncio.sleep(1)
             self._print()
 
-    async def _loop(self, op: Any) -> None:
-        while time.monotonic() < self.until:
+    async def _loop(self, op: Any, once: bool = False) -> None:
+        while once or time.monotonic() < self.until:
             try:
                 await op()
             except (ConnectionError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 self.stats[f"error {type(exc).__name__} in {op.__name__[1:]}"] += 1
+            if once:
+                return
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         conn = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 10)
@@ -235,14 +245,20 @@ class Load:
                 self.stats["hostile not cut off"] += 1
             writer.close()
         else:
-            writer.write(struct.pack(">I", PACKET_SIZE - 16) + b"h" * (PACKET_SIZE // 2))
-            await writer.drain()
-            await asyncio.sleep(0.05)       # the server buffers it
-            if how == "half then RST":
-                self._rst(writer)
-            else:
-                writer.close()
-            self.stats["hostile half packets"] += 1
+            await self._half_packet(reader, writer, rst=how == "half then RST")
+
+    async def _half_packet(self, reader: asyncio.StreamReader | None = None,
+                           writer: asyncio.StreamWriter | None = None, rst: bool = True) -> None:
+        if writer is None:
+            reader, writer = await self._connect()
+        writer.write(struct.pack(">I", PACKET_SIZE - 16) + b"h" * (PACKET_SIZE // 2))
+        await writer.drain()
+        await asyncio.sleep(0.05)           # the server buffers it
+        if rst:
+            self._rst(writer)
+        else:
+            writer.close()
+        self.stats["hostile half packets"] += 1
 
     async def _persistent(self) -> None:
         try:
@@ -264,11 +280,12 @@ class Load:
 class LoadProcess:
     """The load generator's process; its latest counters, read by a thread."""
 
-    def __init__(self, port: int, seconds: float, seed: int) -> None:
+    def __init__(self, port: int, seconds: float, seed: int, last_round: int) -> None:
         self.latest: dict[str, Any] = {}
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--load", str(port), "--seconds", str(seconds),
-             "--seed", str(seed)], stdout=subprocess.PIPE, text=True)
+             "--seed", str(seed), "--last-round", str(last_round)],
+            stdout=subprocess.PIPE, text=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -325,7 +342,7 @@ def soak(args: argparse.Namespace) -> int:
     server = Server(args.schedulers)
     started = time.monotonic()
     try:
-        warm = LoadProcess(server.port, args.warmup, args.seed + 1).wait(args.warmup + 60)
+        warm = LoadProcess(server.port, args.warmup, args.seed + 1, 0).wait(args.warmup + 60)
         warm_left = drain(server)
         base_rss, base_fds, base_procs = figures(server)
         print(f"soak: echo server on 127.0.0.1:{server.port} (packet=4, packet_size "
@@ -334,7 +351,7 @@ def soak(args: argparse.Namespace) -> int:
         print(f"baseline: rss {base_rss / MB:.1f} MB, {base_fds} fds, {base_procs} processes")
         print(f"{'t (s)':>6} {'rss MB':>7} {'fds':>5} {'procs':>6} {'conns':>6} {'echoes':>9} "
               f"{'churned':>8} {'resets':>7} {'hostile':>8} {'crash/sup':>9}")
-        load = LoadProcess(server.port, args.seconds, args.seed)
+        load = LoadProcess(server.port, args.seconds, args.seed, LAST_ROUND)
         t0 = time.monotonic()
         peak = base_rss
         while load.proc.poll() is None:
@@ -405,11 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedulers", type=int, default=None, help="the VM's schedulers")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--load", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--last-round", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.every <= 0 or args.warmup <= 0:
         parser.error("--seconds, --every and --warmup must be positive")
     if args.load is not None:
-        asyncio.run(Load(args.load, args.seconds, args.seed).run())
+        asyncio.run(Load(args.load, args.seconds, args.seed, args.last_round).run())
         return 0
     return soak(args)
 
