@@ -133,8 +133,7 @@ class _ServerCore:
 # The compiled data path of otpvm.net's sockets (otpvm/_core/port.pxi).
 def _net_setup(
     *, ClosedError: type, PacketTooLarge: type, check_packet: Callable[[Any], Any],
-    check_active: Callable[[Any], Any], os_error: Callable[[int], OSError],
-    socket_error: Callable[[BaseException, Any], BaseException]
+    check_active: Callable[[Any], Any], os_error: Callable[[int], OSError]
 ) -> None: ...
 
 class Framer:
@@ -183,6 +182,7 @@ class PortCore:
     _closed: bool
     _eof: bool
     _shut_wr: bool
+    _show_reset: bool
     _out_len: int
     _high: int
     _low: int

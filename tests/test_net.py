@@ -13,11 +13,13 @@ import logging
 import os
 import socket
 import time
+import weakref
 
 import pytest
 
 import otpvm
 from otpvm import net
+from otpvm.demos import uptime
 from otpvm.net import ClosedError, PacketTooLarge, tcp, udp
 from otpvm.terms import ANY
 
@@ -295,19 +297,229 @@ def test_server_options_are_checked_before_anything_starts(kwargs, error, text, 
     assert "crash report" not in caplog.text
 
 
-def test_peer_reset_in_active_mode_is_tcp_error_then_closed():
-    async def main():
-        lsock = tcp.listen(0, host="127.0.0.1")
-        raw = socket.create_connection(("127.0.0.1", net.sockname(lsock)[1]), timeout=T)
-        server = await tcp.accept(lsock, timeout=T)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        raw.close()                                 # linger 0: RST
-        net.setopts(server, active=True)
-        return [await otpvm.receive(timeout=T) for _ in range(2)]
+# -- resets, as gen_tcp (checked with erl) ----------------------------------
+#
+# By default (show_econnreset false) a peer's RST reads as a close: in an
+# active mode the owner gets ('tcp_closed', S) alone, recv and send fail
+# with ClosedError whose reason is 'closed', and a stream that ended while
+# the socket was passive is told by ('tcp_closed', S) once it turns active.
+# With show_econnreset=True: ('tcp_error', S, 'econnreset') comes first, and
+# the call that met the reset fails with reason 'econnreset'.
 
-    err, closed = run(main)
-    assert err[0] == "tcp_error" and err[2] == "econnreset"
-    assert closed[0] == "tcp_closed"
+LINGER_0 = b"\x01\x00\x00\x00\x00\x00\x00\x00"     # struct linger {1, 0}: close sends RST
+
+
+def reset(raw):
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+    raw.close()
+
+
+async def reset_pair(**opts):
+    """(accepted otpvm socket, plain client socket) over loopback."""
+    lsock = tcp.listen(0, host="127.0.0.1", **opts)
+    raw = socket.create_connection(("127.0.0.1", net.sockname(lsock)[1]), timeout=T)
+    server = await tcp.accept(lsock, timeout=T)
+    net.close(lsock)
+    return server, raw
+
+
+async def no_more_messages():
+    with pytest.raises(TimeoutError):
+        await otpvm.receive(timeout=0.1)
+
+
+@pytest.mark.parametrize("active", [True, "once", 3])
+@pytest.mark.parametrize("show", [False, True], ids=["default", "show_econnreset"])
+def test_peer_reset_in_an_active_mode(active, show):
+    async def main():
+        server, raw = await reset_pair(show_econnreset=show)
+        assert net.getopts(server, "show_econnreset") == {"show_econnreset": show}
+        reset(raw)
+        net.setopts(server, active=active)
+        msgs = [await otpvm.receive(timeout=T) for _ in range(2 if show else 1)]
+        await no_more_messages()
+        with pytest.raises(ClosedError) as info:       # closed: the send says so
+            await tcp.send(server, b"x")
+        return msgs, info.value.reason, server
+
+    msgs, reason, server = run(main)
+    closed = ("tcp_closed", server)
+    assert msgs == ([("tcp_error", server, "econnreset"), closed] if show else [closed])
+    assert reason == "closed"
+
+
+@pytest.mark.parametrize("show", [False, True], ids=["default", "show_econnreset"])
+def test_peer_reset_in_passive_mode_fails_recv_then_active_tells_closed(show):
+    async def main():
+        server, raw = await reset_pair(show_econnreset=show)
+        reset(raw)
+        with pytest.raises(ClosedError, match="reset by the peer") as first:
+            await tcp.recv(server, timeout=T)
+        with pytest.raises(ClosedError) as then:
+            await tcp.recv(server, timeout=T)
+        net.setopts(server, active="once")              # as inet: the close is told
+        msg = await otpvm.receive(timeout=T)
+        await no_more_messages()
+        return first.value.reason, then.value.reason, msg, server
+
+    first, then, msg, server = run(main)
+    assert (first, then) == ("econnreset" if show else "closed", "closed")
+    assert msg == ("tcp_closed", server)
+
+
+@pytest.mark.parametrize("show", [False, True], ids=["default", "show_econnreset"])
+def test_send_to_a_peer_that_reset(show):
+    # The reset is met by the send (nothing reads the socket: it is
+    # passive, as an active-once socket is between two packets).
+    async def main():
+        server, raw = await reset_pair(show_econnreset=show)
+        reset(raw)
+        with pytest.raises(ClosedError, match="reset by the peer") as sent:
+            await tcp.send(server, b"echo")
+        assert server.closed
+        with pytest.raises(ClosedError) as again:
+            await tcp.send(server, b"echo")
+        with pytest.raises(ClosedError) as received:
+            await tcp.recv(server, timeout=T)
+        await no_more_messages()                        # passive: nothing told yet
+        net.setopts(server, active="once")
+        msg = await otpvm.receive(timeout=T)
+        await no_more_messages()
+        return [e.value.reason for e in (sent, again, received)], msg, server
+
+    reasons, msg, server = run(main)
+    assert reasons == ["econnreset" if show else "closed", "closed", "closed"]
+    assert msg == ("tcp_closed", server)
+
+
+def test_an_error_met_by_queued_output_closes_an_active_socket():
+    # The output queue drains from the poller, not from a send: a reset
+    # met there is told to the owner as gen_tcp does (tcp_closed alone).
+    async def main():
+        server, raw = await reset_pair()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        net.setopts(server, sndbuf=4096, high_watermark=1 << 24)
+        while not server._out:                          # until some is left queued
+            await tcp.send(server, b"q" * 65536)
+        net.setopts(server, active=True)
+        reset(raw)
+        msg = await otpvm.receive(timeout=T)
+        await no_more_messages()
+        return msg, server, server._out_len, len(server._out)
+
+    msg, server, out_len, queued = run(main)
+    assert msg == ("tcp_closed", server)
+    assert (out_len, queued) == (0, 0)
+
+
+def test_a_datagram_send_error_leaves_the_udp_socket_open():
+    async def main():
+        sock = udp.open(0, host="127.0.0.1")
+        with pytest.raises(OSError) as info:
+            await udp.send(sock, "127.0.0.1", 0, b"to port zero")
+        return info.value, sock.closed
+
+    error, closed = run(main)
+    assert not isinstance(error, ClosedError) and closed is False
+
+
+def test_show_econnreset_is_checked_and_inherited():
+    async def main():
+        lsock = tcp.listen(0, host="127.0.0.1", show_econnreset=True)
+        client = await tcp.connect("127.0.0.1", net.sockname(lsock)[1], timeout=T)
+        server = await tcp.accept(lsock, timeout=T)
+        with pytest.raises(ValueError, match="show_econnreset must be a bool, not 'yes'"):
+            net.setopts(server, show_econnreset="yes")
+        return (net.getopts(server, "show_econnreset"), net.getopts(client, "show_econnreset"))
+
+    assert run(main) == ({"show_econnreset": True}, {"show_econnreset": False})
+
+
+# -- resources are released at close ----------------------------------------
+
+HUGE = 64 << 20                 # what a hostile packet=4 header claims
+BUFFERED = 2 << 20              # what it sends of it
+
+
+async def buffered(sock, at_least):
+    """Waits until the socket holds at_least bytes of unfinished packet."""
+    for _ in range(int(T / 0.005)):
+        if len(sock._framer.buf) >= at_least:
+            return
+        await otpvm.sleep(0.005)
+    raise AssertionError(f"{sock!r} buffered only {len(sock._framer.buf)} bytes")
+
+
+def hostile_header(raw, size=HUGE, body=BUFFERED):
+    raw.sendall(size.to_bytes(4, "big") + b"h" * body)
+
+
+async def buffer_then(how):
+    """An otpvm socket holding BUFFERED bytes of a packet that never ends
+    (and some output queued), then closed `how`; returns the socket."""
+    if how == "emsgsize":           # a line that grows past the cap while buffered
+        server, raw = await reset_pair(packet="line", packet_size=BUFFERED * 2)
+    else:
+        server, raw = await reset_pair(packet=4)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    net.setopts(server, sndbuf=4096, high_watermark=1 << 24)
+    while not server._out:
+        await tcp.send(server, b"q" * 65536)
+    if how == "passive_reset":      # a recv waits for the rest of the packet
+        waiter = otpvm.spawn(tcp.recv, server, 0, T)
+        ref = otpvm.monitor(waiter)
+    else:
+        net.setopts(server, active=True)
+    if how == "emsgsize":
+        raw.sendall(b"h" * BUFFERED)
+    else:
+        hostile_header(raw)
+    await buffered(server, BUFFERED)
+    if how in ("reset", "passive_reset"):
+        reset(raw)
+    elif how == "emsgsize":
+        try:
+            raw.sendall(b"h" * BUFFERED * 2)
+        except (ConnectionResetError, BrokenPipeError):
+            pass                                    # the server closed before the end
+    elif how == "peer_close":
+        raw.close()
+    elif how == "close":
+        net.close(server)
+        reset(raw)
+    if how == "passive_reset":
+        down = await otpvm.receive(otpvm.Down(ref, ANY, ANY), timeout=T)
+        assert isinstance(down.reason, ClosedError), down.reason
+    elif how != "close":
+        await otpvm.receive(("tcp_closed", server), timeout=T)
+    return server
+
+
+@pytest.mark.parametrize("how", ["reset", "passive_reset", "emsgsize", "peer_close", "close"])
+def test_a_closed_socket_holds_no_buffered_bytes(how):
+    server = run(lambda: buffer_then(how))
+    assert server.closed
+    assert (len(server._framer.buf), server._out_len, len(server._out)) == (0, 0, 0)
+
+
+def test_an_exited_owner_leaves_no_buffered_bytes():
+    async def owner(test):
+        server, raw = await reset_pair(packet=4)
+        net.setopts(server, active=True)
+        hostile_header(raw)
+        await buffered(server, BUFFERED)
+        otpvm.send(test, ("holding", server))
+        await otpvm.receive("never")
+
+    async def main():
+        pid, ref = otpvm.spawn_monitor(owner, otpvm.self())
+        _, server = await otpvm.receive(("holding", ANY), timeout=T)
+        otpvm.exit(pid, "kill")
+        await otpvm.receive(otpvm.Down(ref, ANY, ANY), timeout=T)
+        return server
+
+    server = run(main)
+    assert server.closed and len(server._framer.buf) == 0
 
 
 # -- backpressure -----------------------------------------------------------
@@ -760,3 +972,170 @@ def test_max_connections_holds_the_acceptors():
     # one, each hand over the connection they accepted and wait (3 + 1); the
     # fifth waits in the kernel's backlog.  One ending lets one acceptor on.
     assert run(main) is True
+
+
+def test_an_acceptor_keeps_no_reference_to_the_socket_it_handed_over():
+    # The socket belongs to its connection process: once that has ended and
+    # the acceptor waits for the next connection, nothing holds the socket
+    # (and whatever it buffered), without waiting for a garbage collection.
+    handed = []
+
+    async def handler(sock, test):
+        handed.append(weakref.ref(sock))
+        otpvm.send(test, ("up", otpvm.self()))
+        net.setopts(sock, active=True)
+        await otpvm.receive(("tcp_closed", sock))
+
+    async def main():
+        listener = await net.serve(handler, 0, args=(otpvm.self(),), host="127.0.0.1",
+                                   acceptors=1, packet=4)
+        raw = socket.create_connection(("127.0.0.1", listener.port), timeout=T)
+        _, pid = await otpvm.receive(("up", ANY), timeout=T)
+        ref = otpvm.monitor(pid)
+        hostile_header(raw)
+        reset(raw)
+        await otpvm.receive(otpvm.Down(ref, pid, "normal"), timeout=T)
+        for _ in range(int(T / 0.005)):              # until the acceptor is back in accept
+            if handed[0]() is None:
+                break
+            await otpvm.sleep(0.005)
+        alive = handed[0]() is not None
+        await net.stop_server(listener)
+        return alive
+
+    gc.disable()                    # released by reference counting, not by a collection
+    try:
+        assert run(main) is False
+    finally:
+        gc.enable()
+
+
+async def readme_echo(sock):                # the README's handler, verbatim
+    while True:
+        msg = await otpvm.receive()      # active='once': one line at a time
+        match msg:
+            case ("tcp", _, line):
+                await tcp.send(sock, line)
+                net.setopts(sock, active="once")
+            case ("tcp_closed", _) | ("tcp_error", _, _):
+                return                   # the socket closes with the process
+
+
+def reports(caplog):
+    messages = [r.getMessage() for r in caplog.records]
+    return ([m for m in messages if m.startswith("crash report")],
+            [m for m in messages if m.startswith("supervisor report")])
+
+
+@pytest.mark.parametrize("echo", [readme_echo, uptime.connection], ids=["readme", "demo"])
+@pytest.mark.parametrize("when", ["before_the_line", "after_the_line"])
+def test_resets_do_not_crash_the_echo_handlers(when, echo, caplog):
+    # A client sends a line and resets: the handler's send meets the reset
+    # (it ends as ('shutdown', 'closed')) or the reset comes first (it gets
+    # tcp_closed and returns).  Either way no report.
+    async def handler(sock, test):
+        otpvm.send(test, ("up", otpvm.self()))
+        await echo(sock)
+
+    def resets(port, n):
+        for i in range(n):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=T)
+            raw.sendall(b"line %d\n" % i)
+            if when == "after_the_line":
+                assert raw.recv(100) == b"line %d\n" % i
+                raw.sendall(b"and another\n")
+            reset(raw)
+        return n
+
+    async def main():
+        listener = await net.serve(handler, 0, args=(otpvm.self(),), host="127.0.0.1",
+                                   acceptors=4, packet="line", active="once")
+        otpvm.spawn(otpvm.run_blocking, resets, listener.port, 100)
+        refs = [otpvm.monitor((await otpvm.receive(("up", ANY), timeout=T))[1])
+                for _ in range(100)]
+        reasons = [(await otpvm.receive(otpvm.Down(ref, ANY, ANY), timeout=T)).reason
+                   for ref in refs]
+        await net.stop_server(listener)
+        return set(reasons)
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        assert run(main) <= {"normal", ("shutdown", "closed")}
+    assert reports(caplog) == ([], [])
+
+
+def test_a_serve_handler_whose_send_meets_a_reset_ends_as_shutdown_closed(caplog):
+    # Deterministic: the handler sends only once the client has reset.
+    async def handler(sock, test):
+        msg = await otpvm.receive(timeout=T)
+        otpvm.send(test, ("got", otpvm.self(), msg[2]))
+        await otpvm.receive("go", timeout=T)
+        await tcp.send(sock, msg[2])
+        return "unreachable"
+
+    async def main():
+        listener = await net.serve(handler, 0, args=(otpvm.self(),), host="127.0.0.1",
+                                   packet="line", active="once")
+        raw = socket.create_connection(("127.0.0.1", listener.port), timeout=T)
+        raw.sendall(b"hello\n")
+        _, pid, line = await otpvm.receive(("got", ANY, ANY), timeout=T)
+        ref = otpvm.monitor(pid)
+        reset(raw)
+        otpvm.send(pid, "go")
+        down = await otpvm.receive(otpvm.Down(ref, pid, ANY), timeout=T)
+        await net.stop_server(listener)
+        return line, down.reason
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        assert run(main) == (b"hello\n", ("shutdown", "closed"))
+    assert reports(caplog) == ([], [])
+
+
+def test_a_passive_serve_handler_ends_cleanly_at_the_peer_close(caplog):
+    async def handler(sock):
+        while True:                             # ClosedError ends the loop
+            await tcp.send(sock, await tcp.recv(sock, timeout=T))
+
+    async def main():
+        listener = await net.serve(handler, 0, host="127.0.0.1", packet="line")
+        for how in ("close", "reset"):
+            client = await tcp.connect("127.0.0.1", listener.port, packet="line", timeout=T)
+            await tcp.send(client, b"ping\n")
+            assert await tcp.recv(client, timeout=T) == b"ping\n"
+            if how == "close":
+                net.close(client)
+            else:
+                client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+                net.close(client)
+        for _ in range(int(T / 0.01)):
+            if await net.connection_count(listener) == 0:
+                break
+            await otpvm.sleep(0.01)
+        count = await net.connection_count(listener)
+        await net.stop_server(listener)
+        return count
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        assert run(main) == 0
+    assert reports(caplog) == ([], [])
+
+
+def test_a_closed_error_from_another_socket_still_crashes_the_handler(caplog):
+    # Only the connection's own socket being closed ends it quietly: a
+    # ClosedError from a socket the handler closed itself is a bug to report.
+    async def handler(sock):
+        other = udp.open(0, host="127.0.0.1")
+        net.close(other)
+        await udp.send(other, "127.0.0.1", 9, b"x")
+
+    async def main():
+        listener = await net.serve(handler, 0, host="127.0.0.1")
+        client = await tcp.connect("127.0.0.1", listener.port, timeout=T)
+        with pytest.raises(ClosedError):
+            await tcp.recv(client, timeout=T)       # the crash closed the socket
+        await net.stop_server(listener)
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        run(main)
+    crashes, sups = reports(caplog)
+    assert len(crashes) == 1 and "ClosedError" in crashes[0]
+    assert len(sups) == 1 and "child_terminated" in sups[0]

@@ -43,15 +43,12 @@ cdef object _PacketTooLarge = None
 cdef object _check_packet = None
 cdef object _check_active = None
 cdef object _os_error = None
-cdef object _socket_error = None
 cdef str _ONCE = "once"
 
 
-def _net_setup(*, ClosedError, PacketTooLarge, check_packet, check_active, os_error,
-               socket_error):
+def _net_setup(*, ClosedError, PacketTooLarge, check_packet, check_active, os_error):
     """Called once by otpvm.net: the exceptions and validators the data path uses."""
-    global _ClosedError, _PacketTooLarge, _check_packet, _check_active, _os_error, _socket_error
-    _socket_error = socket_error
+    global _ClosedError, _PacketTooLarge, _check_packet, _check_active, _os_error
     _ClosedError = ClosedError
     _PacketTooLarge = PacketTooLarge
     _check_packet = check_packet
@@ -309,7 +306,7 @@ cdef class PortCore:
     cdef public int _fd
     cdef public uint64_t _token
     cdef public unsigned int _armed
-    cdef public bint _closed, _eof, _shut_wr
+    cdef public bint _closed, _eof, _shut_wr, _show_reset
     cdef public Py_ssize_t _out_len, _high, _low, _bufsize
     cdef object __weakref__
 
@@ -423,6 +420,8 @@ cdef class PortCore:
             self._set_active(value)
             if self._framer.pending:
                 self._dispatch()            # a packet already buffered goes now
+            if self._eof and self.active is not False:
+                self._ended_while_passive()
             self._rearm()
 
     cpdef _set_active(self, value):
@@ -472,7 +471,5 @@ cdef class PortCore:
         if n < 0:
             if _would_block(err):
                 return frame
-            exc = _os_error(err)
-            self._broken(exc)
-            raise _socket_error(exc, self)
+            raise self._send_failed(_os_error(err))
         return None if n == PyBytes_GET_SIZE(frame) else frame[n:]

@@ -9,7 +9,8 @@ supervised acceptor pool with one process per connection.
 Active modes (``setopts(sock, active=...)``), as in ``inet:setopts``:
 
 * ``True``: every packet arrives as ``('tcp', sock, data)``, then
-  ``('tcp_closed', sock)`` or ``('tcp_error', sock, reason)``;
+  ``('tcp_closed', sock)``, after ``('tcp_error', sock, reason)`` when an
+  error ended the stream (a reset is a close, unless ``show_econnreset``);
 * ``'once'``: one packet, then the socket turns passive until set again;
 * ``N`` (an int): N packets, then ``('tcp_passive', sock)``;
 * ``False`` (passive, the default): ``await tcp.recv(sock)``.
@@ -20,7 +21,8 @@ with ``packet_size`` as the largest packet accepted (0, the default, means
 ``nodelay``, ``keepalive``, ``reuseaddr``, ``sndbuf``, ``recbuf``, ``buffer``
 (bytes read at a time), ``send_timeout``, ``high_watermark`` and
 ``low_watermark`` (the output queue's bounds: over the high one a sender
-waits until the queue drains to the low one).
+waits until the queue drains to the low one), ``show_econnreset`` (report a
+peer's reset as ``econnreset`` instead of a plain close).
 
 Closing a TCP socket, or its owner ending, does not lose what it still had
 queued: that goes out after the close, as from an Erlang port, unless the

@@ -49,13 +49,31 @@ DEFAULT_LOW_WATERMARK = 128 * 1024
 
 
 class ClosedError(ConnectionError):
-    """The socket is closed (Erlang's ``{error, closed}``)."""
+    """The socket is closed: by ``close``, by its peer (a FIN, or a reset
+    unless ``show_econnreset``), or by an error a send met (Erlang's
+    ``{error, closed}``).  ``reason`` is ``'closed'``, or ``'econnreset'``
+    for the call that met a reset on a socket with ``show_econnreset=True``.
+
+    A ``net.serve`` handler may let it propagate: once the connection's own
+    socket is closed, its process ends as ``('shutdown', reason)``, without
+    a crash report."""
+
+    def __init__(self, *args: Any, reason: str = "closed") -> None:
+        super().__init__(*args)
+        self.reason = reason
+
+
+def is_reset(exc: BaseException) -> bool:
+    """Whether an OS error means the peer reset the connection.  EPIPE is
+    one too: a BSD reports a reset met by a send so, and on Linux the
+    second send after a reset gets it (as inet_drv's tcp_send_error)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE)
 
 
 def reason_of(exc: BaseException) -> str:
     """The Erlang-style reason for an error: 'econnreset', 'emsgsize', ..."""
     if isinstance(exc, ClosedError):
-        return "closed"
+        return exc.reason
     if isinstance(exc, PacketTooLarge):
         return "emsgsize"
     if isinstance(exc, TimeoutError):
@@ -134,7 +152,7 @@ SOCKOPTS: dict[str, tuple[int, int]] = {
 }
 _C_INT_MAX = 2**31 - 1               # setsockopt takes a C int
 PORT_OPTS = ("active", "packet", "packet_size", "buffer", "send_timeout",
-             "high_watermark", "low_watermark")
+             "high_watermark", "low_watermark", "show_econnreset")
 
 
 def check_option(name: str, value: Any, kind: str = "tcp") -> Any:
@@ -144,6 +162,10 @@ def check_option(name: str, value: Any, kind: str = "tcp") -> Any:
     a bad option is a ValueError naming it, at the caller's line."""
     if name == "active":
         return check_active(value)
+    if name == "show_econnreset":
+        if not isinstance(value, bool):
+            raise ValueError(f"show_econnreset must be a bool, not {value!r}")
+        return value
     if name == "packet":
         if kind == "udp" and value not in ("raw", 0):
             raise ValueError("UDP sockets only take packet='raw'")
@@ -209,6 +231,7 @@ class Socket(_vm.PortCore):
         self._armed = 0
         self._closed = False
         self._eof = False
+        self._show_reset = False
         self._shut_wr = False
         self._receiver: tuple[Pid, Ref, int] | None = None
         self._acceptors: deque[tuple[Pid, Ref]] = deque()
@@ -248,6 +271,8 @@ class Socket(_vm.PortCore):
                 self._setopt(name, value)
             if "active" in opts or "packet" in opts:
                 self._dispatch()            # packets already buffered go now
+                if self._eof and self.active is not False:
+                    self._ended_while_passive()
             self._rearm()
 
     def _setopt(self, name: str, value: Any) -> None:
@@ -268,6 +293,8 @@ class Socket(_vm.PortCore):
             self._high = max(self._high, value)
         elif name == "send_timeout":
             self.send_timeout = value
+        elif name == "show_econnreset":
+            self._show_reset = value
         else:
             level, opt = SOCKOPTS[name]
             try:
@@ -294,6 +321,8 @@ class Socket(_vm.PortCore):
                 values[name] = self._high
             elif name == "low_watermark":
                 values[name] = self._low
+            elif name == "show_econnreset":
+                values[name] = self._show_reset
             elif name in SOCKOPTS:
                 self._check_open()
                 level, opt = SOCKOPTS[name]
@@ -340,12 +369,51 @@ class Socket(_vm.PortCore):
             self._dispatch()                # a waiting recv gets the rest, or closed
 
     def _broken(self, exc: BaseException) -> None:
-        """An error ends the socket: the owner (in an active mode) or the
-        waiting processes (passive) learn why."""
+        """An error met by a read ends the socket: the owner (in an active
+        mode) or the waiting processes (passive) learn why.  As inet: a
+        reset reads as a close by the peer unless show_econnreset."""
+        if is_reset(exc):
+            reason = "econnreset" if self._show_reset else "closed"
+            self._end(ClosedError(f"{self!r}: reset by the peer", reason=reason),
+                      report=self._show_reset)
+        else:
+            self._end(exc, report=True)
+
+    def _send_failed(self, exc: OSError) -> BaseException:
+        """A write failed; returns the exception for the sender.  As inet's
+        tcp_send_error: every error closes a TCP socket and reads as
+        ``closed``, but for a reset on a socket with show_econnreset.  A
+        datagram's error is the sender's alone: the socket stays open."""
+        if self.kind == "udp":
+            return _error(exc, self)
+        reason = "econnreset" if self._show_reset and is_reset(exc) else "closed"
+        what = "reset by the peer" if is_reset(exc) else exc.strerror
+        error = ClosedError(f"{self!r}: {what}", reason=reason)
+        self._end(error, report=reason != "closed")
+        return _error(error, self)
+
+    def _end(self, why: BaseException, report: bool) -> None:
+        """Closes a socket an error ended.  In an active mode the owner gets
+        ``('tcp_error', S, reason)`` (when reported) then ``('tcp_closed', S)``;
+        in passive mode, only once it turns active again (``_eof``)."""
         if self.active is not False:
-            self._post(self.owner, ("tcp_error", self, reason_of(exc)))
+            if report:
+                self._post(self.owner, ("tcp_error", self, reason_of(why)))
             self._post(self.owner, ("tcp_closed", self))
-        self.close(exc)
+            self._eof = False
+        else:
+            self._eof = True
+        self.close(why)
+
+    def _ended_while_passive(self) -> None:
+        """The stream ended (the peer closed, or an error closed the socket)
+        while the socket was passive, and it has just turned active: the
+        owner gets the rest and ``('tcp_closed', S)``, as from inet."""
+        if self._closed:
+            self._eof = False
+            self._post(self.owner, ("tcp_closed", self))
+        else:
+            self._peer_closed()
 
     # -- accept and connect ------------------------------------------------
 
@@ -398,6 +466,8 @@ class Socket(_vm.PortCore):
     def unread(self, packet: bytes) -> None:
         """Puts back a packet that reached a recv which had given up."""
         with self._lock:
+            if self._closed:
+                return                      # nobody can read it any more
             self._framer.buf = self._framer.encode(packet) + self._framer.buf
 
     def forget_waiter(self, ref: Ref) -> None:
@@ -455,11 +525,15 @@ class Socket(_vm.PortCore):
         out = self._out
         while out:
             frame = out[0]
+            size = len(frame[1]) if self.kind == "udp" else len(frame)
             try:
                 rest = self._write(frame)
             except OSError:
-                return                      # _broken closed the socket
-            size = len(frame[1]) if self.kind == "udp" else len(frame)
+                if self._closed:
+                    return                  # _send_failed closed the socket
+                self._out_len -= size       # a datagram nobody waits for: dropped
+                out.popleft()
+                continue
             if rest is not None:
                 self._out_len -= size - len(rest)
                 out[0] = rest
@@ -515,9 +589,12 @@ class Socket(_vm.PortCore):
         ``otpvm.net.linger``) unless the socket broke (why) or not linger.
         """
         with self._lock:
+            if why is None:
+                self._eof = False           # closed by its users: nothing to tell
             if self._closed:
                 return
             self._closed = True
+            self._framer.buf = b""          # unread input goes with the socket
             self._vm._io_remove(self._fd, self._token)
             self._vm._disown(self.owner, self)
             if self._out and why is None and linger and self.kind == "tcp":
@@ -559,7 +636,10 @@ class Socket(_vm.PortCore):
 
 
 def _error(exc: BaseException, sock: Socket) -> BaseException:
-    """A fresh exception naming the socket, of the same class as exc."""
+    """A fresh exception naming the socket, of the same class as exc (one
+    per waiter: each raise adds its own traceback)."""
+    if isinstance(exc, ClosedError):
+        return ClosedError(*exc.args, reason=exc.reason)
     if isinstance(exc, OSError) and exc.errno:
         return type(exc)(exc.errno, f"{sock!r}: {exc.strerror}")
     return type(exc)(f"{sock!r}: {exc}")
@@ -579,6 +659,8 @@ class _PortPy(Socket):
             self._set_active(value)
             if self._framer.pending:
                 self._dispatch()            # a packet already buffered goes now
+            if self._eof and self.active is not False:
+                self._ended_while_passive()
             self._rearm()
 
     def _set_active(self, value: Any) -> None:
@@ -710,8 +792,7 @@ class _PortPy(Socket):
         except (BlockingIOError, InterruptedError):
             return frame
         except OSError as exc:
-            self._broken(exc)
-            raise _error(exc, self) from None
+            raise self._send_failed(exc) from None
         return None if sent == len(frame) else frame[sent:]
 
     def _post(self, pid: Pid, msg: Any) -> None:
@@ -737,8 +818,7 @@ def use_compiled(compiled: bool = True) -> None:
 
 _framer_class: type[Any] = _vm.Framer
 _vm._net_setup(ClosedError=ClosedError, PacketTooLarge=PacketTooLarge, check_packet=check_packet,
-               check_active=check_active, os_error=lambda err: OSError(err, os.strerror(err)),
-               socket_error=_error)
+               check_active=check_active, os_error=lambda err: OSError(err, os.strerror(err)))
 
 
 _vm.register_handle_type(Socket)

@@ -13,8 +13,11 @@ The ranch pattern, as a supervision tree (``rest_for_one``)::
 
 A connection process runs ``await handler(sock, *args)`` and owns ``sock``:
 when it returns, or crashes on a bad code path, its socket closes and no
-other connection notices.  At ``max_connections`` the acceptors stop
-accepting until a connection ends (the kernel's backlog holds newcomers).
+other connection notices.  A ``ClosedError`` raised once its own socket is
+closed (the peer left or reset the connection mid-send or mid-recv) ends it
+as ``('shutdown', reason)``: no crash report, no supervisor report.  At
+``max_connections`` the acceptors stop accepting until a connection ends
+(the kernel's backlog holds newcomers).
 
 Accepted sockets stay passive (``active=False``) until their connection
 process owns them; only then is the configured ``active`` mode set.  A
@@ -38,7 +41,7 @@ from otpvm.gen_server import GenServer, NoReply, Ok, Reply
 from otpvm.kernel import Pid, process_flag, receive, send, spawn_link, unlink
 from otpvm.net import tcp
 from otpvm.net.inet import controlling_process
-from otpvm.net.port import Socket, check_option
+from otpvm.net.port import ClosedError, Socket, check_option
 from otpvm.supervisor import ChildSpec, Supervisor, SupFlags
 from otpvm.terms import ANY, Exit
 
@@ -171,19 +174,43 @@ async def _acceptor(lsock: Socket, conns: str) -> None:
     """Accepts forever; hands each socket to the connections server, which
     answers only while under max_connections."""
     while True:
-        sock = await tcp.accept(lsock)
-        pid = gen.resolve(conns)
-        if pid is None:                     # connections is restarting: so do we
-            raise RuntimeError(f"{conns!r} is not running")
-        await controlling_process(sock, pid)
-        await gen_server.call(conns, ("start", sock), timeout=None)
+        await _accept_one(lsock, conns)
+
+
+async def _accept_one(lsock: Socket, conns: str) -> None:
+    # A function of its own so that nothing of the connection outlives the
+    # hand-over: a local of the loop would keep its socket (and whatever
+    # that socket buffered) until the next accept, for as long as that took.
+    sock = await tcp.accept(lsock)
+    pid = gen.resolve(conns)
+    if pid is None:                     # connections is restarting: so do we
+        raise RuntimeError(f"{conns!r} is not running")
+    await controlling_process(sock, pid)
+    await gen_server.call(conns, ("start", sock), timeout=None)
 
 
 async def _connection(handler: Handler, args: tuple[Any, ...], active: Any) -> Any:
     _, sock = await receive((_GO, ANY))
     if active is not False:
         sock.setopts({"active": active})
-    return await handler(sock, *args)
+    reason = await _run_handler(handler, sock, args)
+    if reason != "normal":
+        kernel.exit(reason)             # outside the except: no traceback kept
+
+
+async def _run_handler(handler: Handler, sock: Socket, args: tuple[Any, ...]) -> Any:
+    """The handler's result, as the connection's exit reason: 'normal' when
+    it returns, ('shutdown', reason) when it raised ClosedError once its own
+    socket was closed or its peer had closed it (a peer that left or reset:
+    not a crash, as ranch's connections end).  Anything else crashes the
+    connection, as it should."""
+    try:
+        await handler(sock, *args)
+    except ClosedError as exc:
+        if not (sock.closed or sock._eof):  # _eof: the peer closed a passive socket
+            raise                       # another socket's: the handler's bug
+        return ("shutdown", exc.reason)
+    return "normal"
 
 
 class _ConnState:

@@ -88,7 +88,10 @@ async def send(sock: Socket, data: bytes) -> None:
 
     Returns once the data is queued.  While the peer is slow and the output
     queue is over ``high_watermark``, the caller waits (up to
-    ``send_timeout``, then TimeoutError; the data stays queued).
+    ``send_timeout``, then TimeoutError; the data stays queued).  Raises
+    ClosedError on a closed socket; an error the send meets (a peer that
+    reset the connection...) closes the socket and raises ClosedError too,
+    as gen_tcp's ``{error, closed}``.
     """
     ref = sock.send(data)
     if ref is not None:
@@ -99,8 +102,8 @@ async def recv(sock: Socket, length: int = 0, timeout: float | None = None) -> b
     """Receives a packet from a passive socket (``active=False``).
 
     ``length`` (packet='raw' only) asks for exactly that many bytes; 0 for
-    whatever is available.  Raises ClosedError at end of stream,
-    TimeoutError after ``timeout`` seconds (no data is lost).
+    whatever is available.  Raises ClosedError at end of stream (a reset
+    included), TimeoutError after ``timeout`` seconds (no data is lost).
     """
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError(f"length must be a non-negative int, not {length!r}")
