@@ -94,7 +94,8 @@ cdef class VM:
     cdef list slot_threads          # worker slot -> its Thread, or None
     cdef list idents                # worker slot -> its thread's ident
     cdef dict stuck                 # pid id -> True: processes in a slice that overran
-    cdef dict zombies               # pid id -> Process: killed while stuck, thread still in it
+    cdef dict zombies               # pid id -> [Process, when to interrupt its thread
+                                    # again, after how long]: killed while stuck, thread still in it
     cdef object garbage             # _Garbage mailboxes for the reaper (reaper.pxi)
     cdef object garbage_cond        # guards garbage, garbage_nodes, reaper, reaper_held
     cdef size_t garbage_nodes
@@ -299,8 +300,8 @@ cdef class VM:
 
     cdef int report_abandoned(self) except -1:
         """Says, once, which threads a stop leaves running a killed process's code."""
-        stuck = [p for p in list(self.zombies.values())
-                 if not ovm_proc_state(&(<Process>p).c) & OVM_LEFT]
+        stuck = [z[0] for z in list(self.zombies.values())
+                 if not ovm_proc_state(&(<Process>z[0]).c) & OVM_LEFT]
         if stuck:
             pids = ", ".join(repr((<Process>p).pid) for p in stuck[:5])
             _log.warning(
@@ -389,16 +390,16 @@ cdef class VM:
         cdef int64_t now = ovm_now_ns(), soonest = -1
         cdef Process p
         for key, z in list(self.zombies.items()):
-            p = <Process>z
+            p = <Process>z[0]
             if ovm_proc_state(&p.c) & OVM_LEFT:
                 self.zombies.pop(key, None)
                 continue
-            if now >= p.nag_at:
+            if now >= z[1]:
                 self.interrupt(p)
-                p.nag_gap = min(2 * p.nag_gap, _NAG_MAX_NS)
-                p.nag_at = now + p.nag_gap
-            if soonest < 0 or p.nag_at < soonest:
-                soonest = p.nag_at
+                z[2] = min(2 * z[2], _NAG_MAX_NS)
+                z[1] = now + z[2]
+            if soonest < 0 or z[1] < soonest:
+                soonest = z[1]
         return soonest
 
     cdef int start_requested_workers(self) except -1:

@@ -178,7 +178,6 @@ cdef class Process:
     cdef uint32_t worker_index      # ... its slot
     cdef tuple announced            # take_over's copies: links, monitors in and out, ports
     cdef bint released              # its end is complete (terminate or end_taken)
-    cdef int64_t nag_at, nag_gap    # when to interrupt its thread again (VM.nag_zombies)
     cdef object kill_reason         # NOTHING, or why a signal kills us
     cdef object exit_reason         # NOTHING while alive
     cdef object result
@@ -271,9 +270,7 @@ cdef class Process:
         self.fold_signals(self.pending_signals(), links, monitors_in)   # it never looked
         monitors_out = dict(self.monitors_out or {})
         ports = set(self.ports or ())
-        self.nag_gap = _NAG_NS
-        self.nag_at = ovm_now_ns() + _NAG_NS
-        self.vm.zombies[self.pid.id] = self
+        self.vm.zombies[self.pid.id] = [self, ovm_now_ns() + _NAG_NS, _NAG_NS]
         self.vm.forget(self)                # first, as terminate does
         self.tell_end(reason, links, monitors_in, monitors_out, q)
         if ports:
