@@ -2,7 +2,10 @@
 
 import dataclasses
 import enum
+import re
+import sys
 import threading
+from dataclasses import InitVar, field
 
 import pytest
 
@@ -171,22 +174,176 @@ def test_a_cycle_through_an_immutable_object_or_a_very_deep_message_is_still_cop
     assert got == deep and got is not deep
 
 
-def test_a_message_too_deep_for_pickle_is_a_clear_error_not_a_crash():
-    deep = []
-    for _ in range(100_000):
-        deep = [deep]
-
-    async def main():
-        with pytest.raises(TypeError, match="cannot send"):
-            send(self(), deep)
-        return "still running"
-
-    assert otpvm.run(main) == "still running"
-
-
 def test_dag_with_many_shared_references_copies_in_linear_time():
     level = {"leaf": [0]}
     for _ in range(60):                      # 2**60 paths, 60 distinct dicts
         level = {"left": level, "right": level}
     got = roundtrip(level)
     assert got["left"] is got["right"]
+
+
+def assert_copied_alike(original, copy):
+    """copy equals original and shares exactly what original shares: two
+    places hold one object in the copy iff they hold one in the original;
+    no list, dict, set or plain object of the copy is the original's."""
+    copy_of, original_of, keep = {}, {}, []
+    todo = [(original, copy)]
+    while todo:
+        a, b = todo.pop()
+        if isinstance(a, (int, float, str, bytes, type(None))):
+            assert a == b
+            continue
+        assert type(a) is type(b)
+        if id(a) in copy_of:
+            assert copy_of[id(a)] is b, f"a shared {type(a).__name__} was copied twice"
+            continue
+        assert id(b) not in original_of, f"two {type(a).__name__}s became one"
+        copy_of[id(a)], original_of[id(b)] = b, a
+        keep.append((a, b))
+        if isinstance(a, (list, dict, set, Point)):
+            assert a is not b
+        if isinstance(a, (list, tuple)):
+            todo.extend(zip(a, b, strict=True))
+        elif isinstance(a, dict):
+            assert a.keys() == b.keys()
+            todo.extend((a[k], b[k]) for k in a)
+        elif dataclasses.is_dataclass(a):
+            todo.extend((getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+
+
+@pytest.mark.parametrize("make", [
+    lambda s: [s, Point(0, s)],                        # copied first, then pickled
+    lambda s: [Point(0, s), s],                        # pickled first, then copied
+    lambda s: [Point(0, s), Point(1, s)],              # in two pickled objects
+    lambda s: {"t": (s, Point(0, [s])), "u": [[s]]},   # deeper on both sides
+], ids=["copied-pickled", "pickled-copied", "pickled-pickled", "nested"])
+def test_sharing_is_kept_between_pickled_and_copied_parts(make):
+    shared = [1, {"x": [2]}]
+    msg = make(shared)
+    msg = {"shared": msg, "alike": [list(shared), Point(2, list(shared))]}
+    assert_copied_alike(msg, roundtrip(msg))
+
+
+def test_an_object_shared_by_pickled_objects_and_a_cycle_through_them_stay_so():
+    point = Point(0, [])
+    point.y.append(point)                              # a cycle through a pickled object
+    msg = [point, Point(1, point), point.y, (point, [point.y])]
+    got = roundtrip(msg)
+    assert_copied_alike(msg, got)
+    assert got[1].y is got[0] and got[2] is got[0].y and got[0].y[0] is got[0]
+
+
+POST_INITS = []
+
+
+@dataclasses.dataclass(frozen=True)
+class Counted:
+    """Its __post_init__ is not idempotent and counts its calls."""
+    items: list
+    seed: InitVar[int]                                 # an InitVar without a default
+    label: list = field(init=False)
+
+    def __post_init__(self, seed):
+        POST_INITS.append(seed)
+        object.__setattr__(self, "items", self.items + ["post_init"])
+        object.__setattr__(self, "label", [seed])
+
+
+@dataclasses.dataclass(frozen=True)
+class Stamped:
+    items: list
+
+    def __post_init__(self):
+        POST_INITS.append("stamped")
+        object.__setattr__(self, "items", self.items + ["post_init"])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CountedSlots:
+    items: list
+    cache: dict = field(init=False, default_factory=dict)
+
+    def __post_init__(self):
+        POST_INITS.append("slots")
+        self.cache["made"] = True
+
+
+@dataclasses.dataclass(frozen=True)
+class CountedChild(Counted):
+    extra: list = field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenPoint:
+    x: int
+    name: str = "origin"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Stamped([["a"]]),
+    lambda: Counted(["a"], 7),
+    lambda: CountedSlots(["b"]),
+    lambda: CountedChild(["c"], 8, [{"d": 1}]),
+], ids=["post_init", "initvar", "slots", "inherited"])
+def test_a_frozen_dataclass_is_copied_without_calling_its_init(make):
+    original = make()
+    calls = len(POST_INITS)
+    got = roundtrip(original)
+    assert len(POST_INITS) == calls                    # neither __init__ nor __post_init__
+    assert got == original and got is not original
+    assert_copied_alike(original, got)
+    assert not hasattr(got, "seed")                    # an InitVar is not stored
+
+
+def test_a_frozen_dataclass_keeps_an_init_false_field_set_after_init():
+    original = CountedSlots(["b"])
+    object.__setattr__(original, "cache", {"set": ["later"]})
+    got = roundtrip(original)
+    assert got.cache == {"set": ["later"]} and got.cache is not original.cache
+    immutable = FrozenPoint(1)
+    assert roundtrip((immutable, [immutable]))[1][0] is immutable    # still by reference
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    inner: object
+
+
+def deep_message(depth, bottom):
+    """depth levels of lists, dicts, tuples and frozen dataclasses around bottom."""
+    msg = bottom
+    for i in range(depth):
+        msg = [msg] if i % 4 == 0 else {"k": msg} if i % 4 == 1 else (msg, i) if i % 4 == 2 \
+            else Box(msg)
+    return msg
+
+
+def test_a_message_nested_at_any_depth_is_copied():
+    shared = ["shared"]
+    msg = [shared, deep_message(100_000, Point(0, shared))]
+    got = roundtrip(msg)
+    a, b = msg[1], got[1]
+    for i in reversed(range(100_000)):                 # walked by hand: == would recurse
+        assert type(a) is type(b) and a is not b
+        a, b = (a[0], b[0]) if i % 4 in (0, 2) else (a["k"], b["k"]) if i % 4 == 1 \
+            else (a.inner, b.inner)
+    assert b == a and b is not a and b.y is got[0] and got[0] is not shared
+
+
+def test_an_object_graph_too_deep_for_pickle_is_a_clear_error_in_the_sender():
+    chain = None
+    for i in range(20_000):                            # only pickle copies Points
+        chain = Point(i, chain)
+
+    async def main():
+        with pytest.raises(TypeError, match=re.escape(
+                "cannot send a Point: it is nested too deeply for pickle, which copies it "
+                f"(Python's recursion limit, sys.getrecursionlimit(), is "
+                f"{sys.getrecursionlimit()}; lists, dicts, sets, tuples and frozen "
+                "dataclasses are copied at any depth)")):
+            send(self(), ["wrapped", chain])
+        with pytest.raises(TimeoutError):
+            await receive(timeout=0)                   # nothing was sent
+        return "still running"
+
+    assert otpvm.run(main) == "still running"

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 import threading
 import types
 
@@ -525,6 +526,27 @@ def test_run_blocking_holds_no_scheduler_thread():
 
     with otpvm.VM(1, slice_limit=30.0) as vm:
         assert vm.run(main) == ("still scheduling", True, 7)
+
+
+def test_process_info_works_outside_a_process_and_processes_names_what_does():
+    # Like is_alive, process_info takes a pid, which names its VM; processes()
+    # has only "the caller's VM" to go by, so from outside it is VM.processes().
+    async def park():
+        await receive("stop")
+
+    with otpvm.VM() as vm:
+        pid = vm.spawn(park)
+        info = otpvm.process_info(pid)
+        assert (info["pid"], info["links"], info["registered_name"], info["trap_exit"]) == (
+            pid, [], None, False)
+        with pytest.raises(otpvm.NotInProcessError, match=re.escape(
+                "otpvm.processes() must be called from inside an otpvm process; from ordinary "
+                "code use VM.processes()")):
+            otpvm.processes()
+        assert vm.processes() == [pid]
+    assert otpvm.process_info(pid) is None                      # its VM stopped: dead
+    with pytest.raises(TypeError, match="process_info"):
+        otpvm.process_info("not a pid")
 
 
 # -- big mailboxes (otpvm/_core/reaper.pxi) ----------------------------------

@@ -14,12 +14,13 @@ cdef inline Process _me(str call):
     return <Process>cur
 
 
-cdef object _not_in_process(str call):
+cdef object _not_in_process(str call,
+                            str instead="the VM object (VM.spawn, VM.send, VM.run)"):
     """The NotInProcessError for a kernel `call` made outside any process,
     naming the function the user called (see _called_api)."""
     return _NotInProcessError(
         f"{_called_api(call)}() must be called from inside an otpvm process; "
-        f"from ordinary code use the VM object (VM.spawn, VM.send, VM.run)")
+        f"from ordinary code use {instead}")
 
 
 cdef str _called_api(str call):
@@ -404,18 +405,26 @@ def is_alive(pid):
 
 
 def processes():
-    """The pids of every live process of the caller's VM."""
-    return _me("processes").vm.processes()
+    """The pids of every live process of the caller's VM (from outside any
+    process, VM.processes())."""
+    cdef void *cur = ovm_get_current()
+    if cur == NULL:
+        raise _not_in_process("processes", "VM.processes()")
+    return (<Process>cur).vm.processes()
 
 
 def process_info(pid):
     """A dict about a live process (status, message_queue_len, reductions,
     links, monitors, monitored_by, registered_name, trap_exit,
-    initial_call), or None if it is dead."""
-    cdef Process me = _me("process_info")
+    initial_call), or None if it is dead.  Like is_alive, it works from any
+    thread: outside a process, the pid's own VM answers."""
     cdef Pid p = _as_pid(pid, "process_info")
-    target = me.vm.lookup(p)
+    cdef void *cur = ovm_get_current()
+    cdef VM vm = (<Process>cur).vm if cur != NULL else p.vm
+    if vm is None:
+        return None                     # an unpickled pid, and no VM of its node runs
+    target = vm.lookup(p)
     if target is None:
-        me.vm.check_own(p, "cannot get process_info of")
+        vm.check_own(p, "cannot get process_info of")
         return None
     return (<Process>target).info()
