@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from test_scheduler import echo, round_trips
 
 import otpvm
 from otpvm import ANY, Down, Exit, net, receive, self, send, supervisor
@@ -54,18 +55,6 @@ def spin_through_kills(caught):
                 pass
         except BaseException:
             caught.append(1)
-
-
-async def echo():
-    while True:
-        to, n = await receive()
-        send(to, n)
-
-
-async def round_trips(pid, n):
-    for i in range(n):
-        send(pid, (self(), i))
-        assert await receive(i, timeout=PATIENCE) == i
 
 
 def wait_until(condition, what):
