@@ -397,6 +397,11 @@ int ovm_worker_register(ovm_sched *s, uint32_t wi) {
         fd = open(path, O_RDONLY | O_CLOEXEC);  /* -1 without /proc: judged without */
         if (fd >= 0 && (fd = atomic_exchange(&w->syscall_fd, fd)) >= 0)
             close(fd);
+        /* A thread that starts only once the VM stops (a short-lived VM)
+         * must not leave its file open: ovm_sched_stop may have closed the
+         * others before this one was stored. */
+        if (atomic_load(&s->stopping) && (fd = atomic_exchange(&w->syscall_fd, -1)) >= 0)
+            close(fd);
     }
 #endif
     this_worker = w;

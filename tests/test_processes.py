@@ -598,7 +598,9 @@ def test_a_big_mailbox_is_freed_by_the_reaper_while_the_others_run():
             await otpvm.sleep(0.001)
         return down.reason, waiting, linked_exit
 
-    with otpvm.VM() as vm:
+    # A slice limit no slice reaches: the sink, scanning 100,000 messages for
+    # "ping", is not a stuck process that the kill would take over.
+    with otpvm.VM(1, slice_limit=30.0) as vm:
         assert vm.run(main) == ("killed", BIG, ("exit", "killed"))
 
 
@@ -616,6 +618,8 @@ def test_process_info_counts_a_big_mailbox_and_still_sees_links_on_their_way():
         return (quiet["message_queue_len"], quiet["links"],
                 linked["message_queue_len"], linked["links"] == [self()])
 
-    # One scheduler: the sink cannot run (and move its messages from inbox to
-    # queue) while main reads its info, which a second core would let it do.
-    assert otpvm.run(main, schedulers=1) == (BIG, [], BIG + 1, True)
+    # One scheduler, and a slice limit main cannot reach: the sink cannot run
+    # (and move its messages from inbox to queue) while main reads its info,
+    # as it could on another thread of a free-threaded build.
+    with otpvm.VM(1, slice_limit=30.0) as vm:
+        assert vm.run(main) == (BIG, [], BIG + 1, True)
