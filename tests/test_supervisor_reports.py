@@ -519,20 +519,27 @@ async def check_tree(sup, model):
             assert await gen_server.call(pid, "ping", T) == ("alive", ident)
 
 
+async def start_storm(killer_fn, count, seed):
+    """Starts the tree (four middle supervisors under a one_for_one root) and
+    one killer per middle; returns the root and the middles' pids, in order."""
+    otpvm.process_flag("trap_exit", True)
+    root = await supervisor.start_link(TreeSup, ("one_for_one", [
+        (f"m{m}", "supervisor", "permanent", "infinity", middle_specs(m))
+        for m in range(4)]))
+    middles = [pid for _, pid, _, _ in await supervisor.which_children(root)]
+    me = otpvm.self()
+    for m, middle in enumerate(middles):
+        otpvm.spawn_link(killer_fn, m, middle, count, seed, me)
+    return root, middles
+
+
 @pytest.mark.parametrize("schedulers", [1, 4])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_kill_storm_reports_exactly_what_otp_rules_predict(schedulers, seed, reports):
     rounds = 300
 
     async def main():
-        otpvm.process_flag("trap_exit", True)
-        root = await supervisor.start_link(TreeSup, ("one_for_one", [
-            (f"m{m}", "supervisor", "permanent", "infinity", middle_specs(m))
-            for m in range(4)]))
-        middles = [pid for _, pid, _, _ in await supervisor.which_children(root)]
-        me = otpvm.self()
-        for m, middle in enumerate(middles):
-            otpvm.spawn_link(killer, m, middle, rounds, seed, me)
+        root, middles = await start_storm(killer, rounds, seed)
         done = [await receive(("done", ANY, ANY, ANY, ANY), timeout=60) for _ in middles]
         for _, m, _, _, model in sorted(done, key=lambda d: d[1]):
             await check_tree(middles[m], model)
@@ -644,14 +651,7 @@ def test_free_running_kill_storm_reports_every_death_once(schedulers, seed, repo
     kills = 400
 
     async def main():
-        otpvm.process_flag("trap_exit", True)
-        root = await supervisor.start_link(TreeSup, ("one_for_one", [
-            (f"m{m}", "supervisor", "permanent", "infinity", middle_specs(m))
-            for m in range(4)]))
-        middles = [pid for _, pid, _, _ in await supervisor.which_children(root)]
-        me = otpvm.self()
-        for m, middle in enumerate(middles):
-            otpvm.spawn_link(free_killer, m, middle, kills, seed, me)
+        root, middles = await start_storm(free_killer, kills, seed)
         done = [await receive(("done", ANY, ANY), timeout=60) for _ in middles]
         for m, middle in enumerate(middles):
             await check_whole(middle, middle_specs(m)[1])
