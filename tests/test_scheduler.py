@@ -363,18 +363,18 @@ def test_a_process_blocked_in_time_sleep_is_rescued_and_reported_as_blocked(long
                     reason="free-threaded Python: there is no GIL to wait for")
 def test_slices_that_wait_for_the_gil_are_not_reported(long_schedules):
     stop = threading.Event()
-    walls = []
+    slices = []                         # (pid, CPU seconds, wall seconds)
 
     def hog():                          # a plain Python thread, outside the VM
         x = 0
         while not stop.is_set():
             x += 1
 
-    async def worker(main, slices):
-        for _ in range(slices):
-            wall = time.perf_counter()
+    async def worker(main, n):
+        for _ in range(n):
+            wall, cpu = time.perf_counter(), time.thread_time()
             spin_cpu(0.6 * QUIET_LIMIT)     # well under the limit, in CPU time
-            walls.append(time.perf_counter() - wall)
+            slices.append((self(), time.thread_time() - cpu, time.perf_counter() - wall))
             await otpvm.sleep(0)
         send(main, "done")
 
@@ -394,9 +394,16 @@ def test_slices_that_wait_for_the_gil_are_not_reported(long_schedules):
         hogger.join()
     # The hog took the GIL in the middle of slices: by the wall clock some
     # lasted past the limit (what the old rule blamed).
-    assert max(walls) > QUIET_LIMIT, max(walls)
-    assert long_schedules.texts == [], "\n".join(long_schedules.texts)
-    assert vm.long_schedules == 0
+    waited = [pid for pid, cpu, wall in slices if wall > QUIET_LIMIT and cpu < 0.7 * QUIET_LIMIT]
+    assert waited, slices
+    # Only a slice the kernel itself charged with more CPU than the spin may
+    # be reported: on a loaded 2-core VM a thread's CPU clock sometimes jumps
+    # by several ms inside one loop iteration (host preemption counted as run
+    # time), which no VM can tell from real work.
+    overran = {repr(pid) for pid, cpu, wall in slices if cpu >= 0.8 * QUIET_LIMIT}
+    reported = [text.split()[2] for text in long_schedules.texts]
+    assert set(reported) <= overran, (long_schedules.texts, slices)
+    assert vm.long_schedules == len(long_schedules.records)
 
 
 def test_a_process_that_awaits_between_short_steps_ends_its_slice_in_time(long_schedules):
