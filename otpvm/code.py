@@ -254,7 +254,8 @@ def prepare(name: str, source: str, *, filename: str | None = None) -> Version:
     if not isinstance(source, str):
         raise TypeError(f"code.prepare needs the module's source text, not {type(source).__name__}")
     entry = _entry(name)
-    return _execute(name, source, filename or getattr(entry.facade, "__file__", name), entry.facade)
+    path = filename or getattr(entry.facade, "__file__", None) or name
+    return _execute(name, source, path, entry.facade)
 
 
 def switch(prepared: Version, *, code_change: tuple[Any, Any] | None = None) -> None:
@@ -415,8 +416,8 @@ def _runs(pid: Pid, names: dict[str, Any], scan_state: bool) -> bool:
     roots = _vm._code_roots(pid)
     if roots is None:
         return False
-    fn, handler, coro = roots
-    found = [fn, handler]
+    fn, handler, coro, args = roots
+    found = [fn, handler, *(args or ())]
     if handler is not None:
         found.extend(vars(handler).values() if hasattr(handler, "__dict__") else ())
         found.extend(getattr(handler, name, None) for name in ("mod", "state", "cls"))
