@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from otpvm import _vm, code
+from otpvm import _vm, code, special
 from otpvm.gen import SYSTEM, From
 from otpvm.kernel import Pid, Ref, demonitor, monitor, receive, self, send, unalias
 from otpvm.terms import ANY, Down
@@ -279,8 +279,7 @@ async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str 
                 users = await code.processes_using(change.name, "old", scan_state=True)
                 raise _Abort(("old_processes", change.name, users))
             for pid in await code.processes_using(change.name, "current"):
-                roots = _vm._code_roots(pid)
-                if roots is not None and roots[1] is not None:
+                if _switchable(pid):
                     change.pids.append(pid)
                 elif pid != self():
                     report.cannot_switch.append(repr(pid))
@@ -311,6 +310,20 @@ def _fail(report: InstallReport, reason: Any, started: float, *, rolled_back: bo
     report.ok, report.reason, report.rolled_back = False, reason, rolled_back
     report.install_s = time.monotonic() - started
     raise InstallError(report)
+
+
+def _switchable(pid: Pid) -> bool:
+    """Whether the process answers the sys protocol: a behaviour (a
+    callback process), or a coroutine waiting in special.receive."""
+    roots = _vm._code_roots(pid)
+    if roots is None:
+        return False
+    if roots[1] is not None:
+        return True
+    return any(frame.f_code in _SPECIAL_CODE for frame in code._frames(roots[2]))
+
+
+_SPECIAL_CODE = {special.receive.__code__, special._suspended.__code__}
 
 
 def _loaded_under(root: Path) -> list[str]:
