@@ -38,7 +38,7 @@ FORCE_TIMEOUT = 0.5     # seconds a forced stop waits for killed processes to en
 def usage() -> str:
     """The top-level help text."""
     lines = [f"usage: {PROG} COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:8} {text}" for name, text in COMMANDS.items()]
+    lines += [f"  {name:15} {text}" for name, text in COMMANDS.items()]
     lines += ["", "options:", "  -h, --help  show this help and exit",
               "  --version   print the version and exit", "",
               f"`{PROG} COMMAND --help` describes a command's options."]
