@@ -430,8 +430,8 @@ def become(fn, *args):
 
 
 def _code_roots(pid):
-    """otpvm.code only: (body function, handler, coroutine) of a live
-    process of the caller's VM, or None."""
+    """otpvm.code only: (body function, handler, coroutine, arguments not
+    yet taken) of a live process of the caller's VM, or None."""
     cdef Pid p = _as_pid(pid, "_code_roots")
     cdef void *cur = ovm_get_current()
     cdef VM vm = (<Process>cur).vm if cur != NULL else p.vm

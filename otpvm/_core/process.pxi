@@ -836,9 +836,10 @@ cdef class Process:
 
     cdef tuple code_roots(self):
         """What its code can be found from (otpvm.code's scan): the body
-        function, the handler, the running coroutine."""
+        function, the handler, the running coroutine, and the arguments of
+        a body that has not started yet."""
         handler = getattr(self.on_message, "__self__", None) if self.on_message is not None else None
-        return (self.fn, handler, self.coro)
+        return (self.fn, handler, self.coro, self.args)
 
     cdef bint start_body(self) except -1:
         """First run: call the body.  A coroutine becomes the process; a
