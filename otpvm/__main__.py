@@ -114,16 +114,25 @@ def run_node(argv: list[str]) -> int:
     if args.control and not args.release_dir:
         parser.error("--control needs --release-dir")
     booted = _boot_release(args.release_dir, args.app) if args.release_dir else None
-    cls, registry = _import_app(args.app)
+    _import_app(args.app)               # fails here, before the node boots
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    async def node(cls: Any, start_type: str) -> list[str] | None:
-        otpvm.register("node", otpvm.self())
+    async def start(spec: str, start_type: str) -> list[str] | None:
+        """Starts the applications.  A frame of its own: the node process
+        then holds no Application class while it runs, which would count
+        as old code after a hot upgrade of their module."""
+        cls, registry = _import_app(spec)
         try:
-            started = await application.ensure_all_started(cls, start_type, registry)
+            return await application.ensure_all_started(cls, start_type, registry)
         except application.ApplicationError as exc:
             print(f"error: cannot start {cls.name!r}: {exc.reason!r}", file=sys.stderr,
                   flush=True)
+            return None
+
+    async def node(spec: str, start_type: str) -> list[str] | None:
+        otpvm.register("node", otpvm.self())
+        started = await start(spec, start_type)
+        if started is None:
             return None
         if booted is not None:
             otpvm.spawn(control.release_handler, args.release_dir, booted)
@@ -157,7 +166,7 @@ def run_node(argv: list[str]) -> int:
             vm.stop()   # not up yet (or already stopped): nothing to stop cleanly
 
     try:
-        stopped = _signals.run_main(vm, on_signal, node, cls, args.type)
+        stopped = _signals.run_main(vm, on_signal, node, args.app, args.type)
     except _signals.Interrupted as forced:
         return _force_stop(vm, forced.sig)
     except otpvm.ProcessExit as exc:

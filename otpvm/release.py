@@ -46,8 +46,19 @@ from typing import Any, Literal
 
 from otpvm import _vm, appup, code, special
 from otpvm.gen import SYSTEM, From
-from otpvm.kernel import Pid, Ref, demonitor, monitor, receive, self, send, unalias
-from otpvm.terms import ANY, Down
+from otpvm.kernel import (
+    Pid,
+    Ref,
+    demonitor,
+    monitor,
+    receive,
+    run_blocking,
+    self,
+    send,
+    sleep,
+    unalias,
+)
+from otpvm.terms import Down
 
 __all__ = [
     "InstallError", "InstallReport", "ReleaseDir", "STRICT_LIMIT", "install",
@@ -185,6 +196,7 @@ class ReleaseDir:
 # -- many requests at once --------------------------------------------------------------
 
 _TIMEOUT: Any = ("timeout",)
+_BATCH = 500                    # requests sent, or dry runs made, between two yields
 
 
 async def _ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
@@ -193,16 +205,18 @@ async def _ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
     one per process: the suspension window stays short."""
     pending: dict[Ref, Pid] = {}
     me = self()
-    for pid, request in requests.items():
+    for i, (pid, request) in enumerate(requests.items()):
         ref = monitor(pid, alias=True)
         pending[ref] = pid
         send(pid, (SYSTEM, From(me, ref), request))
+        if i % _BATCH == _BATCH - 1:
+            await sleep(0)              # 10,000 requests: let the others run meanwhile
     answers: dict[Pid, Any] = {}
     deadline = time.monotonic() + timeout
     while pending:
         left = deadline - time.monotonic()
         try:
-            msg = await receive(ANY, timeout=max(0.0, left))
+            msg = await receive(None, timeout=max(0.0, left))
         except TimeoutError:
             break
         if isinstance(msg, Down) and msg.ref in pending:
@@ -267,16 +281,12 @@ async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str 
     that needs a restart (native code, otpvm itself) is refused."""
     started = time.monotonic()
     report = InstallReport(from_vsn, to_vsn)
-    changes = []
     try:
-        plan, files = planned_changes(old_root, new_root)
-        report.plan = plan.format()
-        for name in files:
-            current = code.which(name)
-            assert current is not None
-            prepared = code.prepare(name, files[name].read_text(), filename=str(files[name]))
-            changes.append(_Change(name, prepared, current.vsn))
-            report.modules[name] = (current.vsn, prepared.vsn)
+        # Diffing and executing the new modules is seconds of work for a big
+        # release: off the scheduler, on a thread of its own.
+        report.plan, changes = await run_blocking(_prepare_all, old_root, new_root)
+        for change in changes:
+            report.modules[change.name] = (change.old_vsn, change.prepared.vsn)
         for change in changes:
             if not await code.soft_purge(change.name):
                 users = await code.processes_using(change.name, "old", scan_state=True)
@@ -303,6 +313,19 @@ async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str 
         return _fail(report, abort.reason, started, rolled_back=True)
     report.install_s = time.monotonic() - started
     return report
+
+
+def _prepare_all(old_root: Path, new_root: Path) -> tuple[str, list[_Change]]:
+    """The plan, printed, and each changed module executed as a new version
+    (callers first): everything that can fail before anything changes."""
+    plan, files = planned_changes(old_root, new_root)
+    changes = []
+    for name, path in files.items():
+        current = code.which(name)
+        assert current is not None
+        changes.append(_Change(name, code.prepare(name, path.read_text(), filename=str(path)),
+                               current.vsn))
+    return plan.format(), changes
 
 
 class _Abort(Exception):
@@ -386,7 +409,9 @@ async def _lazy(changes: list[_Change], report: InstallReport, down: bool, to_vs
         old_vsn: Any = ("down", to_vsn) if down else change.old_vsn
         states = await _ask_all({pid: "get_state" for pid in change.pids}, code_change_timeout)
         status = await _ask_all({pid: "get_status" for pid in change.pids}, code_change_timeout)
-        for pid in change.pids:
+        for i, pid in enumerate(change.pids):
+            if i % _BATCH == _BATCH - 1:
+                await sleep(0)
             if _failed(states[pid]) or _failed(status[pid]):
                 raise _Abort(("dry_run_failed", pid, change.name, states[pid]))
             cls = status[pid]["module"]
