@@ -90,6 +90,10 @@ def describe(command: str, answer: dict[str, Any]) -> str:
                  f"({r['mode']}): {r['processes']} process(es) switched"
                  + (f", suspended {r['suspended_ms']:.1f} ms" if r["mode"] == "strict" else "")]
         lines += [f"  {name}: {old} -> {new}" for name, (old, new) in r["modules"].items()]
+        for key, what in (("children_added", "started"), ("children_removed", "removed"),
+                          ("children_failed", "failed to start")):
+            if r.get(key):
+                lines.append(f"  children {what}: {', '.join(r[key])}")
         if r["cannot_switch"]:
             left = ", ".join(r["cannot_switch"])
             lines.append(f"  left on old code (coroutine processes): {left}")

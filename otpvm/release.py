@@ -40,11 +40,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from otpvm import _vm, appup, code, special
+from otpvm import _vm, appup, code, gen, special, supervisor
 from otpvm.gen import SYSTEM, From
 from otpvm.kernel import (
     Pid,
@@ -95,6 +96,9 @@ class InstallReport:
     rolled_back: bool = False
     reason: Any = None                  # why it failed: a tuple naming the step, then details
     plan: str = ""                      # the upgrade plan, as otpvm appup prints it
+    children_added: list[str] = field(default_factory=list)     # by upgraded supervisors
+    children_removed: list[str] = field(default_factory=list)
+    children_failed: list[str] = field(default_factory=list)    # added, but failed to start
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data (reasons as their repr)."""
@@ -311,6 +315,8 @@ async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str 
         await runner(changes, report, down, to_vsn, extra, suspend_timeout, code_change_timeout)
     except _Abort as abort:
         return _fail(report, abort.reason, started, rolled_back=True)
+    if mode == "strict":
+        await _adjust_children(dict.fromkeys(pid for c in changes for pid in c.pids), report)
     report.install_s = time.monotonic() - started
     return report
 
@@ -399,6 +405,30 @@ async def _strict(changes: list[_Change], report: InstallReport, down: bool, to_
             await _ask_all({pid: "resume" for pid in wave if pid in suspended},
                            suspend_timeout)
         report.suspended_ms = (time.monotonic() - window) * 1e3
+
+
+async def _adjust_children(pids: Iterable[Pid], report: InstallReport) -> None:
+    """After the commit, each upgraded supervisor's children follow its new
+    ``init``: the ids it dropped are terminated and deleted, the ids it
+    added started (in the new code).  The supervisor's own code change
+    starts and stops nothing, as in OTP, where the release handler does
+    this too.  A child that fails to start is reported; the install stands."""
+    for pid in pids:
+        try:
+            added, removed = await supervisor.spec_changes(pid)
+        except (TypeError, gen.RequestFailed, TimeoutError):
+            continue                    # not a supervisor
+        for child in removed:
+            await supervisor.terminate_child(pid, child)
+            await supervisor.delete_child(pid, child)
+        report.children_removed.extend(repr(child) for child in removed)
+        for child in added:
+            try:
+                await supervisor.restart_child(pid, child)
+            except supervisor.SupervisorError as exc:
+                report.children_failed.append(f"{child!r}: {exc.reason!r}")
+            else:
+                report.children_added.append(repr(child))
 
 
 async def _lazy(changes: list[_Change], report: InstallReport, down: bool, to_vsn: str,

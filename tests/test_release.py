@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import otpvm
-from otpvm import code, gen_server, release, self, send
+from otpvm import ANY, code, gen_server, release, self, send
 from otpvm import sys as otpsys
 
 PATIENCE = 30
@@ -251,3 +251,133 @@ def test_the_tutorial_end_to_end(tmp_path):
     assert "upgraded 1.1 -> 1.0" in out
     assert "\n'hello'\n" in out                     # 1.0's answer: the plain value
     assert "running 1.0" in out
+
+
+TREE = '''
+from otpvm import gen_server, supervisor
+from otpvm.gen_server import GenServer, Ok, Reply
+from otpvm.supervisor import ChildSpec, Supervisor, SupFlags
+
+__vsn__ = "{vsn}"
+
+
+class Child(GenServer):
+    def handle_call(self, request, from_, state):
+        return Reply(state, state)
+
+
+class Sup(Supervisor):
+    def init(self, _):
+        return SupFlags("one_for_one"), [
+            ChildSpec(name, ("{pkg}.tree:start", (name,))) for name in {children!r}]
+
+
+async def start(name):
+    return await gen_server.start_link(Child, name)
+'''
+
+
+def test_children_added_and_removed_follow_the_new_init_and_back(releases):
+    pkg, root = releases
+    for vsn, children in (("1.0", ["cache", "writer"]), ("1.1", ["cache", "audit"])):
+        (root / vsn / pkg / "tree.py").parent.mkdir(parents=True, exist_ok=True)
+        (root / vsn / pkg / "tree.py").write_text(textwrap.dedent(
+            TREE.format(vsn=vsn, pkg=pkg, children=children)))
+    (root / "1.1" / pkg / "__init__.py").write_text("")
+    (root / "1.1" / pkg / "workers.py").write_text(WORKERS.format(**V1))
+
+    async def main():
+        import importlib
+
+        from otpvm import supervisor
+
+        tree = importlib.import_module(f"{pkg}.tree")
+        sup = await supervisor.start_link(tree.Sup, None)
+        before = {c[0]: c[1] for c in await supervisor.which_children(sup)}
+        report = await release.install(root / "1.0", root / "1.1", "1.1")
+        assert (report.children_added, report.children_removed) == (["'audit'"], ["'writer'"])
+        after = {c[0]: c[1] for c in await supervisor.which_children(sup)}
+        assert set(after) == {"cache", "audit"} and after["cache"] == before["cache"]
+        assert not otpvm.is_alive(before["writer"])
+        report = await release.install(root / "1.1", root / "1.0", "1.0", down=True)
+        assert (report.children_added, report.children_removed) == (["'writer'"], ["'audit'"])
+        back = {c[0]: c[1] for c in await supervisor.which_children(sup)}
+        assert set(back) == {"cache", "writer"} and back["cache"] == before["cache"]
+
+    otpvm.run(main)
+
+
+CALLER = '''
+from otpvm import gen_server
+from otpvm.gen_server import GenServer, Ok, Reply
+
+import {pkg}.callee
+
+__vsn__ = "{vsn}"
+
+
+class Caller(GenServer):
+    async def handle_call(self, n, from_, state):
+        return Reply(await gen_server.call(state, n, timeout=2.0), state)
+'''
+
+CALLEE = '''
+from otpvm.gen_server import GenServer, Reply
+
+__vsn__ = "{vsn}"
+
+
+class Callee(GenServer):
+    def handle_call(self, n, from_, state):
+        return Reply(n + 1, state)
+'''
+
+
+def test_callers_are_suspended_before_callees_under_a_call_stream(releases):
+    """A caller blocked in a call to a suspended callee could not answer its
+    own suspend: the plan's order (callers first) avoids it."""
+    pkg, root = releases
+    for vsn in ("1.0", "1.1"):
+        (root / vsn / pkg).mkdir(parents=True, exist_ok=True)
+        (root / vsn / pkg / "__init__.py").write_text("")
+        (root / vsn / pkg / "caller.py").write_text(textwrap.dedent(
+            CALLER.format(pkg=pkg, vsn=vsn)))
+        (root / vsn / pkg / "callee.py").write_text(textwrap.dedent(CALLEE.format(vsn=vsn)))
+    (root / "1.1" / pkg / "workers.py").write_text(WORKERS.format(**V1))
+
+    async def client(caller, main):
+        n = 0
+        while True:
+            try:
+                assert await gen_server.call(caller, n, timeout=PATIENCE) == n + 1
+            except BaseException as exc:
+                send(main, ("client failed", exc))
+                raise
+            n += 1
+            if n % 50 == 0:
+                send(main, ("calls", n))
+
+    async def main():
+        import importlib
+
+        from otpvm import receive
+
+        caller_mod = importlib.import_module(f"{pkg}.caller")
+        callee_mod = importlib.import_module(f"{pkg}.callee")
+        callee = await gen_server.start(callee_mod.Callee, None)
+        caller = await gen_server.start(caller_mod.Caller, callee)
+        clients = [otpvm.spawn(client, caller, self()) for _ in range(4)]
+        await receive(("calls", 50), timeout=PATIENCE)
+        for _ in range(5):
+            report = await release.install(root / "1.0", root / "1.1", "1.1")
+            assert report.processes == 2
+            report = await release.install(root / "1.1", root / "1.0", "1.0", down=True)
+        for pid in clients:
+            otpvm.exit(pid, "kill")
+        try:
+            failure = await receive(("client failed", ANY), timeout=0)
+        except TimeoutError:
+            failure = None
+        assert failure is None
+
+    otpvm.run(main)
