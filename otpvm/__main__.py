@@ -120,6 +120,11 @@ def run_node(argv: list[str]) -> int:
             print(f"error: cannot start {cls.name!r}: {exc.reason!r}", file=sys.stderr,
                   flush=True)
             return None
+        # Holding the application classes would count this process as running
+        # their module's code once an upgrade makes it old (a later install
+        # would be refused): from here on, names only.
+        del cls
+        registry.clear()
         if booted is not None:
             otpvm.spawn(control.release_handler, args.release_dir, booted)
         print(f"otpvm node up: started {', '.join(started)} (Ctrl-C or SIGTERM stops it)",
