@@ -30,6 +30,7 @@ COMMANDS = {
     "releases": "a running node's releases and the versions of its modules",
     "make-permanent": "make a running node's current release the one it boots",
     "call": "call a registered gen_server of a running node (a JSON request)",
+    "appup": "print the upgrade plan from one source tree of an application to another",
 }
 
 FORCE_TIMEOUT = 0.5     # seconds a forced stop waits for killed processes to end
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return ring.main(argv[1:])
     if command == "run":
         return run_node(argv[1:])
+    if command == "appup":
+        from otpvm import appup
+
+        return appup.main(argv[1:])
     from otpvm import _release_cli
 
     return _release_cli.main(command, argv[1:])

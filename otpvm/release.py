@@ -40,12 +40,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from otpvm import _vm, code, special
+from otpvm import _vm, appup, code, special
 from otpvm.gen import SYSTEM, From
 from otpvm.kernel import Pid, Ref, demonitor, monitor, receive, self, send, unalias
 from otpvm.terms import ANY, Down
@@ -84,6 +83,7 @@ class InstallReport:
     ok: bool = True
     rolled_back: bool = False
     reason: Any = None                  # why it failed: a tuple naming the step, then details
+    plan: str = ""                      # the upgrade plan, as otpvm appup prints it
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data (reasons as their repr)."""
@@ -235,40 +235,43 @@ class _Change:
     pids: list[Pid] = field(default_factory=list)
 
 
-def changed_modules(old_root: Path, new_root: Path, names: Iterable[str]) -> dict[str, Path]:
-    """The loaded modules (``names``) whose source differs between two
-    release trees: name -> the new file.  A module the new release lacks is
-    left alone (it keeps running until purged)."""
+def planned_changes(old_root: Path, new_root: Path) -> tuple[appup.UpgradePlan, dict[str, Path]]:
+    """The plan from the running release's tree to the target's (otpvm.appup:
+    comments and line numbers are no change; a downgrade is the diff the
+    other way), and the loaded modules it switches: name -> the new file,
+    callers first."""
+    plan = appup.make_plan(old_root, new_root)
+    instructions = plan.instructions
+    switching = (appup.LoadModule, appup.Update, appup.UpdateSupervisor, appup.CannotSwitch)
     changed = {}
-    for name in names:
-        new_file = new_root.joinpath(*name.split(".")).with_suffix(".py")
-        old_file = old_root.joinpath(*name.split(".")).with_suffix(".py")
-        if not new_file.exists():
-            continue
-        if not old_file.exists() or new_file.read_bytes() != old_file.read_bytes():
-            changed[name] = new_file
-    return changed
+    for instruction in instructions:
+        if isinstance(instruction, appup.RestartRequired):
+            raise _Abort(("restart_required", instruction.module, instruction.reason))
+        name = instruction.module
+        if isinstance(instruction, switching) and code.which(name) is not None:
+            changed[name] = new_root.joinpath(*name.split(".")).with_suffix(".py")
+    return plan, changed
 
 
 async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str | None = None,
                   down: bool = False, mode: Mode = "auto", extra: Any = None,
-                  suspend_timeout: float = 5.0, code_change_timeout: float = 5.0,
-                  order: list[str] | None = None) -> InstallReport:
+                  suspend_timeout: float = 5.0, code_change_timeout: float = 5.0
+                  ) -> InstallReport:
     """Installs the release in ``new_root`` over the one running from
     ``old_root`` (see the module docstring); returns the report, or raises
     InstallError with everything rolled back.
 
     ``down``: a downgrade, processes get ``old_vsn=('down', to_vsn)`` and
-    their running (newer) code migrates its state.  ``order``: module names,
-    callers first (the upgrade plan's order); the rest follow by name."""
+    their running (newer) code migrates its state.  What changes, and in
+    which order (callers first), is the upgrade plan's (otpvm.appup); a plan
+    that needs a restart (native code, otpvm itself) is refused."""
     started = time.monotonic()
     report = InstallReport(from_vsn, to_vsn)
-    names = sorted(n for n in _loaded_under(new_root))
-    files = changed_modules(old_root, new_root, names)
-    ranked = {n: i for i, n in enumerate(order or [])}
     changes = []
     try:
-        for name in sorted(files, key=lambda n: (ranked.get(n, len(ranked)), n)):
+        plan, files = planned_changes(old_root, new_root)
+        report.plan = plan.format()
+        for name in files:
             current = code.which(name)
             assert current is not None
             prepared = code.prepare(name, files[name].read_text(), filename=str(files[name]))
@@ -285,6 +288,8 @@ async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str 
                     report.cannot_switch.append(repr(pid))
     except code.LoadError as exc:
         return _fail(report, ("load_failed", str(exc)), started, rolled_back=False)
+    except appup.AppupError as exc:
+        return _fail(report, ("bad_plan", str(exc)), started, rolled_back=False)
     except _Abort as abort:
         return _fail(report, abort.reason, started, rolled_back=False)
     report.processes = len({pid for c in changes for pid in c.pids})
@@ -324,13 +329,6 @@ def _switchable(pid: Pid) -> bool:
 
 
 _SPECIAL_CODE = {special.receive.__code__, special._suspended.__code__}
-
-
-def _loaded_under(root: Path) -> list[str]:
-    """The managed modules whose package has a folder in this release."""
-    tops = {p.name for p in root.iterdir() if p.is_dir()}
-    return [name for name in code._entries if name.split(".")[0] in tops
-            and code.which(name) is not None]
 
 
 async def _strict(changes: list[_Change], report: InstallReport, down: bool, to_vsn: str,
