@@ -107,7 +107,8 @@ class ChildSpec:
 
     ``start`` is ``(fn, args)``: ``await fn(*args)`` returns the pid of a
     process linked to the supervisor; ``fn`` may be a ``"pkg.mod:name"``
-    string (made a ``code.CodeRef``), and each start calls the current
+    string (made a ``code.CodeRef``; ``start`` may be that string alone
+    when there are no args), and each start calls the current
     version of fn and of any class in args.  ``modules`` defaults to the
     callback's module: the module of a class first in args (a GenServer,
     for ``gen_server.start_link``), else fn's (OTP's ``[M]``).  ``restart`` is ``'permanent'``,
@@ -121,7 +122,7 @@ class ChildSpec:
     """
 
     id: Any
-    start: tuple[Callable[..., Any], tuple[Any, ...]]
+    start: tuple[Callable[..., Any], tuple[Any, ...]]   # a "pkg.mod:name" str is accepted too
     restart: str = "permanent"
     shutdown: Any = None
     type: str = "worker"
@@ -129,8 +130,10 @@ class ChildSpec:
     modules: tuple[Any, ...] = None  # type: ignore[assignment]   # filled in
 
     def __post_init__(self) -> None:
-        start = self.start
-        if (isinstance(start, tuple) and len(start) == 2 and type(start[0]) is str
+        start: Any = self.start
+        if isinstance(start, str) and ":" in start:       # "pkg.mod:name": no args
+            start = (start, ())
+        if (isinstance(start, tuple) and len(start) == 2 and isinstance(start[0], str)
                 and ":" in start[0]):
             object.__setattr__(self, "start", (code.ref(start[0]), start[1]))
         if self.modules is None:

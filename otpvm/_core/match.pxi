@@ -65,7 +65,7 @@ cdef bint _match_call_reply(Ref ref, object msg) except -1:
 
 
 cdef bint matches(object pattern, object msg) except -1:
-    if pattern is None:
+    if pattern is None or pattern is _ANY:      # receive(ANY): anything, as inside a tuple
         return True
     if type(pattern) is _CallReply:
         return _match_call_reply((<_CallReply>pattern).ref, msg)
