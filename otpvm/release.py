@@ -216,6 +216,7 @@ async def _ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
         if i % _BATCH == _BATCH - 1:
             await sleep(0)              # 10,000 requests: let the others run meanwhile
     answers: dict[Pid, Any] = {}
+    done: set[Ref] = set()
     deadline = time.monotonic() + timeout
     while pending:
         left = deadline - time.monotonic()
@@ -227,14 +228,30 @@ async def _ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
             answers[pending.pop(msg.ref)] = ("down", msg.reason)
         elif type(msg) is tuple and len(msg) == 2 and msg[0] in pending:
             ref = msg[0]
+            # No flush here: each would scan the replies still queued (O(n**2)
+            # for 10,000); a Down that came anyway is taken below.
             unalias(ref)
-            demonitor(ref, flush=True)
+            demonitor(ref)
+            done.add(ref)
             answers[pending.pop(ref)] = msg[1]
     for ref, pid in pending.items():
         unalias(ref)
-        demonitor(ref, flush=True)
+        demonitor(ref)
+        done.add(ref)
         answers[pid] = _TIMEOUT
+    await _flush_downs(done)
     return answers
+
+
+async def _flush_downs(refs: set[Ref]) -> None:
+    """Removes the Downs of these monitors that arrived before their demonitor."""
+    def ours(msg: Any) -> bool:
+        return isinstance(msg, Down) and msg.ref in refs
+    while True:
+        try:
+            await receive(ours, timeout=0)
+        except TimeoutError:
+            return
 
 
 def _failed(answer: Any) -> bool:
