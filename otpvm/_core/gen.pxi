@@ -16,6 +16,8 @@ cdef extern from "gen.h":
     object ovm_tuple2_of(type t, object a, object b)
     Py_ssize_t ovm_slot_offset(object descr)
     PyObject *ovm_slot_peek(object obj, Py_ssize_t offset)
+    long ovm_code_epoch()
+    long ovm_code_epoch_bump()
 
 cdef type _From = None
 cdef object _CallError = None
@@ -251,6 +253,20 @@ def gen_reply(from_, value):
                      not (_atomic(value) and _atomic(ref)))
 
 
+# -- the code epoch ---------------------------------------------------------------
+
+
+def code_epoch():
+    """The code server's epoch: changes whenever a module's current version
+    does (otpvm.code)."""
+    return ovm_code_epoch()
+
+
+def _bump_code_epoch():
+    """otpvm.code only: a module's current version changed."""
+    return ovm_code_epoch_bump()
+
+
 # -- the server's side: gen_server's dispatch -----------------------------------
 
 
@@ -266,9 +282,18 @@ cdef class _ServerCore:
     cdef public object state
     cdef public object timer        # the timeout's TimerRef, or None
     cdef public object debug        # sys.Debug, or None
+    cdef public long epoch          # the code epoch its class was last resolved in
+
+    def _code_epoch_changed(self):
+        """Called before a message when the code epoch moved since the last
+        one (the subclass resolves its callback class again)."""
 
     def handle_message(self, msg):
         cdef Py_ssize_t n
+        cdef long epoch = ovm_code_epoch()
+        if self.epoch != epoch:
+            self.epoch = epoch
+            self._code_epoch_changed()
         if self.timer is not None or self.debug is not None or type(msg) is not tuple:
             return self._handle_message_py(msg)
         n = len(<tuple>msg)

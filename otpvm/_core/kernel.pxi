@@ -413,6 +413,36 @@ def processes():
     return (<Process>cur).vm.processes()
 
 
+def become(fn, *args):
+    """Replaces the calling coroutine process's body with ``fn(*args)``:
+    OTP's ``?MODULE:loop(State)``.  The current body unwinds (its ``finally``
+    blocks run) and the new one starts at once with the same pid, mailbox,
+    links, monitors, sockets and context; locals are lost, state travels in
+    the arguments.  Write ``become(mymod.loop, state)``: a qualified name
+    reaches the current version of a hot-loaded module (otpvm.code)."""
+    cdef Process me = _me("become")
+    if me.on_message is not None:
+        raise TypeError("become() is for coroutine processes: a callback process "
+                        "switches code at its next message")
+    if not callable(fn):
+        raise TypeError(f"become() needs an async function, not {fn!r}")
+    raise _Become(fn, args)
+
+
+def _code_roots(pid):
+    """otpvm.code only: (body function, handler, coroutine, arguments not
+    yet taken) of a live process of the caller's VM, or None."""
+    cdef Pid p = _as_pid(pid, "_code_roots")
+    cdef void *cur = ovm_get_current()
+    cdef VM vm = (<Process>cur).vm if cur != NULL else p.vm
+    if vm is None:
+        return None
+    target = vm.lookup(p)
+    if target is None or not (<Process>target).alive():
+        return None
+    return (<Process>target).code_roots()
+
+
 def process_info(pid):
     """A dict about a live process (status, message_queue_len, reductions,
     links, monitors, monitored_by, registered_name, trap_exit,

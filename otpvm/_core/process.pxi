@@ -50,6 +50,17 @@ cdef int64_t _NAG_NS = 10 * 1000000LL          # a killed process's thread: inte
 cdef int64_t _NAG_MAX_NS = 1000 * 1000000LL    # ... backing off up to this
 
 
+class _Become(BaseException):
+    """Raised by otpvm.become(): the process's body is replaced.  A
+    BaseException, so that ``except Exception`` in the body lets it through
+    while its ``finally`` blocks run."""
+
+    def __init__(self, fn, args):
+        super().__init__(fn, args)
+        self.fn = fn
+        self.args = args
+
+
 class _ProcessKilled(_ProcessExit_cls):
     """Raised in the thread of a process killed while its code ran (see
     "killing a stuck process" above); a ProcessExit with reason 'killed'."""
@@ -780,6 +791,8 @@ cdef class Process:
                 if not self.start_body():
                     return STEP_DONE if self.on_message is None else STEP_AGAIN
             status = PyIter_Send(self.coro, None, &yielded)
+        except _Become as exc:
+            return self.become(exc)
         except BaseException as exc:
             self.finish_with(exc)
             return STEP_DONE
@@ -800,6 +813,33 @@ cdef class Process:
             return STEP_YIELD
         self.abandon(_foreign_await(self.pid, value))
         return STEP_DONE
+
+    cdef int become(self, object request) except -1:
+        """otpvm.become(fn, *args): the old body has unwound (its finally
+        blocks ran); fn(*args) is the new one, with the same pid, mailbox,
+        links, monitors, sockets and context.  What fn returns must be a
+        coroutine: anything else ends the process like a crash of its body."""
+        self.coro = None
+        self.fn, self.args = request.fn, tuple(request.args)
+        self.waiting = False
+        try:                            # (inside resume: the context is entered)
+            body = self.fn(*self.args)
+            if not (PyCoro_CheckExact(body) or isinstance(body, _Coroutine)):
+                raise TypeError(f"become({self.fn!r}, ...) needs an async function: "
+                                f"it returned {body!r}")
+        except BaseException as exc:
+            self.finish_with(exc)
+            return STEP_DONE
+        self.args = None
+        self.coro = body
+        return STEP_AGAIN
+
+    cdef tuple code_roots(self):
+        """What its code can be found from (otpvm.code's scan): the body
+        function, the handler, the running coroutine, and the arguments of
+        a body that has not started yet."""
+        handler = getattr(self.on_message, "__self__", None) if self.on_message is not None else None
+        return (self.fn, handler, self.coro, self.args)
 
     cdef bint start_body(self) except -1:
         """First run: call the body.  A coroutine becomes the process; a
