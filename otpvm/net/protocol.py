@@ -53,13 +53,12 @@ receive that met the close): neither is a crash.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from otpvm import gen
+from otpvm import code, gen
 from otpvm import sys as _sys
 from otpvm.gen_server import NoReply, _Server
 from otpvm.kernel import Pid, receive
@@ -76,11 +75,6 @@ GO = "$otpvm_net_go"
 NUDGE = "$otpvm_net_nudge"
 """A message a Protocol process takes and drops: sent to an idle connection
 after a code change, so that it switches at once instead of at its next packet."""
-
-try:                                    # the code server, once it exists
-    from otpvm import code as _code  # type: ignore[attr-defined,unused-ignore]
-except ImportError:                     # pragma: no cover - before otpvm.code
-    _code = None
 
 
 class Protocol:
@@ -150,21 +144,14 @@ def ref_of(cls: type[Protocol]) -> Any:
     cls itself (a class defined inside a function has no importable name)."""
     if "<locals>" in cls.__qualname__ or cls.__module__ == "__main__":
         return cls
-    name = f"{cls.__module__}:{cls.__qualname__}"
-    return _code.ref(name) if _code is not None else name
+    return code.ref(f"{cls.__module__}:{cls.__qualname__}")
 
 
 def resolve(handler: Any) -> Any:
-    """The current version of what ``ref_of`` returned (or of a class)."""
+    """The current version of what ``ref_of`` returned (a ref or a class)."""
     if isinstance(handler, str):
-        if _code is not None:
-            return _code.ref(handler).resolve()
-        module, _, qualname = handler.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        return obj
-    return _code.current(handler) if _code is not None else handler
+        return code.ref(handler).resolve()
+    return code.current(handler)
 
 
 class ProtocolServer(_Server):
@@ -189,7 +176,7 @@ class ProtocolServer(_Server):
         self.debug = None
         self.active = "once" if active is False else active
         self.sock: Any = None           # the Socket, once GO hands it over
-        self.epoch = _code.epoch() if _code is not None else 0
+        self.epoch = code.epoch()       # cls is current: resolved just now
 
     def start(self) -> Any:
         return self._start()
@@ -209,8 +196,6 @@ class ProtocolServer(_Server):
     # -- messages -----------------------------------------------------------
 
     def _handle_message_py(self, msg: Any) -> Any:
-        if _code is not None and self.epoch != _code.epoch():
-            self._code_epoch_changed()
         if type(msg) is tuple and len(msg) >= 2 and msg[1] is self.sock:
             kind = msg[0]
             if kind == "tcp":
@@ -317,42 +302,19 @@ class ProtocolServer(_Server):
     # -- code change ----------------------------------------------------------
 
     def _code_epoch_changed(self) -> None:
-        """The code epoch moved: switch to the current version of the class,
-        keeping the state (migrated first by a lazy code_change when the
-        version asks for one); on failure stay on the old class, log once."""
-        self.epoch = _code.epoch()
-        new_cls = _code.current(self.cls)
-        if new_cls is self.cls:
-            return
+        """The code epoch moved (checked before each message by the compiled
+        handler): switch to the current version of the class, keeping the
+        state, migrated first by the new code_change when the version was
+        switched with a lazy ``code_change=``.  If that raises, the
+        connection stays on its old class and state (it is not retried) and
+        one error is logged."""
+        if self.mod is None:
+            return                      # not started: start() resolves nothing more
         try:
-            state = _lazy_migrate(self.cls, new_cls, self.state)
+            cls, mod, state = code.switch_callback(self.cls, self.mod, self.state)
         except Exception as exc:
-            _log.error("%s %r: code_change to %s failed, staying on the old code: %r",
-                       self.cls.__qualname__, self.sock.owner if self.sock else None,
-                       getattr(new_cls, "__module__", new_cls), exc)
+            _log.error("code_change of connection %r (%s.%s, version %s) failed; it stays on "
+                       "its old code and state: %r", self.sock.owner if self.sock else None,
+                       self.cls.__module__, self.cls.__qualname__, code.vsn_of(self.cls), exc)
             return
-        mod = new_cls.__new__(new_cls)
-        mod.__dict__.update(self.mod.__dict__)
-        self.cls, self.mod, self.state = new_cls, mod, state
-
-
-def _lazy_migrate(old_cls: type, new_cls: type, state: Any) -> Any:
-    """The state for new_cls: converted by ``new_cls().code_change(old_vsn,
-    state, extra)`` when new_cls's version was switched with a lazy
-    ``code_change=(old_vsn, extra)`` and old_cls is of version old_vsn."""
-    lazy = getattr(_code, "lazy_code_change", None)
-    change = lazy(new_cls.__module__) if lazy is not None else None
-    if change is None:
-        return state
-    old_vsn, extra = change
-    if _vsn_of(old_cls) != old_vsn:
-        return state
-    return new_cls().code_change(old_vsn, state, extra)
-
-
-def _vsn_of(cls: type) -> Any:
-    for fn in vars(cls).values():
-        module_globals = getattr(fn, "__globals__", None)
-        if module_globals is not None:
-            return module_globals.get("__vsn__")
-    return None
+        self.cls, self.mod, self.state = cls, mod, state

@@ -145,7 +145,7 @@ def _check_handler(handler: Any) -> Any:
     if isinstance(handler, str):
         try:
             cls = resolve(handler)
-        except (ImportError, AttributeError, ValueError) as exc:
+        except (ImportError, LookupError, ValueError) as exc:
             raise ValueError(f"handler {handler!r} names no Protocol: {exc}") from None
         if not is_protocol(cls):
             raise TypeError(f"handler {handler!r} is {cls!r}, not a Protocol subclass")
