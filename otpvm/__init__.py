@@ -51,6 +51,7 @@ from otpvm.terms import (
     NoProcError,
     NotInProcessError,
     ProcessExit,
+    StaleClassError,
     UnknownNameError,
 )
 
@@ -79,6 +80,7 @@ __all__ = [
     "NoProcError",
     "NotInProcessError",
     "ProcessExit",
+    "StaleClassError",
     "UnknownNameError",
     *kernel.__all__,
 ]

@@ -3,6 +3,11 @@
 otpvm demo [options]        the uptime demo: 10,000 TCP users, one crashes
 otpvm ring [options]        the VM demo: a ring of processes, crashes
 otpvm run MODULE:APP        boot a node running an application
+otpvm upgrade SOCK DIR      install a release into a running node
+otpvm releases SOCK         a running node's releases and module versions
+otpvm make-permanent SOCK V what the node boots next time
+otpvm call SOCK NAME JSON   call a registered gen_server of a running node
+otpvm appup OLD NEW         the upgrade plan between two release trees
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ COMMANDS = {
     "demo": "the uptime demo: 10,000 TCP connections, one crashes, nobody else notices",
     "ring": "the VM demo: a ring of 100,000 processes and a few crashes",
     "run": "boot a node with an application (MODULE:APP) until SIGINT/SIGTERM",
+    "upgrade": "install a release (or go back to an older one) in a running node",
+    "releases": "a running node's releases and the versions of its modules",
+    "make-permanent": "make a running node's current release the one it boots",
+    "call": "call a registered gen_server of a running node (a JSON request)",
 }
 
 FORCE_TIMEOUT = 0.5     # seconds a forced stop waits for killed processes to end
@@ -29,7 +38,7 @@ FORCE_TIMEOUT = 0.5     # seconds a forced stop waits for killed processes to en
 def usage() -> str:
     """The top-level help text."""
     lines = [f"usage: {PROG} COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:8} {text}" for name, text in COMMANDS.items()]
+    lines += [f"  {name:15} {text}" for name, text in COMMANDS.items()]
     lines += ["", "options:", "  -h, --help  show this help and exit",
               "  --version   print the version and exit", "",
               f"`{PROG} COMMAND --help` describes a command's options."]
@@ -61,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         from otpvm.demos import ring
 
         return ring.main(argv[1:])
-    return run_node(argv[1:])
+    if command == "run":
+        return run_node(argv[1:])
+    from otpvm import _release_cli
+
+    return _release_cli.main(command, argv[1:])
 
 
 def run_node(argv: list[str]) -> int:
@@ -86,7 +99,16 @@ def run_node(argv: list[str]) -> int:
                         help="the start type (default permanent: its death stops the node)")
     parser.add_argument("--schedulers", type=int, default=None,
                         help="scheduler threads (default: one per core)")
+    parser.add_argument("--release-dir", default=None, metavar="DIR",
+                        help="boot the permanent release of DIR, its packages upgradable "
+                        "(otpvm.release)")
+    parser.add_argument("--control", default=None, metavar="SOCK",
+                        help="listen for `otpvm upgrade` on this Unix socket (mode 0600; "
+                        "needs --release-dir)")
     args = parser.parse_args(argv)
+    if args.control and not args.release_dir:
+        parser.error("--control needs --release-dir")
+    booted = _boot_release(args.release_dir, args.app) if args.release_dir else None
     cls, registry = _import_app(args.app)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -98,6 +120,8 @@ def run_node(argv: list[str]) -> int:
             print(f"error: cannot start {cls.name!r}: {exc.reason!r}", file=sys.stderr,
                   flush=True)
             return None
+        if booted is not None:
+            otpvm.spawn(control.release_handler, args.release_dir, booted)
         print(f"otpvm node up: started {', '.join(started)} (Ctrl-C or SIGTERM stops it)",
               flush=True)
         await otpvm.receive("stop")
@@ -110,7 +134,10 @@ def run_node(argv: list[str]) -> int:
             stopped.append(name)
         return stopped
 
+    from otpvm import control
+
     vm = _signals.new_vm(args.schedulers)
+    server = control.ControlServer(vm, args.control) if args.control else None
     stopping: list[signal.Signals] = []
 
     def on_signal(sig: signal.Signals) -> None:
@@ -133,6 +160,8 @@ def run_node(argv: list[str]) -> int:
         print(f"otpvm node: halted ({exc.reason!r})", file=sys.stderr, flush=True)
         return 1
     finally:
+        if server is not None:
+            server.close()
         vm.stop()       # after _force_stop's shorter one, this does nothing
     if stopped is None:
         return 1                        # it could not start: said so above
@@ -151,6 +180,24 @@ def _force_stop(vm: Any, sig: signal.Signals) -> int:
           f"unfinished terminate callbacks are abandoned", file=sys.stderr, flush=True)
     vm.stop(FORCE_TIMEOUT)
     return 128 + sig
+
+
+def _boot_release(release_dir: str, spec: str) -> str:
+    """Puts the permanent release of release_dir first on sys.path with the
+    application's top package under the code server; returns its vsn."""
+    from otpvm import code, release
+
+    try:
+        releases = release.ReleaseDir(release_dir)
+        vsn = releases.boot_release()
+        root = releases.root(vsn)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    releases.booted(vsn)
+    sys.path.insert(0, str(root))
+    code.manage(spec.partition(":")[0].split(".")[0])
+    print(f"otpvm node: booting release {vsn} from {root}", flush=True)
+    return vsn
 
 
 def _import_app(spec: str) -> tuple[Any, dict[str, Any]]:

@@ -50,6 +50,7 @@ import importlib.machinery
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -153,6 +154,26 @@ def _mirror(facade: types.ModuleType, version: Version) -> None:
     for stale in [k for k in facade.__dict__ if k not in names and k not in keep]:
         if stale != "__name__":
             del facade.__dict__[stale]
+
+
+_stale: weakref.WeakSet[type] = weakref.WeakSet()     # classes of versions no longer current
+
+
+def _mark_stale(version: Version | None) -> None:
+    """Tells the message copier that the version's classes are old code
+    (messages holding their instances are refused: StaleClassError), and
+    that the current version's are not.  Weak: a purged version's classes
+    leave the set once nothing uses them."""
+    if version is not None:
+        for obj in version.module.__dict__.values():
+            if isinstance(obj, type) and obj.__module__ == version.name:
+                _stale.add(obj)
+    for entry in _entries.values():
+        if entry.current is not None:
+            for obj in entry.current.module.__dict__.values():
+                if isinstance(obj, type):
+                    _stale.discard(obj)
+    _vm._set_stale_types(_stale)
 
 
 def _entry(name: str) -> _Entry:
@@ -279,6 +300,7 @@ def switch(prepared: Version, *, code_change: tuple[Any, Any] | None = None) -> 
         if code_change is not None:
             entry.lazy[prepared.vsn] = code_change
         _mirror(entry.facade, entry.current)
+        _mark_stale(entry.old)
         _vm._bump_code_epoch()
 
 
@@ -292,9 +314,11 @@ def unswitch(name: str) -> None:
             raise CodeError(f"{name} has no old version to go back to")
         if entry.current is not None:
             entry.lazy.pop(entry.current.vsn, None)
+        dropped = entry.current
         entry.current, entry.old = replace(entry.old, status="current"), None
         entry.deleted = False
         _mirror(entry.facade, entry.current)
+        _mark_stale(dropped)
         _vm._bump_code_epoch()
 
 
@@ -348,6 +372,7 @@ async def delete(name: str) -> None:
             return
         entry.old, entry.current, entry.deleted = replace(entry.current, status="old"), None, True
         _make_deleted(entry.facade, name)
+        _mark_stale(entry.old)
         _vm._bump_code_epoch()
 
 

@@ -97,3 +97,10 @@ class NameRegistrationError(ValueError):
 
 class UnknownNameError(LookupError):
     """A message was sent to a name that nobody has registered."""
+
+
+class StaleClassError(TypeError):
+    """A message held an instance of a class from an old version of a
+    hot-loaded module (otpvm.code): the receiver runs the current version,
+    whose class is another object.  Raised in the sender, never delivered:
+    send plain data, or convert the value to the current class."""

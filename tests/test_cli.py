@@ -338,7 +338,8 @@ def test_help_lists_the_commands_under_the_otpvm_name(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: otpvm COMMAND [options]\n")
     assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")
-            and not line.lstrip().startswith("-")] == ["demo", "ring", "run"]
+            and not line.lstrip().startswith("-")] == [
+        "demo", "ring", "run", "upgrade", "releases", "make-permanent", "call"]
 
 
 @pytest.mark.parametrize("argv, error", [

@@ -281,3 +281,24 @@ def test_manage_after_import_is_refused(pkg):
         code.manage("json")
     with pytest.raises(code.NotManaged):
         code.prepare("json", "")
+
+
+def test_a_stale_class_message_fails_in_the_sender(pkg):
+    extra = ("\nimport dataclasses\n\n@dataclasses.dataclass(frozen=True)\n"
+             "class Point:\n    x: int\n\nclass Box:\n    def __init__(self, v):\n"
+             "        self.v = v\n")
+    m = importlib.import_module(f"{pkg}.m")
+    code.switch(code.prepare(f"{pkg}.m", source(pkg, "1.5") + extra))
+    old_point, old_box = m.Point(1), m.Box(2)
+
+    async def main():
+        await code.soft_purge(f"{pkg}.m")
+        code.switch(code.prepare(f"{pkg}.m", source(pkg, "2") + extra))
+        for stale in (old_point, [old_box], {"k": (1, old_point)}):
+            with pytest.raises(otpvm.StaleClassError, match=r"old version of .*\.m"):
+                send(self(), stale)
+        send(self(), (m.Point(3), m.Box(4)))            # current classes travel
+        point, box = await receive(timeout=PATIENCE)
+        assert point == m.Point(3) and box.v == 4
+
+    otpvm.run(main)

@@ -51,6 +51,26 @@ cdef set _ATOMIC_TYPES = {
     _types.FunctionType, _types.BuiltinFunctionType,
 }
 
+# Classes of old versions of hot-loaded modules (otpvm.code keeps this set):
+# their instances are refused at send, since the receiver's code has other
+# classes by those names.  Empty unless an upgrade happened.
+cdef object _stale_types = ()
+
+
+def _set_stale_types(types):
+    """otpvm.code only: the classes of old module versions (a WeakSet)."""
+    global _stale_types
+    _stale_types = types
+
+
+cdef int _refuse_stale(type t) except -1:
+    from otpvm.terms import StaleClassError
+    raise StaleClassError(
+        f"cannot send an instance of {t.__module__}.{t.__qualname__}: that class is from an "
+        f"old version of {t.__module__} (hot code upgrade, otpvm.code), and receivers run the "
+        "current one; send plain data, or convert the value to the current class first")
+
+
 DEF _MAX_DEPTH = 100        # recursion depth, then copy_deep's loop takes over
 DEF _BIG_STR = 256          # str and bytes this long travel by reference out of pickle too
 
@@ -116,6 +136,8 @@ cdef int _kind(object obj, type t) except -1:
         return _BYTEARRAY
     if _atomic(obj) or t in _ATOMIC_TYPES:
         return _SAME
+    if _stale_types and t in _stale_types:
+        _refuse_stale(t)
     if isinstance(obj, tuple) and (t in _SYSTEM_TUPLES or hasattr(t, "_fields")):
         return _NAMEDTUPLE                  # Down, Exit, From...: immutable if its items are
     if isinstance(obj, _Enum) or t is TimerRef or isinstance(obj, type):

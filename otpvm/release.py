@@ -1,0 +1,408 @@
+"""Releases: a node's code upgraded as one transaction (OTP's release_handler).
+
+A *release directory* holds one folder per release, named by its version,
+each a source tree of the application's packages, and ``RELEASES.json``,
+which records each release's status (``current``, ``permanent``, ``old``,
+``unpacked``)::
+
+    kvstore/
+      RELEASES.json
+      1.0/kvstore_rel/store.py
+      1.1/kvstore_rel/store.py
+
+``otpvm run MODULE:APP --release-dir DIR`` boots the permanent release (the
+only one, the first time) with its packages under the code server;
+``--control SOCK`` opens the node's control channel, a Unix socket only its
+owner can use, over which ``otpvm upgrade SOCK DIR/1.1`` installs a release.
+
+``install`` is a transaction.  Every changed module is first executed as a
+new version (a failing body changes nothing).  Then the callback processes
+running those modules are suspended, callers before callees, the modules
+switch, and each process runs ``code_change`` on the new code (OTP's
+``suspend → change_code → resume``).  If any step fails -- a suspend that
+times out, a ``code_change`` that raises, a new supervisor ``init`` that
+returns bad specs -- every process gets its old class and state back
+(``abort_code``), the modules switch back, everything resumes, and messages
+sent meanwhile are handled afterwards, in order: the node stays up.  OTP's
+release handler restarts the node instead.
+
+``mode='lazy'`` is for large sets of identical processes (10,000
+connections): nothing is suspended.  ``code_change`` first runs on a copy of
+every process's state (a dry run); only if all pass does the version switch,
+each process migrating at its next message (``code.switch(...,
+code_change=)``) while the handler nudges idle ones.  Its rollback ends at
+the dry run: a process whose state changed between its dry run and its
+migration and then fails stays on the old code, and is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from otpvm import _vm, code, special
+from otpvm.gen import SYSTEM, From
+from otpvm.kernel import Pid, Ref, demonitor, monitor, receive, self, send, unalias
+from otpvm.terms import ANY, Down
+
+__all__ = [
+    "InstallError", "InstallReport", "ReleaseDir", "STRICT_LIMIT", "install",
+]
+
+STRICT_LIMIT = 500
+"""``mode='auto'``: up to this many processes strict, above it lazy."""
+
+Mode = Literal["strict", "lazy", "auto"]
+
+
+class InstallError(Exception):
+    """An install failed; ``report`` says why (``report.reason``) and that
+    everything was rolled back."""
+
+    def __init__(self, report: InstallReport) -> None:
+        super().__init__(report.reason)
+        self.report = report
+
+
+@dataclass
+class InstallReport:
+    """What an install did (or, failing, undid)."""
+
+    from_vsn: str | None
+    to_vsn: str
+    mode: str = "strict"
+    modules: dict[str, tuple[str, str]] = field(default_factory=dict)   # name -> (old, new vsn)
+    processes: int = 0                  # callback processes switched (or to switch)
+    cannot_switch: list[str] = field(default_factory=list)   # coroutine processes left on old code
+    suspended_ms: float = 0.0           # how long the processes were suspended (strict)
+    install_s: float = 0.0
+    ok: bool = True
+    rolled_back: bool = False
+    reason: Any = None                  # why it failed: a tuple naming the step, then details
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data (reasons as their repr)."""
+        data = asdict(self)
+        data["reason"] = None if self.reason is None else repr(self.reason)
+        return data
+
+
+# -- the release directory -----------------------------------------------------------
+
+
+class ReleaseDir:
+    """A release directory: release folders and RELEASES.json."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).resolve()
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"release directory {self.path} does not exist")
+
+    @property
+    def _records(self) -> Path:
+        return self.path / "RELEASES.json"
+
+    def releases(self) -> dict[str, str]:
+        """Each release folder's status, by vsn (``unpacked`` if never installed)."""
+        recorded = json.loads(self._records.read_text()) if self._records.exists() else {}
+        found = {p.name: "unpacked" for p in self.path.iterdir()
+                 if p.is_dir() and not p.name.startswith((".", "_"))}
+        found.update({vsn: status for vsn, status in recorded.items() if vsn in found})
+        return dict(sorted(found.items()))
+
+    def _save(self, records: dict[str, str]) -> None:
+        tmp = self._records.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self._records)          # a crash never leaves half a file
+
+    def with_status(self, *statuses: str) -> str | None:
+        """The release with one of these statuses (``current``, ``permanent``)."""
+        for vsn, status in self.releases().items():
+            if status in statuses:
+                return vsn
+        return None
+
+    def boot_release(self) -> str:
+        """The release a node boots: the permanent one, else the only one."""
+        releases = self.releases()
+        permanent = self.with_status("permanent")
+        if permanent is not None:
+            return permanent
+        if len(releases) == 1:
+            vsn = next(iter(releases))
+            self._save({vsn: "permanent"})
+            return vsn
+        raise ValueError(f"{self.path} has {len(releases)} releases and none is permanent: "
+                         "make one permanent in RELEASES.json")
+
+    def booted(self, vsn: str) -> None:
+        """Records the boot: that release current (and permanent), the rest old."""
+        records = self.releases()
+        for other, status in records.items():
+            if status in ("current", "permanent") and other != vsn:
+                records[other] = "old"
+        records[vsn] = "permanent"
+        self._save(records)
+
+    def installed(self, vsn: str, *, permanent: bool = False) -> None:
+        """Records an install: vsn current (or permanent); the permanent one
+        stays what a reboot boots unless vsn replaces it."""
+        records = self.releases()
+        for other, status in records.items():
+            if other == vsn:
+                continue
+            if status == "current" or (permanent and status == "permanent"):
+                records[other] = "old"
+        records[vsn] = "permanent" if permanent else (
+            "permanent" if records.get(vsn) == "permanent" else "current")
+        self._save(records)
+
+    def make_permanent(self, vsn: str) -> None:
+        """What a reboot boots from now on (it must be the running release)."""
+        records = self.releases()
+        if records.get(vsn) not in ("current", "permanent"):
+            raise ValueError(f"release {vsn} is not the running release "
+                             f"({self.with_status('current', 'permanent')})")
+        for other, status in records.items():
+            if status == "permanent" and other != vsn:
+                records[other] = "old"
+        records[vsn] = "permanent"
+        self._save(records)
+
+    def root(self, vsn: str) -> Path:
+        """The source tree of a release."""
+        root = self.path / vsn
+        if not root.is_dir():
+            raise FileNotFoundError(f"no release {vsn!r} in {self.path}")
+        return root
+
+
+# -- many requests at once --------------------------------------------------------------
+
+_TIMEOUT: Any = ("timeout",)
+
+
+async def _ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
+    """Sends each pid its system request at once and collects the answers:
+    pid -> reply, ``('down', reason)``, or _TIMEOUT.  One wait for all, not
+    one per process: the suspension window stays short."""
+    pending: dict[Ref, Pid] = {}
+    me = self()
+    for pid, request in requests.items():
+        ref = monitor(pid, alias=True)
+        pending[ref] = pid
+        send(pid, (SYSTEM, From(me, ref), request))
+    answers: dict[Pid, Any] = {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        left = deadline - time.monotonic()
+        try:
+            msg = await receive(ANY, timeout=max(0.0, left))
+        except TimeoutError:
+            break
+        if isinstance(msg, Down) and msg.ref in pending:
+            answers[pending.pop(msg.ref)] = ("down", msg.reason)
+        elif type(msg) is tuple and len(msg) == 2 and msg[0] in pending:
+            ref = msg[0]
+            unalias(ref)
+            demonitor(ref, flush=True)
+            answers[pending.pop(ref)] = msg[1]
+    for ref, pid in pending.items():
+        unalias(ref)
+        demonitor(ref, flush=True)
+        answers[pid] = _TIMEOUT
+    return answers
+
+
+def _failed(answer: Any) -> bool:
+    return answer is _TIMEOUT or (type(answer) is tuple and len(answer) == 2
+                                  and answer[0] in ("error", "down"))
+
+
+# -- the install --------------------------------------------------------------------------
+
+
+@dataclass
+class _Change:
+    name: str
+    prepared: code.Version
+    old_vsn: str
+    pids: list[Pid] = field(default_factory=list)
+
+
+def changed_modules(old_root: Path, new_root: Path, names: Iterable[str]) -> dict[str, Path]:
+    """The loaded modules (``names``) whose source differs between two
+    release trees: name -> the new file.  A module the new release lacks is
+    left alone (it keeps running until purged)."""
+    changed = {}
+    for name in names:
+        new_file = new_root.joinpath(*name.split(".")).with_suffix(".py")
+        old_file = old_root.joinpath(*name.split(".")).with_suffix(".py")
+        if not new_file.exists():
+            continue
+        if not old_file.exists() or new_file.read_bytes() != old_file.read_bytes():
+            changed[name] = new_file
+    return changed
+
+
+async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str | None = None,
+                  down: bool = False, mode: Mode = "auto", extra: Any = None,
+                  suspend_timeout: float = 5.0, code_change_timeout: float = 5.0,
+                  order: list[str] | None = None) -> InstallReport:
+    """Installs the release in ``new_root`` over the one running from
+    ``old_root`` (see the module docstring); returns the report, or raises
+    InstallError with everything rolled back.
+
+    ``down``: a downgrade, processes get ``old_vsn=('down', to_vsn)`` and
+    their running (newer) code migrates its state.  ``order``: module names,
+    callers first (the upgrade plan's order); the rest follow by name."""
+    started = time.monotonic()
+    report = InstallReport(from_vsn, to_vsn)
+    names = sorted(n for n in _loaded_under(new_root))
+    files = changed_modules(old_root, new_root, names)
+    ranked = {n: i for i, n in enumerate(order or [])}
+    changes = []
+    try:
+        for name in sorted(files, key=lambda n: (ranked.get(n, len(ranked)), n)):
+            current = code.which(name)
+            assert current is not None
+            prepared = code.prepare(name, files[name].read_text(), filename=str(files[name]))
+            changes.append(_Change(name, prepared, current.vsn))
+            report.modules[name] = (current.vsn, prepared.vsn)
+        for change in changes:
+            if not await code.soft_purge(change.name):
+                users = await code.processes_using(change.name, "old", scan_state=True)
+                raise _Abort(("old_processes", change.name, users))
+            for pid in await code.processes_using(change.name, "current"):
+                if _switchable(pid):
+                    change.pids.append(pid)
+                elif pid != self():
+                    report.cannot_switch.append(repr(pid))
+    except code.LoadError as exc:
+        return _fail(report, ("load_failed", str(exc)), started, rolled_back=False)
+    except _Abort as abort:
+        return _fail(report, abort.reason, started, rolled_back=False)
+    report.processes = len({pid for c in changes for pid in c.pids})
+    if mode == "auto":
+        mode = "strict" if report.processes <= STRICT_LIMIT else "lazy"
+    report.mode = mode
+    runner = _strict if mode == "strict" else _lazy
+    try:
+        await runner(changes, report, down, to_vsn, extra, suspend_timeout, code_change_timeout)
+    except _Abort as abort:
+        return _fail(report, abort.reason, started, rolled_back=True)
+    report.install_s = time.monotonic() - started
+    return report
+
+
+class _Abort(Exception):
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _fail(report: InstallReport, reason: Any, started: float, *, rolled_back: bool) -> Any:
+    report.ok, report.reason, report.rolled_back = False, reason, rolled_back
+    report.install_s = time.monotonic() - started
+    raise InstallError(report)
+
+
+def _switchable(pid: Pid) -> bool:
+    """Whether the process answers the sys protocol: a behaviour (a
+    callback process), or a coroutine waiting in special.receive."""
+    roots = _vm._code_roots(pid)
+    if roots is None:
+        return False
+    if roots[1] is not None:
+        return True
+    return any(frame.f_code in _SPECIAL_CODE for frame in code._frames(roots[2]))
+
+
+_SPECIAL_CODE = {special.receive.__code__, special._suspended.__code__}
+
+
+def _loaded_under(root: Path) -> list[str]:
+    """The managed modules whose package has a folder in this release."""
+    tops = {p.name for p in root.iterdir() if p.is_dir()}
+    return [name for name in code._entries if name.split(".")[0] in tops
+            and code.which(name) is not None]
+
+
+async def _strict(changes: list[_Change], report: InstallReport, down: bool, to_vsn: str,
+                  extra: Any, suspend_timeout: float, code_change_timeout: float) -> None:
+    """Suspend in waves (callers first), switch, change_code, then commit
+    and resume -- or undo all of it."""
+    suspended: list[Pid] = []
+    waves: list[list[Pid]] = []
+    seen: set[Pid] = set()
+    for change in changes:          # one wave per module, callers' modules first
+        waves.append([pid for pid in dict.fromkeys(change.pids) if pid not in seen])
+        seen.update(waves[-1])
+    window = time.monotonic()
+    try:
+        for wave in waves:
+            answers = await _ask_all({pid: "suspend" for pid in wave}, suspend_timeout)
+            suspended.extend(pid for pid in wave if answers[pid] == "ok")
+            for pid in wave:
+                if answers[pid] != "ok":
+                    raise _Abort(("suspend_failed" if answers[pid] is not _TIMEOUT
+                                  else "suspend_timeout", pid, answers[pid]))
+        for change in changes:
+            code.switch(change.prepared)
+        switched = list(changes)
+        changed: list[Pid] = []
+        try:
+            for change in changes:
+                old_vsn: Any = ("down", to_vsn) if down else change.old_vsn
+                answers = await _ask_all(
+                    {pid: ("change_code", change.name, old_vsn, extra) for pid in change.pids},
+                    code_change_timeout)
+                changed.extend(pid for pid in change.pids if not _failed(answers[pid]))
+                for pid in change.pids:
+                    if _failed(answers[pid]):
+                        raise _Abort(("code_change_failed", pid, change.name,
+                                      change.old_vsn, answers[pid]))
+        except _Abort:
+            await _ask_all({pid: ("abort_code",) for pid in changed}, code_change_timeout)
+            for change in reversed(switched):
+                code.unswitch(change.name)
+            raise
+        await _ask_all({pid: ("commit_code",) for pid in changed}, code_change_timeout)
+    finally:
+        for wave in reversed(waves):
+            await _ask_all({pid: "resume" for pid in wave if pid in suspended},
+                           suspend_timeout)
+        report.suspended_ms = (time.monotonic() - window) * 1e3
+
+
+async def _lazy(changes: list[_Change], report: InstallReport, down: bool, to_vsn: str,
+                extra: Any, suspend_timeout: float, code_change_timeout: float) -> None:
+    """A dry run of code_change on a copy of every state, then the switch;
+    each process migrates at its next message (nudged by a get_state)."""
+    for change in changes:
+        old_vsn: Any = ("down", to_vsn) if down else change.old_vsn
+        states = await _ask_all({pid: "get_state" for pid in change.pids}, code_change_timeout)
+        status = await _ask_all({pid: "get_status" for pid in change.pids}, code_change_timeout)
+        for pid in change.pids:
+            if _failed(states[pid]) or _failed(status[pid]):
+                raise _Abort(("dry_run_failed", pid, change.name, states[pid]))
+            cls = status[pid]["module"]
+            new_cls = getattr(change.prepared.module, cls.__qualname__, None)
+            if new_cls is None:
+                raise _Abort(("dry_run_failed", pid, change.name, f"no {cls.__qualname__}"))
+            try:
+                new_cls.__new__(new_cls).code_change(old_vsn, _vm.copy_message(states[pid]),
+                                                     extra)
+            except Exception as exc:
+                raise _Abort(("code_change_failed", pid, change.name, change.old_vsn,
+                              ("error", ("callback_failed", exc)))) from None
+    for change in changes:
+        code.switch(change.prepared,
+                    code_change=(("down", to_vsn) if down else change.old_vsn, extra))
+    for change in changes:
+        await _ask_all({pid: "get_state" for pid in change.pids}, code_change_timeout)

@@ -1,0 +1,253 @@
+"""Release installs (otpvm.release): strict transactions, rollback, lazy mode,
+the release directory and the control socket end to end."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+import otpvm
+from otpvm import code, gen_server, release, self, send
+from otpvm import sys as otpsys
+
+PATIENCE = 30
+ROOT = Path(__file__).resolve().parent.parent
+
+WORKERS = '''
+from otpvm.gen_server import GenServer, NoReply, Ok, Reply
+
+__vsn__ = "{vsn}"
+
+
+class Worker(GenServer):
+    def init(self, n):
+        return Ok({init_state})
+
+    def handle_call(self, request, from_, state):
+        return Reply(("{vsn}", state), state)
+
+    def handle_cast(self, msg, state):
+        {cast}
+
+    def code_change(self, old_vsn, state, extra):
+        {code_change}
+'''
+
+V1 = dict(vsn="1.0", init_state="(n, [])",
+          cast="return NoReply((state[0], state[1] + [msg]))",
+          code_change="return state")
+V2 = dict(vsn="1.1", init_state="(n, [], 'v2')",
+          cast="return NoReply((state[0], state[1] + [msg], state[2]))",
+          code_change="return (*state, 'v2') if old_vsn == '1.0' else state[:2]")
+V2_FAILING = dict(V2, code_change=(
+    "if state[0] == 150:\n            raise ValueError('no migration for 150')\n"
+    "        return (*state, 'v2')"))
+
+
+def write_release(root, pkg, vsn, sources):
+    tree = root / vsn / pkg
+    tree.mkdir(parents=True)
+    (tree / "__init__.py").write_text("")
+    for name, text in sources.items():
+        (tree / f"{name}.py").write_text(textwrap.dedent(text))
+    return root / vsn
+
+
+@pytest.fixture
+def releases(tmp_path, monkeypatch):
+    """(package name, release dir) with 1.0 booted: on sys.path, managed."""
+    pkg = f"reltest_{uuid.uuid4().hex[:10]}"
+    write_release(tmp_path, pkg, "1.0", {"workers": WORKERS.format(**V1)})
+    monkeypatch.syspath_prepend(str(tmp_path / "1.0"))
+    code.manage(pkg)
+    yield pkg, tmp_path
+    for mod in [m for m in sys.modules if m.startswith(pkg)]:
+        del sys.modules[mod]
+
+
+async def start_workers(pkg, n):
+    import importlib
+
+    workers = importlib.import_module(f"{pkg}.workers")
+    return [await gen_server.start(workers.Worker, i) for i in range(n)]
+
+
+async def states(pids):
+    return [await otpsys.get_state(pid) for pid in pids]
+
+
+def test_strict_install_switches_every_process(releases):
+    pkg, root = releases
+    write_release(root, pkg, "1.1", {"workers": WORKERS.format(**V2)})
+
+    async def main():
+        pids = await start_workers(pkg, 20)
+        report = await release.install(root / "1.0", root / "1.1", "1.1", from_vsn="1.0",
+                                       mode="strict")
+        assert (report.ok, report.mode, report.processes) == (True, "strict", 20)
+        assert report.modules == {f"{pkg}.workers": ("1.0", "1.1")}
+        assert [await gen_server.call(p, "which") for p in pids] == [
+            ("1.1", (i, [], "v2")) for i in range(20)]
+        assert await code.processes_using(f"{pkg}.workers", "old") == []
+
+    otpvm.run(main)
+
+
+def test_a_failing_code_change_rolls_everything_back(releases):
+    pkg, root = releases
+    write_release(root, pkg, "1.1", {"workers": WORKERS.format(**V2_FAILING)})
+
+    async def sender(pids, rounds):
+        for r in range(rounds):             # casts all through the attempt
+            for pid in pids:
+                gen_server.cast(pid, r)
+            await otpvm.sleep(0)
+
+    async def main():
+        pids = await start_workers(pkg, 200)
+        for pid in pids:
+            gen_server.cast(pid, "before")
+        before = await states(pids)
+        otpvm.spawn(sender, pids, 20)
+        with pytest.raises(release.InstallError) as info:
+            await release.install(root / "1.0", root / "1.1", "1.1", mode="strict")
+        report = info.value.report
+        assert report.rolled_back and not report.ok
+        kind, pid, module, old_vsn, answer = report.reason
+        assert (kind, pid, module, old_vsn) == ("code_change_failed", pids[150],
+                                                f"{pkg}.workers", "1.0")
+        assert "no migration for 150" in repr(answer)
+        assert code.which(f"{pkg}.workers").vsn == "1.0"
+        assert code.versions(f"{pkg}.workers")[1] is None
+        # Same pids, old code, old state, and every cast handled in order.
+        for pid, (n, seen) in zip(pids, before, strict=True):
+            while len((await otpsys.get_state(pid))[1]) < 21:
+                await otpvm.sleep(0.01)
+            vsn, state = await gen_server.call(pid, "which")
+            assert vsn == "1.0" and state == (n, [*seen, *range(20)])
+
+    otpvm.run(main)
+
+
+def test_a_suspend_timeout_aborts_with_everything_resumed(releases):
+    pkg, root = releases
+    write_release(root, pkg, "1.1", {"workers": WORKERS.format(**V2)})
+    busy = textwrap.dedent('''
+        import otpvm
+        from otpvm.gen_server import GenServer, Ok, Reply
+
+        class Busy(GenServer):
+            async def handle_call(self, request, from_, state):
+                await otpvm.sleep(request)
+                return Reply("done", state)
+    ''')
+    (root / "1.0" / pkg / "busy.py").write_text(busy)
+    (root / "1.1" / pkg / "busy.py").write_text(busy + "\n# 1.1\nX = 1\n")
+
+    async def caller(pid, main):
+        send(main, ("answer", await gen_server.call(pid, 10.0, timeout=PATIENCE)))
+
+    async def main():
+        import importlib
+
+        workers = await start_workers(pkg, 5)
+        busy_mod = importlib.import_module(f"{pkg}.busy")
+        slow = await gen_server.start(busy_mod.Busy, None)
+        otpvm.spawn(caller, slow, self())
+        await otpvm.sleep(0.05)                 # it is inside its 10 s callback
+        with pytest.raises(release.InstallError) as info:
+            await release.install(root / "1.0", root / "1.1", "1.1", mode="strict",
+                                  suspend_timeout=0.5)
+        reason = info.value.report.reason
+        assert reason[:2] == ("suspend_timeout", slow)
+        assert code.which(f"{pkg}.workers").vsn == "1.0"
+        assert [(await gen_server.call(p, "which"))[0] for p in workers] == ["1.0"] * 5
+
+    otpvm.run(main)
+
+
+def test_a_broken_new_body_changes_nothing(releases):
+    pkg, root = releases
+    write_release(root, pkg, "1.1", {"workers": "raise ImportError('broken 1.1')\n"})
+
+    async def main():
+        pids = await start_workers(pkg, 3)
+        with pytest.raises(release.InstallError) as info:
+            await release.install(root / "1.0", root / "1.1", "1.1")
+        assert info.value.report.reason[0] == "load_failed"
+        assert "broken 1.1" in info.value.report.reason[1]
+        assert not info.value.report.rolled_back         # nothing had started
+        assert [(await gen_server.call(p, "which"))[0] for p in pids] == ["1.0"] * 3
+
+    otpvm.run(main)
+
+
+def test_lazy_install_migrates_each_process_at_its_next_message(releases):
+    pkg, root = releases
+    write_release(root, pkg, "1.1", {"workers": WORKERS.format(**V2)})
+
+    async def main():
+        pids = await start_workers(pkg, 50)
+        report = await release.install(root / "1.0", root / "1.1", "1.1", mode="lazy")
+        assert (report.ok, report.mode, report.processes) == (True, "lazy", 50)
+        assert [await gen_server.call(p, "which") for p in pids] == [
+            ("1.1", (i, [], "v2")) for i in range(50)]
+        assert await code.soft_purge(f"{pkg}.workers") is True
+
+    otpvm.run(main)
+
+
+def test_lazy_install_with_a_failing_dry_run_switches_nothing(releases):
+    pkg, root = releases
+    write_release(root, pkg, "1.1", {"workers": WORKERS.format(**V2_FAILING)})
+
+    async def main():
+        pids = await start_workers(pkg, 200)
+        with pytest.raises(release.InstallError) as info:
+            await release.install(root / "1.0", root / "1.1", "1.1", mode="lazy")
+        assert info.value.report.reason[:2] == ("code_change_failed", pids[150])
+        assert code.which(f"{pkg}.workers").vsn == "1.0"
+        assert [(await gen_server.call(p, "which"))[0] for p in pids] == ["1.0"] * 200
+
+    otpvm.run(main)
+
+
+def test_release_dir_records_and_permanence(tmp_path):
+    for vsn in ("1.0", "1.1"):
+        (tmp_path / vsn).mkdir()
+    rel = release.ReleaseDir(tmp_path)
+    with pytest.raises(ValueError, match="none is permanent"):
+        rel.boot_release()
+    rel.booted("1.0")
+    assert rel.releases() == {"1.0": "permanent", "1.1": "unpacked"}
+    rel.installed("1.1")
+    assert rel.releases() == {"1.0": "permanent", "1.1": "current"}
+    assert release.ReleaseDir(tmp_path).boot_release() == "1.0"    # a reboot: 1.0
+    rel.make_permanent("1.1")
+    assert rel.releases() == {"1.0": "old", "1.1": "permanent"}
+    assert release.ReleaseDir(tmp_path).boot_release() == "1.1"
+    with pytest.raises(ValueError, match="not the running release"):
+        rel.make_permanent("1.0")
+
+
+def test_the_tutorial_end_to_end(tmp_path):
+    """The README's tutorial script: a node upgraded, rolled back and
+    downgraded through its control socket, with the otpvm command."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(["bash", str(ROOT / "examples" / "upgrade" / "tutorial.sh")],
+                          capture_output=True, text=True, timeout=120, env=env,
+                          cwd=tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "upgraded 1.0 -> 1.1" in out
+    assert "('hello', 1)" in out                    # 1.1 counts reads
+    assert "upgrade: failed: ('code_change_failed'" in out
+    assert "rolled back: every process is on 1.1 again" in out
+    assert "('hello', 2)" in out                    # still 1.1, its state intact
+    assert "upgraded 1.1 -> 1.0" in out
+    assert "\n'hello'\n" in out                     # 1.0's answer: the plain value
+    assert "running 1.0" in out
