@@ -58,8 +58,9 @@ def manage() -> None:
 
 async def ask_all(pids: Iterable[Pid], request: Any,
                   timeout: float = ASK_TIMEOUT) -> dict[Pid, Any]:
-    """Sends a sys request to every pid at once and collects the answers
-    (a pid that is gone answers nothing and is left out)."""
+    """Sends a sys request to every pid at once, then collects the answers
+    (one wait for all, not one per process); a pid that is gone, or does
+    not answer within timeout, is left out."""
     me, asked = otpvm.self(), {}
     for pid in pids:
         ref = monitor(pid, alias=True)
@@ -72,14 +73,21 @@ async def ask_all(pids: Iterable[Pid], request: Any,
         return type(msg) is tuple and len(msg) == 2 and msg[0] in asked
 
     answers: dict[Pid, Any] = {}
+    deadline = time.monotonic() + timeout
     while asked:
-        msg = await receive(ours, timeout=timeout)
+        try:
+            msg = await receive(ours, timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            break
         ref = msg.ref if type(msg) is Down else msg[0]
         pid = asked.pop(ref)
         unalias(ref)
         if type(msg) is not Down:
             demonitor(ref, flush=True)
             answers[pid] = msg[1]
+    for ref in asked:
+        unalias(ref)
+        demonitor(ref, flush=True)
     return answers
 
 
@@ -112,7 +120,6 @@ async def install(listener: net.Listener, mode: str) -> dict[str, Any]:
     prepared = code.prepare(MODULE, path.read_text(), filename=str(path))
     pids = await net.connection_pids(listener)
     states = await ask_all(pids, "get_state")
-    t_checked = time.monotonic()
     failure = dry_run(states, prepared.module.Echo, None)
     report: dict[str, Any] = {
         "t_start": t_start, "dry_run_s": round(time.monotonic() - t_start, 3),
@@ -134,7 +141,6 @@ async def install(listener: net.Listener, mode: str) -> dict[str, Any]:
     report["soft_purged"] = await code.soft_purge(MODULE)
     report["t_done"] = time.monotonic()
     report["purge_s"] = round(report["t_done"] - t_migrated, 3)
-    report["dry_run_s"] = round(t_checked - t_start, 3)
     return report
 
 
