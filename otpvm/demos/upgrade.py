@@ -48,6 +48,7 @@ HANDLER = f"{MODULE}:Echo"
 SOURCES = {"ok": "echo_v2.py", "failing": "echo_v2_failing.py"}
 OLD_VSN, NEW_VSN = "1", "2"
 ASK_TIMEOUT = 30.0
+CHUNK = 256                             # requests sent between two yields
 
 
 def manage() -> None:
@@ -62,10 +63,12 @@ async def ask_all(pids: Iterable[Pid], request: Any,
     (one wait for all, not one per process); a pid that is gone, or does
     not answer within timeout, is left out."""
     me, asked = otpvm.self(), {}
-    for pid in pids:
+    for i, pid in enumerate(pids):
         ref = monitor(pid, alias=True)
         asked[ref] = pid
         send(pid, (gen.SYSTEM, From(me, ref), request))
+        if i % CHUNK == CHUNK - 1:
+            await otpvm.sleep(0)        # short slices: the connections run meanwhile
 
     def ours(msg: Any) -> bool:
         if type(msg) is Down:
@@ -73,6 +76,7 @@ async def ask_all(pids: Iterable[Pid], request: Any,
         return type(msg) is tuple and len(msg) == 2 and msg[0] in asked
 
     answers: dict[Pid, Any] = {}
+    done: set[Any] = set()
     deadline = time.monotonic() + timeout
     while asked:
         try:
@@ -83,12 +87,18 @@ async def ask_all(pids: Iterable[Pid], request: Any,
         pid = asked.pop(ref)
         unalias(ref)
         if type(msg) is not Down:
-            demonitor(ref, flush=True)
+            # No flush here: each would scan the replies still queued (O(n²)).
+            demonitor(ref)
+            done.add(ref)
             answers[pid] = msg[1]
     for ref in asked:
         unalias(ref)
         demonitor(ref, flush=True)
-    return answers
+    while True:                         # a Down that raced its demonitor
+        try:
+            await receive(lambda m: type(m) is Down and m.ref in done, timeout=0)
+        except TimeoutError:
+            return answers
 
 
 def dry_run(states: dict[Pid, Any], new_cls: type, extra: Any) -> tuple[int, Pid, str] | None:
@@ -106,8 +116,10 @@ async def versions_of(pids: Iterable[Pid]) -> dict[str, int]:
     """How many of the connections run each version of the echo module
     (asking each is also a message: a connection switches before answering)."""
     counts: dict[str, int] = {}
+    vsns: dict[type, str] = {}          # vsn_of scans a class: once per class
     for status in (await ask_all(pids, "get_status")).values():
-        vsn = str(code.vsn_of(status["module"]))
+        cls = status["module"]
+        vsn = vsns.get(cls) or vsns.setdefault(cls, str(code.vsn_of(cls)))
         counts[vsn] = counts.get(vsn, 0) + 1
     return dict(sorted(counts.items()))
 

@@ -11,6 +11,9 @@ crash report is shown when it happens, in short; the report at the end shows
 the rest, with latencies before, during and after the crash, and the exit
 status says whether every one of those claims held.  Ctrl-C (or SIGTERM)
 stops it at once, load generator included: exit status 130 (143).
+
+``otpvm demo --upgrade[=failing]`` runs the same service with its handler
+upgraded live instead of the crash: see ``otpvm.demos.upgrade``.
 """
 
 from __future__ import annotations
