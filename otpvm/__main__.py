@@ -30,6 +30,7 @@ COMMANDS = {
     "releases": "a running node's releases and the versions of its modules",
     "make-permanent": "make a running node's current release the one it boots",
     "call": "call a registered gen_server of a running node (a JSON request)",
+    "appup": "print the upgrade plan from one source tree of an application to another",
 }
 
 FORCE_TIMEOUT = 0.5     # seconds a forced stop waits for killed processes to end
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return ring.main(argv[1:])
     if command == "run":
         return run_node(argv[1:])
+    if command == "appup":
+        from otpvm import appup
+
+        return appup.main(argv[1:])
     from otpvm import _release_cli
 
     return _release_cli.main(command, argv[1:])
@@ -109,16 +114,25 @@ def run_node(argv: list[str]) -> int:
     if args.control and not args.release_dir:
         parser.error("--control needs --release-dir")
     booted = _boot_release(args.release_dir, args.app) if args.release_dir else None
-    cls, registry = _import_app(args.app)
+    _import_app(args.app)               # fails here, before the node boots
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    async def node(cls: Any, start_type: str) -> list[str] | None:
-        otpvm.register("node", otpvm.self())
+    async def start(spec: str, start_type: str) -> list[str] | None:
+        """Starts the applications.  A frame of its own: the node process
+        then holds no Application class while it runs, which would count
+        as old code after a hot upgrade of their module."""
+        cls, registry = _import_app(spec)
         try:
-            started = await application.ensure_all_started(cls, start_type, registry)
+            return await application.ensure_all_started(cls, start_type, registry)
         except application.ApplicationError as exc:
             print(f"error: cannot start {cls.name!r}: {exc.reason!r}", file=sys.stderr,
                   flush=True)
+            return None
+
+    async def node(spec: str, start_type: str) -> list[str] | None:
+        otpvm.register("node", otpvm.self())
+        started = await start(spec, start_type)
+        if started is None:
             return None
         if booted is not None:
             otpvm.spawn(control.release_handler, args.release_dir, booted)
@@ -152,7 +166,7 @@ def run_node(argv: list[str]) -> int:
             vm.stop()   # not up yet (or already stopped): nothing to stop cleanly
 
     try:
-        stopped = _signals.run_main(vm, on_signal, node, cls, args.type)
+        stopped = _signals.run_main(vm, on_signal, node, args.app, args.type)
     except _signals.Interrupted as forced:
         return _force_stop(vm, forced.sig)
     except otpvm.ProcessExit as exc:

@@ -22,6 +22,12 @@ decides what happens, as in OTP: ``permanent`` stops the whole node,
 ``transient`` stops it unless the reason was ``normal``, ``temporary`` only
 reports it.  ``otpvm run MODULE:APP`` boots a node with an application and
 keeps it up until SIGINT or SIGTERM.
+
+The controller and the masters hold an application class from an upgradable
+module (see otpvm.code) by name, never the class itself: ``prep_stop``,
+``stop`` and ``config_change`` run the current version's code, and a
+release upgrade tells an application its configuration changed with
+``config_change``.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from otpvm import _vm, gen, gen_server
+from otpvm import _vm, code, gen, gen_server
 from otpvm.gen import From
 from otpvm.gen_server import GenServer, NoReply, Ok, Reply
 from otpvm.kernel import (
@@ -39,6 +45,7 @@ from otpvm.kernel import (
     exit,
     halt,
     link,
+    make_ref,
     process_flag,
     receive,
     send,
@@ -49,7 +56,7 @@ from otpvm.kernel import self as _me
 from otpvm.terms import ANY, AnyOf, Exit
 
 __all__ = [
-    "Application", "ApplicationError", "ensure_all_started", "get_env", "load",
+    "Application", "ApplicationError", "config_change", "ensure_all_started", "get_env", "load",
     "loaded_applications", "set_env", "start", "stop", "unload", "unset_env",
     "which_applications",
 ]
@@ -99,6 +106,13 @@ class Application:
     def stop(self, state: Any) -> None:
         """Called after the tree has stopped."""
 
+    def config_change(self, changed: list[tuple[str, Any]], new: list[tuple[str, Any]],
+                      removed: list[str]) -> None:
+        """Called, in the current code, after a release upgrade changed the
+        running application's configuration (``application.config_change``):
+        ``changed`` and ``new`` are the (key, value) pairs changed and
+        added, ``removed`` the keys removed.  By default nothing is done."""
+
 
 class ApplicationError(Exception):
     """An application operation failed: ``reason`` says why (OTP's {error, Reason})."""
@@ -108,10 +122,30 @@ class ApplicationError(Exception):
         self.reason = reason
 
 
+def _late(cls: type[Application]) -> Any:
+    """How the class is held: by name ("pkg.mod:Name") when its module is
+    upgradable, so that the current version is always the one used and no
+    old version is kept alive; else the class itself."""
+    module, qualname = cls.__module__, cls.__qualname__
+    if code.managed(module) and "<locals>" not in qualname:
+        return code.ref(f"{module}:{qualname}")
+    return cls
+
+
+def _resolve(ref: Any) -> type[Application]:
+    cls: type[Application] = ref.resolve() if isinstance(ref, code.CodeRef) else ref
+    return cls
+
+
 @dataclass
 class _Loaded:
-    cls: type[Application]
+    ref: Any                    # see _late
     env: dict[str, Any]
+
+    @property
+    def cls(self) -> type[Application]:
+        """The application's class, in its current version."""
+        return _resolve(self.ref)
 
 
 @dataclass
@@ -143,14 +177,18 @@ class _Controller:
     order: list[str] = field(default_factory=list)        # start order
 
 
-async def _master(cls: type[Application], start_type: str, args: Any) -> None:
+async def _master(ref: Any, start_type: str, args: Any) -> None:
     """An application master: starts the tree and reports how it ends.
 
     As OTP's application master, it acts only on exits from its top
     supervisor (the tree died: prep_stop and stop run, then it exits with the
     tree's reason) and from the controller; exits of other processes that
-    start linked to it are ignored."""
+    start linked to it are ignored.  It keeps the application's class by
+    name and its instance's attributes, and makes an instance of the current
+    version for each callback."""
     process_flag("trap_exit", True)
+    cls = _resolve(ref)
+    name = cls.name
     app = cls()
     controller = whereis(CONTROLLER)
     assert controller is not None
@@ -158,35 +196,57 @@ async def _master(cls: type[Application], start_type: str, args: Any) -> None:
         top = await app.start(start_type, args)
     except Exception as exc:
         # The reason travels without its traceback: log it here, where it is.
-        _log.exception("application %s: start raised", cls.name)
+        _log.exception("application %s: start raised", name)
         exit(("start_failed", exc))
     if not isinstance(top, Pid):
         exit(("bad_start_return", top))
+    attrs = vars(app)
+    del cls, app                                 # from here on, current code only
     link(top)
-    send(controller, ("$app_started", cls.name))
+    send(controller, ("$app_started", name))
     while True:
         msg = await receive()
         if isinstance(msg, Exit) and msg.pid == top:
-            _callback(app.stop, _callback(app.prep_stop, None))
+            _callback(ref, attrs, "stop", _callback(ref, attrs, "prep_stop", None))
             exit(msg.reason)                     # the tree died: tell the controller
         if isinstance(msg, Exit) and msg.pid == controller:
             exit(msg.reason)                     # the controller went away
         if isinstance(msg, tuple) and msg[:1] == ("$app_stop",):
-            state = _callback(app.prep_stop, None)
+            state = _callback(ref, attrs, "prep_stop", None)
             exit(top, "shutdown")                # its children stop in reverse
             await receive(Exit(top, ANY))
-            _callback(app.stop, state)
-            send(msg[1], ("$app_stopped", cls.name))
+            _callback(ref, attrs, "stop", state)
+            send(msg[1], ("$app_stopped", name))
             exit("normal")
+        if isinstance(msg, tuple) and msg[:1] == ("$app_config_change",):
+            _, caller, tag, changes = msg
+            send(caller, (tag, _config_change(ref, attrs, changes)))
 
 
-def _callback(fn: Any, state: Any) -> Any:
-    """Runs prep_stop or stop; like OTP, an exception is logged, not fatal
-    (prep_stop then leaves the state as it was)."""
+def _config_change(ref: Any, attrs: dict[str, Any], changes: tuple[Any, Any, Any]) -> Any:
+    """Runs config_change in the current code: None, or the exception."""
     try:
-        return fn(state)
+        _instance(ref, attrs).config_change(*changes)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _instance(ref: Any, attrs: dict[str, Any]) -> Application:
+    """An instance of the application's current class with attrs."""
+    cls = _resolve(ref)
+    app = cls.__new__(cls)
+    vars(app).update(attrs)
+    return app
+
+
+def _callback(ref: Any, attrs: dict[str, Any], name: str, state: Any) -> Any:
+    """Runs prep_stop or stop in the current code; like OTP, an exception
+    is logged, not fatal (prep_stop then leaves the state as it was)."""
+    try:
+        return getattr(_instance(ref, attrs), name)(state)
     except Exception:
-        _log.exception("application callback %s failed", fn.__qualname__)
+        _log.exception("application callback %s.%s failed", getattr(ref, "__qualname__", ref), name)
         return state
 
 
@@ -227,6 +287,8 @@ class _ControllerServer(GenServer):
         if op == "spec":
             loaded = state.loaded.get(request[1])
             return Reply(loaded.cls if loaded else None, state)
+        if op == "config_change":
+            return Reply(await self._config_change(state, *request[1:]), state)
         return Reply(("error", ("unknown_request", request)), state)
 
     def handle_info(self, msg: Any, state: _Controller) -> Any:
@@ -243,7 +305,7 @@ class _ControllerServer(GenServer):
             return ("error", f"not an Application subclass with a name: {cls!r}")
         if cls.name in state.loaded:
             return ("error", ("already_loaded", cls.name))
-        state.loaded[cls.name] = _Loaded(cls, dict(cls.env))
+        state.loaded[cls.name] = _Loaded(_late(cls), dict(cls.env))
         _envs()[cls.name] = state.loaded[cls.name].env
         return "ok"
 
@@ -265,7 +327,7 @@ class _ControllerServer(GenServer):
         missing = [dep for dep in loaded.cls.applications if dep not in state.running]
         if missing:
             return ("error", ("not_started", missing[0]))
-        master = spawn_link(_master, loaded.cls, start_type, None)
+        master = spawn_link(_master, loaded.ref, start_type, None)
         msg = await receive(AnyOf(("$app_started", name), Exit(master, ANY)))
         if isinstance(msg, Exit):
             return ("error", msg.reason)
@@ -290,6 +352,37 @@ class _ControllerServer(GenServer):
             _log.error("application report: application %s exited with reason %r while "
                        "being stopped (type %s)", name, msg.reason, running.start_type)
         return "ok"
+
+    async def _config_change(self, state: _Controller, name: str,
+                             changed: list[tuple[str, Any]], new: list[tuple[str, Any]],
+                             removed: list[str]) -> Any:
+        """Applies the change to the env, then (if the application runs)
+        has its master call config_change in the current code; if that
+        raises, the env is put back and the error returned."""
+        loaded = state.loaded.get(name)
+        if loaded is None:
+            return ("error", ("not_loaded", name))
+        before = dict(loaded.env)
+        loaded.env.update(changed)
+        loaded.env.update(new)
+        for key in removed:
+            loaded.env.pop(key, None)
+        running = state.running.get(name)
+        if running is None:
+            return "ok"
+        tag = make_ref()
+        send(running.master, ("$app_config_change", _me(), tag, (changed, new, removed)))
+        msg = await receive(AnyOf((tag, ANY), Exit(running.master, ANY)))
+        if isinstance(msg, Exit):         # its tree died meanwhile: as handle_info would
+            self._app_exited(state, name, msg.reason)
+            failure: Any = ("master_exited", msg.reason)
+        else:
+            failure = msg[1]
+        if failure is None:
+            return "ok"
+        loaded.env.clear()
+        loaded.env.update(before)
+        return ("error", ("config_change_failed", failure))
 
     def _app_exited(self, state: _Controller, name: str, reason: Any) -> None:
         running = state.running.pop(name)
@@ -411,6 +504,35 @@ async def _ensure(app: type[Application], start_type: str, registry: dict[str, A
 async def stop(app: type[Application] | str) -> None:
     """Stops a running application: prep_stop, the tree in reverse, stop."""
     await _request("stop", _name(app))
+
+
+async def config_change(app: type[Application] | str, changed: Any = (), new: Any = (),
+                        removed: Any = ()) -> None:
+    """A release upgrade changed the application's configuration (OTP's
+    ``config_change``): ``changed`` and ``new`` are (key, value) pairs (or
+    dicts) changed and added, ``removed`` keys.  The env is updated, then,
+    if the application is running, ``Application.config_change(changed,
+    new, removed)`` runs (current code, lists in the order given).  Raises
+    ApplicationError(('config_change_failed', exc)) if it raised (the env
+    is then as it was), or ``('not_loaded', name)``."""
+    lists = (_pairs("changed", changed), _pairs("new", new), _keys(removed))
+    await _request("config_change", _name(app), *lists)
+
+
+def _pairs(what: str, value: Any) -> list[tuple[str, Any]]:
+    items = list(value.items()) if isinstance(value, dict) else list(value)
+    if not all(type(item) is tuple and len(item) == 2 and isinstance(item[0], str)
+               for item in items):
+        raise TypeError(f"config_change: {what} must be (key, value) pairs or a dict, "
+                        f"not {value!r}")
+    return items
+
+
+def _keys(value: Any) -> list[str]:
+    keys = list(value)
+    if isinstance(value, str) or not all(isinstance(key, str) for key in keys):
+        raise TypeError(f"config_change: removed must be a list of keys, not {value!r}")
+    return keys
 
 
 async def which_applications() -> list[tuple[str, str, str]]:

@@ -427,17 +427,18 @@ async def processes_using(name: str, which: Literal["old", "current"] = "old", *
     version = old if which == "old" else current
     if version is None:
         return []
-    return [pid for pid in processes() if _runs(pid, version.module.__dict__, scan_state)]
+    return [pid for pid in processes() if _runs(pid, version, scan_state)]
 
 
 async def check_process_code(pid: Pid, name: str) -> bool:
     """Whether the process runs the module's old version (Erlang's
     check_process_code, which counts funs too: so does this)."""
     old = versions(name)[1]
-    return old is not None and _runs(pid, old.module.__dict__, True)
+    return old is not None and _runs(pid, old, True)
 
 
-def _runs(pid: Pid, names: dict[str, Any], scan_state: bool) -> bool:
+def _runs(pid: Pid, version: Version, scan_state: bool) -> bool:
+    names = version.module.__dict__
     roots = _vm._code_roots(pid)
     if roots is None:
         return False
@@ -445,7 +446,13 @@ def _runs(pid: Pid, names: dict[str, Any], scan_state: bool) -> bool:
     found = [fn, handler, *(args or ())]
     if handler is not None:
         found.extend(vars(handler).values() if hasattr(handler, "__dict__") else ())
-        found.extend(getattr(handler, name, None) for name in ("mod", "state", "cls"))
+        state = getattr(handler, "state", None)
+        found.extend(getattr(handler, attr, None) for attr in ("mod", "cls"))
+        found.append(state)
+        # A behaviour that names its callback late (a supervisor keeps a
+        # CodeRef to its class) runs that module's current version.
+        if version.status == "current" and hasattr(state, "__dict__"):
+            found.extend(v for v in vars(state).values() if isinstance(v, CodeRef))
     for frame in _frames(coro):
         if frame.f_globals is names:
             return True
@@ -453,7 +460,7 @@ def _runs(pid: Pid, names: dict[str, Any], scan_state: bool) -> bool:
             found.extend(frame.f_locals.values())
     if scan_state:
         found.extend(_one_level(found))
-    return any(_from_version(obj, names) for obj in found)
+    return any(_from_version(obj, version) for obj in found)
 
 
 def _frames(coro: Any) -> Iterator[types.FrameType]:
@@ -479,12 +486,15 @@ def _one_level(objs: Iterable[Any]) -> list[Any]:
     return inner
 
 
-def _from_version(obj: Any, names: dict[str, Any]) -> bool:
-    """Whether obj is code of the version whose globals are ``names``: a
-    function or closure, a method, a partial, a class defined there, or an
-    instance of one."""
+def _from_version(obj: Any, version: Version) -> bool:
+    """Whether obj is code of the version: a function or closure, a method,
+    a partial, a class defined there, an instance of one, or (the current
+    version) a CodeRef to its module."""
+    names = version.module.__dict__
     if obj is None:
         return False
+    if isinstance(obj, CodeRef):
+        return version.status == "current" and obj.split(":")[0] == version.name
     while isinstance(obj, (types.MethodType, functools.partial)):
         obj = obj.__func__ if isinstance(obj, types.MethodType) else obj.func
     if isinstance(obj, types.FunctionType):
@@ -537,7 +547,7 @@ def vsn_of(obj: Any) -> str | None:
     if entry is None:
         return None
     for version in (entry.current, entry.old):
-        if version is not None and _from_version(obj, version.module.__dict__):
+        if version is not None and _from_version(obj, version):
             return version.vsn
     return None
 

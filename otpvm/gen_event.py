@@ -41,6 +41,14 @@ installed several times.  Everything follows OTP's gen_event (checked with
 
 Callbacks may be ``async def``: the manager then waits for them (handling no
 other request meanwhile, as in OTP, where a callback may block).
+
+Hot code upgrade is per handler class, as in OTP: after a new version of a
+handler's module is loaded, each of its handlers switches to the class of the
+same name in it before the manager's next message, keeping its state; under
+``sys.suspend``, ``sys.change_code(mgr, module, old_vsn, extra)`` runs
+``code_change`` for every handler whose class is from ``module`` (the
+others are untouched) and switches them all, or none if one fails.  The
+versions of a class are one handler id (OTP names handlers by module).
 """
 
 from __future__ import annotations
@@ -50,7 +58,8 @@ from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
 
-from otpvm import gen
+from otpvm import _vm, code, gen
+from otpvm import sys as _sys
 from otpvm.gen import CallError, From, StartError
 from otpvm.kernel import (
     Pid,
@@ -230,7 +239,8 @@ class EventHandler(Generic[S]):
         return None
 
     def code_change(self, old_vsn: Any, state: S, extra: Any) -> S:
-        """Converts the state during a code upgrade."""
+        """Converts the state during a code upgrade (called as
+        GenServer.code_change is)."""
         return state
 
 
@@ -249,6 +259,27 @@ def _name(handler: Any) -> str:
     return handler.__qualname__ if isinstance(handler, type) else repr(handler)
 
 
+def _same_class(a: Any, b: Any) -> bool:
+    """Two versions of one class of a module under otpvm.code."""
+    return (isinstance(a, type) and isinstance(b, type) and a.__qualname__ == b.__qualname__
+            and a.__module__ == b.__module__ and code.managed(a.__module__))
+
+
+def _same_handler(a: Any, b: Any) -> bool:
+    """Whether handler ids a and b name the same handler: equal, or the
+    same but for the version of the class."""
+    if a == b:
+        return True
+    if type(a) is tuple and type(b) is tuple and len(a) == len(b) == 2:
+        return bool(a[1] == b[1]) and _same_class(a[0], b[0])
+    return _same_class(a, b)
+
+
+def _renamed(handler: Any, cls: type) -> Any:
+    """The handler id with its class replaced by cls."""
+    return (cls, handler[1]) if type(handler) is tuple else cls
+
+
 def _reason(exc: BaseException) -> Any:
     return exc.reason if isinstance(exc, ProcessExit) else exc
 
@@ -259,13 +290,14 @@ def _reason(exc: BaseException) -> Any:
 class _Installed:
     """One installed handler."""
 
-    __slots__ = ("id", "mod", "owner", "state")
+    __slots__ = ("id", "mod", "owner", "refused", "state")
 
     def __init__(self, id: Any, mod: EventHandler[Any], state: Any, owner: Pid | None) -> None:
         self.id = id
         self.mod = mod
         self.state = state
         self.owner = owner
+        self.refused: Any = None        # the code.Version it failed to switch to
 
 
 class _Manager:
@@ -276,6 +308,9 @@ class _Manager:
         self.parent = parent
         self.handlers: list[_Installed] = []    # newest first, as in OTP
         self.starter: From | None = None        # set by gen.start
+        self.epoch = _vm.code_epoch()           # the code epoch handlers were resolved in
+        # change_code's undo, until commit/abort/resume: (handler, id, snapshot)
+        self.undo: list[tuple[_Installed, Any, _sys.CodeUndo]] | None = None
 
     def start(self) -> None:
         process_flag("trap_exit", True)
@@ -298,6 +333,8 @@ class _Manager:
         return _finish(body, yielded)
 
     async def _handle(self, msg: Any) -> None:
+        if self.epoch != _vm.code_epoch():
+            self._code_epoch_changed()
         if type(msg) is tuple:
             if len(msg) == 2 and msg[0] == NOTIFY:
                 await self._notify(msg[1], "handle_event")
@@ -346,7 +383,8 @@ class _Manager:
     async def _init(self, handler: Any, args: Any, owner: Pid | None) -> Any:
         """A new installed handler, or the reason it refused."""
         try:
-            mod = _check_id(handler)()
+            # The class as of now: a handler added after an upgrade runs the new code.
+            mod = code.current(_check_id(handler))()
             state = mod.init(args)
             if type(state) is CoroutineType:
                 state = await state
@@ -452,7 +490,7 @@ class _Manager:
 
     def _find(self, handler: Any) -> _Installed | None:
         for h in self.handlers:
-            if h.id == handler:
+            if _same_handler(h.id, handler):
                 return h
         return None
 
@@ -520,25 +558,95 @@ class _Manager:
             gen.reply(from_, {"pid": _me(), "module": "gen_event", "parent": self.parent,
                               "name": self.name, "status": "running",
                               "state": [(h.id, h.state) for h in self.handlers]})
-        elif op == "code_change":
-            # ("code_change", cls, old_vsn, extra): code_change for every
-            # handler of that class (system_code_change).
-            _, cls, old_vsn, extra = request
-            try:
-                for h in self.handlers:
-                    if type(h.mod) is cls:
-                        h.state = h.mod.code_change(old_vsn, h.state, extra)
-            except Exception as exc:
-                gen.reply(from_, ("error", exc))
-            else:
-                gen.reply(from_, "ok")
         elif op == "suspend":
             gen.reply(from_, "ok")
-            await gen.suspended(self._system)
+            await gen.suspended(self._suspended_system)
+            self.undo = None                    # resumed: a change of code is final
         elif op == "resume":
             gen.reply(from_, "ok")
+        elif _sys.code_request(request) is not None:
+            # Code changes only while suspended; with no undo, commit is a no-op.
+            gen.reply(from_, "ok" if request[0] == "commit_code" else ("error", "running"))
         else:
             gen.reply(from_, ("error", ("unknown_system_msg", request)))
+
+
+    # -- hot code upgrade ----------------------------------------------------------
+
+    def _code_epoch_changed(self) -> None:
+        """Each handler switches to the current version of its class,
+        keeping its state (see code.switch_callback); one that fails stays
+        as it was, reported once."""
+        self.epoch = _vm.code_epoch()
+        for h in self.handlers:
+            cls = type(h.mod)
+            if h.refused is not None and code.which(cls.__module__) is h.refused:
+                continue
+            try:
+                new_cls, h.mod, h.state = code.switch_callback(
+                    cls, h.mod, _sys.migrating(cls, h.state))
+            except code.ModuleDeleted:
+                continue                # it runs on until purged, as in Erlang
+            except Exception as exc:
+                h.refused = code.which(cls.__module__)
+                _log.error("gen_event handler %s: switching to the current version of %s "
+                           "failed: %r; it stays on its old code and state", _name(h.id),
+                           cls.__module__, exc, exc_info=exc)
+                continue
+            h.id = _renamed(h.id, new_cls)
+
+    def _suspended_system(self, from_: From, request: Any) -> Any:
+        kind = _sys.code_request(request)
+        if kind == "change_code":
+            gen.reply(from_, self._change_code(*request[1:]))
+        elif kind == "commit_code":
+            self.undo = None
+            gen.reply(from_, "ok")
+        elif kind == "abort_code":
+            self._abort_code()
+            gen.reply(from_, "ok")
+        else:
+            return self._system(from_, request)
+        return None
+
+    def _change_code(self, module: str, old_vsn: Any, extra: Any) -> Any:
+        """sys.change_code while suspended, for the handlers whose class is
+        from module: all switched ('ok'), or, if one code_change raised,
+        none (('error', ('callback_failed', exc)))."""
+        targets = [h for h in self.handlers if type(h.mod).__module__ == module]
+        undo = [(h, h.id, _sys.CodeUndo.take(type(h.mod), h.mod, h.state)) for h in targets]
+        done = []
+        try:
+            for h in targets:
+                done.append(_sys.run_code_change(type(h.mod), h.mod, old_vsn,
+                                                 _converter(old_vsn, h.state, extra)))
+        except Exception as exc:
+            self._restore(undo)
+            return _sys.callback_failed(exc)
+        for h, (cls, mod, state) in zip(targets, done, strict=True):
+            h.id, h.mod, h.state, h.refused = _renamed(h.id, cls), mod, state, None
+        if self.undo is None:           # abort goes back to before the first change
+            self.undo = undo
+        return "ok"
+
+    def _abort_code(self) -> None:
+        undo, self.undo = self.undo, None
+        if undo is not None:
+            self._restore(undo)
+
+    def _restore(self, undo: list[tuple[_Installed, Any, _sys.CodeUndo]]) -> None:
+        """Puts the handlers back as they were; they do not switch to the
+        version now current by themselves at the next message."""
+        for h, handler_id, snapshot in undo:
+            h.id, h.mod, h.state = handler_id, snapshot.restore_instance(), snapshot.state
+            h.refused = code.which(snapshot.cls.__module__)
+
+
+def _converter(old_vsn: Any, state: Any, extra: Any) -> Any:
+    """change_code's step for one handler: its code_change on state."""
+    def convert(handler: EventHandler[Any]) -> Any:
+        return handler.code_change(old_vsn, state, extra)
+    return convert
 
 
 class _Resume:

@@ -24,6 +24,14 @@ it.  A callback may be ``async def`` when it has to call another process; the
 server then handles nothing else until it returns, exactly like an OTP
 callback blocked in a call.
 
+Hot code upgrade (see otpvm.code): at its next message after a new version
+of its callback module is loaded, a server switches to the class of the same
+name in that version, keeping its state (running ``code_change`` first when
+the version was switched in with ``code_change=``); under ``sys.suspend``,
+``sys.change_code`` switches it explicitly, with ``commit_code`` and
+``abort_code``.  Starting resolves the current version of the class, so a
+server restarted after an upgrade runs the new code.
+
 As in OTP, when a callback raises, ``terminate(exc, state)`` runs and the
 server exits with the exception (logged once, as a crash report); ``terminate``
 also runs on ``stop`` and when the parent's exit signal arrives while the
@@ -38,7 +46,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from otpvm import _vm, gen
+from otpvm import _vm, code, gen
 from otpvm import sys as _sys
 from otpvm.gen import CallError, From, Ignored, StartError, ack
 from otpvm.kernel import (
@@ -153,7 +161,11 @@ class GenServer:
         return value is ignored."""
 
     def code_change(self, old_vsn: Any, state: Any, extra: Any) -> Any:
-        """Hot upgrade: returns the state converted for the new code."""
+        """Hot upgrade: returns the state converted for the new code.
+
+        Called on the new version's class with the old version's vsn, or,
+        for a downgrade, on the running (newer) class with ``('down',
+        vsn)``.  Raising makes the change fail with nothing switched."""
         return state
 
     def format_status(self, status: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +181,9 @@ class _Server(_vm._ServerCore):
     ``_handle_message_py`` below, the reference implementation it mirrors.
     """
 
-    def __init__(self, cls: type[GenServer], args: Any, name: str | None) -> None:
+    def __init__(self, cls: type[GenServer] | str, args: Any, name: str | None) -> None:
+        if isinstance(cls, str) and ":" in cls:
+            cls = code.ref(cls).resolve()         # a late-bound "pkg.mod:Name"
         if not (isinstance(cls, type) and issubclass(cls, GenServer)):
             raise TypeError(f"gen_server needs a GenServer subclass, not {cls!r}")
         self.cls = cls
@@ -183,6 +197,8 @@ class _Server(_vm._ServerCore):
         self.timer = None
         self.timer_token = 0
         self.debug = None                 # sys.trace / sys.log (a sys.Debug), None while off
+        self.undo: _sys.CodeUndo | None = None   # change_code's, until commit/abort/resume
+        self.refused: Any = None          # the code.Version it failed to switch to
 
     # -- start ------------------------------------------------------------
 
@@ -195,12 +211,16 @@ class _Server(_vm._ServerCore):
             except NameRegistrationError:
                 ack(self.starter, ("already_started", whereis(self.name)))
                 exit("normal")
-        self.mod = self.cls()
+        self.epoch = _vm.code_epoch()
         try:
+            # The class as of now: a restart after an upgrade runs the new code.
+            self.cls = code.current(self.cls)
+            self.mod = self.cls()
             result = self.mod.init(self.args)
         except Exception as exc:
             ack(self.starter, exc)
             raise
+        self.args = None                  # not needed again; it may hold old classes
         if inspect.iscoroutine(result):
             return self._start_async(result)
         return self._started(result)
@@ -236,6 +256,10 @@ class _Server(_vm._ServerCore):
     # -- messages -----------------------------------------------------------
 
     def _handle_message_py(self, msg: Any) -> Any:
+        epoch = _vm.code_epoch()
+        if self.epoch != epoch:
+            self.epoch = epoch
+            self._code_epoch_changed()
         if self.timer is not None:
             if type(msg) is tuple and len(msg) == 2 and msg[0] == _TIMEOUT:
                 if msg[1] != self.timer_token:
@@ -356,6 +380,80 @@ class _Server(_vm._ServerCore):
         finally:
             raise exc
 
+    # -- hot code upgrade -------------------------------------------------------
+
+    def _code_epoch_changed(self) -> None:
+        """A module's version changed since the last message: switch to the
+        current version of the callback class, keeping the state (migrated
+        by code_change when the version asks for it).  If that fails, the
+        server stays on its code and state, says so once, and does not try
+        that version again."""
+        cls = self.cls
+        if self.mod is None or (self.refused is not None
+                                and code.which(cls.__module__) is self.refused):
+            return
+        try:
+            self.cls, self.mod, self.state = code.switch_callback(
+                cls, self.mod, _sys.migrating(cls, self.state))
+        except code.ModuleDeleted:
+            return                        # deleted: it runs on until purged, as in Erlang
+        except Exception as exc:
+            self.refused = code.which(cls.__module__)
+            vsn = self.refused.vsn if self.refused is not None else "?"
+            _log.error("gen_server %r (%s): switching to version %s of %s failed: %r; it "
+                       "stays on its old code and state", self._debug_name(),
+                       cls.__qualname__, vsn, cls.__module__, exc, exc_info=exc)
+
+    async def _suspended(self) -> None:
+        await gen.suspended(self._suspended_system)
+        self.undo = None                  # resumed: a change of code is final
+
+    def _suspended_system(self, from_: From, request: Any) -> Any:
+        kind = _sys.code_request(request)
+        if kind == "change_code":
+            gen.reply(from_, self._change_code(request[2], request[3]))
+        elif kind == "commit_code":
+            self.undo = None
+            gen.reply(from_, "ok")
+        elif kind == "abort_code":
+            self._abort_code()
+            gen.reply(from_, "ok")
+        else:
+            return self._system(from_, request)
+        return None
+
+    def _change_code(self, old_vsn: Any, extra: Any) -> Any:
+        """sys.change_code while suspended: 'ok' or ('error', ('callback_failed', exc))."""
+        assert self.mod is not None
+        undo = _sys.CodeUndo.take(self.cls, self.mod, self.state)
+        state = self.state
+        try:
+            cls, mod, state = _sys.run_code_change(
+                self.cls, self.mod, old_vsn, lambda m: m.code_change(old_vsn, state, extra))
+        except Exception as exc:
+            self.mod, self.state = undo.restore_instance(), undo.state
+            self._stay(undo.cls)
+            return _sys.callback_failed(exc)
+        if self.undo is None:             # abort goes back to before the first change
+            self.undo = undo
+        self.cls, self.mod, self.state = cls, mod, state
+        self.refused = None
+        self.epoch = _vm.code_epoch()     # switched: nothing to do at the next message
+        return "ok"
+
+    def _abort_code(self) -> None:
+        undo, self.undo = self.undo, None
+        if undo is not None:
+            self.cls, self.mod, self.state = undo.cls, undo.restore_instance(), undo.state
+            self._stay(undo.cls)
+
+    def _stay(self, cls: type) -> None:
+        """Stays on cls: the version now current is not switched to by
+        itself at the next message (OTP's process would run it over the old
+        state)."""
+        self.epoch = _vm.code_epoch()
+        self.refused = code.which(cls.__module__)
+
     # -- the sys protocol -----------------------------------------------------
 
     def _system(self, from_: From, request: Any) -> Any:
@@ -377,9 +475,12 @@ class _Server(_vm._ServerCore):
             gen.reply(from_, self.mod.format_status(status))
         elif request == "suspend":
             gen.reply(from_, "ok")
-            return gen.suspended(self._system)
+            return self._suspended()
         elif request == "resume":
             gen.reply(from_, "ok")
+        elif _sys.code_request(request) is not None:
+            # Code changes only while suspended; with no undo, commit is a no-op.
+            gen.reply(from_, "ok" if request[0] == "commit_code" else ("error", "running"))
         else:
             handled = _sys.debug_request(self.debug, request)
             if handled is None:
@@ -394,9 +495,12 @@ class _Server(_vm._ServerCore):
 # -- the API ------------------------------------------------------------------
 
 
-async def start(cls: type[GenServer], args: Any = None, *, name: str | None = None,
+async def start(cls: type[GenServer] | str, args: Any = None, *, name: str | None = None,
                 timeout: float | None = None) -> Pid:
     """Starts a server and returns its pid once ``init`` has completed.
+
+    ``cls`` is a GenServer subclass, or a ``"pkg.mod:Name"`` reference (see
+    ``code.ref``); the server runs the current version of the class.
 
     Raises ``StartError`` if init fails or stops (``reason`` says why, for
     example ``('already_started', pid)`` when the name is taken), ``Ignored``
@@ -406,14 +510,14 @@ async def start(cls: type[GenServer], args: Any = None, *, name: str | None = No
     return pid
 
 
-async def start_link(cls: type[GenServer], args: Any = None, *, name: str | None = None,
+async def start_link(cls: type[GenServer] | str, args: Any = None, *, name: str | None = None,
                      timeout: float | None = None) -> Pid:
     """Like start, and links the server to the caller (its parent)."""
     pid: Pid = await gen.start(_Server(cls, args, name), link=True, timeout=timeout)
     return pid
 
 
-async def start_monitor(cls: type[GenServer], args: Any = None, *, name: str | None = None,
+async def start_monitor(cls: type[GenServer] | str, args: Any = None, *, name: str | None = None,
                         timeout: float | None = None) -> tuple[Pid, Ref]:
     """Like start, and monitors the server: returns (pid, ref)."""
     result: tuple[Pid, Ref] = await gen.start(_Server(cls, args, name), link=False,

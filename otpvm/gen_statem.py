@@ -62,6 +62,12 @@ blocked in a call.  When a callback raises, ``terminate(exc, state, data)``
 runs and the process exits with the exception (logged once, by the VM).
 ``terminate`` also runs on ``stop``, on a ``Stop`` result, and when the
 parent's exit signal arrives while the process traps exits.
+
+Hot code upgrade works as for gen_server: the current version of the class
+at start, an automatic switch at the next event after a load, and
+``sys.change_code`` under ``sys.suspend``; ``code_change(old_vsn, state,
+data, extra)`` returns ``(state, data)``, and ``callback_mode()`` is read
+again from the new code after each switch.
 """
 
 from __future__ import annotations
@@ -74,7 +80,8 @@ from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, Literal, TypeAlias
 
-from otpvm import gen
+from otpvm import _vm, code, gen
+from otpvm import sys as _sys
 from otpvm.gen import CallError, From, Ignored, StartError, ack
 from otpvm.kernel import (
     Pid,
@@ -357,7 +364,8 @@ class GenStatem:
         """
 
     def code_change(self, old_vsn: Any, state: Any, data: Any, extra: Any) -> tuple[Any, Any]:
-        """Hot upgrade: returns ``(state, data)`` converted for the new code."""
+        """Hot upgrade: returns ``(state, data)`` converted for the new code
+        (called as gen_server's is: see GenServer.code_change)."""
         return state, data
 
     def format_status(self, status: dict[str, Any]) -> dict[str, Any]:
@@ -439,10 +447,12 @@ async def _drive_async(step: _Step, pending: Any) -> None:
 class _Statem:
     """The callback-process handler that runs a GenStatem."""
 
-    def __init__(self, cls: type[GenStatem], args: Any, name: str | None) -> None:
-        self.initial_call = f"{cls.__module__}.{cls.__qualname__}.init"
+    def __init__(self, cls: type[GenStatem] | str, args: Any, name: str | None) -> None:
+        if isinstance(cls, str) and ":" in cls:
+            cls = code.ref(cls).resolve()         # a late-bound "pkg.mod:Name"
         if not (isinstance(cls, type) and issubclass(cls, GenStatem)):
             raise TypeError(f"gen_statem needs a GenStatem subclass, not {cls!r}")
+        self.initial_call = f"{cls.__module__}.{cls.__qualname__}.init"
         self.cls = cls
         self.args = args
         self.name = name
@@ -459,6 +469,9 @@ class _Statem:
         self.timers: dict[Any, list[Any]] = {}   # kind -> [TimerRef|None, token, content]
         self.t0q: list[Any] = []            # kinds of the zero timeouts, in order
         self.token = 0
+        self.epoch = 0                      # the code epoch cls was last resolved in
+        self.undo: tuple[_sys.CodeUndo, Any, bool] | None = None   # change_code's
+        self.refused: Any = None            # the code.Version it failed to switch to
 
     # -- start ------------------------------------------------------------
 
@@ -478,7 +491,10 @@ class _Statem:
                 exit("normal")
         ignored: Ignored | None = None
         stop_reason: Any = KEEP
+        self.epoch = _code_epoch()
         try:
+            # The class as of now: a restart after an upgrade runs the new code.
+            self.cls = code.current(self.cls)
             self.mod = mod = self.cls()
             result = mod.init(self.args)
             if _is_awaitable(result):
@@ -509,26 +525,13 @@ class _Statem:
         yield from self._run(None, actions)
 
     def _set_callback_mode(self, mod: GenStatem) -> None:
-        result = mod.callback_mode()
-        modes = [result] if isinstance(result, str) else list(result)
-        mode = None
-        enter = False
-        for item in modes:
-            if item in (_STATE_FUNCTIONS, _HANDLE_EVENT_FUNCTION):
-                mode = item
-            elif item == _STATE_ENTER:
-                enter = True
-            else:
-                mode = None
-                break
-        if mode is None:
-            raise StatemError("bad_return_from_callback_mode", result)
-        self.handle_event = mod.handle_event if mode == _HANDLE_EVENT_FUNCTION else None
-        self.state_enter = enter
+        self.handle_event, self.state_enter = _callback_mode(mod)
 
     # -- messages -----------------------------------------------------------
 
     def handle_message(self, msg: Any) -> Any:
+        if self.epoch != _code_epoch():
+            self._code_epoch_changed()
         if type(msg) is tuple:
             size = len(msg)
             tag = msg[0] if size and type(msg[0]) is str else None
@@ -798,17 +801,141 @@ class _Statem:
             gen.reply(from_, self.mod.format_status(status))
         elif request == "suspend":
             gen.reply(from_, "ok")
-            return gen.suspended(self._system)
+            return self._suspended()
         elif request == "resume":
             gen.reply(from_, "ok")
+        elif _sys.code_request(request) is not None:
+            # Code changes only while suspended; with no undo, commit is a no-op.
+            gen.reply(from_, "ok" if request[0] == "commit_code" else ("error", "running"))
         else:
             gen.reply(from_, ("error", ("unknown_system_msg", request)))
         return None
+
+    # -- hot code upgrade (as gen_server's: see there) --------------------------
+
+    def _code_epoch_changed(self) -> None:
+        """Switches to the current version of the class at a safe point
+        (before an event), keeping state and data (migrated by code_change
+        when the version asks for it) and reading callback_mode() again.
+        A failure leaves everything as it was, reported once."""
+        self.epoch = _code_epoch()
+        cls, mod = self.cls, self.mod
+        if mod is None or (self.refused is not None
+                           and code.which(cls.__module__) is self.refused):
+            return
+        try:
+            new_cls = code.current(cls)
+            if new_cls is cls:
+                return
+            new = _sys.carry(new_cls, mod)
+            state, data = self.state, self.data
+            migration = code.pending_code_change(new_cls, code.vsn_of(cls))
+            if migration is not None:         # on a copy: it may change it, then fail
+                state, data = _sys.snapshot((state, data))
+                state, data = _state_and_data(
+                    new.code_change(migration[0], state, data, migration[1]), new_cls)
+            handle_event, enter = _callback_mode(new)
+        except code.ModuleDeleted:
+            return                        # deleted: it runs on until purged, as in Erlang
+        except Exception as exc:
+            self.refused = code.which(cls.__module__)
+            vsn = self.refused.vsn if self.refused is not None else "?"
+            _log.error("gen_statem %r (%s): switching to version %s of %s failed: %r; it "
+                       "stays on its old code, state and data", self.pid, cls.__qualname__,
+                       vsn, cls.__module__, exc, exc_info=exc)
+            return
+        self.cls, self.mod, self.state, self.data = new_cls, new, state, data
+        self.handle_event, self.state_enter = handle_event, enter
+
+    async def _suspended(self) -> None:
+        await gen.suspended(self._suspended_system)
+        self.undo = None                  # resumed: a change of code is final
+
+    def _suspended_system(self, from_: From, request: Any) -> Any:
+        kind = _sys.code_request(request)
+        if kind == "change_code":
+            gen.reply(from_, self._change_code(request[2], request[3]))
+        elif kind == "commit_code":
+            self.undo = None
+            gen.reply(from_, "ok")
+        elif kind == "abort_code":
+            self._abort_code()
+            gen.reply(from_, "ok")
+        else:
+            return self._system(from_, request)
+        return None
+
+    def _change_code(self, old_vsn: Any, extra: Any) -> Any:
+        """sys.change_code while suspended: 'ok' or ('error', ('callback_failed', exc))."""
+        assert self.mod is not None
+        undo = _sys.CodeUndo.take(self.cls, self.mod, (self.state, self.data))
+        state, data = self.state, self.data
+        try:
+            cls, mod, (state, data) = _sys.run_code_change(
+                self.cls, self.mod, old_vsn, lambda m: _state_and_data(
+                    m.code_change(old_vsn, state, data, extra), type(m)))
+            handle_event, enter = _callback_mode(mod)
+        except Exception as exc:
+            self.mod = undo.restore_instance()
+            self.state, self.data = undo.state
+            self._stay(undo.cls)
+            return _sys.callback_failed(exc)
+        if self.undo is None:             # abort goes back to before the first change
+            self.undo = (undo, self.handle_event, self.state_enter)
+        self.cls, self.mod, self.state, self.data = cls, mod, state, data
+        self.handle_event, self.state_enter = handle_event, enter
+        self.refused = None
+        self.epoch = _code_epoch()        # switched: nothing to do at the next event
+        return "ok"
+
+    def _abort_code(self) -> None:
+        undo, self.undo = self.undo, None
+        if undo is not None:
+            snapshot, self.handle_event, self.state_enter = undo
+            self.cls, self.mod = snapshot.cls, snapshot.restore_instance()
+            self.state, self.data = snapshot.state
+            self._stay(snapshot.cls)
+
+    def _stay(self, cls: type) -> None:
+        """Stays on cls: the version now current is not switched to by
+        itself at the next event."""
+        self.epoch = _code_epoch()
+        self.refused = code.which(cls.__module__)
 
 
 
 _RESULT_CLASSES = (NextState, KeepState, KeepStateAndData, RepeatState, RepeatStateAndData,
                    Stop, StopAndReply, *_ACTION_TYPES)
+
+
+def _callback_mode(mod: GenStatem) -> tuple[Any, bool]:
+    """What mod.callback_mode() asks for: (the bound handle_event, or None
+    in 'state_functions' mode; whether state enter calls are on)."""
+    result = mod.callback_mode()
+    modes = [result] if isinstance(result, str) else list(result)
+    mode = None
+    enter = False
+    for item in modes:
+        if item in (_STATE_FUNCTIONS, _HANDLE_EVENT_FUNCTION):
+            mode = item
+        elif item == _STATE_ENTER:
+            enter = True
+        else:
+            mode = None
+            break
+    if mode is None:
+        raise StatemError("bad_return_from_callback_mode", result)
+    return (mod.handle_event if mode == _HANDLE_EVENT_FUNCTION else None), enter
+
+
+def _state_and_data(result: Any, cls: type) -> tuple[Any, Any]:
+    if type(result) is not tuple or len(result) != 2:
+        raise TypeError(f"{cls.__qualname__}.code_change returned {result!r}: "
+                        "expected (state, data)")
+    return result
+
+
+_code_epoch = _vm.code_epoch
 
 
 def _listify(actions: Any) -> Iterable[Any]:
@@ -843,7 +970,7 @@ def _valid_event_type(event_type: Any) -> bool:
 # -- the API ------------------------------------------------------------------
 
 
-async def start(cls: type[GenStatem], args: Any = None, *, name: str | None = None,
+async def start(cls: type[GenStatem] | str, args: Any = None, *, name: str | None = None,
                 timeout: float | None = None) -> Pid:
     """Starts a state machine and returns its pid once ``init`` has completed.
 
@@ -856,14 +983,14 @@ async def start(cls: type[GenStatem], args: Any = None, *, name: str | None = No
     return pid
 
 
-async def start_link(cls: type[GenStatem], args: Any = None, *, name: str | None = None,
+async def start_link(cls: type[GenStatem] | str, args: Any = None, *, name: str | None = None,
                      timeout: float | None = None) -> Pid:
     """Like start, and links the state machine to the caller (its parent)."""
     pid: Pid = await gen.start(_Statem(cls, args, name), link=True, timeout=timeout)
     return pid
 
 
-async def start_monitor(cls: type[GenStatem], args: Any = None, *, name: str | None = None,
+async def start_monitor(cls: type[GenStatem] | str, args: Any = None, *, name: str | None = None,
                         timeout: float | None = None) -> tuple[Pid, Ref]:
     """Like start, and monitors the state machine: returns (pid, ref)."""
     result: tuple[Pid, Ref] = await gen.start(_Statem(cls, args, name), link=False,

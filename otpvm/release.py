@@ -40,15 +40,25 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from otpvm import _vm, code, special
+from otpvm import _vm, appup, code, special
 from otpvm.gen import SYSTEM, From
-from otpvm.kernel import Pid, Ref, demonitor, monitor, receive, self, send, unalias
-from otpvm.terms import ANY, Down
+from otpvm.kernel import (
+    Pid,
+    Ref,
+    demonitor,
+    monitor,
+    receive,
+    run_blocking,
+    self,
+    send,
+    sleep,
+    unalias,
+)
+from otpvm.terms import Down
 
 __all__ = [
     "InstallError", "InstallReport", "ReleaseDir", "STRICT_LIMIT", "install",
@@ -84,6 +94,7 @@ class InstallReport:
     ok: bool = True
     rolled_back: bool = False
     reason: Any = None                  # why it failed: a tuple naming the step, then details
+    plan: str = ""                      # the upgrade plan, as otpvm appup prints it
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data (reasons as their repr)."""
@@ -185,6 +196,7 @@ class ReleaseDir:
 # -- many requests at once --------------------------------------------------------------
 
 _TIMEOUT: Any = ("timeout",)
+_BATCH = 500                    # requests sent, or dry runs made, between two yields
 
 
 async def _ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
@@ -193,16 +205,18 @@ async def _ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
     one per process: the suspension window stays short."""
     pending: dict[Ref, Pid] = {}
     me = self()
-    for pid, request in requests.items():
+    for i, (pid, request) in enumerate(requests.items()):
         ref = monitor(pid, alias=True)
         pending[ref] = pid
         send(pid, (SYSTEM, From(me, ref), request))
+        if i % _BATCH == _BATCH - 1:
+            await sleep(0)              # 10,000 requests: let the others run meanwhile
     answers: dict[Pid, Any] = {}
     deadline = time.monotonic() + timeout
     while pending:
         left = deadline - time.monotonic()
         try:
-            msg = await receive(ANY, timeout=max(0.0, left))
+            msg = await receive(None, timeout=max(0.0, left))
         except TimeoutError:
             break
         if isinstance(msg, Down) and msg.ref in pending:
@@ -235,45 +249,44 @@ class _Change:
     pids: list[Pid] = field(default_factory=list)
 
 
-def changed_modules(old_root: Path, new_root: Path, names: Iterable[str]) -> dict[str, Path]:
-    """The loaded modules (``names``) whose source differs between two
-    release trees: name -> the new file.  A module the new release lacks is
-    left alone (it keeps running until purged)."""
+def planned_changes(old_root: Path, new_root: Path) -> tuple[appup.UpgradePlan, dict[str, Path]]:
+    """The plan from the running release's tree to the target's (otpvm.appup:
+    comments and line numbers are no change; a downgrade is the diff the
+    other way), and the loaded modules it switches: name -> the new file,
+    callers first."""
+    plan = appup.make_plan(old_root, new_root)
+    instructions = plan.instructions
+    switching = (appup.LoadModule, appup.Update, appup.UpdateSupervisor, appup.CannotSwitch)
     changed = {}
-    for name in names:
-        new_file = new_root.joinpath(*name.split(".")).with_suffix(".py")
-        old_file = old_root.joinpath(*name.split(".")).with_suffix(".py")
-        if not new_file.exists():
-            continue
-        if not old_file.exists() or new_file.read_bytes() != old_file.read_bytes():
-            changed[name] = new_file
-    return changed
+    for instruction in instructions:
+        if isinstance(instruction, appup.RestartRequired):
+            raise _Abort(("restart_required", instruction.module, instruction.reason))
+        name = instruction.module
+        if isinstance(instruction, switching) and code.which(name) is not None:
+            changed[name] = new_root.joinpath(*name.split(".")).with_suffix(".py")
+    return plan, changed
 
 
 async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str | None = None,
                   down: bool = False, mode: Mode = "auto", extra: Any = None,
-                  suspend_timeout: float = 5.0, code_change_timeout: float = 5.0,
-                  order: list[str] | None = None) -> InstallReport:
+                  suspend_timeout: float = 5.0, code_change_timeout: float = 5.0
+                  ) -> InstallReport:
     """Installs the release in ``new_root`` over the one running from
     ``old_root`` (see the module docstring); returns the report, or raises
     InstallError with everything rolled back.
 
     ``down``: a downgrade, processes get ``old_vsn=('down', to_vsn)`` and
-    their running (newer) code migrates its state.  ``order``: module names,
-    callers first (the upgrade plan's order); the rest follow by name."""
+    their running (newer) code migrates its state.  What changes, and in
+    which order (callers first), is the upgrade plan's (otpvm.appup); a plan
+    that needs a restart (native code, otpvm itself) is refused."""
     started = time.monotonic()
     report = InstallReport(from_vsn, to_vsn)
-    names = sorted(n for n in _loaded_under(new_root))
-    files = changed_modules(old_root, new_root, names)
-    ranked = {n: i for i, n in enumerate(order or [])}
-    changes = []
     try:
-        for name in sorted(files, key=lambda n: (ranked.get(n, len(ranked)), n)):
-            current = code.which(name)
-            assert current is not None
-            prepared = code.prepare(name, files[name].read_text(), filename=str(files[name]))
-            changes.append(_Change(name, prepared, current.vsn))
-            report.modules[name] = (current.vsn, prepared.vsn)
+        # Diffing and executing the new modules is seconds of work for a big
+        # release: off the scheduler, on a thread of its own.
+        report.plan, changes = await run_blocking(_prepare_all, old_root, new_root)
+        for change in changes:
+            report.modules[change.name] = (change.old_vsn, change.prepared.vsn)
         for change in changes:
             if not await code.soft_purge(change.name):
                 users = await code.processes_using(change.name, "old", scan_state=True)
@@ -285,6 +298,8 @@ async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str 
                     report.cannot_switch.append(repr(pid))
     except code.LoadError as exc:
         return _fail(report, ("load_failed", str(exc)), started, rolled_back=False)
+    except appup.AppupError as exc:
+        return _fail(report, ("bad_plan", str(exc)), started, rolled_back=False)
     except _Abort as abort:
         return _fail(report, abort.reason, started, rolled_back=False)
     report.processes = len({pid for c in changes for pid in c.pids})
@@ -298,6 +313,19 @@ async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str 
         return _fail(report, abort.reason, started, rolled_back=True)
     report.install_s = time.monotonic() - started
     return report
+
+
+def _prepare_all(old_root: Path, new_root: Path) -> tuple[str, list[_Change]]:
+    """The plan, printed, and each changed module executed as a new version
+    (callers first): everything that can fail before anything changes."""
+    plan, files = planned_changes(old_root, new_root)
+    changes = []
+    for name, path in files.items():
+        current = code.which(name)
+        assert current is not None
+        changes.append(_Change(name, code.prepare(name, path.read_text(), filename=str(path)),
+                               current.vsn))
+    return plan.format(), changes
 
 
 class _Abort(Exception):
@@ -324,13 +352,6 @@ def _switchable(pid: Pid) -> bool:
 
 
 _SPECIAL_CODE = {special.receive.__code__, special._suspended.__code__}
-
-
-def _loaded_under(root: Path) -> list[str]:
-    """The managed modules whose package has a folder in this release."""
-    tops = {p.name for p in root.iterdir() if p.is_dir()}
-    return [name for name in code._entries if name.split(".")[0] in tops
-            and code.which(name) is not None]
 
 
 async def _strict(changes: list[_Change], report: InstallReport, down: bool, to_vsn: str,
@@ -388,7 +409,9 @@ async def _lazy(changes: list[_Change], report: InstallReport, down: bool, to_vs
         old_vsn: Any = ("down", to_vsn) if down else change.old_vsn
         states = await _ask_all({pid: "get_state" for pid in change.pids}, code_change_timeout)
         status = await _ask_all({pid: "get_status" for pid in change.pids}, code_change_timeout)
-        for pid in change.pids:
+        for i, pid in enumerate(change.pids):
+            if i % _BATCH == _BATCH - 1:
+                await sleep(0)
             if _failed(states[pid]) or _failed(status[pid]):
                 raise _Abort(("dry_run_failed", pid, change.name, states[pid]))
             cls = status[pid]["module"]

@@ -19,6 +19,14 @@ own supervisor deals with it.  This follows OTP's ``supervisor`` module::
 A child's start function is called inside the supervisor; it must return the
 pid of a process linked to the supervisor (``gen_server.start_link`` does), or
 raise ``gen.Ignored`` (init returned Ignore: the child is not started).
+
+Children bind late, as an MFA does in OTP: each (re)start calls the current
+version (see otpvm.code) of the start function, and of a class passed in its
+args, so a child restarted after an upgrade runs the new code; a start
+function may also be named ``"pkg.mod:name"``.  ``sys.change_code`` on a
+suspended supervisor runs ``init`` of the current version of its class
+again and merges the specs by id, keeping the children running (see
+``_SupervisorServer.code_change``).
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otpvm import gen, gen_server, kernel
+from otpvm import code, gen, gen_server, kernel
+from otpvm import sys as _sys
 from otpvm.gen import From, Ignored, StartError
 from otpvm.gen_server import GenServer, Ignore, NoReply, Ok, Reply, Stop
 from otpvm.kernel import Pid, exit, monitor, process_flag, process_info, receive, unlink
@@ -37,8 +46,8 @@ from otpvm.terms import ANY, Down, Exit
 
 __all__ = [
     "ChildSpec", "SupFlags", "Supervisor", "SupervisorError", "check_childspecs",
-    "count_children", "delete_child", "restart_child", "start_child", "start_link",
-    "terminate_child", "which_children",
+    "count_children", "delete_child", "restart_child", "spec_changes", "start_child",
+    "start_link", "terminate_child", "which_children",
 ]
 
 _log = logging.getLogger("otpvm")
@@ -97,7 +106,11 @@ class ChildSpec:
     """One child: OTP's child_spec().
 
     ``start`` is ``(fn, args)``: ``await fn(*args)`` returns the pid of a
-    process linked to the supervisor.  ``restart`` is ``'permanent'``,
+    process linked to the supervisor; ``fn`` may be a ``"pkg.mod:name"``
+    string (made a ``code.CodeRef``), and each start calls the current
+    version of fn and of any class in args.  ``modules`` defaults to the
+    callback's module: the module of a class first in args (a GenServer,
+    for ``gen_server.start_link``), else fn's (OTP's ``[M]``).  ``restart`` is ``'permanent'``,
     ``'transient'`` or ``'temporary'``.  ``shutdown`` is ``'brutal_kill'``,
     seconds to wait after the ``'shutdown'`` signal before killing, or
     ``'infinity'``; it defaults to 5 s for workers and ``'infinity'`` for
@@ -113,9 +126,15 @@ class ChildSpec:
     shutdown: Any = None
     type: str = "worker"
     significant: bool = False
-    modules: tuple[Any, ...] = ()
+    modules: tuple[Any, ...] = None  # type: ignore[assignment]   # filled in
 
     def __post_init__(self) -> None:
+        start = self.start
+        if (isinstance(start, tuple) and len(start) == 2 and type(start[0]) is str
+                and ":" in start[0]):
+            object.__setattr__(self, "start", (code.ref(start[0]), start[1]))
+        if self.modules is None:
+            object.__setattr__(self, "modules", _callback_module(self.start))
         self.validate()
 
     def validate(self) -> None:
@@ -129,7 +148,8 @@ class ChildSpec:
         if not (isinstance(fn_args, tuple) and len(fn_args) == 2 and callable(fn_args[0])
                 and isinstance(fn_args[1], tuple)):
             raise TypeError(f"{what}: start must be (fn, args), a callable and the tuple of "
-                            f"its arguments, not {fn_args!r}")
+                            f"its arguments, not {fn_args!r} (fn may be a 'pkg.mod:name' "
+                            "string)")
         _check_one_of(what, "restart", self.restart, RESTARTS)
         shutdown = self.shutdown
         if not (shutdown is None or shutdown in ("brutal_kill", "infinity")
@@ -154,6 +174,20 @@ class ChildSpec:
         if self.shutdown is not None:
             return self.shutdown
         return "infinity" if self.type == "supervisor" else 5.0
+
+
+def _callback_module(start: Any) -> tuple[str, ...]:
+    """OTP's default modules, [M]: a class's module if one comes first in
+    the args (gen_server.start_link(Cache, ...)), else the start function's."""
+    if not (isinstance(start, tuple) and len(start) == 2):
+        return ()
+    fn, args = start
+    if isinstance(args, tuple) and args and isinstance(args[0], type):
+        return (args[0].__module__,)
+    if isinstance(fn, code.CodeRef):
+        return (fn.partition(":")[0],)
+    module = getattr(fn, "__module__", None)
+    return (module,) if isinstance(module, str) else ()
 
 
 def _why_invalid(value: Any, cls: type[SupFlags] | type[ChildSpec]) -> str | None:
@@ -198,6 +232,13 @@ class _State:
     children: list[_Child] = field(default_factory=list)     # in start order
     restarts: list[float] = field(default_factory=list)
     template: ChildSpec | None = None                          # simple_one_for_one
+    # For code_change, which runs init again: the user's class as a
+    # "pkg.mod:Name" reference where it is upgradable (no old class is held),
+    # and its args.
+    module: Any = None
+    args: Any = None
+    # What the last code_change found: ids new in init's specs, ids gone from them.
+    changes: tuple[Any, Any] = ((), ())
 
 
 class Supervisor:
@@ -215,22 +256,15 @@ class _SupervisorServer(GenServer):
     async def init(self, args: Any) -> Any:
         cls, user_args, name = args
         process_flag("trap_exit", True)
+        cls = code.current(cls)         # a restart after an upgrade runs the new code
         result = cls().init(user_args)
         if result is Ignore:
             return Ignore
         try:
-            flags, specs = result
-        except (TypeError, ValueError):
-            return Stop(("bad_return", (cls.__qualname__, "init", result)))
-        error = _why_invalid(flags, SupFlags)
-        specs = list(specs)
-        if error is None:
-            error = check_childspecs(specs, flags.auto_shutdown)
-        if error is None and flags.strategy == "simple_one_for_one" and len(specs) != 1:
-            error = "simple_one_for_one needs exactly one child spec (the template)"
-        if error is not None:
-            return Stop(("supervisor_data", error))
-        state = _State(name or cls.__qualname__, flags)
+            flags, specs = _check_init(cls, result)
+        except _BadInit as bad:
+            return Stop(bad.reason)
+        state = _State(name or cls.__qualname__, flags, module=_late(cls), args=user_args)
         if flags.strategy == "simple_one_for_one":
             state.template = specs[0]
             return Ok(state)
@@ -256,6 +290,45 @@ class _SupervisorServer(GenServer):
             return await self._child_exited(state, msg.pid, msg.reason)
         _log.warning("supervisor %r received an unexpected message: %r", state.name, msg)
         return NoReply(state)
+
+    def code_change(self, old_vsn: Any, state: _State, extra: Any) -> _State:
+        """OTP's supervisor code_change: ``init`` of the current version of
+        the user's class runs again (it must have no side effects) and its
+        result is checked as at start; the flags are replaced and the specs
+        merged by id: a child keeps its pid under its new spec (which
+        applies from its next restart on, or at once for the restart type).
+        Nothing is started or stopped: ids new in the specs are added, not
+        running (``restart_child`` starts them), ids gone from them are kept
+        (``terminate_child`` and ``delete_child`` remove them), and both
+        lists are kept for ``spec_changes``.  Raises ValueError for a bad
+        new init result (the change then fails with nothing changed); an
+        init returning Ignore changes nothing.  The old state is not
+        touched (it is the undo)."""
+        cls = _resolve(state.module)
+        result = cls().init(state.args)
+        if result is Ignore:
+            return state
+        flags, specs = _check_init(cls, result)
+        if (flags.strategy == "simple_one_for_one") != (state.template is not None):
+            raise ValueError("a code change cannot turn a supervisor into or out of "
+                             f"simple_one_for_one (new strategy {flags.strategy!r})")
+        new = _State(state.name, flags, restarts=list(state.restarts), module=_late(cls),
+                     args=state.args)
+        if state.template is not None:
+            new.template = specs[0]
+            new.children = [_Child(specs[0], c.pid, c.args, c.restarting)
+                            for c in state.children]
+            return new
+        old = {c.spec.id: c for c in state.children}
+        wanted = {spec.id for spec in specs}
+        kept = [_Child(c.spec, c.pid, c.args, c.restarting)
+                for c in state.children if c.spec.id not in wanted]
+        merged = [_Child(spec, old[spec.id].pid, old[spec.id].args, old[spec.id].restarting)
+                  if spec.id in old else _Child(spec) for spec in specs]
+        new.children = kept + merged     # OTP's order: the ids kept, then init's
+        new.changes = ([spec.id for spec in specs if spec.id not in old],
+                       [c.spec.id for c in kept])
+        return new
 
     async def terminate(self, reason: Any, state: _State) -> None:
         if isinstance(state, _State) and state.template is not None:
@@ -469,10 +542,57 @@ def _find(state: _State, key: Any) -> _Child | None:
     return None
 
 
+class _BadInit(ValueError):
+    """A supervisor's init returned what is not a valid (flags, specs)."""
+
+    def __init__(self, who: str, reason: Any) -> None:
+        super().__init__(who, reason)     # both in args: it pickles (a reply carries it)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}.init returned bad supervisor data: {self.reason!r}"
+
+
+def _check_init(cls: type, result: Any) -> tuple[SupFlags, list[ChildSpec]]:
+    """(flags, specs) from a valid init result; raises _BadInit with OTP's
+    ('bad_return', ...) or ('supervisor_data', why) otherwise."""
+    try:
+        flags, specs = result
+        specs = list(specs)
+    except (TypeError, ValueError):
+        raise _BadInit(cls.__qualname__,
+                       ("bad_return", (cls.__qualname__, "init", result))) from None
+    error = _why_invalid(flags, SupFlags)
+    if error is None:
+        error = check_childspecs(specs, flags.auto_shutdown)
+    if error is None and flags.strategy == "simple_one_for_one" and len(specs) != 1:
+        error = "simple_one_for_one needs exactly one child spec (the template)"
+    if error is not None:
+        raise _BadInit(cls.__qualname__, ("supervisor_data", error))
+    return flags, specs
+
+
+def _late(cls: type) -> Any:
+    """A late-bound reference to an upgradable class, else the class."""
+    module, qualname = cls.__module__, cls.__qualname__
+    if code.managed(module) and "<locals>" not in qualname:
+        return code.ref(f"{module}:{qualname}")
+    return cls
+
+
+def _resolve(ref: Any) -> Any:
+    return ref.resolve() if isinstance(ref, code.CodeRef) else code.current(ref)
+
+
 async def _start(child: _Child) -> Any:
     """Starts a child; None on success (or Ignore), else the failure reason."""
     fn, args = child.spec.start
     try:
+        # The start function and the classes in its args as of now (a CodeRef
+        # resolves itself when called): a restart after an upgrade runs new code.
+        if not isinstance(fn, code.CodeRef):
+            fn = code.current(fn)
+        args = tuple(code.current(a) if isinstance(a, type) else a for a in args)
         pid = await fn(*args, *child.args)
     except Ignored:
         child.pid = None
@@ -646,6 +766,21 @@ async def count_children(sup: Pid | str) -> dict[str, int]:
     """specs, active, supervisors and workers counts."""
     result: dict[str, int] = await gen.call(sup, ("count_children",), None)
     return result
+
+
+async def spec_changes(sup: Pid | str,
+                       timeout: float | None = 5.0) -> tuple[list[Any], list[Any]]:
+    """(added_ids, removed_ids): what the last ``sys.change_code`` of the
+    supervisor found in its new ``init`` (ids that were not in the specs,
+    not started; ids no longer in them, still there).  A release handler
+    starts the added children (``restart_child``) and terminates and deletes
+    the removed ones; the supervisor's change_code does neither, as in OTP.
+    Answers while the supervisor is suspended; ``((), ())`` before any change."""
+    state = await _sys.get_state(sup, timeout)
+    if not isinstance(state, _State):
+        raise TypeError(f"{sup!r} is not a supervisor")
+    added, removed = state.changes
+    return list(added), list(removed)
 
 
 class SupervisorError(Exception):

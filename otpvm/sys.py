@@ -12,7 +12,14 @@ they see the process in a consistent state::
 
 Requests a behaviour answers: ``'get_state'``, ``('replace_state', fn)``,
 ``'get_status'``, ``'suspend'``, ``'resume'``, ``('terminate', reason)``,
-and for debugging ``('trace', flag)`` and ``('log', ...)``.
+for debugging ``('trace', flag)`` and ``('log', ...)``, and for hot code
+upgrade, only while suspended, ``('change_code', module, old_vsn, extra)``,
+``('commit_code',)`` and ``('abort_code',)``::
+
+    await sys.suspend(pid)
+    await sys.change_code(pid, "app.cache", "1", None)  # code_change on the new class
+    await sys.commit_code(pid)          # or abort_code: back to the old class and state
+    await sys.resume(pid)
 
 The debugging half is also here for behaviours to use, like OTP's
 ``sys:handle_debug``: a behaviour keeps a ``Debug`` (None while nothing is
@@ -27,22 +34,25 @@ at INFO level; logging keeps the last N events for ``get_log``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otpvm import gen
+from otpvm import code, gen
+from otpvm._vm import copy_message
 from otpvm.gen import CallError, From, RequestFailed
 from otpvm.kernel import Pid, demonitor, monitor, receive, send
 from otpvm.kernel import self as _me
 from otpvm.terms import ANY, Down
 
 __all__ = [
-    "CallbackFailed", "Debug", "SysError", "debug_request", "format_event", "get_log",
-    "get_state", "get_status", "handle_debug", "log", "replace_state", "resume",
-    "suspend", "terminate", "trace",
+    "CallbackFailed", "CodeUndo", "Debug", "SysError", "abort_code", "callback_failed",
+    "carry", "change_code", "code_request", "commit_code", "debug_request", "format_event",
+    "get_log", "get_state", "get_status", "handle_debug", "is_downgrade", "log", "migrating",
+    "replace_state", "resume", "run_code_change", "snapshot", "suspend", "terminate", "trace",
 ]
 
 _log = logging.getLogger("otpvm.sys")
@@ -60,8 +70,9 @@ class SysError(RequestFailed):
 
 
 class CallbackFailed(SysError):
-    """``replace_state``'s function raised (``exc``); the process and its
-    state are unchanged (OTP's ``callback_failed``)."""
+    """``replace_state``'s function or ``change_code``'s ``code_change``
+    raised (``exc``); the process, its code and its state are unchanged
+    (OTP's ``callback_failed``)."""
 
     def __init__(self, exc: BaseException, dest: Any = None, request: Any = None) -> None:
         super().__init__(("callback_failed", exc), dest, request)
@@ -152,6 +163,52 @@ async def terminate(dest: Pid | str, reason: Any = "normal",
         raise TimeoutError(f"terminate of {dest!r} timed out after {timeout} s") from None
     if down.reason is not reason and down.reason != reason:
         raise CallError(down.reason, dest, request)
+
+
+async def change_code(dest: Pid | str, module: str, old_vsn: Any, extra: Any = None,
+                      timeout: float | None = 5.0) -> None:
+    """Switches a *suspended* process to the current version of its
+    callback class, converting its state with ``code_change`` (OTP's
+    ``sys:change_code``).
+
+    Upgrade: the new class's ``code_change(old_vsn, state, extra)`` runs on
+    a new instance (carrying the old instance's attributes).  Downgrade
+    (``old_vsn == ('down', vsn)``, the older version made current first):
+    the running instance's ``code_change`` runs, then the process switches
+    to the (older) current class.  ``module`` names the module being
+    changed: gen_event upgrades only the handlers from it; gen_server and
+    gen_statem, as in OTP, convert whatever they run.
+
+    The process keeps an undo (its class, instance and a copy of its
+    state) until ``commit_code``, ``abort_code`` or ``resume``.  Raises
+    ``SysError('running')`` if the process is not suspended, and
+    ``CallbackFailed`` if code_change raised: then nothing was switched
+    and the process is still suspended, on its old code and state, and will
+    not switch at its next message by itself either.
+    """
+    if not isinstance(module, str) or not module:
+        raise TypeError(f"sys.change_code() needs the module's name, not {module!r}")
+    request = ("change_code", module, old_vsn, extra)
+    reply = await _request(dest, request, timeout)
+    if reply == "ok":
+        return
+    if _is_error(reply) and type(reply[1]) is tuple and reply[1][:1] == ("callback_failed",):
+        raise CallbackFailed(reply[1][1], dest, request) from reply[1][1]
+    raise SysError(reply[1] if _is_error(reply) else reply, dest, request)
+
+
+async def commit_code(dest: Pid | str, timeout: float | None = 5.0) -> None:
+    """Drops the undo ``change_code`` kept: the change is final (resume
+    does this too)."""
+    await _ok(dest, ("commit_code",), timeout)
+
+
+async def abort_code(dest: Pid | str, timeout: float | None = 5.0) -> None:
+    """Puts a suspended process back on the class, instance and state it
+    had before ``change_code``; runs no user code.  Nothing to undo is not
+    an error.  Raises ``SysError('running')`` if the process is not
+    suspended (it may have handled messages on the new code since)."""
+    await _ok(dest, ("abort_code",), timeout)
 
 
 async def trace(dest: Pid | str, flag: bool, timeout: float | None = 5.0) -> None:
@@ -253,3 +310,117 @@ def format_event(name: Hashable, event: Any) -> str:
         case ("continue", value):
             return f"*DBG* {name} continue {value!r}"
     return f"*DBG* {name} dbg {event!r}"
+
+
+
+# -- the server side of hot code upgrade --------------------------------------
+
+
+def code_request(request: Any) -> str | None:
+    """``'change_code'``, ``'commit_code'`` or ``'abort_code'`` when the
+    system request is a well-formed one of those, else None."""
+    if type(request) is not tuple or not request:
+        return None
+    kind = request[0]
+    if kind == "change_code" and len(request) == 4:
+        return kind
+    if kind in ("commit_code", "abort_code") and len(request) == 1:
+        return kind  # type: ignore[no-any-return]
+    return None
+
+
+def is_downgrade(old_vsn: Any) -> bool:
+    """Whether change_code's old_vsn is OTP's ``('down', vsn)``."""
+    return type(old_vsn) is tuple and len(old_vsn) == 2 and old_vsn[0] == "down"
+
+
+@dataclass(slots=True)
+class CodeUndo:
+    """What ``abort_code`` restores: a callback's class, its instance (and
+    the instance's attributes as they were), and a copy of its state."""
+
+    cls: type
+    instance: Any
+    attrs: dict[str, Any] | None
+    state: Any
+
+    @classmethod
+    def take(cls, callback_cls: type, instance: Any, state: Any) -> CodeUndo:
+        """The snapshot, taken before code_change runs.  The state is
+        copied as a message would be, so that a code_change that changes
+        its input in place cannot spoil it; a state that cannot be copied
+        (a lock, an open file) is kept as is."""
+        attrs = dict(vars(instance)) if hasattr(instance, "__dict__") else None
+        return cls(callback_cls, instance, attrs, snapshot(state))
+
+    def restore_instance(self) -> Any:
+        """The instance, its attributes put back; runs no user code."""
+        if self.attrs is not None:
+            vars(self.instance).clear()
+            vars(self.instance).update(self.attrs)
+        return self.instance
+
+
+def snapshot(state: Any) -> Any:
+    """A copy of state, as a message would carry it, so that a code_change
+    that changes its input in place cannot spoil it; a state that cannot be
+    copied (a lock, an open file) is returned as is."""
+    try:
+        return copy_message(state)
+    except Exception:
+        return state
+
+
+def callback_failed(exc: BaseException) -> tuple[str, Any]:
+    """The reply to a change_code whose code_change raised exc: exc itself
+    if it can travel in a message, else a RuntimeError saying what it was
+    (an exception that cannot be pickled must not crash the process)."""
+    try:
+        copy_message(exc)
+    except Exception:
+        exc = RuntimeError(f"code_change raised {exc!r} (which cannot be sent)")
+    return ("error", ("callback_failed", exc))
+
+
+def migrating(cls: type, state: Any) -> Any:
+    """The state to hand code.switch_callback at a safe point: a snapshot
+    when the switch would run code_change (which may change it in place and
+    then fail), else state itself (a plain switch costs no copy)."""
+    new_cls = code.current(cls)
+    if new_cls is not cls and code.pending_code_change(new_cls, code.vsn_of(cls)) is not None:
+        return snapshot(state)
+    return state
+
+
+def carry(new_cls: Any, instance: Any) -> Any:
+    """A new instance of new_cls carrying instance's attributes (set by
+    ``init``), made without calling ``__init__``."""
+    new = new_cls.__new__(new_cls)
+    if hasattr(instance, "__dict__") and hasattr(new, "__dict__"):
+        new.__dict__.update(vars(instance))
+    return new
+
+
+def run_code_change(cls: type, instance: Any, old_vsn: Any,
+                    convert: Callable[[Any], Any]) -> tuple[type, Any, Any]:
+    """OTP's system_code_change for a callback process: returns the class
+    to switch to (the current version of cls), its instance, and what
+    ``convert(instance_that_runs_code_change)`` returned.  Upgrade: convert
+    runs on the new instance; downgrade (``('down', vsn)``): on the running
+    one, before the switch.  Whatever convert raises propagates, with
+    nothing switched."""
+    new_cls = code.current(cls)
+    if is_downgrade(old_vsn):
+        result = _plain(convert(instance))
+        return new_cls, carry(new_cls, instance), result
+    new = carry(new_cls, instance)
+    return new_cls, new, _plain(convert(new))
+
+
+def _plain(result: Any) -> Any:
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()
+        raise TypeError("code_change must be a plain function, not async: the process is "
+                        "suspended and must convert its state in one step")
+    return result

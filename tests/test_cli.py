@@ -339,7 +339,7 @@ def test_help_lists_the_commands_under_the_otpvm_name(capsys):
     assert out.startswith("usage: otpvm COMMAND [options]\n")
     assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")
             and not line.lstrip().startswith("-")] == [
-        "demo", "ring", "run", "upgrade", "releases", "make-permanent", "call"]
+        "demo", "ring", "run", "upgrade", "releases", "make-permanent", "call", "appup"]
 
 
 @pytest.mark.parametrize("argv, error", [
@@ -360,7 +360,7 @@ def test_version_is_the_installed_distributions(capsys):
     assert otpvm.__version__ == importlib.metadata.version("otpvm")
 
 
-@pytest.mark.parametrize("command", ["demo", "ring", "run"])
+@pytest.mark.parametrize("command", ["demo", "ring", "run", "appup"])
 def test_each_command_has_its_help_under_the_otpvm_name(capsys, command):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

@@ -716,7 +716,7 @@ def test_sys_get_state_suspend_and_code_change():
         await sys_call(mgr, "suspend")
         gen_event.notify(mgr, 5)                 # waits in the mailbox
         suspended = await sys_call(mgr, "get_state")
-        assert await sys_call(mgr, ("code_change", Versioned, 1, "x")) == "ok"
+        assert await sys_call(mgr, ("change_code", Versioned.__module__, 1, "x")) == "ok"
         await sys_call(mgr, "resume")
         return suspended, await sys_call(mgr, "get_state")
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 import otpvm
-from otpvm import ANY, Down, code, gen, receive, self, send
+from otpvm import ANY, code, gen, receive, self, send
 from otpvm import sys as otpsys
 
 PATIENCE = 30

@@ -136,7 +136,7 @@ def test_transient_child_normal_exit_vs_crash():
         return await supervisor.which_children(sup), await supervisor.count_children(sup)
 
     children, counts = run(main)
-    assert children == [("t", None, "worker", ())]
+    assert children == [("t", None, "worker", (start_worker.__module__,))]
     assert counts == {"specs": 1, "active": 0, "supervisors": 0, "workers": 1}
 
 
@@ -260,7 +260,7 @@ def test_dynamic_children_api():
     dup, running, stopped, new_pid, missing, final = run(main)
     assert dup[0] == "already_started"
     assert running == "running"
-    assert stopped == [("x", None, "worker", ())]
+    assert stopped == [("x", None, "worker", (start_worker.__module__,))]
     assert new_pid and missing == "not_found" and final == []
 
 

@@ -252,7 +252,7 @@ def test_a_child_that_unlinked_itself_and_died_is_reported_noproc_without_waitin
         await supervisor.terminate_child(sup, "n")
         return await supervisor.which_children(sup)
 
-    assert run(main) == [("n", None, "worker", ())]
+    assert run(main) == [("n", None, "worker", (__name__,))]
     assert reports == [("shutdown_error", "noproc", "n")]
 
 
@@ -302,7 +302,7 @@ def test_an_exit_still_on_its_way_after_a_noproc_down_is_waited_for(reports, mon
 
     alive, children, queued = run(main)
     assert len(looked) == 1 and child_pid[0] in looked[0]      # still linked: it waited
-    assert alive is False and children == [("s", None, "worker", ())] and queued == 0
+    assert alive is False and children == [("s", None, "worker", (__name__,))] and queued == 0
     assert reports == []                  # it ended with 'shutdown', as asked
 
 

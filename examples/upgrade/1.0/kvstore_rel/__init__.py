@@ -1,0 +1,1 @@
+"""kvstore, the hot-upgrade tutorial's application (see store.py)."""

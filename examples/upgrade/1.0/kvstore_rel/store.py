@@ -35,7 +35,7 @@ class StoreSup(Supervisor):
 
     def init(self, _: Any) -> Any:
         return SupFlags("one_for_one", intensity=5, period=10), [
-            ChildSpec("cache", "kvstore_rel.store:start_cache"),
+            ChildSpec("cache", ("kvstore_rel.store:start_cache", ())),
         ]
 
 
