@@ -258,7 +258,31 @@ def test_a_failing_lazy_code_change_keeps_that_connection_on_its_old_code(proto,
     assert alive == 2
     errors = [r.getMessage() for r in caplog.records]
     assert len(errors) == 1
-    assert "code_change" in errors[0] and "cannot convert 2" in errors[0]
+    assert "cannot convert 2" in errors[0] and "stays on its old code" in errors[0]
+
+
+def test_sys_change_code_on_a_suspended_connection_and_abort(proto):
+    async def main():
+        listener = await net.serve(f"{proto}:Echo", 0, host="127.0.0.1", packet="line")
+        sock = await client(listener)
+        await ask(sock, b"a\n")
+        [pid] = await net.connection_pids(listener)
+        await otpsys.suspend(pid)
+        code.switch(code.prepare(proto, PROTOCOL.format(**V2)))
+        await tcp.send(sock, b"b\n")                 # waits: the process is suspended
+        await otpsys.change_code(pid, proto, "1", None)
+        changed = await otpsys.get_state(pid)
+        await otpsys.abort_code(pid)
+        aborted = await otpsys.get_state(pid)
+        await otpsys.change_code(pid, proto, "1", None)
+        await otpsys.resume(pid)
+        replies = [await tcp.recv(sock, timeout=T), await ask(sock, b"c\n")]
+        await net.stop_server(listener)
+        return changed, aborted, replies
+
+    changed, aborted, replies = run(main)
+    assert (changed, aborted) == ((1, 0), 1)
+    assert replies == [b"v2 (2, 2) b\n", b"v2 (3, 4) c\n"]
 
 
 # -- the demo ------------------------------------------------------------------------

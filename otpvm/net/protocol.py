@@ -38,14 +38,17 @@ through TCP, and no packet waits anywhere but in the kernel's buffers.
 callback; when the peer reads too slowly (the output queue over
 ``high_watermark``) the process waits for room before its next packet.
 
-The process is a gen_server underneath (``otpvm.gen_server``'s handler): it
-answers the ``sys`` protocol (``get_state``, ``get_status``, ``suspend``,
-``resume``, ``replace_state``, tracing, and the hot-upgrade requests), and it
+The process is a gen_server underneath (``otpvm.gen_server``'s handler, whose
+code-change logic it shares): it answers the ``sys`` protocol (``get_state``,
+``get_status``, ``suspend``, ``resume``, ``replace_state``, tracing, and
+``change_code``/``commit_code``/``abort_code`` while suspended), and it
 resolves its class again whenever the code epoch changed (see
 ``otpvm.code``): a connection switches to the current version of its class at
 its next message, running the new ``code_change`` first when the version was
-installed with a lazy migration.  ``state_vsn`` names the shape of the state,
-for upgrade plans: bump it whenever ``code_change`` has something to convert.
+installed with a lazy migration; if that raises, the connection stays on its
+old code and state (one error logged) and keeps its socket.  ``state_vsn``
+names the shape of the state, for upgrade plans: bump it whenever
+``code_change`` has something to convert.
 A peer that closes or resets the connection ends the process with
 ``'normal'`` (after ``handle_closed``) or ``('shutdown', reason)`` (a send or
 receive that met the close): neither is a crash.
@@ -174,6 +177,8 @@ class ProtocolServer(_Server):
         self.timer = None
         self.timer_token = 0
         self.debug = None
+        self.undo = None                # gen_server's hot-upgrade bookkeeping
+        self.refused = None
         self.active = "once" if active is False else active
         self.sock: Any = None           # the Socket, once GO hands it over
         self.epoch = code.epoch()       # cls is current: resolved just now
@@ -196,6 +201,12 @@ class ProtocolServer(_Server):
     # -- messages -----------------------------------------------------------
 
     def _handle_message_py(self, msg: Any) -> Any:
+        # (The compiled handle_message checks the epoch first; the Python
+        # reference path must too.)
+        epoch = code.epoch()
+        if self.epoch != epoch:
+            self.epoch = epoch
+            self._code_epoch_changed()
         if type(msg) is tuple and len(msg) >= 2 and msg[1] is self.sock:
             kind = msg[0]
             if kind == "tcp":
@@ -298,23 +309,3 @@ class ProtocolServer(_Server):
         more = self._terminate("normal")
         if more is not None:
             await more
-
-    # -- code change ----------------------------------------------------------
-
-    def _code_epoch_changed(self) -> None:
-        """The code epoch moved (checked before each message by the compiled
-        handler): switch to the current version of the class, keeping the
-        state, migrated first by the new code_change when the version was
-        switched with a lazy ``code_change=``.  If that raises, the
-        connection stays on its old class and state (it is not retried) and
-        one error is logged."""
-        if self.mod is None:
-            return                      # not started: start() resolves nothing more
-        try:
-            cls, mod, state = code.switch_callback(self.cls, self.mod, self.state)
-        except Exception as exc:
-            _log.error("code_change of connection %r (%s.%s, version %s) failed; it stays on "
-                       "its old code and state: %r", self.sock.owner if self.sock else None,
-                       self.cls.__module__, self.cls.__qualname__, code.vsn_of(self.cls), exc)
-            return
-        self.cls, self.mod, self.state = cls, mod, state
