@@ -202,6 +202,8 @@ def run(
     ramp_timeout: float = 120.0,
     on_established: Callable[[int], None] | None = None,
     max_error_ids: int = 50,
+    versioned: bool = False,
+    upgrade_window: Callable[[], tuple[float, float] | None] | None = None,
 ) -> dict[str, Any]:
     """Drive ``connections`` request/response connections against ``host:port``.
 
@@ -209,6 +211,15 @@ def run(
     the poison moment.  ``on_established(n)`` is called once ramp-up is over,
     before the timed phases start (the CLI's ``--sync`` uses it to let a caller
     measure the server's memory while every connection is held but idle).
+
+    ``versioned``: a reply may also be the request with a version suffix,
+    ``<id> <seq> v<N>`` (a bare echo is version 1), as a server under a code
+    upgrade answers (``otpvm demo --upgrade``).  The version of every reply
+    is tracked per connection, and once the timed phases end no new request
+    goes out while the outstanding ones are awaited (up to ``reply_timeout``),
+    so that every request sent can be answered.  ``upgrade_window()`` is then
+    called for the server's ``(start, done)`` times of its upgrade, on the
+    ``time.monotonic()`` clock (shared between processes on Linux), or None.
 
     Returns a JSON-ready dict with exactly these keys::
 
@@ -236,6 +247,20 @@ def run(
                  timed_cpu_s, timed_cpu_percent, timed_cpu_us_per_message
                  (the timed phases only: user + system CPU of this process),
                  rlimit_nofile, max_rss_kb}
+
+    With ``versioned``, three more keys::
+
+        requests: {sent, answered}       timed requests (no warm-up line) and
+                                         their replies, drained at the end
+        versions: {switched (connections whose replies went to a higher
+                   version), switched_more_than_once, replies_older_than_seen
+                   (replies of a lower version than one the connection had
+                   already seen: a v1 reply after its switch), at_end:
+                   {"N": connections alive whose last reply was vN}}
+        upgrade: None, or {window_s: {start_s, end_s} (seconds from traffic
+                 start: the server's window widened by 0.5 s each side),
+                 latency_ms: {before|upgrade|after: {p50, p99, max, count}}}
+                 (round trips by the time their reply came)
 
     Error kinds: "eof", "reset", "timeout", "bad_echo", "send_error", "error".
     """
@@ -268,6 +293,8 @@ def run(
     sent_at = array("d", [0.0]) * n
     attempts = bytearray(n)
     expected: list[bytes] = [b""] * n
+    version = bytearray(n)  # the version of the connection's latest reply (versioned)
+    switches = bytearray(n)  # how many times it went up
     partial: list[bytes] = [b""] * n  # received prefix of ``expected`` (rare)
     outbuf: dict[int, bytes] = {}  # unsent tail of a request (rare)
     fd_cid: dict[int, int] = {}
@@ -411,14 +438,15 @@ def run(
                     ramp_fail(cid, "eof")
                     continue
                 buf = partial[cid] + data
-                exp = expected[cid]
-                if buf == exp:
+                v = _reply_version(buf, expected[cid], versioned)
+                if v > 0:
                     partial[cid] = b""
                     state[cid] = _READY
+                    version[cid] = min(v, 255)
                     inflight.pop(cid, None)
                     established += 1
                     settled += 1
-                elif len(buf) < len(exp) and exp.startswith(buf):
+                elif v == 0:
                     partial[cid] = buf
                 else:
                     partial[cid] = b""
@@ -455,6 +483,11 @@ def run(
     poison_sent_t = 0.0
     alive = established
     alive_before_poison = -1
+    draining = False  # versioned: the timed phases are over, replies still awaited
+    drain_left = 0
+    older_replies = 0
+    reply_t: array[float] = array("d")  # versioned: each timed round trip's reply time
+    reply_us: array[int] = array("q")  # ... and its duration
 
     ru_t0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = perf()
@@ -475,8 +508,10 @@ def run(
         }
 
     def fail(cid: int, kind: str) -> None:
-        nonlocal alive, err_total, err_poisoned
+        nonlocal alive, err_total, err_poisoned, drain_left
         st = state[cid]
+        if draining and (st == _WAITING or st == _POISONED):
+            drain_left -= 1
         close(cid)
         state[cid] = _DEAD
         alive -= 1
@@ -517,6 +552,16 @@ def run(
         poison_info["sent"] = True
         poison_info["sent_at_s"] = round(t - t0, 6)
         send(0, poison_line, t, _POISONED)
+
+    def note_version(cid: int, v: int) -> None:
+        nonlocal older_replies
+        seen = version[cid]
+        if v > seen:
+            if seen:
+                switches[cid] = min(switches[cid] + 1, 255)
+            version[cid] = min(v, 255)
+        elif v < seen:
+            older_replies += 1
 
     def at_poison_moment(t: float) -> None:
         nonlocal alive_before_poison, poison_armed
@@ -567,6 +612,7 @@ def run(
     count = 0
     mx = 0
     closed_loop = interval <= 0
+    phase_bounds = bounds
 
     while phase < 3:
         now = perf()
@@ -579,7 +625,17 @@ def run(
                 if phase == 1:
                     at_poison_moment(now)
             if phase >= 3:
-                break
+                if not versioned or draining:
+                    break
+                # Drain: no new request, the outstanding ones still count
+                # (as the last phase's).
+                draining = True
+                timers.clear()
+                drain_left = sum(1 for c in range(n) if state[c] in (_WAITING, _POISONED))
+                if drain_left <= 0:
+                    break
+                phase = 2
+                bounds = (bounds[0], bounds[1], now + reply_timeout)
             h = hists[phase]
             fine, coarse, over_append = h.fine, h.coarse, h.over.append
             count = 0
@@ -638,15 +694,19 @@ def run(
                 continue
             st = state[cid]
             exp = expected[cid]
+            v = 1
             if data != exp:
                 buf = partial[cid] + data
-                if len(buf) < len(exp) and exp.startswith(buf) and st != _READY:
+                v = _reply_version(buf, exp, versioned)
+                if v == 0 and st != _READY:
                     partial[cid] = buf
                     continue
                 partial[cid] = b""
-                if buf != exp or st == _READY:
+                if v <= 0 or st == _READY:
                     fail(cid, "bad_echo")
                     continue
+            if versioned and v != version[cid]:
+                note_version(cid, v)
             t = perf()
             if st == _POISONED:
                 if poison_info is not None:
@@ -663,8 +723,15 @@ def run(
                 if us > mx:
                     mx = us
                 count += 1
+                if versioned:
+                    reply_t.append(t)
+                    reply_us.append(us)
             else:  # _READY or anything else: nothing was outstanding
                 fail(cid, "bad_echo")
+                continue
+            if draining:
+                state[cid] = _READY
+                drain_left -= 1
                 continue
             if poison_armed and cid == 0:
                 poison_armed = False
@@ -688,6 +755,11 @@ def run(
                 state[cid] = _READY
                 due[cid] = t + interval
                 timers.append(cid)
+        if draining and drain_left <= 0:
+            h.count += count
+            if mx > h.max_us:
+                h.max_us = mx
+            break
     t_end = perf()
     timed = t_end - t0
     ru_t1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -705,6 +777,15 @@ def run(
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     wall = perf() - wall0
+    if versioned:
+        answered = sum(h.count for h in hists)
+        extra: dict[str, Any] = {
+            "requests": {"sent": sum(seq), "answered": answered},
+            "versions": _versions(version, switches, state, older_replies),
+            "upgrade": _upgrade_phases(reply_t, reply_us, t0, upgrade_window),
+        }
+    else:
+        extra = {}
     msgs = {name: hists[i].count for i, name in enumerate(_PHASES)}
     total = sum(msgs.values())
     latency = {name: _percentiles([hists[i]], (0.5, 0.99)) for i, name in enumerate(_PHASES)}
@@ -726,8 +807,8 @@ def run(
         },
         "phases": {
             name: {
-                "start_s": round(([t0] + list(bounds))[i] - t0, 3),
-                "end_s": round(bounds[i] - t0, 3),
+                "start_s": round(([t0] + list(phase_bounds))[i] - t0, 3),
+                "end_s": round(phase_bounds[i] - t0, 3),
             }
             for i, name in enumerate(_PHASES)
         },
@@ -753,6 +834,68 @@ def run(
             "rlimit_nofile": nofile,
             "max_rss_kb": ru1.ru_maxrss,
         },
+        **extra,
+    }
+
+
+def _reply_version(buf: bytes, exp: bytes, versioned: bool) -> int:
+    """What ``buf`` is as the reply to the request ``exp`` (its echo): 1 the
+    bare echo, N the echo with a `` vN`` suffix before its newline (only when
+    ``versioned``), 0 the start of one of those, -1 anything else."""
+    if buf == exp:
+        return 1
+    if not versioned:
+        return 0 if len(buf) < len(exp) and exp.startswith(buf) else -1
+    head = exp[:-1] + b" v"
+    if not buf.startswith(head):
+        return 0 if head.startswith(buf) else -1
+    digits = buf[len(head):]
+    if digits.endswith(b"\n"):
+        digits = digits[:-1]
+        return int(digits) if digits.isdigit() and digits[:1] != b"0" else -1
+    return 0 if digits.isdigit() or not digits else -1
+
+
+def _versions(version: bytearray, switches: bytearray, state: bytearray,
+              older_replies: int) -> dict[str, Any]:
+    """The ``versions`` key of a versioned run."""
+    at_end: dict[str, int] = {}
+    for cid, v in enumerate(version):
+        if state[cid] in (_READY, _WAITING, _POISONED):
+            at_end[str(v)] = at_end.get(str(v), 0) + 1
+    return {
+        "switched": sum(1 for k in switches if k),
+        "switched_more_than_once": sum(1 for k in switches if k > 1),
+        "replies_older_than_seen": older_replies,
+        "at_end": dict(sorted(at_end.items())),
+    }
+
+
+def _upgrade_phases(reply_t: array[float], reply_us: array[int], t0: float,
+                    window: Callable[[], tuple[float, float] | None] | None) -> Any:
+    """The ``upgrade`` key: round trips before, during and after the
+    server's upgrade window, widened by 0.5 s each side."""
+    got = window() if window is not None else None
+    if got is None:
+        return None
+    # perf_counter and monotonic are both CLOCK_MONOTONIC on Linux; the
+    # offset keeps this right wherever they differ.
+    offset = time.monotonic() - time.perf_counter()
+    start, end = got[0] - offset - 0.5, got[1] - offset + 0.5
+    hists = {name: _Hist() for name in ("before", "upgrade", "after")}
+    for t, us in zip(reply_t, reply_us, strict=True):
+        h = hists["before" if t < start else "upgrade" if t <= end else "after"]
+        h.count += 1
+        if us < _FINE:
+            h.fine[us] += 1
+        elif us < 100 * _COARSE:
+            h.coarse[us // 100] += 1
+        else:
+            h.over.append(us)
+        h.max_us = max(h.max_us, us)
+    return {
+        "window_s": {"start_s": round(start - t0, 3), "end_s": round(end - t0, 3)},
+        "latency_ms": {name: _percentiles([h], (0.5, 0.99)) for name, h in hists.items()},
     }
 
 
@@ -850,6 +993,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the read end of a pipe whose write end only the parent process "
                         "holds: exit at once when it reads end-of-file, that is as soon as "
                         "the parent ends, however it ends")
+    p.add_argument("--versioned", action="store_true",
+                   help="accept replies with a ' vN' version suffix, track each connection's "
+                        "version, and answer every request before exiting (see run())")
+    p.add_argument("--window-from-stdin", action="store_true",
+                   help="with --versioned: at the end read the server's upgrade window from "
+                        "stdin, a line 'UPGRADE START DONE' (time.monotonic() seconds) or "
+                        "'NONE'")
     p.add_argument("--human", action="store_true", help="print the table on stdout, no JSON")
     p.add_argument("--quiet", action="store_true", help="no table on stderr")
     return p.parse_args(argv)
@@ -858,6 +1008,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _wait_for_go(n: int) -> None:
     print(f"ESTABLISHED {n}", file=sys.stderr, flush=True)
     sys.stdin.readline()
+
+
+def _window_from_stdin() -> tuple[float, float] | None:
+    """The line ``UPGRADE START DONE`` on stdin (None for ``NONE``, EOF or
+    nothing within a minute)."""
+    ready, _, _ = select.select([sys.stdin], [], [], 60.0)
+    words = sys.stdin.readline().split() if ready else []
+    if len(words) == 3 and words[0] == "UPGRADE":
+        return float(words[1]), float(words[2])
+    return None
 
 
 def _exit_with_parent(fd: int) -> None:
@@ -900,6 +1060,8 @@ def main(argv: list[str] | None = None) -> int:
             connect_timeout=args.connect_timeout,
             ramp_timeout=args.ramp_timeout,
             on_established=_wait_for_go if args.sync else None,
+            versioned=args.versioned,
+            upgrade_window=_window_from_stdin if args.window_from_stdin else None,
         )
     except LoadgenError as exc:
         print(f"loadgen: {exc}", file=sys.stderr)

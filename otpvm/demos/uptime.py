@@ -11,6 +11,9 @@ crash report is shown when it happens, in short; the report at the end shows
 the rest, with latencies before, during and after the crash, and the exit
 status says whether every one of those claims held.  Ctrl-C (or SIGTERM)
 stops it at once, load generator included: exit status 130 (143).
+
+``otpvm demo --upgrade[=failing]`` runs the same service with its handler
+upgraded live instead of the crash: see ``otpvm.demos.upgrade``.
 """
 
 from __future__ import annotations
@@ -133,31 +136,66 @@ class LoadGenerator:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.proc: subprocess.Popen[str] | None = None
+        self.write_end = -1                 # the --parent-fd pipe's, only we hold it
         self.cancelled = False
 
     def run(self, args: list[str], timeout: float) -> dict[str, Any]:
         """Runs it to the end (on a thread: see run_service); its JSON result."""
-        read_end, write_end = os.pipe()
+        self.start(args, stdin=False)
+        return self.finish(timeout)
+
+    def start(self, args: list[str], stdin: bool = True) -> None:
+        """Starts it (``stdin``: with a pipe to ``write`` to, for ``--sync``
+        and ``--window-from-stdin``)."""
+        read_end, self.write_end = os.pipe()
         try:
             with self.lock:
                 if self.cancelled:
                     raise SystemExit("otpvm demo: interrupted")
                 # -P: run from a clone's root, "-m" would import the uncompiled
                 # otpvm/ folder there instead of the installed package.
-                self.proc = proc = subprocess.Popen(
+                self.proc = subprocess.Popen(
                     [sys.executable, "-P", "-m", "otpvm.demos.loadgen", *args,
                      "--parent-fd", str(read_end)],
                     pass_fds=(read_end,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                     text=True, start_new_session=True)
         finally:
             os.close(read_end)
+
+    def wait_established(self, timeout: float) -> int:
+        """With ``--sync``: waits for its ``ESTABLISHED n`` line (on a thread)."""
+        assert self.proc is not None and self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break                   # it ended: finish() says why
+            if line.startswith("ESTABLISHED "):
+                return int(line.split()[1])
+            seen.append(line)
+        self.finish(1.0)
+        raise SystemExit(f"otpvm demo: the load generator did not get its connections "
+                         f"established:\n{''.join(seen)}")
+
+    def write(self, line: str) -> None:
+        """Writes a line to its stdin (see ``start``)."""
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(line)
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float) -> dict[str, Any]:
+        """Waits for it to end (on a thread); its JSON result."""
+        proc = self.proc
+        assert proc is not None
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
         finally:
-            os.close(write_end)
+            os.close(self.write_end)
         if proc.returncode != 0:
             raise SystemExit(f"otpvm demo: the load generator failed ({proc.returncode}):\n"
                              f"{err}")
@@ -247,21 +285,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=float, default=5.0, help="seconds after it")
     parser.add_argument("--acceptors", type=int, default=20)
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    parser.add_argument("--upgrade", nargs="?", const="ok", choices=("ok", "failing"),
+                        help="instead of the crash, upgrade the echo handler live from v1 to "
+                             "v2 (otpvm.demos.upgrade); =failing: a v2 whose code_change "
+                             "fails on one connection, rolled back")
     args = parser.parse_args(argv)
     if args.connections < 2:
         parser.error("--connections must be at least 2")
     raise_fd_limit(args.connections + FD_MARGIN)
     started = time.monotonic()
     if not args.json:
-        print(f"otpvm uptime demo: {args.connections:,} connections; after "
-              f"{args.before:g} s of traffic one of them sends {POISON}, a command whose "
-              f"code was never tested", flush=True)
+        print(intro(args), flush=True)
     log = DemoLog(sys.stderr, started)
     otpvm_log = logging.getLogger("otpvm")
     otpvm_log.addHandler(log)
     otpvm_log.setLevel(logging.WARNING)
     otpvm_log.propagate = False         # shown by DemoLog alone, once
     loadgen = LoadGenerator()
+    service = run_service if args.upgrade is None else _upgrade().run_service
     vm = _signals.new_vm()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -270,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # The load generator's handle goes with the function: a process's
         # arguments are copied, as messages are.
-        result = _signals.run_main(vm, on_signal, functools.partial(run_service, loadgen), args)
+        result = _signals.run_main(vm, on_signal, functools.partial(service, loadgen), args)
     except _signals.Interrupted as interrupted:
         _signals.ignore()
         vm.stop(1.0)                    # first: its processes must not see the loss
@@ -284,13 +325,39 @@ def main(argv: list[str] | None = None) -> int:
     result["crash_reports"] = log.crash_reports
     result["supervisor_reports"] = log.supervisor_reports
     result["crash_report"] = log.first_crash
-    checks = verdict(result, args.connections, log)
-    result["checks"] = {claim: ok for claim, ok in checks}
-    if args.json:
-        print(json.dumps(result))
+    if args.upgrade is None:
+        checks = verdict(result, args.connections, log)
+        report = format_report(result, checks, time.monotonic() - started)
     else:
-        print(format_report(result, checks, time.monotonic() - started))
+        upgrade = _upgrade()
+        result["upgrade"] = summary = upgrade.summary(result, args.connections)
+        checks = upgrade.verdict(summary, args.upgrade, log.crash_reports,
+                                 log.supervisor_reports)
+        report = upgrade.format_report(summary, args.upgrade, checks,
+                                       time.monotonic() - started)
+    result["checks"] = {claim: ok for claim, ok in checks}
+    print(json.dumps(result) if args.json else report)
     return 0 if all(ok for _, ok in checks) else 1
+
+
+def intro(args: argparse.Namespace) -> str:
+    """The first line: what is about to happen."""
+    n, before = f"{args.connections:,}", f"{args.before:g}"
+    if args.upgrade == "ok":
+        return (f"otpvm upgrade demo: {n} connections; after {before} s of traffic their "
+                f"handler is upgraded live from echo v1 to v2 (state count -> (count, bytes))")
+    if args.upgrade == "failing":
+        return (f"otpvm upgrade demo: {n} connections; after {before} s of traffic an "
+                f"upgrade to a v2 whose code_change fails on one connection is tried")
+    return (f"otpvm uptime demo: {n} connections; after {before} s of traffic one of them "
+            f"sends {POISON}, a command whose code was never tested")
+
+
+def _upgrade() -> Any:
+    # Imported only for --upgrade: that module puts the echo handler under
+    # the code server, which must happen before anything imports it.
+    from otpvm.demos import upgrade
+    return upgrade
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ A socket is like an Erlang port: it belongs to a *controlling process*, which
 gets its data as messages in an active mode and which, when it ends for any
 reason, takes the socket with it.  ``otpvm.net.tcp`` and ``otpvm.net.udp``
 open sockets; the functions here work on any socket; ``serve`` runs a
-supervised acceptor pool with one process per connection.
+supervised acceptor pool with one process per connection, running a
+coroutine or a ``Protocol`` (a callback process that can change code
+between two packets: ``otpvm.net.protocol``).
 
 Active modes (``setopts(sock, active=...)``), as in ``inet:setopts``:
 
@@ -44,10 +46,19 @@ from otpvm.net.inet import (
     sockname,
 )
 from otpvm.net.port import ClosedError, Socket
-from otpvm.net.server import Listener, child_spec, connection_count, serve, stop_server
+from otpvm.net.protocol import Protocol
+from otpvm.net.server import (
+    Listener,
+    child_spec,
+    connection_count,
+    connection_pids,
+    nudge,
+    serve,
+    stop_server,
+)
 
 __all__ = [
-    "ClosedError", "Listener", "PacketTooLarge", "Socket", "child_spec", "close",
-    "connection_count", "controlling_process", "getopts", "peername", "serve", "setopts",
-    "shutdown", "sockname", "stop_server", "tcp", "udp",
+    "ClosedError", "Listener", "PacketTooLarge", "Protocol", "Socket", "child_spec", "close",
+    "connection_count", "connection_pids", "controlling_process", "getopts", "nudge",
+    "peername", "serve", "setopts", "shutdown", "sockname", "stop_server", "tcp", "udp",
 ]

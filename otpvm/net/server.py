@@ -11,11 +11,13 @@ The ranch pattern, as a supervision tree (``rest_for_one``)::
         ├── ...
         └── acceptor N
 
-A connection process runs ``await handler(sock, *args)`` and owns ``sock``:
-when it returns, or crashes on a bad code path, its socket closes and no
-other connection notices.  A ``ClosedError`` raised once its own socket is
-closed (the peer left or reset the connection mid-send or mid-recv) ends it
-as ``('shutdown', reason)``: no crash report, no supervisor report.  At
+A connection process owns ``sock`` and runs either a coroutine, ``await
+handler(sock, *args)``, or a ``Protocol`` (``otpvm.net.protocol``: a callback
+process, which can change code between two packets): when it ends, or crashes
+on a bad code path, its socket closes and no other connection notices.  A
+``ClosedError`` raised once its own socket is closed (the peer left or reset
+the connection mid-send or mid-recv) ends it as ``('shutdown', reason)``: no
+crash report, no supervisor report.  At
 ``max_connections`` the acceptors stop accepting until a connection ends
 (the kernel's backlog holds newcomers).
 
@@ -29,29 +31,31 @@ reason.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from otpvm import gen, gen_server, kernel, supervisor
+from otpvm._vm import copy_message
 from otpvm.gen import From
 from otpvm.gen_server import GenServer, NoReply, Ok, Reply
-from otpvm.kernel import Pid, process_flag, receive, send, spawn_link, unlink
+from otpvm.kernel import Pid, process_flag, receive, send, spawn_handler, spawn_link, unlink
 from otpvm.net import tcp
 from otpvm.net.inet import controlling_process
 from otpvm.net.port import ClosedError, Socket, check_option
+from otpvm.net.protocol import GO, NUDGE, ProtocolServer, is_protocol, ref_of, resolve
 from otpvm.supervisor import ChildSpec, Supervisor, SupFlags
 from otpvm.terms import ANY, Exit
 
-__all__ = ["Listener", "child_spec", "connection_count", "serve", "stop_server"]
+__all__ = ["Listener", "child_spec", "connection_count", "connection_pids", "nudge",
+           "serve", "stop_server"]
 
 _log = logging.getLogger("otpvm")
-_ids = itertools.count(1)
-_GO = "$otpvm_net_go"
 
-Handler = Callable[..., Awaitable[Any]]
+CoroutineHandler = Callable[..., Awaitable[Any]]
+Handler = CoroutineHandler | type | str
+"""A coroutine function, a Protocol subclass, or a ``'pkg.mod:Name'`` ref to one."""
 
 
 class Listener(NamedTuple):
@@ -67,7 +71,8 @@ async def serve(handler: Handler, port: int = 0, **kwargs: Any) -> Listener:
 
     Takes the arguments of ``child_spec`` (but the name is optional).
     """
-    name = kwargs.pop("name", None) or f"otpvm.net.server.{next(_ids)}"
+    # A ref's id is unique in the VM, however often this module is reloaded.
+    name = kwargs.pop("name", None) or f"otpvm.net.server.{kernel.make_ref().id}"
     spec = child_spec(name, handler, port, **kwargs)
     fn, start_args = spec.start
     sup = await fn(*start_args)
@@ -80,13 +85,17 @@ def child_spec(name: str, handler: Handler, port: int = 0, *, args: tuple[Any, .
                backlog: int = 1024, **opts: Any) -> ChildSpec:
     """The child spec of a server, to put it in your own supervision tree.
 
-    ``handler(sock, *args)`` runs in a new process for every connection.
+    Every connection gets a new process, which runs ``handler(sock, *args)``
+    for a coroutine function, or ``handler``'s callbacks for a Protocol
+    subclass (``init(sock, args)``, then ``handle_data``...; ``args`` is
+    then passed as one tuple) or for a ``'pkg.mod:Name'`` naming one.  A
+    Protocol is kept as its name and looked up at each connection's start,
+    so new connections run the current version of its code.
     ``opts`` are the socket options every accepted socket starts with (e.g.
     ``packet='line', active='once'``); ``active`` takes effect once the
     socket belongs to the handler's process, so no data reaches another.
     """
-    if not callable(handler):
-        raise TypeError(f"handler must be an async function, not {handler!r}")
+    handler = _check_handler(handler)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int from 0 to 65535, not {port!r}")
     if not isinstance(host, str):
@@ -113,6 +122,40 @@ async def connection_count(listener: Listener | str) -> int:
     """How many connection processes are alive."""
     name = listener.name if isinstance(listener, Listener) else listener
     return await gen_server.call(_conns_name(name), "count")  # type: ignore[no-any-return]
+
+
+async def connection_pids(listener: Listener | str) -> list[Pid]:
+    """The pids of the connection processes alive, oldest first."""
+    name = listener.name if isinstance(listener, Listener) else listener
+    return await gen_server.call(_conns_name(name), "pids")  # type: ignore[no-any-return]
+
+
+async def nudge(listener: Listener | str) -> int:
+    """Sends every connection process a no-op message, so that idle
+    Protocol connections switch to the current code now rather than at
+    their next packet (the code changes at a message); returns how many."""
+    pids = await connection_pids(listener)
+    for pid in pids:
+        send(pid, NUDGE)
+    return len(pids)
+
+
+def _check_handler(handler: Any) -> Any:
+    """What the config keeps of a handler: a Protocol as a late-bound ref."""
+    if isinstance(handler, str):
+        try:
+            cls = resolve(handler)
+        except (ImportError, LookupError, ValueError) as exc:
+            raise ValueError(f"handler {handler!r} names no Protocol: {exc}") from None
+        if not is_protocol(cls):
+            raise TypeError(f"handler {handler!r} is {cls!r}, not a Protocol subclass")
+        return handler
+    if is_protocol(handler):
+        return ref_of(handler)
+    if isinstance(handler, type) or not callable(handler):
+        raise TypeError(f"handler must be an async function or a Protocol subclass, "
+                        f"not {handler!r}")
+    return handler
 
 
 def _conns_name(name: str) -> str:
@@ -189,8 +232,8 @@ async def _accept_one(lsock: Socket, conns: str) -> None:
     await gen_server.call(conns, ("start", sock), timeout=None)
 
 
-async def _connection(handler: Handler, args: tuple[Any, ...], active: Any) -> Any:
-    _, sock = await receive((_GO, ANY))
+async def _connection(handler: CoroutineHandler, args: tuple[Any, ...], active: Any) -> Any:
+    _, sock = await receive((GO, ANY))
     if active is not False:
         sock.setopts({"active": active})
     reason = await _run_handler(handler, sock, args)
@@ -198,7 +241,7 @@ async def _connection(handler: Handler, args: tuple[Any, ...], active: Any) -> A
         kernel.exit(reason)             # outside the except: no traceback kept
 
 
-async def _run_handler(handler: Handler, sock: Socket, args: tuple[Any, ...]) -> Any:
+async def _run_handler(handler: CoroutineHandler, sock: Socket, args: tuple[Any, ...]) -> Any:
     """The handler's result, as the connection's exit reason: 'normal' when
     it returns, ('shutdown', reason) when it raised ClosedError once its own
     socket was closed or its peer had closed it (a peer that left or reset:
@@ -214,13 +257,13 @@ async def _run_handler(handler: Handler, sock: Socket, args: tuple[Any, ...]) ->
 
 
 class _ConnState:
-    __slots__ = ("handler", "args", "active", "max", "port", "count", "sleepers")
+    __slots__ = ("handler", "args", "active", "max", "port", "pids", "sleepers")
 
     def __init__(self, handler: Handler, args: tuple[Any, ...], active: Any, max_: int,
                  port: int) -> None:
         self.handler, self.args, self.active = handler, args, active
         self.max, self.port = max_, port
-        self.count = 0
+        self.pids: dict[Pid, None] = {}     # the live connections, oldest first
         self.sleepers: deque[From] = deque()
 
 
@@ -236,24 +279,29 @@ class _Connections(GenServer):
         if request == "port":
             return Reply(state.port, state)
         if request == "count":
-            return Reply(state.count, state)
+            return Reply(len(state.pids), state)
+        if request == "pids":
+            return Reply(list(state.pids), state)
+        if request == ("which_children",):      # as supervisor.which_children answers
+            return Reply([(None, pid, "worker", _modules(state.handler))
+                          for pid in state.pids], state)
         _, sock = request
-        pid = spawn_link(_connection, state.handler, state.args, state.active)
-        state.count += 1
+        pid = self._spawn(state)
+        state.pids[pid] = None
         try:
             await controlling_process(sock, pid)
         except Exception:
             sock.close()                    # the new process is already gone
-        send(pid, (_GO, sock))
-        if state.count < state.max:
+        send(pid, (GO, sock))
+        if len(state.pids) < state.max:
             return Reply("ok", state)
         state.sleepers.append(from_)
         return NoReply(state)
 
     def handle_info(self, msg: Any, state: _ConnState) -> Any:
-        if not isinstance(msg, Exit):
+        if not isinstance(msg, Exit) or msg.pid not in state.pids:
             return super().handle_info(msg, state)    # logged: none should come
-        state.count -= 1
+        del state.pids[msg.pid]
         if not _is_clean(msg.reason):
             _log.error(
                 "supervisor report: supervisor %r, context child_terminated, reason %r, "
@@ -262,6 +310,22 @@ class _Connections(GenServer):
         if state.sleepers:                  # one ended: one held acceptor goes on
             gen.reply(state.sleepers.popleft(), "ok")
         return NoReply(state)
+
+    @staticmethod
+    def _spawn(state: _ConnState) -> Pid:
+        handler = state.handler
+        if isinstance(handler, str) or is_protocol(handler):
+            # The current version at each start, as an MFA in OTP.
+            server = ProtocolServer(resolve(handler), copy_message(state.args), state.active,
+                                    kernel.self())
+            return spawn_handler(server, link=True)
+        return spawn_link(_connection, handler, state.args, state.active)
+
+
+def _modules(handler: Any) -> tuple[Any, ...]:
+    if isinstance(handler, str):
+        return (handler.partition(":")[0],)
+    return (getattr(handler, "__module__", None),)
 
 
 def _is_clean(reason: Any) -> bool:

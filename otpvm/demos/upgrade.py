@@ -1,0 +1,286 @@
+"""``otpvm demo --upgrade``: the uptime demo's service upgraded live.
+
+The same echo service as the uptime demo, its connections ``net.Protocol``
+processes running ``otpvm.demos.echo_v1`` (a module under the code server).
+After ``--before`` seconds of traffic, instead of the poison line, the demo
+installs ``echo_v2.py`` as the next version of that module, whose state is
+``(count, bytes)`` instead of ``count`` and whose replies carry `` v2``:
+
+1. ``code.prepare`` executes the new source, unattached;
+2. a dry run asks every connection for its state (``sys`` get_state, all at
+   once) and runs the new ``code_change('1', copy, extra)`` on each copy;
+3. if every one passes, ``code.switch(prepared, code_change=('1', None))``:
+   each connection migrates at its next message, running ``code_change``
+   on its own state (lazy migration, no suspension);
+4. idle connections are nudged (a no-op message), then each is asked for
+   its status until all are on v2, and the old code is soft-purged.
+
+With ``--upgrade=failing`` the new version's ``code_change`` raises for one
+connection: the dry run fails, nothing is switched (``rolled_back``), every
+connection stays on v1 with its state, no client sees an error.
+
+The load generator (``--versioned``) checks every echo as usual, reads the
+version of every reply, answers for switches (v1 to v2 once, never back) and
+drains every request before it ends; the server tells it when the upgrade
+ran (``time.monotonic()``, shared between processes on Linux), for the
+latencies before, around and after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import otpvm
+from otpvm import code, gen, net
+from otpvm._vm import copy_message
+from otpvm.gen import From
+from otpvm.kernel import Pid, demonitor, monitor, receive, send, unalias
+from otpvm.terms import Down
+
+__all__ = ["ask_all", "format_report", "install", "run_service", "summary", "verdict",
+           "versions_of"]
+
+MODULE = "otpvm.demos.echo_v1"
+HANDLER = f"{MODULE}:Echo"
+SOURCES = {"ok": "echo_v2.py", "failing": "echo_v2_failing.py"}
+OLD_VSN, NEW_VSN = "1", "2"
+ASK_TIMEOUT = 30.0
+CHUNK = 256                             # requests sent between two yields
+
+
+def manage() -> None:
+    """Puts the echo module under the code server (before its first import)."""
+    if not code.managed(MODULE):
+        code.manage(MODULE)
+
+
+async def ask_all(pids: Iterable[Pid], request: Any,
+                  timeout: float = ASK_TIMEOUT) -> dict[Pid, Any]:
+    """Sends a sys request to every pid at once, then collects the answers
+    (one wait for all, not one per process); a pid that is gone, or does
+    not answer within timeout, is left out."""
+    me, asked = otpvm.self(), {}
+    for i, pid in enumerate(pids):
+        ref = monitor(pid, alias=True)
+        asked[ref] = pid
+        send(pid, (gen.SYSTEM, From(me, ref), request))
+        if i % CHUNK == CHUNK - 1:
+            await otpvm.sleep(0)        # short slices: the connections run meanwhile
+
+    def ours(msg: Any) -> bool:
+        if type(msg) is Down:
+            return msg.ref in asked
+        return type(msg) is tuple and len(msg) == 2 and msg[0] in asked
+
+    answers: dict[Pid, Any] = {}
+    done: set[Any] = set()
+    deadline = time.monotonic() + timeout
+    while asked:
+        try:
+            msg = await receive(ours, timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+        ref = msg.ref if type(msg) is Down else msg[0]
+        pid = asked.pop(ref)
+        unalias(ref)
+        if type(msg) is not Down:
+            # No flush here: each would scan the replies still queued (O(n²)).
+            demonitor(ref)
+            done.add(ref)
+            answers[pid] = msg[1]
+    for ref in asked:
+        unalias(ref)
+        demonitor(ref, flush=True)
+    while True:                         # a Down that raced its demonitor
+        try:
+            await receive(lambda m: type(m) is Down and m.ref in done, timeout=0)
+        except TimeoutError:
+            return answers
+
+
+def dry_run(states: dict[Pid, Any], new_cls: type, extra: Any) -> tuple[int, Pid, str] | None:
+    """Runs the new code_change on a copy of every state: None if all pass,
+    else (index, pid, error) of the first that fails."""
+    for i, (pid, state) in enumerate(states.items()):
+        try:
+            new_cls().code_change(OLD_VSN, copy_message(state), extra)
+        except Exception as exc:
+            return i, pid, f"{type(exc).__name__}: {exc}"
+    return None
+
+
+async def versions_of(pids: Iterable[Pid]) -> dict[str, int]:
+    """How many of the connections run each version of the echo module
+    (asking each is also a message: a connection switches before answering)."""
+    counts: dict[str, int] = {}
+    vsns: dict[type, str] = {}          # vsn_of scans a class: once per class
+    for status in (await ask_all(pids, "get_status")).values():
+        cls = status["module"]
+        vsn = vsns.get(cls) or vsns.setdefault(cls, str(code.vsn_of(cls)))
+        counts[vsn] = counts.get(vsn, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+async def install(listener: net.Listener, mode: str) -> dict[str, Any]:
+    """Installs v2 lazily (see the module docstring); what happened, with
+    the window's ``time.monotonic()`` times."""
+    t_start = time.monotonic()
+    path = Path(__file__).with_name(SOURCES[mode])
+    prepared = code.prepare(MODULE, path.read_text(), filename=str(path))
+    pids = await net.connection_pids(listener)
+    states = await ask_all(pids, "get_state")
+    failure = dry_run(states, prepared.module.Echo, None)
+    report: dict[str, Any] = {
+        "t_start": t_start, "dry_run_s": round(time.monotonic() - t_start, 3),
+        "dry_run_checked": len(states), "failure": None, "rolled_back": failure is not None,
+        "migrate_s": None, "purge_s": None, "soft_purged": False,
+    }
+    if failure is not None:
+        index, pid, error = failure
+        report["failure"] = {"connection": index, "pid": repr(pid), "error": error}
+        report["t_done"] = time.monotonic()     # nothing was switched: nothing to undo
+        return report
+    code.switch(prepared, code_change=(OLD_VSN, None))
+    t_switch = time.monotonic()
+    await net.nudge(listener)
+    while (await versions_of(pids)).get(OLD_VSN):
+        await otpvm.sleep(0.01)        # a connection busy with a slow peer: soon
+    t_migrated = time.monotonic()
+    report["migrate_s"] = round(t_migrated - t_switch, 3)
+    report["soft_purged"] = await code.soft_purge(MODULE)
+    report["t_done"] = time.monotonic()
+    report["purge_s"] = round(report["t_done"] - t_migrated, 3)
+    return report
+
+
+async def run_service(loadgen: Any, args: Any) -> dict[str, Any]:
+    """The server side of ``--upgrade``: serve, drive the load generator,
+    install at the before/during boundary, collect the numbers."""
+    manage()
+    listener = await net.serve(HANDLER, 0, host="127.0.0.1", acceptors=args.acceptors,
+                               max_connections=args.connections + 100, backlog=4096,
+                               packet="line", active="once", packet_size=4096)
+    options = ["--host", "127.0.0.1", "--port", str(listener.port),
+               "--connections", str(args.connections), "--interval", str(args.interval),
+               "--before", str(args.before), "--during", str(args.during),
+               "--after", str(args.after), "--quiet", "--sync", "--versioned",
+               "--window-from-stdin"]
+    await otpvm.run_blocking(loadgen.start, options)
+    await otpvm.run_blocking(loadgen.wait_established, 300.0)
+    loadgen.write("go\n")
+    await otpvm.sleep(args.before)
+    installed = await install(listener, args.upgrade)
+    t0, t1 = installed.pop("t_start"), installed.pop("t_done")
+    loadgen.write(f"UPGRADE {t0!r} {t1!r}\n")
+    # Before the load generator ends (its connections with it).
+    versions = await versions_of(await net.connection_pids(listener))
+    result = await otpvm.run_blocking(loadgen.finish, args.during + args.after + 300)
+    result["server"] = {"versions_after_install": versions, "install_s": round(t1 - t0, 3),
+                        **installed}
+    await net.stop_server(listener)
+    return result
+
+
+def summary(r: dict[str, Any], n: int) -> dict[str, Any]:
+    """The ``"upgrade"`` object of the JSON output."""
+    server, versions, upgrade = r["server"], r["versions"], r["upgrade"] or {}
+    latency = upgrade.get("latency_ms", {})
+    return {
+        "connections": n,
+        "established": r["connections_established"],
+        "alive_before": r["alive_before_poison"],
+        "alive_after": r["alive_at_end"],
+        "client_errors": r["errors"]["total"],
+        "requests_sent": r["requests"]["sent"],
+        "requests_answered": r["requests"]["answered"],
+        "switched": versions["switched"],
+        "switched_more_than_once": versions["switched_more_than_once"],
+        "v1_replies_after_switch": versions["replies_older_than_seen"],
+        "client_versions_at_end": versions["at_end"],
+        "server_versions": server["versions_after_install"],
+        "rolled_back": server["rolled_back"],
+        "failure": server["failure"],
+        "install_s": server["install_s"],
+        "dry_run_s": server["dry_run_s"],
+        "migrate_s": server["migrate_s"],
+        "purge_s": server["purge_s"],
+        "soft_purged": server["soft_purged"],
+        "window_s": upgrade.get("window_s"),
+        "p99_ms": {phase: (latency.get(phase) or {}).get("p99")
+                   for phase in ("before", "upgrade", "after")},
+        "p50_ms": {phase: (latency.get(phase) or {}).get("p50")
+                   for phase in ("before", "upgrade", "after")},
+        "max_ms": {phase: (latency.get(phase) or {}).get("max")
+                   for phase in ("before", "upgrade", "after")},
+    }
+
+
+def verdict(u: dict[str, Any], mode: str, crash_reports: int,
+            supervisor_reports: int) -> list[tuple[str, bool]]:
+    """The claims of the upgrade demo, each with whether it held."""
+    n = u["connections"]
+    common = [
+        (f"all {n:,} connections established", u["established"] == n),
+        (f"{n:,} alive before the upgrade", u["alive_before"] == n),
+        (f"{n:,} alive after it", u["alive_after"] == n),
+        ("no error seen by clients", u["client_errors"] == 0),
+        (f"every request answered ({u['requests_answered']:,} of {u['requests_sent']:,})",
+         u["requests_sent"] == u["requests_answered"] > 0),
+        ("no crash or supervisor report logged", crash_reports == supervisor_reports == 0),
+    ]
+    if mode == "ok":
+        return [
+            *common,
+            (f"every connection switched from v1 to v2 exactly once ({u['switched']:,})",
+             u["switched"] == n and u["switched_more_than_once"] == 0),
+            ("no v1 reply after a connection's switch", u["v1_replies_after_switch"] == 0),
+            (f"all {n:,} connections run v2 on the server",
+             u["server_versions"] == {NEW_VSN: n}),
+            ("the old code was purged (soft_purge)", u["soft_purged"]),
+        ]
+    return [
+        *common,
+        ("the dry run failed for exactly one connection", u["failure"] is not None),
+        ("nothing was switched (rolled back)",
+         u["rolled_back"] and u["switched"] == 0 and u["client_versions_at_end"] == {"1": n}),
+        (f"all {n:,} connections still run v1 on the server",
+         u["server_versions"] == {OLD_VSN: n}),
+    ]
+
+
+def format_report(u: dict[str, Any], mode: str, checks: list[tuple[str, bool]],
+                  seconds: float) -> str:
+    """The human-readable report."""
+    n = u["connections"]
+    if mode == "ok":
+        head = (f"otpvm upgrade demo: {n:,} connections moved from echo v1 to v2 "
+                f"in {u['install_s']:.3f} s")
+        how = (f"  dry run {u['dry_run_s']:.3f} s, every connection migrated "
+               f"{u['migrate_s']:.3f} s after the switch")
+    else:
+        f = u["failure"] or {}
+        head = f"otpvm upgrade demo: a failing v2 was rolled back, {n:,} connections kept v1"
+        how = (f"  the dry run failed on connection #{f.get('connection')}: {f.get('error')}; "
+               f"nothing switched ({u['install_s']:.3f} s)")
+    lines = [
+        "", head, how,
+        f"  requests: {u['requests_sent']:,} sent, {u['requests_answered']:,} answered; "
+        f"errors seen by clients: {u['client_errors']}",
+        f"  switched: {u['switched']:,}; v1 replies after a switch: "
+        f"{u['v1_replies_after_switch']}; connections per version: "
+        f"{u['server_versions']}",
+        "  round-trip latency (ms):     p50      p99      max",
+    ]
+    for phase in ("before", "upgrade", "after"):
+        cells = " ".join(f"{u[k][phase]:8.2f}" if u[k][phase] is not None else "       -"
+                         for k in ("p50_ms", "p99_ms", "max_ms"))
+        lines.append(f"    {phase + ' the upgrade' if phase != 'upgrade' else 'during it':22} "
+                     f"{cells}")
+    lines.append("")
+    lines.extend(f"  [{'ok' if ok else 'FAILED'}] {claim}" for claim, ok in checks)
+    lines.append(f"  ({seconds:.1f} s in all)")
+    return "\n".join(lines)
+
