@@ -56,7 +56,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from otpvm import _vm
-from otpvm.kernel import Pid, exit, monitor, processes, receive
+from otpvm.kernel import Pid, exit, monitor, processes, receive, sleep
 from otpvm.terms import ANY, Down
 
 __all__ = [
@@ -427,17 +427,29 @@ async def processes_using(name: str, which: Literal["old", "current"] = "old", *
     version = old if which == "old" else current
     if version is None:
         return []
-    return [pid for pid in processes() if _runs(pid, version, scan_state)]
+    users: list[Pid] = []
+    memo: dict[type, bool] = {}
+    for i, pid in enumerate(processes()):
+        if _runs(pid, version, scan_state, memo):
+            users.append(pid)
+        if i % _SCAN_BATCH == _SCAN_BATCH - 1:
+            await sleep(0)              # 10,000 processes: the others run meanwhile
+    return users
 
 
 async def check_process_code(pid: Pid, name: str) -> bool:
     """Whether the process runs the module's old version (Erlang's
     check_process_code, which counts funs too: so does this)."""
     old = versions(name)[1]
-    return old is not None and _runs(pid, old, True)
+    return old is not None and _runs(pid, old, True, {})
 
 
-def _runs(pid: Pid, version: Version, scan_state: bool) -> bool:
+_SCAN_BATCH = 32        # processes scanned between two yields (about 0.5 ms)
+
+
+def _runs(pid: Pid, version: Version, scan_state: bool, memo: dict[type, bool]) -> bool:
+    """Whether the process runs the version (memo: class -> whether it is
+    the version's, for one scan)."""
     names = version.module.__dict__
     roots = _vm._code_roots(pid)
     if roots is None:
@@ -460,7 +472,7 @@ def _runs(pid: Pid, version: Version, scan_state: bool) -> bool:
             found.extend(frame.f_locals.values())
     if scan_state:
         found.extend(_one_level(found))
-    return any(_from_version(obj, version) for obj in found)
+    return any(_from_version(obj, version, memo) for obj in found)
 
 
 def _frames(coro: Any) -> Iterator[types.FrameType]:
@@ -486,7 +498,7 @@ def _one_level(objs: Iterable[Any]) -> list[Any]:
     return inner
 
 
-def _from_version(obj: Any, version: Version) -> bool:
+def _from_version(obj: Any, version: Version, memo: dict[type, bool] | None = None) -> bool:
     """Whether obj is code of the version: a function or closure, a method,
     a partial, a class defined there, an instance of one, or (the current
     version) a CodeRef to its module."""
@@ -502,7 +514,12 @@ def _from_version(obj: Any, version: Version) -> bool:
     if isinstance(obj, (types.CoroutineType, types.GeneratorType)):
         return any(f.f_globals is names for f in _frames(obj))
     cls = obj if isinstance(obj, type) else type(obj)
-    return _class_from(cls, names)
+    if memo is None:
+        return _class_from(cls, names)
+    known = memo.get(cls)
+    if known is None:
+        known = memo[cls] = _class_from(cls, names)
+    return known
 
 
 def _class_from(cls: type, names: dict[str, Any]) -> bool:

@@ -62,7 +62,8 @@ from otpvm.kernel import (
 from otpvm.terms import Down
 
 __all__ = [
-    "InstallError", "InstallReport", "ReleaseDir", "STRICT_LIMIT", "install",
+    "InstallError", "InstallReport", "ReleaseDir", "STRICT_LIMIT", "TIMEOUT", "ask_all",
+    "failed", "install",
 ]
 
 STRICT_LIMIT = 500
@@ -199,14 +200,16 @@ class ReleaseDir:
 
 # -- many requests at once --------------------------------------------------------------
 
-_TIMEOUT: Any = ("timeout",)
-_BATCH = 500                    # requests sent, or dry runs made, between two yields
+TIMEOUT: Any = ("timeout",)
+"""ask_all's answer for a process that did not answer in time."""
+_BATCH = 128                    # requests sent, or dry runs made, between two yields
 
 
-async def _ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
-    """Sends each pid its system request at once and collects the answers:
-    pid -> reply, ``('down', reason)``, or _TIMEOUT.  One wait for all, not
-    one per process: the suspension window stays short."""
+async def ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
+    """Sends each pid its system request (OTP's sys protocol) at once and
+    collects the answers: pid -> reply, ``('down', reason)``, or
+    ``TIMEOUT``.  One wait for all, not one per process: the suspension
+    window stays short, and 10,000 requests take milliseconds."""
     pending: dict[Ref, Pid] = {}
     me = self()
     for i, (pid, request) in enumerate(requests.items()):
@@ -238,7 +241,7 @@ async def _ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
         unalias(ref)
         demonitor(ref)
         done.add(ref)
-        answers[pid] = _TIMEOUT
+        answers[pid] = TIMEOUT
     await _flush_downs(done)
     return answers
 
@@ -254,8 +257,10 @@ async def _flush_downs(refs: set[Ref]) -> None:
             return
 
 
-def _failed(answer: Any) -> bool:
-    return answer is _TIMEOUT or (type(answer) is tuple and len(answer) == 2
+def failed(answer: Any) -> bool:
+    """Whether an ask_all answer is a failure: an error reply, the process
+    gone, or no answer in time."""
+    return answer is TIMEOUT or (type(answer) is tuple and len(answer) == 2
                                   and answer[0] in ("error", "down"))
 
 
@@ -390,11 +395,11 @@ async def _strict(changes: list[_Change], report: InstallReport, down: bool, to_
     window = time.monotonic()
     try:
         for wave in waves:
-            answers = await _ask_all({pid: "suspend" for pid in wave}, suspend_timeout)
+            answers = await ask_all({pid: "suspend" for pid in wave}, suspend_timeout)
             suspended.extend(pid for pid in wave if answers[pid] == "ok")
             for pid in wave:
                 if answers[pid] != "ok":
-                    raise _Abort(("suspend_failed" if answers[pid] is not _TIMEOUT
+                    raise _Abort(("suspend_failed" if answers[pid] is not TIMEOUT
                                   else "suspend_timeout", pid, answers[pid]))
         for change in changes:
             code.switch(change.prepared)
@@ -403,23 +408,23 @@ async def _strict(changes: list[_Change], report: InstallReport, down: bool, to_
         try:
             for change in changes:
                 old_vsn: Any = ("down", to_vsn) if down else change.old_vsn
-                answers = await _ask_all(
+                answers = await ask_all(
                     {pid: ("change_code", change.name, old_vsn, extra) for pid in change.pids},
                     code_change_timeout)
-                changed.extend(pid for pid in change.pids if not _failed(answers[pid]))
+                changed.extend(pid for pid in change.pids if not failed(answers[pid]))
                 for pid in change.pids:
-                    if _failed(answers[pid]):
+                    if failed(answers[pid]):
                         raise _Abort(("code_change_failed", pid, change.name,
                                       change.old_vsn, answers[pid]))
         except _Abort:
-            await _ask_all({pid: ("abort_code",) for pid in changed}, code_change_timeout)
+            await ask_all({pid: ("abort_code",) for pid in changed}, code_change_timeout)
             for change in reversed(switched):
                 code.unswitch(change.name)
             raise
-        await _ask_all({pid: ("commit_code",) for pid in changed}, code_change_timeout)
+        await ask_all({pid: ("commit_code",) for pid in changed}, code_change_timeout)
     finally:
         for wave in reversed(waves):
-            await _ask_all({pid: "resume" for pid in wave if pid in suspended},
+            await ask_all({pid: "resume" for pid in wave if pid in suspended},
                            suspend_timeout)
         report.suspended_ms = (time.monotonic() - window) * 1e3
 
@@ -454,12 +459,12 @@ async def _lazy(changes: list[_Change], report: InstallReport, down: bool, to_vs
     each process migrates at its next message (nudged by a get_state)."""
     for change in changes:
         old_vsn: Any = ("down", to_vsn) if down else change.old_vsn
-        states = await _ask_all({pid: "get_state" for pid in change.pids}, code_change_timeout)
-        status = await _ask_all({pid: "get_status" for pid in change.pids}, code_change_timeout)
+        states = await ask_all({pid: "get_state" for pid in change.pids}, code_change_timeout)
+        status = await ask_all({pid: "get_status" for pid in change.pids}, code_change_timeout)
         for i, pid in enumerate(change.pids):
             if i % _BATCH == _BATCH - 1:
                 await sleep(0)
-            if _failed(states[pid]) or _failed(status[pid]):
+            if failed(states[pid]) or failed(status[pid]):
                 raise _Abort(("dry_run_failed", pid, change.name, states[pid]))
             cls = status[pid]["module"]
             new_cls = getattr(change.prepared.module, cls.__qualname__, None)
@@ -475,4 +480,4 @@ async def _lazy(changes: list[_Change], report: InstallReport, down: bool, to_vs
         code.switch(change.prepared,
                     code_change=(("down", to_vsn) if down else change.old_vsn, extra))
     for change in changes:
-        await _ask_all({pid: "get_state" for pid in change.pids}, code_change_timeout)
+        await ask_all({pid: "get_state" for pid in change.pids}, code_change_timeout)

@@ -34,11 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import otpvm
-from otpvm import code, gen, net
+from otpvm import code, net, release
 from otpvm._vm import copy_message
-from otpvm.gen import From
-from otpvm.kernel import Pid, demonitor, monitor, receive, send, unalias
-from otpvm.terms import Down
+from otpvm.kernel import Pid
 
 __all__ = ["ask_all", "format_report", "install", "run_service", "summary", "verdict",
            "versions_of"]
@@ -48,7 +46,6 @@ HANDLER = f"{MODULE}:Echo"
 SOURCES = {"ok": "echo_v2.py", "failing": "echo_v2_failing.py"}
 OLD_VSN, NEW_VSN = "1", "2"
 ASK_TIMEOUT = 30.0
-CHUNK = 256                             # requests sent between two yields
 
 
 def manage() -> None:
@@ -60,45 +57,10 @@ def manage() -> None:
 async def ask_all(pids: Iterable[Pid], request: Any,
                   timeout: float = ASK_TIMEOUT) -> dict[Pid, Any]:
     """Sends a sys request to every pid at once, then collects the answers
-    (one wait for all, not one per process); a pid that is gone, or does
-    not answer within timeout, is left out."""
-    me, asked = otpvm.self(), {}
-    for i, pid in enumerate(pids):
-        ref = monitor(pid, alias=True)
-        asked[ref] = pid
-        send(pid, (gen.SYSTEM, From(me, ref), request))
-        if i % CHUNK == CHUNK - 1:
-            await otpvm.sleep(0)        # short slices: the connections run meanwhile
-
-    def ours(msg: Any) -> bool:
-        if type(msg) is Down:
-            return msg.ref in asked
-        return type(msg) is tuple and len(msg) == 2 and msg[0] in asked
-
-    answers: dict[Pid, Any] = {}
-    done: set[Any] = set()
-    deadline = time.monotonic() + timeout
-    while asked:
-        try:
-            msg = await receive(ours, timeout=max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            break
-        ref = msg.ref if type(msg) is Down else msg[0]
-        pid = asked.pop(ref)
-        unalias(ref)
-        if type(msg) is not Down:
-            # No flush here: each would scan the replies still queued (O(n²)).
-            demonitor(ref)
-            done.add(ref)
-            answers[pid] = msg[1]
-    for ref in asked:
-        unalias(ref)
-        demonitor(ref, flush=True)
-    while True:                         # a Down that raced its demonitor
-        try:
-            await receive(lambda m: type(m) is Down and m.ref in done, timeout=0)
-        except TimeoutError:
-            return answers
+    (release.ask_all); a pid that is gone, or does not answer within
+    timeout, is left out."""
+    answers = await release.ask_all(dict.fromkeys(pids, request), timeout)
+    return {pid: answer for pid, answer in answers.items() if not release.failed(answer)}
 
 
 def dry_run(states: dict[Pid, Any], new_cls: type, extra: Any) -> tuple[int, Pid, str] | None:
