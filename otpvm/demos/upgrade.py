@@ -90,6 +90,10 @@ async def install(listener: net.Listener, mode: str) -> dict[str, Any]:
     """Installs v2 lazily (see the module docstring); what happened, with
     the window's ``time.monotonic()`` times."""
     t_start = time.monotonic()
+    if mode == "none":                  # the baseline: the same service, nothing installed
+        return {"t_start": t_start, "t_done": time.monotonic(), "dry_run_s": None,
+                "dry_run_checked": 0, "failure": None, "rolled_back": False,
+                "migrate_s": None, "purge_s": None, "soft_purged": False}
     path = Path(__file__).with_name(SOURCES[mode])
     prepared = code.prepare(MODULE, path.read_text(), filename=str(path))
     pids = await net.connection_pids(listener)
@@ -203,6 +207,12 @@ def verdict(u: dict[str, Any], mode: str, crash_reports: int,
              u["server_versions"] == {NEW_VSN: n}),
             ("the old code was purged (soft_purge)", u["soft_purged"]),
         ]
+    if mode == "none":
+        return [
+            *common,
+            ("nothing was switched (the baseline)",
+             u["switched"] == 0 and u["client_versions_at_end"] == {"1": n}),
+        ]
     return [
         *common,
         ("the dry run failed for exactly one connection", u["failure"] is not None),
@@ -222,6 +232,9 @@ def format_report(u: dict[str, Any], mode: str, checks: list[tuple[str, bool]],
                 f"in {u['install_s']:.3f} s")
         how = (f"  dry run {u['dry_run_s']:.3f} s, every connection migrated "
                f"{u['migrate_s']:.3f} s after the switch")
+    elif mode == "none":
+        head = f"otpvm upgrade demo, baseline: {n:,} connections on v1, nothing installed"
+        how = "  (the same service and load as --upgrade, for comparison)"
     else:
         f = u["failure"] or {}
         head = f"otpvm upgrade demo: a failing v2 was rolled back, {n:,} connections kept v1"

@@ -285,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=float, default=5.0, help="seconds after it")
     parser.add_argument("--acceptors", type=int, default=20)
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    parser.add_argument("--upgrade", nargs="?", const="ok", choices=("ok", "failing"),
+    parser.add_argument("--upgrade", nargs="?", const="ok", choices=("ok", "failing", "none"),
                         help="instead of the crash, upgrade the echo handler live from v1 to "
                              "v2 (otpvm.demos.upgrade); =failing: a v2 whose code_change "
-                             "fails on one connection, rolled back")
+                             "fails on one connection, rolled back; =none: the same service "
+                             "with nothing installed (the benchmark's baseline)")
     args = parser.parse_args(argv)
     if args.connections < 2:
         parser.error("--connections must be at least 2")
@@ -349,6 +350,9 @@ def intro(args: argparse.Namespace) -> str:
     if args.upgrade == "failing":
         return (f"otpvm upgrade demo: {n} connections; after {before} s of traffic an "
                 f"upgrade to a v2 whose code_change fails on one connection is tried")
+    if args.upgrade == "none":
+        return (f"otpvm upgrade demo, baseline: {n} connections; the same service, nothing "
+                f"is installed")
     return (f"otpvm uptime demo: {n} connections; after {before} s of traffic one of them "
             f"sends {POISON}, a command whose code was never tested")
 
