@@ -61,7 +61,8 @@ from otpvm.terms import ANY, Down
 
 __all__ = [
     "CodeError", "CodeRef", "LoadError", "ModuleDeleted", "NotManaged", "NotPurged",
-    "Version", "check_process_code", "current", "delete", "epoch", "load_module", "manage",
+    "Version", "check_process_code", "current", "delete", "epoch", "is_down", "load_module",
+    "manage",
     "managed", "pending_code_change", "prepare", "processes_using", "purge", "ref",
     "soft_purge", "switch", "switch_callback", "unswitch", "versions", "vsn_of", "which",
 ]
@@ -111,8 +112,9 @@ class _Entry:
     current: Version | None = None
     old: Version | None = None
     deleted: bool = False
-    # vsn of a version -> (old_vsn, extra) its processes migrate from by code_change
-    lazy: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    # vsn of a version -> (vsn its processes migrate from, the old_vsn argument
+    # of their code_change, extra): lazy migrations, up or down
+    lazy: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
 
 
 _lock = threading.RLock()           # loads, switches and purges are serialised
@@ -284,7 +286,8 @@ def switch(prepared: Version, *, code_change: tuple[Any, Any] | None = None) -> 
 
     ``code_change=(old_vsn, extra)``: callback processes switching to it
     from a class of version ``old_vsn`` run ``code_change(old_vsn, state,
-    extra)`` as they switch (lazy migration).  Raises NotPurged while the
+    extra)`` as they switch (lazy migration); with ``old_vsn=('down',
+    vsn)``, those of the version it replaces run their own code_change.  Raises NotPurged while the
     module still has an old version (purge or soft_purge it first).
     """
     if prepared.status != "prepared":
@@ -298,24 +301,35 @@ def switch(prepared: Version, *, code_change: tuple[Any, Any] | None = None) -> 
         entry.current = replace(prepared, status="current")
         entry.deleted = False
         if code_change is not None:
-            entry.lazy[prepared.vsn] = code_change
+            old_vsn, extra = code_change
+            # A downgrade's processes come from the version being replaced.
+            source = entry.old.vsn if is_down(old_vsn) and entry.old else old_vsn
+            entry.lazy[prepared.vsn] = (source, old_vsn, extra)
         _mirror(entry.facade, entry.current)
         _mark_stale(entry.old)
         _vm._bump_code_epoch()
 
 
-def unswitch(name: str) -> None:
-    """Undoes the last switch of a module: its old version is current again
-    and the version that was current is dropped.  For an install that is
-    rolled back, once no process runs the dropped version any more."""
+def unswitch(name: str, *, migrate_back: bool = False, extra: Any = None) -> None:
+    """Undoes the last switch of a module: its old version is current again.
+
+    Without ``migrate_back`` the version that was current is dropped: for
+    a strict install rolled back once no process runs it any more.  With
+    it, that version becomes the old one, and each callback process that
+    had migrated to it migrates back at its next message, running that
+    version's ``code_change(('down', vsn), state, extra)``: a lazy install
+    rolled back."""
     with _lock:
         entry = _entry(name)
         if entry.old is None:
             raise CodeError(f"{name} has no old version to go back to")
-        if entry.current is not None:
-            entry.lazy.pop(entry.current.vsn, None)
         dropped = entry.current
-        entry.current, entry.old = replace(entry.old, status="current"), None
+        if dropped is not None:
+            entry.lazy.pop(dropped.vsn, None)
+        entry.current = replace(entry.old, status="current")
+        entry.old = replace(dropped, status="old") if migrate_back and dropped else None
+        if migrate_back and dropped is not None:
+            entry.lazy[entry.current.vsn] = (dropped.vsn, ("down", entry.current.vsn), extra)
         entry.deleted = False
         _mirror(entry.facade, entry.current)
         _mark_stale(dropped)
@@ -578,7 +592,13 @@ def pending_code_change(new_cls: Any, old_vsn: str | None) -> tuple[Any, Any] | 
     migration = entry.lazy.get(entry.current.vsn)
     if migration is None or migration[0] != old_vsn:
         return None
-    return migration
+    return migration[1], migration[2]
+
+
+def is_down(old_vsn: Any) -> bool:
+    """Whether a code_change's old_vsn is a downgrade's ``('down', vsn)``:
+    then the running (newer) code converts the state, as in OTP."""
+    return type(old_vsn) is tuple and len(old_vsn) == 2 and old_vsn[0] == "down"
 
 
 def switch_callback(cls: type, instance: Any, state: Any) -> tuple[type, Any, Any]:
@@ -595,7 +615,8 @@ def switch_callback(cls: type, instance: Any, state: Any) -> tuple[type, Any, An
         new_instance.__dict__.update(vars(instance))
     migration = pending_code_change(new_cls, vsn_of(cls))
     if migration is not None:
-        state = new_instance.code_change(migration[0], state, migration[1])
+        converter = instance if is_down(migration[0]) else new_instance
+        state = converter.code_change(migration[0], state, migration[1])
     return new_cls, new_instance, state
 
 

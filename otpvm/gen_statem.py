@@ -832,8 +832,9 @@ class _Statem:
             migration = code.pending_code_change(new_cls, code.vsn_of(cls))
             if migration is not None:         # on a copy: it may change it, then fail
                 state, data = _sys.snapshot((state, data))
+                converter = mod if code.is_down(migration[0]) else new
                 state, data = _state_and_data(
-                    new.code_change(migration[0], state, data, migration[1]), new_cls)
+                    converter.code_change(migration[0], state, data, migration[1]), new_cls)
             handle_event, enter = _callback_mode(new)
         except code.ModuleDeleted:
             return                        # deleted: it runs on until purged, as in Erlang

@@ -100,10 +100,16 @@ class InstallReport:
     children_added: list[str] = field(default_factory=list)     # by upgraded supervisors
     children_removed: list[str] = field(default_factory=list)
     children_failed: list[str] = field(default_factory=list)    # added, but failed to start
+    dry_run_s: float | None = None      # lazy: the dry run of code_change on copies
+    migrate_s: float | None = None      # lazy: from the switch until every process migrated
+    purge_s: float | None = None        # lazy: the soft purge of the old versions
+    not_migrated_back: list[str] = field(default_factory=list)   # lazy rollback: stuck on new
+    started: float = field(default_factory=time.monotonic, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready data (reasons as their repr)."""
         data = asdict(self)
+        del data["started"]
         data["reason"] = None if self.reason is None else repr(self.reason)
         return data
 
@@ -305,14 +311,39 @@ async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str 
     their running (newer) code migrates its state.  What changes, and in
     which order (callers first), is the upgrade plan's (otpvm.appup); a plan
     that needs a restart (native code, otpvm itself) is refused."""
-    started = time.monotonic()
     report = InstallReport(from_vsn, to_vsn)
     try:
         # Diffing and executing the new modules is seconds of work for a big
         # release: off the scheduler, on a thread of its own.
-        report.plan, changes = await run_blocking(_prepare_all, old_root, new_root)
-        for change in changes:
-            report.modules[change.name] = (change.old_vsn, change.prepared.vsn)
+        report.plan, prepared = await run_blocking(_prepare_all, old_root, new_root)
+    except code.LoadError as exc:
+        return _fail(report, ("load_failed", str(exc)), rolled_back=False)
+    except appup.AppupError as exc:
+        return _fail(report, ("bad_plan", str(exc)), rolled_back=False)
+    except _Abort as abort:
+        return _fail(report, abort.reason, rolled_back=False)
+    return await install_versions(prepared, report=report, down=down, mode=mode, extra=extra,
+                                  suspend_timeout=suspend_timeout,
+                                  code_change_timeout=code_change_timeout)
+
+
+async def install_versions(prepared: list[code.Version], *, report: InstallReport | None = None,
+                           down: bool = False, mode: Mode = "auto", extra: Any = None,
+                           suspend_timeout: float = 5.0, code_change_timeout: float = 5.0
+                           ) -> InstallReport:
+    """Makes prepared versions (``code.prepare``; callers' modules first)
+    current in the running node, as one transaction: what ``install`` does
+    once the release tree is read, for versions loaded some other way."""
+    if report is None:
+        report = InstallReport(None, ", ".join(v.vsn for v in prepared))
+    changes = []
+    try:
+        for version in prepared:
+            current = code.which(version.name)
+            if current is None:
+                raise _Abort(("not_loaded", version.name))
+            changes.append(_Change(version.name, version, current.vsn))
+            report.modules[version.name] = (current.vsn, version.vsn)
         for change in changes:
             if not await code.soft_purge(change.name):
                 users = await code.processes_using(change.name, "old", scan_state=True)
@@ -322,38 +353,31 @@ async def install(old_root: Path, new_root: Path, to_vsn: str, *, from_vsn: str 
                     change.pids.append(pid)
                 elif pid != self():
                     report.cannot_switch.append(repr(pid))
-    except code.LoadError as exc:
-        return _fail(report, ("load_failed", str(exc)), started, rolled_back=False)
-    except appup.AppupError as exc:
-        return _fail(report, ("bad_plan", str(exc)), started, rolled_back=False)
     except _Abort as abort:
-        return _fail(report, abort.reason, started, rolled_back=False)
+        return _fail(report, abort.reason, rolled_back=False)
     report.processes = len({pid for c in changes for pid in c.pids})
     if mode == "auto":
         mode = "strict" if report.processes <= STRICT_LIMIT else "lazy"
     report.mode = mode
     runner = _strict if mode == "strict" else _lazy
     try:
-        await runner(changes, report, down, to_vsn, extra, suspend_timeout, code_change_timeout)
+        await runner(changes, report, down, report.to_vsn, extra, suspend_timeout,
+                     code_change_timeout)
     except _Abort as abort:
-        return _fail(report, abort.reason, started, rolled_back=True)
+        return _fail(report, abort.reason, rolled_back=True)
     if mode == "strict":
         await _adjust_children(dict.fromkeys(pid for c in changes for pid in c.pids), report)
-    report.install_s = time.monotonic() - started
+    report.install_s = time.monotonic() - report.started
     return report
 
 
-def _prepare_all(old_root: Path, new_root: Path) -> tuple[str, list[_Change]]:
+def _prepare_all(old_root: Path, new_root: Path) -> tuple[str, list[code.Version]]:
     """The plan, printed, and each changed module executed as a new version
     (callers first): everything that can fail before anything changes."""
     plan, files = planned_changes(old_root, new_root)
-    changes = []
-    for name, path in files.items():
-        current = code.which(name)
-        assert current is not None
-        changes.append(_Change(name, code.prepare(name, path.read_text(), filename=str(path)),
-                               current.vsn))
-    return plan.format(), changes
+    prepared = [code.prepare(name, path.read_text(), filename=str(path))
+                for name, path in files.items()]
+    return plan.format(), prepared
 
 
 class _Abort(Exception):
@@ -362,9 +386,9 @@ class _Abort(Exception):
         self.reason = reason
 
 
-def _fail(report: InstallReport, reason: Any, started: float, *, rolled_back: bool) -> Any:
+def _fail(report: InstallReport, reason: Any, *, rolled_back: bool) -> Any:
     report.ok, report.reason, report.rolled_back = False, reason, rolled_back
-    report.install_s = time.monotonic() - started
+    report.install_s = time.monotonic() - report.started
     raise InstallError(report)
 
 
@@ -455,29 +479,71 @@ async def _adjust_children(pids: Iterable[Pid], report: InstallReport) -> None:
 
 async def _lazy(changes: list[_Change], report: InstallReport, down: bool, to_vsn: str,
                 extra: Any, suspend_timeout: float, code_change_timeout: float) -> None:
-    """A dry run of code_change on a copy of every state, then the switch;
-    each process migrates at its next message (nudged by a get_state)."""
+    """No suspension: a dry run of code_change on a copy of every state,
+    then the switch, each process migrating at its next message (nudged by
+    a get_status).  If one fails to migrate (its state changed since its
+    dry run), the modules switch back and every process that had migrated
+    migrates back by its new code's ``code_change(('down', vsn), ...)``:
+    the transaction holds, one message per process late."""
+    started = time.monotonic()
     for change in changes:
-        old_vsn: Any = ("down", to_vsn) if down else change.old_vsn
-        states = await ask_all({pid: "get_state" for pid in change.pids}, code_change_timeout)
-        status = await ask_all({pid: "get_status" for pid in change.pids}, code_change_timeout)
-        for i, pid in enumerate(change.pids):
-            if i % _BATCH == _BATCH - 1:
-                await sleep(0)
-            if failed(states[pid]) or failed(status[pid]):
-                raise _Abort(("dry_run_failed", pid, change.name, states[pid]))
-            cls = status[pid]["module"]
-            new_cls = getattr(change.prepared.module, cls.__qualname__, None)
-            if new_cls is None:
-                raise _Abort(("dry_run_failed", pid, change.name, f"no {cls.__qualname__}"))
-            try:
-                new_cls.__new__(new_cls).code_change(old_vsn, _vm.copy_message(states[pid]),
-                                                     extra)
-            except Exception as exc:
-                raise _Abort(("code_change_failed", pid, change.name, change.old_vsn,
-                              ("error", ("callback_failed", exc)))) from None
+        await _dry_run(change, ("down", to_vsn) if down else change.old_vsn, extra, down,
+                       code_change_timeout)
+    report.dry_run_s = time.monotonic() - started
+    started = time.monotonic()
     for change in changes:
         code.switch(change.prepared,
                     code_change=(("down", to_vsn) if down else change.old_vsn, extra))
+    stuck = await _migrated(changes, code_change_timeout)
+    report.migrate_s = time.monotonic() - started
+    if stuck:
+        pid, change = stuck[0]
+        for each in reversed(changes):
+            code.unswitch(each.name, migrate_back=True, extra=extra)
+        report.not_migrated_back = [repr(p) for p, _ in await _migrated(changes,
+                                                                        code_change_timeout)]
+        raise _Abort(("migration_failed", pid, change.name, change.old_vsn))
+    started = time.monotonic()
     for change in changes:
-        await ask_all({pid: "get_state" for pid in change.pids}, code_change_timeout)
+        await code.soft_purge(change.name)
+    report.purge_s = time.monotonic() - started
+
+
+async def _dry_run(change: _Change, old_vsn: Any, extra: Any, down: bool,
+                   timeout: float) -> None:
+    """code_change on a copy of each process's state: the new class's (the
+    running one's for a downgrade).  Changes nothing; raises _Abort."""
+    states = await ask_all({pid: "get_state" for pid in change.pids}, timeout)
+    status = await ask_all({pid: "get_status" for pid in change.pids}, timeout)
+    for i, pid in enumerate(change.pids):
+        if i % _BATCH == _BATCH - 1:
+            await sleep(0)
+        if failed(states[pid]) or failed(status[pid]):
+            raise _Abort(("dry_run_failed", pid, change.name, states[pid]))
+        cls = status[pid]["module"]
+        converter = cls if down else getattr(change.prepared.module, cls.__qualname__, None)
+        if converter is None:
+            raise _Abort(("dry_run_failed", pid, change.name, f"no {cls.__qualname__}"))
+        try:
+            converter.__new__(converter).code_change(old_vsn, _vm.copy_message(states[pid]),
+                                                     extra)
+        except Exception as exc:
+            raise _Abort(("code_change_failed", pid, change.name, change.old_vsn,
+                          ("error", ("callback_failed", exc)))) from None
+
+
+async def _migrated(changes: list[_Change], timeout: float) -> list[tuple[Pid, _Change]]:
+    """Nudges every process (a get_status: a message, at which it switches)
+    and returns those whose class is not the current version's: their
+    migration failed (each logged why)."""
+    stuck = []
+    for change in changes:
+        target = code.which(change.name)
+        answers = await ask_all({pid: "get_status" for pid in change.pids}, timeout)
+        for pid, answer in answers.items():
+            if failed(answer) or not isinstance(answer, dict):
+                continue                # gone, or too busy to say: nothing to undo
+            vsn = code.vsn_of(answer.get("module"))
+            if target is not None and vsn is not None and vsn != target.vsn:
+                stuck.append((pid, change))
+    return stuck

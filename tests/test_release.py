@@ -381,3 +381,34 @@ def test_callers_are_suspended_before_callees_under_a_call_stream(releases):
         assert failure is None
 
     otpvm.run(main)
+
+
+V2_FAILS_LATE = dict(V2, code_change=(
+    "import otpvm\n"
+    "        if state[0] == 150 and otpvm.whereis('installer') != otpvm.self():\n"
+    "            raise ValueError('its state changed since the dry run')\n"
+    "        return (*state, 'v2') if old_vsn == '1.0' else state[:2]"))
+
+
+def test_a_lazy_install_whose_migration_fails_migrates_everyone_back(releases):
+    """The dry run passes (it runs in the installer), the real migration of
+    worker #150 fails: the install is rolled back, the workers that had
+    migrated go back to 1.0 by 1.1's code_change(('down', '1.0'), ...)."""
+    pkg, root = releases
+    write_release(root, pkg, "1.1", {"workers": WORKERS.format(**V2_FAILS_LATE)})
+
+    async def main():
+        otpvm.register("installer", self())
+        pids = await start_workers(pkg, 200)
+        before = await states(pids)
+        with pytest.raises(release.InstallError) as info:
+            await release.install(root / "1.0", root / "1.1", "1.1", mode="lazy")
+        report = info.value.report
+        assert report.reason == ("migration_failed", pids[150], f"{pkg}.workers", "1.0")
+        assert report.rolled_back and report.not_migrated_back == []
+        assert code.which(f"{pkg}.workers").vsn == "1.0"
+        assert [await gen_server.call(p, "which") for p in pids] == [
+            ("1.0", state) for state in before]
+        assert await code.soft_purge(f"{pkg}.workers") is True     # nobody runs 1.1
+
+    otpvm.run(main)

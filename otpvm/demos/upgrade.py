@@ -7,13 +7,14 @@ installs ``echo_v2.py`` as the next version of that module, whose state is
 ``(count, bytes)`` instead of ``count`` and whose replies carry `` v2``:
 
 1. ``code.prepare`` executes the new source, unattached;
-2. a dry run asks every connection for its state (``sys`` get_state, all at
-   once) and runs the new ``code_change('1', copy, extra)`` on each copy;
-3. if every one passes, ``code.switch(prepared, code_change=('1', None))``:
-   each connection migrates at its next message, running ``code_change``
-   on its own state (lazy migration, no suspension);
-4. idle connections are nudged (a no-op message), then each is asked for
-   its status until all are on v2, and the old code is soft-purged.
+2. ``release.install_versions(..., mode='lazy')`` runs the new
+   ``code_change('1', copy, None)`` on a copy of every connection's state
+   (a dry run; the states asked for all at once);
+3. if every one passes, it switches the module: each connection migrates at
+   its next message, running ``code_change`` on its own state (no
+   suspension); every connection is asked for its status (a message, so
+   idle ones switch now), and the old code is soft-purged.  A connection
+   whose migration fails would have everyone migrate back.
 
 With ``--upgrade=failing`` the new version's ``code_change`` raises for one
 connection: the dry run fails, nothing is switched (``rolled_back``), every
@@ -35,7 +36,6 @@ from typing import Any
 
 import otpvm
 from otpvm import code, net, release
-from otpvm._vm import copy_message
 from otpvm.kernel import Pid
 
 __all__ = ["ask_all", "format_report", "install", "run_service", "summary", "verdict",
@@ -63,17 +63,6 @@ async def ask_all(pids: Iterable[Pid], request: Any,
     return {pid: answer for pid, answer in answers.items() if not release.failed(answer)}
 
 
-def dry_run(states: dict[Pid, Any], new_cls: type, extra: Any) -> tuple[int, Pid, str] | None:
-    """Runs the new code_change on a copy of every state: None if all pass,
-    else (index, pid, error) of the first that fails."""
-    for i, (pid, state) in enumerate(states.items()):
-        try:
-            new_cls().code_change(OLD_VSN, copy_message(state), extra)
-        except Exception as exc:
-            return i, pid, f"{type(exc).__name__}: {exc}"
-    return None
-
-
 async def versions_of(pids: Iterable[Pid]) -> dict[str, int]:
     """How many of the connections run each version of the echo module
     (asking each is also a message: a connection switches before answering)."""
@@ -87,39 +76,44 @@ async def versions_of(pids: Iterable[Pid]) -> dict[str, int]:
 
 
 async def install(listener: net.Listener, mode: str) -> dict[str, Any]:
-    """Installs v2 lazily (see the module docstring); what happened, with
-    the window's ``time.monotonic()`` times."""
+    """Installs v2 lazily with release.install_versions (see the module
+    docstring); what happened, with the window's ``time.monotonic()`` times."""
     t_start = time.monotonic()
+    report: dict[str, Any] = {
+        "t_start": t_start, "dry_run_s": None, "dry_run_checked": 0, "failure": None,
+        "rolled_back": False, "migrate_s": None, "purge_s": None, "soft_purged": False}
     if mode == "none":                  # the baseline: the same service, nothing installed
-        return {"t_start": t_start, "t_done": time.monotonic(), "dry_run_s": None,
-                "dry_run_checked": 0, "failure": None, "rolled_back": False,
-                "migrate_s": None, "purge_s": None, "soft_purged": False}
+        report["t_done"] = time.monotonic()
+        return report
     path = Path(__file__).with_name(SOURCES[mode])
     prepared = code.prepare(MODULE, path.read_text(), filename=str(path))
     pids = await net.connection_pids(listener)
-    states = await ask_all(pids, "get_state")
-    failure = dry_run(states, prepared.module.Echo, None)
-    report: dict[str, Any] = {
-        "t_start": t_start, "dry_run_s": round(time.monotonic() - t_start, 3),
-        "dry_run_checked": len(states), "failure": None, "rolled_back": failure is not None,
-        "migrate_s": None, "purge_s": None, "soft_purged": False,
-    }
-    if failure is not None:
-        index, pid, error = failure
-        report["failure"] = {"connection": index, "pid": repr(pid), "error": error}
-        report["t_done"] = time.monotonic()     # nothing was switched: nothing to undo
-        return report
-    code.switch(prepared, code_change=(OLD_VSN, None))
-    t_switch = time.monotonic()
-    await net.nudge(listener)
-    while (await versions_of(pids)).get(OLD_VSN):
-        await otpvm.sleep(0.01)        # a connection busy with a slow peer: soon
-    t_migrated = time.monotonic()
-    report["migrate_s"] = round(t_migrated - t_switch, 3)
-    report["soft_purged"] = await code.soft_purge(MODULE)
+    report["dry_run_checked"] = len(pids)
+    try:
+        done = await release.install_versions([prepared], mode="lazy")
+    except release.InstallError as exc:
+        report.update(rolled_back=exc.report.rolled_back,
+                      failure=_failure(exc.report.reason, pids))
+    else:
+        report.update(dry_run_s=_round(done.dry_run_s), migrate_s=_round(done.migrate_s),
+                      purge_s=_round(done.purge_s),
+                      soft_purged=code.versions(MODULE)[1] is None)
     report["t_done"] = time.monotonic()
-    report["purge_s"] = round(report["t_done"] - t_migrated, 3)
     return report
+
+
+def _failure(reason: Any, pids: list[Pid]) -> dict[str, Any]:
+    """Which connection the install failed on (its index, oldest first), and why."""
+    pid = reason[1] if isinstance(reason, tuple) and len(reason) > 1 else None
+    exc = reason[-1][1][1] if (isinstance(reason, tuple) and reason[0] == "code_change_failed"
+                               ) else reason
+    error = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else repr(exc)
+    return {"connection": pids.index(pid) if pid in pids else None, "pid": repr(pid),
+            "error": error}
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 async def run_service(loadgen: Any, args: Any) -> dict[str, Any]:
