@@ -410,7 +410,7 @@ async def _strict(changes: list[_Change], report: InstallReport, down: bool, to_
                   extra: Any, suspend_timeout: float, code_change_timeout: float) -> None:
     """Suspend in waves (callers first), switch, change_code, then commit
     and resume -- or undo all of it."""
-    suspended: list[Pid] = []
+    suspended: set[Pid] = set()
     waves: list[list[Pid]] = []
     seen: set[Pid] = set()
     for change in changes:          # one wave per module, callers' modules first
@@ -420,7 +420,7 @@ async def _strict(changes: list[_Change], report: InstallReport, down: bool, to_
     try:
         for wave in waves:
             answers = await ask_all({pid: "suspend" for pid in wave}, suspend_timeout)
-            suspended.extend(pid for pid in wave if answers[pid] == "ok")
+            suspended.update(pid for pid in wave if answers[pid] == "ok")
             for pid in wave:
                 if answers[pid] != "ok":
                     raise _Abort(("suspend_failed" if answers[pid] is not TIMEOUT
