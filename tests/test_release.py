@@ -412,3 +412,40 @@ def test_a_lazy_install_whose_migration_fails_migrates_everyone_back(releases):
         assert await code.soft_purge(f"{pkg}.workers") is True     # nobody runs 1.1
 
     otpvm.run(main)
+
+
+def test_a_reboot_boots_the_permanent_release(tmp_path):
+    """Installed without --permanent, 1.1 runs until the node stops; the
+    next boot is 1.0 again.  Made permanent, 1.1 is what boots."""
+    import shutil
+    import signal
+
+    shutil.copytree(ROOT / "examples" / "upgrade" / "1.0", tmp_path / "1.0")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    sock = str(tmp_path / "control")
+
+    def boot_and(*upgrade_args):
+        node = subprocess.Popen(["otpvm", "run", "kvstore_rel.store:KVStore", "--release-dir",
+                                 str(tmp_path), "--control", sock], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+        try:
+            booted = node.stdout.readline()
+            if upgrade_args:
+                done = subprocess.run(["otpvm", "upgrade", sock, *upgrade_args, "--wait", "30"],
+                                      capture_output=True, text=True, env=env, timeout=60)
+                assert done.returncode == 0, done.stdout + done.stderr
+        finally:
+            node.send_signal(signal.SIGINT)
+            node.communicate(timeout=60)
+        return booted
+
+    assert "booting release 1.0" in boot_and(str(ROOT / "examples" / "upgrade" / "1.1"))
+    assert "booting release 1.0" in boot_and("1.1", "--permanent")
+    assert "booting release 1.1" in boot_and()
+    assert json_releases(tmp_path) == {"1.0": "old", "1.1": "permanent"}
+
+
+def json_releases(path):
+    import json
+
+    return json.loads((path / "RELEASES.json").read_text())
