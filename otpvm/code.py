@@ -56,7 +56,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from otpvm import _vm
-from otpvm.kernel import Pid, exit, monitor, processes, receive, sleep
+from otpvm.kernel import Pid, _Pacer, exit, monitor, processes, receive
 from otpvm.terms import ANY, Down
 
 __all__ = [
@@ -443,11 +443,11 @@ async def processes_using(name: str, which: Literal["old", "current"] = "old", *
         return []
     users: list[Pid] = []
     memo: dict[type, bool] = {}
-    for i, pid in enumerate(processes()):
+    pacer = _Pacer()                    # 10,000 processes: the others run meanwhile
+    for pid in processes():
         if _runs(pid, version, scan_state, memo):
             users.append(pid)
-        if i % _SCAN_BATCH == _SCAN_BATCH - 1:
-            await sleep(0)              # 10,000 processes: the others run meanwhile
+        await pacer.tick()
     return users
 
 
@@ -456,9 +456,6 @@ async def check_process_code(pid: Pid, name: str) -> bool:
     check_process_code, which counts funs too: so does this)."""
     old = versions(name)[1]
     return old is not None and _runs(pid, old, True, {})
-
-
-_SCAN_BATCH = 32        # processes scanned between two yields (about 0.5 ms)
 
 
 def _runs(pid: Pid, version: Version, scan_state: bool, memo: dict[type, bool]) -> bool:

@@ -50,13 +50,13 @@ from otpvm.gen import SYSTEM, From
 from otpvm.kernel import (
     Pid,
     Ref,
+    _Pacer,
     demonitor,
     monitor,
     receive,
     run_blocking,
     self,
     send,
-    sleep,
     unalias,
 )
 from otpvm.terms import Down
@@ -208,7 +208,7 @@ class ReleaseDir:
 
 TIMEOUT: Any = ("timeout",)
 """ask_all's answer for a process that did not answer in time."""
-_BATCH = 128                    # requests sent, or dry runs made, between two yields
+_MIGRATION_CHUNK = 200          # lazy: processes nudged to migrate at a time
 
 
 async def ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
@@ -217,32 +217,36 @@ async def ask_all(requests: dict[Pid, Any], timeout: float) -> dict[Pid, Any]:
     ``TIMEOUT``.  One wait for all, not one per process: the suspension
     window stays short, and 10,000 requests take milliseconds."""
     pending: dict[Ref, Pid] = {}
-    me = self()
-    for i, (pid, request) in enumerate(requests.items()):
+    me, pacer = self(), _Pacer()
+    for pid, request in requests.items():
         ref = monitor(pid, alias=True)
         pending[ref] = pid
         send(pid, (SYSTEM, From(me, ref), request))
-        if i % _BATCH == _BATCH - 1:
-            await sleep(0)              # 10,000 requests: let the others run meanwhile
+        await pacer.tick()              # 10,000 requests: the others run meanwhile
+
+    def ours(msg: Any) -> bool:         # other messages stay, for their own receive
+        if type(msg) is Down:
+            return msg.ref in pending
+        return type(msg) is tuple and len(msg) == 2 and msg[0] in pending
+
     answers: dict[Pid, Any] = {}
     done: set[Ref] = set()
     deadline = time.monotonic() + timeout
     while pending:
-        left = deadline - time.monotonic()
         try:
-            msg = await receive(None, timeout=max(0.0, left))
+            msg = await receive(ours, timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             break
-        if isinstance(msg, Down) and msg.ref in pending:
+        if type(msg) is Down:
             answers[pending.pop(msg.ref)] = ("down", msg.reason)
-        elif type(msg) is tuple and len(msg) == 2 and msg[0] in pending:
-            ref = msg[0]
-            # No flush here: each would scan the replies still queued (O(n**2)
-            # for 10,000); a Down that came anyway is taken below.
-            unalias(ref)
-            demonitor(ref)
-            done.add(ref)
-            answers[pending.pop(ref)] = msg[1]
+            continue
+        ref = msg[0]
+        # No flush here: each would scan the replies still queued (O(n**2)
+        # for 10,000); a Down that came anyway is taken below.
+        unalias(ref)
+        demonitor(ref)
+        done.add(ref)
+        answers[pending.pop(ref)] = msg[1]
     for ref, pid in pending.items():
         unalias(ref)
         demonitor(ref)
@@ -513,23 +517,39 @@ async def _dry_run(change: _Change, old_vsn: Any, extra: Any, down: bool,
                    timeout: float) -> None:
     """code_change on a copy of each process's state: the new class's (the
     running one's for a downgrade).  Changes nothing; raises _Abort."""
+    # The state from get_state: get_status's may be trimmed by format_status.
     states = await ask_all({pid: "get_state" for pid in change.pids}, timeout)
     status = await ask_all({pid: "get_status" for pid in change.pids}, timeout)
-    for i, pid in enumerate(change.pids):
-        if i % _BATCH == _BATCH - 1:
-            await sleep(0)
-        if failed(states[pid]) or failed(status[pid]):
-            raise _Abort(("dry_run_failed", pid, change.name, states[pid]))
-        cls = status[pid]["module"]
-        converter = cls if down else getattr(change.prepared.module, cls.__qualname__, None)
-        if converter is None:
-            raise _Abort(("dry_run_failed", pid, change.name, f"no {cls.__qualname__}"))
+    pacer = _Pacer()
+    for pid in change.pids:
+        await pacer.tick()
+        if failed(states[pid]) or failed(status[pid]) or not isinstance(status[pid], dict):
+            raise _Abort(("dry_run_failed", pid, change.name, status[pid]))
         try:
-            converter.__new__(converter).code_change(old_vsn, _vm.copy_message(states[pid]),
-                                                     extra)
+            _convert(status[pid]["module"], change.prepared, old_vsn, down,
+                     _vm.copy_message(states[pid]), extra)
+        except _Abort:
+            raise
         except Exception as exc:
             raise _Abort(("code_change_failed", pid, change.name, change.old_vsn,
                           ("error", ("callback_failed", exc)))) from None
+
+
+def _convert(running: Any, prepared: code.Version, old_vsn: Any, down: bool, state: Any,
+             extra: Any) -> Any:
+    """What the process's code_change will make of state: its callback
+    class's in the new version (the running one's for a downgrade), or for
+    a special process (running a loop function) its module's function."""
+    if isinstance(running, type):
+        converter: Any = running if down else getattr(prepared.module, running.__qualname__,
+                                                      None)
+        if converter is None:
+            raise _Abort(("dry_run_failed", None, prepared.name,
+                          f"no {running.__qualname__} in the new version"))
+        return converter.__new__(converter).code_change(old_vsn, state, extra)
+    names = getattr(running, "__globals__", {}) if down else vars(prepared.module)
+    migrate = names.get("code_change")
+    return migrate(old_vsn, state, extra) if callable(migrate) else state
 
 
 async def _migrated(changes: list[_Change], timeout: float) -> list[tuple[Pid, _Change]]:
@@ -539,7 +559,12 @@ async def _migrated(changes: list[_Change], timeout: float) -> list[tuple[Pid, _
     stuck = []
     for change in changes:
         target = code.which(change.name)
-        answers = await ask_all({pid: "get_status" for pid in change.pids}, timeout)
+        answers: dict[Pid, Any] = {}
+        # In chunks: 10,000 migrations at once would delay every process's
+        # messages behind them (the latency spike of a live upgrade).
+        for i in range(0, len(change.pids), _MIGRATION_CHUNK):
+            chunk = change.pids[i:i + _MIGRATION_CHUNK]
+            answers.update(await ask_all({pid: "get_status" for pid in chunk}, timeout))
         for pid, answer in answers.items():
             if failed(answer) or not isinstance(answer, dict):
                 continue                # gone, or too busy to say: nothing to undo
