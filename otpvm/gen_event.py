@@ -300,7 +300,7 @@ class _Installed:
         self.refused: Any = None        # the code.Version it failed to switch to
 
 
-class _Manager:
+class _Manager(_sys.CodeChanging):
     """The event manager: a callback process whose state is its handlers."""
 
     def __init__(self, name: str | None, parent: Pid | None) -> None:
@@ -560,8 +560,7 @@ class _Manager:
                               "state": [(h.id, h.state) for h in self.handlers]})
         elif op == "suspend":
             gen.reply(from_, "ok")
-            await gen.suspended(self._suspended_system)
-            self.undo = None                    # resumed: a change of code is final
+            await self._suspended()
         elif op == "resume":
             gen.reply(from_, "ok")
         elif _sys.code_request(request) is not None:
@@ -594,20 +593,6 @@ class _Manager:
                            cls.__module__, exc, exc_info=exc)
                 continue
             h.id = _renamed(h.id, new_cls)
-
-    def _suspended_system(self, from_: From, request: Any) -> Any:
-        kind = _sys.code_request(request)
-        if kind == "change_code":
-            gen.reply(from_, self._change_code(*request[1:]))
-        elif kind == "commit_code":
-            self.undo = None
-            gen.reply(from_, "ok")
-        elif kind == "abort_code":
-            self._abort_code()
-            gen.reply(from_, "ok")
-        else:
-            return self._system(from_, request)
-        return None
 
     def _change_code(self, module: str, old_vsn: Any, extra: Any) -> Any:
         """sys.change_code while suspended, for the handlers whose class is

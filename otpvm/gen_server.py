@@ -173,7 +173,7 @@ class GenServer:
         return status
 
 
-class _Server(_vm._ServerCore):
+class _Server(_sys.CodeChanging, _vm._ServerCore):
     """The callback-process handler that runs a GenServer.
 
     Its handle_message is compiled (``_vm._ServerCore``, in otpvm/_core/gen.pxi):
@@ -404,25 +404,7 @@ class _Server(_vm._ServerCore):
                        "stays on its old code and state", self._debug_name(),
                        cls.__qualname__, vsn, cls.__module__, exc, exc_info=exc)
 
-    async def _suspended(self) -> None:
-        await gen.suspended(self._suspended_system)
-        self.undo = None                  # resumed: a change of code is final
-
-    def _suspended_system(self, from_: From, request: Any) -> Any:
-        kind = _sys.code_request(request)
-        if kind == "change_code":
-            gen.reply(from_, self._change_code(request[2], request[3]))
-        elif kind == "commit_code":
-            self.undo = None
-            gen.reply(from_, "ok")
-        elif kind == "abort_code":
-            self._abort_code()
-            gen.reply(from_, "ok")
-        else:
-            return self._system(from_, request)
-        return None
-
-    def _change_code(self, old_vsn: Any, extra: Any) -> Any:
+    def _change_code(self, module: str, old_vsn: Any, extra: Any) -> Any:
         """sys.change_code while suspended: 'ok' or ('error', ('callback_failed', exc))."""
         assert self.mod is not None
         undo = _sys.CodeUndo.take(self.cls, self.mod, self.state)

@@ -444,7 +444,7 @@ async def _drive_async(step: _Step, pending: Any) -> None:
                 return
 
 
-class _Statem:
+class _Statem(_sys.CodeChanging):
     """The callback-process handler that runs a GenStatem."""
 
     def __init__(self, cls: type[GenStatem] | str, args: Any, name: str | None) -> None:
@@ -848,25 +848,7 @@ class _Statem:
         self.cls, self.mod, self.state, self.data = new_cls, new, state, data
         self.handle_event, self.state_enter = handle_event, enter
 
-    async def _suspended(self) -> None:
-        await gen.suspended(self._suspended_system)
-        self.undo = None                  # resumed: a change of code is final
-
-    def _suspended_system(self, from_: From, request: Any) -> Any:
-        kind = _sys.code_request(request)
-        if kind == "change_code":
-            gen.reply(from_, self._change_code(request[2], request[3]))
-        elif kind == "commit_code":
-            self.undo = None
-            gen.reply(from_, "ok")
-        elif kind == "abort_code":
-            self._abort_code()
-            gen.reply(from_, "ok")
-        else:
-            return self._system(from_, request)
-        return None
-
-    def _change_code(self, old_vsn: Any, extra: Any) -> Any:
+    def _change_code(self, module: str, old_vsn: Any, extra: Any) -> Any:
         """sys.change_code while suspended: 'ok' or ('error', ('callback_failed', exc))."""
         assert self.mod is not None
         undo = _sys.CodeUndo.take(self.cls, self.mod, (self.state, self.data))

@@ -49,9 +49,10 @@ from otpvm.kernel import self as _me
 from otpvm.terms import ANY, Down
 
 __all__ = [
-    "CallbackFailed", "CodeUndo", "Debug", "SysError", "abort_code", "callback_failed",
+    "CallbackFailed", "CodeChanging", "CodeUndo", "Debug", "SysError", "abort_code",
+    "callback_failed",
     "carry", "change_code", "code_request", "commit_code", "debug_request", "format_event",
-    "get_log", "get_state", "get_status", "handle_debug", "is_downgrade", "log", "migrating",
+    "get_log", "get_state", "get_status", "handle_debug", "log", "migrating",
     "replace_state", "resume", "run_code_change", "snapshot", "suspend", "terminate", "trace",
 ]
 
@@ -329,9 +330,43 @@ def code_request(request: Any) -> str | None:
     return None
 
 
-def is_downgrade(old_vsn: Any) -> bool:
-    """Whether change_code's old_vsn is OTP's ``('down', vsn)``."""
-    return type(old_vsn) is tuple and len(old_vsn) == 2 and old_vsn[0] == "down"
+class CodeChanging:
+    """For behaviour authors: what a suspended behaviour does with the code
+    requests (``change_code``, ``commit_code``, ``abort_code``), shared by
+    gen_server, gen_statem and gen_event.  The behaviour provides
+    ``_change_code(module, old_vsn, extra) -> 'ok' | ('error', reason)``,
+    ``_abort_code()`` and ``_system(from_, request)`` (everything else),
+    and keeps its undo in ``self.undo``."""
+
+    undo: Any
+
+    def _change_code(self, module: str, old_vsn: Any, extra: Any) -> Any:
+        raise NotImplementedError
+
+    def _abort_code(self) -> None:
+        raise NotImplementedError
+
+    def _system(self, from_: From, request: Any) -> Any:
+        raise NotImplementedError
+
+    async def _suspended(self) -> None:
+        """Serves system requests until resume; a change of code is final then."""
+        await gen.suspended(self._suspended_system)
+        self.undo = None
+
+    def _suspended_system(self, from_: From, request: Any) -> Any:
+        kind = code_request(request)
+        if kind == "change_code":
+            gen.reply(from_, self._change_code(*request[1:]))
+        elif kind == "commit_code":
+            self.undo = None
+            gen.reply(from_, "ok")
+        elif kind == "abort_code":
+            self._abort_code()
+            gen.reply(from_, "ok")
+        else:
+            return self._system(from_, request)
+        return None
 
 
 @dataclass(slots=True)
@@ -410,7 +445,7 @@ def run_code_change(cls: type, instance: Any, old_vsn: Any,
     one, before the switch.  Whatever convert raises propagates, with
     nothing switched."""
     new_cls = code.current(cls)
-    if is_downgrade(old_vsn):
+    if code.is_down(old_vsn):
         result = _plain(convert(instance))
         return new_cls, carry(new_cls, instance), result
     new = carry(new_cls, instance)
