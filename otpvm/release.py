@@ -357,11 +357,18 @@ async def install_versions(prepared: list[code.Version], *, report: InstallRepor
                     change.pids.append(pid)
                 elif pid != self():
                     report.cannot_switch.append(repr(pid))
+        report.processes = len({pid for c in changes for pid in c.pids})
+        wrapped = [pid for c in changes for pid in c.pids if not _runs_directly(pid, c.name)]
+        if mode == "auto":
+            lazy = report.processes > STRICT_LIMIT and not wrapped
+            mode = "lazy" if lazy else "strict"
+        if mode == "lazy" and wrapped:
+            # A supervisor (or event manager) runs the module's class through
+            # its own: it changes code by the sys protocol, suspended.
+            raise _Abort(("lazy_needs_callback_processes", wrapped[:5]))
+        await _validate_supervisors(changes, code_change_timeout)
     except _Abort as abort:
         return _fail(report, abort.reason, rolled_back=False)
-    report.processes = len({pid for c in changes for pid in c.pids})
-    if mode == "auto":
-        mode = "strict" if report.processes <= STRICT_LIMIT else "lazy"
     report.mode = mode
     runner = _strict if mode == "strict" else _lazy
     try:
@@ -408,6 +415,31 @@ def _switchable(pid: Pid) -> bool:
 
 
 _SPECIAL_CODE = {special.receive.__code__, special._suspended.__code__}
+
+
+def _runs_directly(pid: Pid, name: str) -> bool:
+    """Whether the process's own callback class (or loop) is from module
+    ``name``: it can migrate by itself at its next message (lazy mode)."""
+    roots = _vm._code_roots(pid)
+    if roots is None:
+        return True                     # gone: nothing to migrate
+    handler = roots[1]
+    if handler is None:
+        return True                     # a special process: its loop is the module's
+    return getattr(getattr(handler, "cls", None), "__module__", None) == name
+
+
+async def _validate_supervisors(changes: list[_Change], timeout: float) -> None:
+    """Before anything changes: each supervisor whose class a module
+    changes has its new init run and checked (supervisor.validate_upgrade)."""
+    for change in changes:
+        wrapped = [pid for pid in change.pids if not _runs_directly(pid, change.name)]
+        states = await ask_all({pid: "get_state" for pid in wrapped}, timeout)
+        for pid, state in states.items():
+            try:
+                supervisor.validate_upgrade(state, change.prepared.module)
+            except Exception as exc:
+                raise _Abort(("bad_supervisor_init", pid, change.name, str(exc))) from None
 
 
 async def _strict(changes: list[_Change], report: InstallReport, down: bool, to_vsn: str,

@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from otpvm import code, gen, gen_server, kernel
@@ -47,7 +48,7 @@ from otpvm.terms import ANY, Down, Exit
 __all__ = [
     "ChildSpec", "SupFlags", "Supervisor", "SupervisorError", "check_childspecs",
     "count_children", "delete_child", "restart_child", "spec_changes", "start_child",
-    "start_link", "terminate_child", "which_children",
+    "start_link", "terminate_child", "validate_upgrade", "which_children",
 ]
 
 _log = logging.getLogger("otpvm")
@@ -573,6 +574,26 @@ def _check_init(cls: type, result: Any) -> tuple[SupFlags, list[ChildSpec]]:
     if error is not None:
         raise _BadInit(cls.__qualname__, ("supervisor_data", error))
     return flags, specs
+
+
+def validate_upgrade(state: Any, module: ModuleType) -> None:
+    """For a release handler, before anything changes: if ``state`` is a
+    supervisor's (``sys.get_state``) whose class is in ``module`` (a new
+    version, ``code.prepare``), runs that class's ``init`` on the stored
+    args and checks its result as at start.  Raises ValueError saying what
+    is wrong; does nothing for any other state.  ``init`` must have no
+    side effects (OTP requires the same: it runs again at code_change)."""
+    if not isinstance(state, _State) or not isinstance(state.module, code.CodeRef):
+        return
+    module_name, qualname = state.module.split(":")
+    if module_name != module.__name__:
+        return
+    cls = getattr(module, qualname, None)
+    if not isinstance(cls, type):
+        raise ValueError(f"the new version of {module_name} has no supervisor {qualname}")
+    result = cls().init(state.args)
+    if result is not Ignore:
+        _check_init(cls, result)
 
 
 def _late(cls: type) -> Any:

@@ -449,3 +449,33 @@ def json_releases(path):
     import json
 
     return json.loads((path / "RELEASES.json").read_text())
+
+
+def test_a_bad_new_supervisor_init_fails_validation_with_nothing_changed(releases):
+    pkg, root = releases
+    for vsn, children in (("1.0", ["cache"]), ("1.1", ["cache", "cache"])):    # duplicate id
+        (root / vsn / pkg).mkdir(parents=True, exist_ok=True)
+        (root / vsn / pkg / "tree.py").write_text(textwrap.dedent(
+            TREE.format(vsn=vsn, pkg=pkg, children=children)))
+    (root / "1.1" / pkg / "__init__.py").write_text("")
+    (root / "1.1" / pkg / "workers.py").write_text(WORKERS.format(**V1))
+
+    async def main():
+        import importlib
+
+        from otpvm import supervisor
+
+        tree = importlib.import_module(f"{pkg}.tree")
+        sup = await supervisor.start_link(tree.Sup, None)
+        before = await supervisor.which_children(sup)
+        epoch = code.epoch()
+        with pytest.raises(release.InstallError) as info:
+            await release.install(root / "1.0", root / "1.1", "1.1")
+        kind, pid, module, why = info.value.report.reason
+        assert (kind, pid, module) == ("bad_supervisor_init", sup, f"{pkg}.tree")
+        assert "duplicate child id 'cache'" in why
+        assert not info.value.report.rolled_back        # nothing had changed
+        assert code.epoch() == epoch and code.which(f"{pkg}.tree").vsn == "1.0"
+        assert await supervisor.which_children(sup) == before
+
+    otpvm.run(main)

@@ -260,7 +260,10 @@ static void test_monitor_spin(void) {
     n = scenario(&c, &t, got, 8, &overtaken);
     check_overrun(&c, &t, got, n, OVM_LS_RUNNING, overtaken);
     CHECK(got[0].cpu_ns < 30 * MS);             /* reported while it ran */
-    CHECK(got[1].cpu_ns >= 20 * MS);
+    /* The end's figure is the monitor's last reading before the slice ended:
+     * at least the report's, and more unless a loaded machine kept the
+     * monitor thread off the CPU for the rest of the spin. */
+    CHECK(got[1].cpu_ns >= got[0].cpu_ns);
     finish(&c, th);
     printf(" [reported at %.1f ms of CPU, %.1f ms in; %.1f ms of CPU in all]",
            got[0].cpu_ns / 1e6, got[0].wall_ns / 1e6, got[1].cpu_ns / 1e6);
