@@ -26,13 +26,17 @@ returns bad specs -- every process gets its old class and state back
 sent meanwhile are handled afterwards, in order: the node stays up.  OTP's
 release handler restarts the node instead.
 
-``mode='lazy'`` is for large sets of identical processes (10,000
-connections): nothing is suspended.  ``code_change`` first runs on a copy of
-every process's state (a dry run); only if all pass does the version switch,
-each process migrating at its next message (``code.switch(...,
-code_change=)``) while the handler nudges idle ones.  Its rollback ends at
-the dry run: a process whose state changed between its dry run and its
-migration and then fails stays on the old code, and is reported.
+``mode='lazy'`` (``'auto'`` picks it above 500 processes) is for large sets
+of processes that run the module's classes themselves (10,000 connections):
+nothing is suspended.  ``code_change`` first runs on a copy of every
+process's state (a dry run); only if all pass do the modules switch, each
+process migrating at its next message while the handler nudges them, 200
+at a time.  If a migration still fails (the state changed since its dry
+run), the modules switch back and every process that had migrated migrates
+back through its new code's ``code_change(('down', vsn), ...)``: the
+transaction holds, each process one message late.  Suspending 10,000
+processes together would hold every one of them for the whole install
+(``benchmarks/upgrade.py``).
 """
 
 from __future__ import annotations
