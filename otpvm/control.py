@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import shutil
@@ -33,12 +34,16 @@ from typing import Any
 from otpvm import code, gen_server, release
 from otpvm.gen import CallError
 from otpvm.kernel import VM, receive, register
+from otpvm.kernel import self as _self
+from otpvm.terms import UnknownNameError
 
 __all__ = ["ControlServer", "release_handler", "request"]
 
 _answers: dict[int, queue.Queue[dict[str, Any]]] = {}
 _tokens = iter(range(1, sys.maxsize))
 _tokens_lock = threading.Lock()
+_log = logging.getLogger("otpvm")
+BOOT_TIMEOUT = 120.0            # seconds a request waits for a booting node's handler
 REQUEST_LIMIT = 1 << 16         # bytes: a request line longer than this is refused
 
 
@@ -53,7 +58,7 @@ def _version_key(vsn: str) -> tuple[Any, ...]:
 async def release_handler(release_dir: str, vsn: str) -> None:
     """Runs the node's installs, one request at a time (registered as
     ``release_handler``)."""
-    register("release_handler", _me())
+    register("release_handler", _self())
     releases = release.ReleaseDir(release_dir)
     state = {"vsn": vsn}
     while True:
@@ -63,15 +68,12 @@ async def release_handler(release_dir: str, vsn: str) -> None:
         except (ValueError, TypeError, KeyError, FileNotFoundError, CallError,
                 TimeoutError) as exc:
             answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:        # a bug must not close the node's control channel
+            _log.exception("otpvm: the release handler failed on %r", request)
+            answer = {"ok": False, "error": f"internal error: {exc!r} (logged on the node)"}
         box = _answers.get(token)
         if box is not None:
             box.put(answer)
-
-
-def _me() -> Any:
-    from otpvm.kernel import self as me
-
-    return me()
 
 
 async def _serve(releases: release.ReleaseDir, state: dict[str, str],
@@ -202,7 +204,7 @@ class ControlServer:
         box: queue.Queue[dict[str, Any]] = queue.Queue()
         _answers[token] = box
         try:
-            self.vm.send("release_handler", ("$control", request, token))
+            self._hand_over(("$control", request, token))
             return box.get(timeout=self.timeout)
         except queue.Empty:
             return {"ok": False, "error": f"the node did not answer within {self.timeout} s"}
@@ -210,6 +212,20 @@ class ControlServer:
             return {"ok": False, "error": f"the node cannot take requests: {exc}"}
         finally:
             del _answers[token]
+
+
+    def _hand_over(self, msg: Any) -> None:
+        """Sends to the release handler, waiting while the node still boots
+        (the socket listens before the applications have started)."""
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            try:
+                self.vm.send("release_handler", msg)
+                return
+            except UnknownNameError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
 
 def _reply(conn: socket.socket, answer: dict[str, Any]) -> None:

@@ -479,3 +479,38 @@ def test_a_bad_new_supervisor_init_fails_validation_with_nothing_changed(release
         assert await supervisor.which_children(sup) == before
 
     otpvm.run(main)
+
+
+def test_the_control_socket_is_private_and_refuses_bad_requests(tmp_path):
+    import shutil
+    import signal
+    import socket
+    import stat
+
+    from otpvm import control
+
+    shutil.copytree(ROOT / "examples" / "upgrade" / "1.0", tmp_path / "1.0")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    sock = str(tmp_path / "control")
+    node = subprocess.Popen(["otpvm", "run", "kvstore_rel.store:KVStore", "--release-dir",
+                             str(tmp_path), "--control", sock], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    try:
+        assert control.request(sock, {"op": "releases"}, wait=30)["current"] == "1.0"
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(sock)
+            raw.sendall(b"not json\n")
+            answer = raw.makefile().readline()
+        assert '"ok": false' in answer and "bad request" in answer
+        bad = control.request(sock, {"op": "reboot"})
+        assert bad == {"ok": False, "error": "ValueError: unknown request 'reboot': expected "
+                       "install, releases, make_permanent or call"}
+        missing = control.request(sock, {"op": "install", "vsn": "9.9"})
+        assert not missing["ok"] and "no release '9.9'" in missing["error"]
+        assert control.request(sock, {"op": "releases"})["current"] == "1.0"    # still up
+    finally:
+        node.send_signal(signal.SIGINT)
+        out, _ = node.communicate(timeout=60)
+    assert node.returncode == 0, out
+    assert not os.path.exists(sock)                 # removed at the stop
