@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dis
 import hashlib
 import json
 import sys
@@ -445,10 +446,29 @@ def _shape(co: CodeType) -> tuple[Any, ...]:
     """What a code object does, without where it came from: line numbers,
     positions and the file name are left out, constants (nested code
     included) compared recursively and by type (0 and 0.0 and False differ)."""
-    return (co.co_name, co.co_qualname, co.co_code, tuple(_const(c) for c in co.co_consts),
+    consts = list(co.co_consts)
+    line = _firstlineno_const(co)
+    if line is not None:
+        consts[line] = "<__firstlineno__>"     # 3.13 keeps a class's line in its body
+    return (co.co_name, co.co_qualname, co.co_code, tuple(_const(c) for c in consts),
             co.co_names, co.co_varnames, co.co_freevars, co.co_cellvars, co.co_flags,
             co.co_argcount, co.co_posonlyargcount, co.co_kwonlyargcount, co.co_nlocals,
             co.co_stacksize, co.co_exceptiontable)
+
+
+def _firstlineno_const(co: CodeType) -> int | None:
+    """The index in co_consts of the line number a class body stores as
+    ``__firstlineno__`` (Python 3.13 and later), None if it stores none."""
+    if "__firstlineno__" not in co.co_names:
+        return None
+    previous = None
+    for instruction in dis.get_instructions(co):
+        if instruction.opname == "STORE_NAME" and instruction.argval == "__firstlineno__":
+            if previous is not None and previous.opname == "LOAD_CONST":
+                return previous.arg
+            return None
+        previous = instruction
+    return None
 
 
 def _const(value: Any) -> Any:

@@ -430,6 +430,9 @@ def test_a_reboot_boots_the_permanent_release(tmp_path):
                                 stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
         try:
             booted = node.stdout.readline()
+            # Up (its Ctrl-C handler installed) before anything else.
+            while "otpvm node up" not in node.stdout.readline():
+                assert node.poll() is None, "the node ended before it was up"
             if upgrade_args:
                 done = subprocess.run(["otpvm", "upgrade", sock, *upgrade_args, "--wait", "30"],
                                       capture_output=True, text=True, env=env, timeout=60)
