@@ -111,6 +111,8 @@ async def _call_py(dest: Any, request: Any, timeout: float | None = 5.0,
     pid = resolve(dest)
     if pid is None:
         raise CallError("noproc", dest, request)
+    if pid == self():
+        raise CallError("calling_self", dest, request)  # it could never answer
     ref = monitor(pid, alias=True)
     # tuple.__new__ skips the named tuples' Python-level constructors: this
     # is the hot path of every call.

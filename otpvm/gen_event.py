@@ -556,7 +556,7 @@ class _Manager(_sys.CodeChanging):
             gen.reply(from_, [(h.id, h.state) for h in self.handlers])
         elif op == "get_status":
             gen.reply(from_, {"pid": _me(), "module": "gen_event", "parent": self.parent,
-                              "name": self.name, "status": "running",
+                              "name": self.name, "status": self.sys_status,
                               "state": [(h.id, h.state) for h in self.handlers]})
         elif op == "suspend":
             gen.reply(from_, "ok")

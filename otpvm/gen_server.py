@@ -74,6 +74,9 @@ class _Unset:
     def __repr__(self) -> str:
         return "UNSET"
 
+    def __reduce__(self) -> str:
+        return "UNSET"  # one object: a message carries the sentinel itself
+
 
 UNSET: Any = _Unset()
 
@@ -121,6 +124,9 @@ class Stop:
 class _IgnoreType:
     def __repr__(self) -> str:
         return "Ignore"
+
+    def __reduce__(self) -> str:
+        return "Ignore"  # one object: a message carries the sentinel itself
 
 
 Ignore: Any = _IgnoreType()
@@ -452,7 +458,7 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
                 gen.reply(from_, self.state)
         elif request == "get_status":
             status = {"pid": _me(), "module": self.cls, "state": self.state,
-                      "parent": self.parent, "name": self.name, "status": "running"}
+                      "parent": self.parent, "name": self.name, "status": self.sys_status}
             assert self.mod is not None
             gen.reply(from_, self.mod.format_status(status))
         elif request == "suspend":

@@ -124,6 +124,9 @@ class _Keep:
     def __repr__(self) -> str:
         return "KEEP"
 
+    def __reduce__(self) -> str:
+        return "KEEP"  # one object: a message carries the sentinel itself
+
 
 KEEP: Any = _Keep()
 """Marks "keep the current data" in ``KeepState``, ``RepeatState`` and ``Stop``."""
@@ -132,6 +135,9 @@ KEEP: Any = _Keep()
 class _IgnoreType:
     def __repr__(self) -> str:
         return "Ignore"
+
+    def __reduce__(self) -> str:
+        return "Ignore"  # one object: a message carries the sentinel itself
 
 
 Ignore: Any = _IgnoreType()
@@ -796,7 +802,7 @@ class _Statem(_sys.CodeChanging):
             status = {"pid": self.pid, "module": self.cls, "state": self.state,
                       "data": self.data, "parent": self.parent, "name": self.name,
                       "postponed": list(self.postponed), "timeouts": sorted(
-                          map(repr, self.timers)), "status": "running"}
+                          map(repr, self.timers)), "status": self.sys_status}
             assert self.mod is not None
             gen.reply(from_, self.mod.format_status(status))
         elif request == "suspend":

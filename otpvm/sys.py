@@ -339,6 +339,7 @@ class CodeChanging:
     and keeps its undo in ``self.undo``."""
 
     undo: Any
+    sys_status = "running"              # what get_status says: 'running' or 'suspended'
 
     def _change_code(self, module: str, old_vsn: Any, extra: Any) -> Any:
         raise NotImplementedError
@@ -351,7 +352,11 @@ class CodeChanging:
 
     async def _suspended(self) -> None:
         """Serves system requests until resume; a change of code is final then."""
-        await gen.suspended(self._suspended_system)
+        self.sys_status = "suspended"
+        try:
+            await gen.suspended(self._suspended_system)
+        finally:
+            self.sys_status = "running"
         self.undo = None
 
     def _suspended_system(self, from_: From, request: Any) -> Any:

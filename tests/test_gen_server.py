@@ -333,3 +333,39 @@ def test_many_concurrent_callers_on_several_schedulers():
         return await gen_server.call(server, "get")
 
     assert run(main, 20, 200, schedulers=4) == 4000
+
+
+@pytest.mark.usefixtures("gen_impl")
+def test_call_self_fails_at_once_with_calling_self():
+    """OTP's gen:call to the caller itself exits at once with calling_self
+    instead of waiting for a reply that can never come (issue 13, item 4)."""
+    class Selfish(GenServer):
+        async def handle_call(self, request, from_, state):
+            try:
+                await gen_server.call(otpvm.self(), "again", timeout=None)
+            except CallError as exc:
+                return Reply(exc.reason, state)
+            return Reply("answered?", state)
+
+    async def main():
+        pid = await gen_server.start(Selfish, None, name="selfish")
+        with pytest.raises(CallError) as info:
+            await gen_server.call(otpvm.self(), "x", timeout=None)
+        assert info.value.reason == "calling_self"
+        return await gen_server.call(pid, "go")
+
+    assert run(main) == "calling_self"
+
+
+def test_sentinels_keep_their_identity_in_messages():
+    """``x is Ignore`` still holds after a send (the copier pickles such
+    objects, and pickle rebuilt them as copies)."""
+    from otpvm import gen_statem
+
+    async def main():
+        sentinels = (Ignore, gen_server.UNSET, gen_statem.KEEP, gen_statem.Ignore)
+        send(otpvm.self(), [sentinels])
+        [received] = await receive(timeout=5)
+        return all(a is b for a, b in zip(received, sentinels, strict=True))
+
+    assert run(main) is True

@@ -320,3 +320,17 @@ def test_trace_prints_a_gen_servers_events(caplog):
         f"*DBG* counter got call 'get' from {me!r}",
         f"*DBG* counter sent 5 to {me!r}, new state 5",
     ]
+
+
+def test_get_status_of_a_suspended_process_says_suspended():
+    """sys_SUITE's suspend case, and sys:get_status's second element: OTP
+    says ``suspended`` while the process is suspended, ``running`` after."""
+    async def main():
+        pid = await gen_server.start(Journal, None)
+        assert (await otp_sys.get_status(pid))["status"] == "running"
+        await otp_sys.suspend(pid)
+        assert (await otp_sys.get_status(pid))["status"] == "suspended"
+        await otp_sys.resume(pid)
+        return (await otp_sys.get_status(pid))["status"]
+
+    assert run(main) == "running"

@@ -148,6 +148,10 @@ cdef class _Call(_Receive):
         if pid is None:
             raise _CallError("noproc", dest, self.request)
         p = _me("monitor")
+        if type(pid) is Pid and pid == p.pid:
+            # OTP's gen:call exits at once with calling_self: a server
+            # cannot answer a call it is waiting in.
+            raise _CallError("calling_self", dest, self.request)
         if type(pid) is not Pid and not isinstance(pid, str):
             raise TypeError(f"otpvm.monitor() needs a Pid or a registered name, not {pid!r}")
         ref = _monitor(p, pid, True)
