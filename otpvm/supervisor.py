@@ -42,7 +42,16 @@ from otpvm import code, gen, gen_server, kernel
 from otpvm import sys as _sys
 from otpvm.gen import From, Ignored, StartError
 from otpvm.gen_server import GenServer, Ignore, NoReply, Ok, Reply, Stop
-from otpvm.kernel import Pid, exit, monitor, process_flag, process_info, receive, unlink
+from otpvm.kernel import (
+    Pid,
+    exit,
+    is_alive,
+    monitor,
+    process_flag,
+    process_info,
+    receive,
+    unlink,
+)
 from otpvm.terms import ANY, Down, Exit
 
 __all__ = [
@@ -279,7 +288,8 @@ class _SupervisorServer(GenServer):
                 _report(state, "start_error", failure, child)
                 await _terminate_children(state, reversed(state.children))
                 return Stop(("shutdown", ("failed_to_start_child", spec.id, failure)))
-            state.children.append(child)
+            if child.pid is not None or spec.restart != "temporary":
+                state.children.append(child)    # an ignored temporary child is forgotten
         return Ok(state)
 
     async def handle_call(self, request: Any, from_: From, state: _State) -> Any:
@@ -406,12 +416,19 @@ class _SupervisorServer(GenServer):
         failure = await _start(child)
         if failure is not None:
             return Reply(("error", failure), state)
-        if child.pid is not None or state.template is None:
+        # A child whose start returned Ignore is kept only where it could be
+        # restarted later: not a dynamic child, nor a temporary one (OTP).
+        if child.pid is not None or (state.template is None
+                                     and child.spec.restart != "temporary"):
             state.children.append(child)
         return Reply(("ok", child.pid), state)
 
     async def _call_terminate_child(self, state: _State, key: Any) -> Any:
+        if state.template is not None and not isinstance(key, Pid):
+            return Reply(("error", "simple_one_for_one"), state)    # pids only there
         child = _find(state, key)
+        if child is None and state.template is not None and not is_alive(key):
+            return Reply("ok", state)       # a dynamic child that ended already (OTP)
         if child is None:
             return Reply(("error", "not_found"), state)
         await _terminate_children(state, [child])
@@ -420,8 +437,10 @@ class _SupervisorServer(GenServer):
         return Reply("ok", state)
 
     async def _call_restart_child(self, state: _State, key: Any) -> Any:
+        if state.template is not None:
+            return Reply(("error", "simple_one_for_one"), state)
         child = _find(state, key)
-        if state.template is not None or child is None:
+        if child is None:
             return Reply(("error", "not_found"), state)
         if child.pid is not None:
             return Reply(("error", "running"), state)
@@ -429,8 +448,10 @@ class _SupervisorServer(GenServer):
         return Reply(("error", failure) if failure is not None else ("ok", child.pid), state)
 
     async def _call_delete_child(self, state: _State, key: Any) -> Any:
+        if state.template is not None:
+            return Reply(("error", "simple_one_for_one"), state)
         child = _find(state, key)
-        if state.template is not None or child is None:
+        if child is None:
             return Reply(("error", "not_found"), state)
         if child.pid is not None:
             return Reply(("error", "running"), state)
@@ -539,9 +560,10 @@ def _add_restart(state: _State) -> bool:
 
 
 def _find(state: _State, key: Any) -> _Child | None:
+    """The child a request names: by pid under simple_one_for_one, by id
+    elsewhere (as OTP: a pid names no child of other supervisors)."""
     for child in state.children:
-        if (isinstance(key, Pid) and child.pid == key) or (
-                state.template is None and not isinstance(key, Pid) and child.spec.id == key):
+        if (child.pid == key if state.template is not None else child.spec.id == key):
             return child
     return None
 
@@ -764,18 +786,22 @@ async def start_child(sup: Pid | str, spec_or_args: Any) -> Pid | None:
 
 
 async def terminate_child(sup: Pid | str, key: Any) -> None:
-    """Stops a child by id (or pid for simple_one_for_one); a permanent
-    child's spec is kept for restart_child."""
+    """Stops a child by id, or by pid under simple_one_for_one (where an id
+    is refused with ``'simple_one_for_one'``, and a child that ended
+    already is no error); a non-temporary child's spec is kept for
+    restart_child.  SupervisorError(``'not_found'``) otherwise, as in OTP."""
     _ok(await gen.call(sup, ("terminate_child", key), None))
 
 
 async def restart_child(sup: Pid | str, key: Any) -> Pid | None:
-    """Starts again a child stopped with terminate_child."""
+    """Starts again a child stopped with terminate_child (not under
+    simple_one_for_one: ``'simple_one_for_one'``)."""
     return _ok(await gen.call(sup, ("restart_child", key), None))
 
 
 async def delete_child(sup: Pid | str, key: Any) -> None:
-    """Removes a stopped child's spec."""
+    """Removes a stopped child's spec (not under simple_one_for_one:
+    ``'simple_one_for_one'``)."""
     _ok(await gen.call(sup, ("delete_child", key), None))
 
 

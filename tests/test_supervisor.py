@@ -474,3 +474,55 @@ def test_three_level_tree_heals_after_random_kills(seed, schedulers, caplog):
     assert all(a[0] == "alive" for a in answers)
     reports = [r.getMessage() for r in caplog.records if "child_terminated" in r.getMessage()]
     assert len(reports) >= kills          # every kill was reported (one_for_all adds more)
+
+
+async def start_ignored():
+    return gen_server.Ignore        # a start function that starts nothing: OTP's ignore
+
+
+def test_an_ignored_temporary_child_is_forgotten():
+    """As OTP's supervisor (do_start_child, start_children): a temporary
+    child whose start returned ignore is not kept (issue 13, item 6); a
+    permanent one is, for restart_child."""
+    async def main():
+        sup = await start_sup(SupFlags("one_for_one"), [
+            ChildSpec("t0", (start_ignored, ()), restart="temporary"),
+            ChildSpec("p0", (start_ignored, ()))])
+        pid = await supervisor.start_child(sup, ChildSpec("t1", (start_ignored, ()),
+                                                          restart="temporary"))
+        again = await supervisor.start_child(sup, ChildSpec("t1", (start_ignored, ()),
+                                                            restart="temporary"))
+        return pid, again, [c[0] for c in await supervisor.which_children(sup)]
+
+    assert run(main) == (None, None, ["p0"])
+
+
+def test_simple_one_for_one_administration():
+    """As OTP's supervisor (issue 13, items 11 and 12): under
+    simple_one_for_one children are named by pid, an id is refused with
+    'simple_one_for_one', and terminating a child that already ended is ok;
+    elsewhere a pid names no child ('not_found')."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        s1 = await start_sup(SupFlags("simple_one_for_one"),
+                             [ChildSpec("conn", (start_worker, ()), restart="temporary")])
+        a = await supervisor.start_child(s1, ("a", me))
+        await started()
+        errors = []
+        for call in (supervisor.terminate_child, supervisor.restart_child,
+                     supervisor.delete_child):
+            with pytest.raises(SupervisorError) as info:
+                await call(s1, "conn")
+            errors.append(info.value.reason)
+        await kill(a)
+        await supervisor.terminate_child(s1, a)          # ended already: ok
+        s2 = await start_sup(SupFlags("one_for_one"), [spec("w", me)])
+        _, w = await started()
+        with pytest.raises(SupervisorError) as info:
+            await supervisor.terminate_child(s2, w)
+        return errors, info.value.reason, otpvm.is_alive(w)
+
+    errors, by_pid, alive = run(main)
+    assert errors == ["simple_one_for_one"] * 3
+    assert by_pid == "not_found" and alive
