@@ -1,7 +1,12 @@
 """Release installs (otpvm.release): strict transactions, rollback, lazy mode,
 the release directory and the control socket end to end."""
 
+import contextlib
 import os
+import shutil
+import signal
+import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -11,11 +16,13 @@ from pathlib import Path
 import pytest
 
 import otpvm
-from otpvm import ANY, code, gen_server, release, self, send
+from otpvm import ANY, Down, code, gen_server, receive, release, self, send
 from otpvm import sys as otpsys
 
 PATIENCE = 30
 ROOT = Path(__file__).resolve().parent.parent
+# The otpvm command of the Python running the tests first on PATH.
+CLI_ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 WORKERS = '''
 from otpvm.gen_server import GenServer, NoReply, Ok, Reply
@@ -112,7 +119,7 @@ def test_a_failing_code_change_rolls_everything_back(releases):
         for pid in pids:
             gen_server.cast(pid, "before")
         before = await states(pids)
-        otpvm.spawn(sender, pids, 20)
+        casts = otpvm.monitor(otpvm.spawn(sender, pids, 20))
         with pytest.raises(release.InstallError) as info:
             await release.install(root / "1.0", root / "1.1", "1.1", mode="strict")
         report = info.value.report
@@ -124,9 +131,10 @@ def test_a_failing_code_change_rolls_everything_back(releases):
         assert code.which(f"{pkg}.workers").vsn == "1.0"
         assert code.versions(f"{pkg}.workers")[1] is None
         # Same pids, old code, old state, and every cast handled in order.
+        # Once the sender has ended its casts are in the mailboxes, ahead
+        # of the calls below.
+        await receive(Down(casts, ANY, "normal"), timeout=PATIENCE)
         for pid, (n, seen) in zip(pids, before, strict=True):
-            while len((await otpsys.get_state(pid))[1]) < 21:
-                await otpvm.sleep(0.01)
             vsn, state = await gen_server.call(pid, "which")
             assert vsn == "1.0" and state == (n, [*seen, *range(20)])
 
@@ -237,9 +245,8 @@ def test_release_dir_records_and_permanence(tmp_path):
 def test_the_tutorial_end_to_end(tmp_path):
     """The README's tutorial script: a node upgraded, rolled back and
     downgraded through its control socket, with the otpvm command."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     done = subprocess.run(["bash", str(ROOT / "examples" / "upgrade" / "tutorial.sh")],
-                          capture_output=True, text=True, timeout=120, env=env,
+                          capture_output=True, text=True, timeout=120, env=CLI_ENV,
                           cwd=tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
@@ -277,14 +284,20 @@ async def start(name):
 '''
 
 
-def test_children_added_and_removed_follow_the_new_init_and_back(releases):
-    pkg, root = releases
-    for vsn, children in (("1.0", ["cache", "writer"]), ("1.1", ["cache", "audit"])):
-        (root / vsn / pkg / "tree.py").parent.mkdir(parents=True, exist_ok=True)
+def write_trees(root, pkg, children_by_vsn):
+    """Module tree.py (a supervisor of these children) in each release, and
+    1.1 completed with 1.0's workers (unchanged)."""
+    for vsn, children in children_by_vsn.items():
+        (root / vsn / pkg).mkdir(parents=True, exist_ok=True)
         (root / vsn / pkg / "tree.py").write_text(textwrap.dedent(
             TREE.format(vsn=vsn, pkg=pkg, children=children)))
     (root / "1.1" / pkg / "__init__.py").write_text("")
     (root / "1.1" / pkg / "workers.py").write_text(WORKERS.format(**V1))
+
+
+def test_children_added_and_removed_follow_the_new_init_and_back(releases):
+    pkg, root = releases
+    write_trees(root, pkg, {"1.0": ["cache", "writer"], "1.1": ["cache", "audit"]})
 
     async def main():
         import importlib
@@ -414,32 +427,36 @@ def test_a_lazy_install_whose_migration_fails_migrates_everyone_back(releases):
     otpvm.run(main)
 
 
+@contextlib.contextmanager
+def running_node(release_dir):
+    """``otpvm run`` of the tutorial's application from release_dir, with
+    its control socket; yields (node, socket path, its first line) once it
+    is up (its Ctrl-C handler installed), stops it with Ctrl-C at the end."""
+    sock = str(release_dir / "control")
+    node = subprocess.Popen(["otpvm", "run", "kvstore_rel.store:KVStore", "--release-dir",
+                             str(release_dir), "--control", sock], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=CLI_ENV, cwd=release_dir)
+    try:
+        first = node.stdout.readline()
+        while "otpvm node up" not in node.stdout.readline():
+            assert node.poll() is None, "the node ended before it was up"
+        yield node, sock, first
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.communicate(timeout=60)
+
+
 def test_a_reboot_boots_the_permanent_release(tmp_path):
     """Installed without --permanent, 1.1 runs until the node stops; the
     next boot is 1.0 again.  Made permanent, 1.1 is what boots."""
-    import shutil
-    import signal
-
     shutil.copytree(ROOT / "examples" / "upgrade" / "1.0", tmp_path / "1.0")
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    sock = str(tmp_path / "control")
 
     def boot_and(*upgrade_args):
-        node = subprocess.Popen(["otpvm", "run", "kvstore_rel.store:KVStore", "--release-dir",
-                                 str(tmp_path), "--control", sock], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
-        try:
-            booted = node.stdout.readline()
-            # Up (its Ctrl-C handler installed) before anything else.
-            while "otpvm node up" not in node.stdout.readline():
-                assert node.poll() is None, "the node ended before it was up"
+        with running_node(tmp_path) as (_, sock, booted):
             if upgrade_args:
-                done = subprocess.run(["otpvm", "upgrade", sock, *upgrade_args, "--wait", "30"],
-                                      capture_output=True, text=True, env=env, timeout=60)
+                done = subprocess.run(["otpvm", "upgrade", sock, *upgrade_args], env=CLI_ENV,
+                                      capture_output=True, text=True, timeout=60)
                 assert done.returncode == 0, done.stdout + done.stderr
-        finally:
-            node.send_signal(signal.SIGINT)
-            node.communicate(timeout=60)
         return booted
 
     assert "booting release 1.0" in boot_and(str(ROOT / "examples" / "upgrade" / "1.1"))
@@ -456,12 +473,7 @@ def json_releases(path):
 
 def test_a_bad_new_supervisor_init_fails_validation_with_nothing_changed(releases):
     pkg, root = releases
-    for vsn, children in (("1.0", ["cache"]), ("1.1", ["cache", "cache"])):    # duplicate id
-        (root / vsn / pkg).mkdir(parents=True, exist_ok=True)
-        (root / vsn / pkg / "tree.py").write_text(textwrap.dedent(
-            TREE.format(vsn=vsn, pkg=pkg, children=children)))
-    (root / "1.1" / pkg / "__init__.py").write_text("")
-    (root / "1.1" / pkg / "workers.py").write_text(WORKERS.format(**V1))
+    write_trees(root, pkg, {"1.0": ["cache"], "1.1": ["cache", "cache"]})    # duplicate id
 
     async def main():
         import importlib
@@ -485,21 +497,11 @@ def test_a_bad_new_supervisor_init_fails_validation_with_nothing_changed(release
 
 
 def test_the_control_socket_is_private_and_refuses_bad_requests(tmp_path):
-    import shutil
-    import signal
-    import socket
-    import stat
-
     from otpvm import control
 
     shutil.copytree(ROOT / "examples" / "upgrade" / "1.0", tmp_path / "1.0")
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    sock = str(tmp_path / "control")
-    node = subprocess.Popen(["otpvm", "run", "kvstore_rel.store:KVStore", "--release-dir",
-                             str(tmp_path), "--control", sock], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
-    try:
-        assert control.request(sock, {"op": "releases"}, wait=30)["current"] == "1.0"
+    with running_node(tmp_path) as (node, sock, _):
+        assert control.request(sock, {"op": "releases"})["current"] == "1.0"
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
         with socket.socket(socket.AF_UNIX) as raw:
             raw.connect(sock)
@@ -512,8 +514,5 @@ def test_the_control_socket_is_private_and_refuses_bad_requests(tmp_path):
         missing = control.request(sock, {"op": "install", "vsn": "9.9"})
         assert not missing["ok"] and "no release '9.9'" in missing["error"]
         assert control.request(sock, {"op": "releases"})["current"] == "1.0"    # still up
-    finally:
-        node.send_signal(signal.SIGINT)
-        out, _ = node.communicate(timeout=60)
-    assert node.returncode == 0, out
+    assert node.returncode == 0
     assert not os.path.exists(sock)                 # removed at the stop
