@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
@@ -55,9 +55,10 @@ from otpvm.kernel import (
 from otpvm.terms import ANY, Down, Exit
 
 __all__ = [
-    "ChildSpec", "SupFlags", "Supervisor", "SupervisorError", "check_childspecs",
-    "count_children", "delete_child", "restart_child", "spec_changes", "start_child",
-    "start_link", "terminate_child", "validate_upgrade", "which_children",
+    "RESTARTING", "ChildSpec", "Reason", "SupFlags", "Supervisor", "SupervisorError",
+    "check_childspecs", "count_children", "delete_child", "get_callback_module",
+    "get_childspec", "restart_child", "spec_changes", "start_child", "start_link",
+    "terminate_child", "validate_upgrade", "which_child", "which_children",
 ]
 
 _log = logging.getLogger("otpvm")
@@ -68,13 +69,41 @@ AUTO_SHUTDOWNS = ("never", "any_significant", "all_significant")
 TYPES = ("worker", "supervisor")
 
 
+class Reason(tuple):  # type: ignore[type-arg]
+    """A refusal's reason: OTP's structured term, as a tuple a caller can
+    compare and match (``reason == ('invalid_shutdown', -1)``), which reads
+    as an English sentence (``str(reason)``)."""
+
+    message: str
+
+    def __new__(cls, reason: tuple[Any, ...], message: str) -> Reason:
+        self = super().__new__(cls, reason)
+        self.message = message
+        return self
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> Any:
+        return (Reason, (tuple(self), self.message))
+
+
+def _refuse(error: type[Exception], reason: tuple[Any, ...], message: str) -> Exception:
+    """error(message) carrying ``reason``: OTP's term for the same refusal."""
+    exc = error(message)
+    exc.reason = Reason(reason, message)   # type: ignore[attr-defined]
+    return exc
+
+
 def _alternatives(allowed: tuple[Any, ...]) -> str:
     return ", ".join(map(repr, allowed[:-1])) + f" or {allowed[-1]!r}"
 
 
-def _check_one_of(what: str, field: str, value: Any, allowed: tuple[str, ...]) -> None:
+def _check_one_of(what: str, field: str, value: Any, allowed: tuple[str, ...],
+                  otp_name: str) -> None:
     if not (isinstance(value, str) and value in allowed):
-        raise ValueError(f"{what}: {field} must be {_alternatives(allowed)}, not {value!r}")
+        raise _refuse(ValueError, (otp_name, value),
+                      f"{what}: {field} must be {_alternatives(allowed)}, not {value!r}")
 
 
 def _is_number(value: Any) -> bool:
@@ -95,20 +124,34 @@ class SupFlags:
         self.validate()
 
     def validate(self) -> None:
-        """Raises ValueError or TypeError naming the first bad field."""
+        """Raises ValueError or TypeError naming the first bad field; its
+        ``reason`` is OTP's (``('invalid_intensity', -1)``...)."""
         what = "SupFlags"
-        _check_one_of(what, "strategy", self.strategy, STRATEGIES)
-        if isinstance(self.intensity, bool) or not isinstance(self.intensity, int):
-            raise TypeError(f"{what}: intensity (the restarts allowed within period) must be "
-                            f"an int >= 0, not {self.intensity!r}")
-        if self.intensity < 0:
-            raise ValueError(f"{what}: intensity must be an int >= 0, not {self.intensity!r}")
-        if not _is_number(self.period):
-            raise TypeError(f"{what}: period must be seconds > 0 (an int or a float), "
-                            f"not {self.period!r}")
-        if not self.period > 0:
-            raise ValueError(f"{what}: period must be seconds > 0, not {self.period!r}")
-        _check_one_of(what, "auto_shutdown", self.auto_shutdown, AUTO_SHUTDOWNS)
+        _check_one_of(what, "strategy", self.strategy, STRATEGIES, "invalid_strategy")
+        intensity, period = self.intensity, self.period
+        if isinstance(intensity, bool) or not isinstance(intensity, int):
+            raise _refuse(TypeError, ("invalid_intensity", intensity),
+                          f"{what}: intensity (the restarts allowed within period) must be "
+                          f"an int >= 0, not {intensity!r}")
+        if intensity < 0:
+            raise _refuse(ValueError, ("invalid_intensity", intensity),
+                          f"{what}: intensity must be an int >= 0, not {intensity!r}")
+        if not _is_number(period):
+            raise _refuse(TypeError, ("invalid_period", period),
+                          f"{what}: period must be seconds > 0 (an int or a float), "
+                          f"not {period!r}")
+        if not period > 0:
+            raise _refuse(ValueError, ("invalid_period", period),
+                          f"{what}: period must be seconds > 0, not {period!r}")
+        _check_one_of(what, "auto_shutdown", self.auto_shutdown, AUTO_SHUTDOWNS,
+                      "invalid_auto_shutdown")
+        # OTP 27 refuses this combination (OTP 25 and 26 accepted it, and
+        # never shut a simple_one_for_one supervisor down automatically).
+        if self.strategy == "simple_one_for_one" and self.auto_shutdown != "never":
+            raise _refuse(ValueError, ("bad_combination", (
+                ("auto_shutdown", self.auto_shutdown), ("strategy", "simple_one_for_one"))),
+                f"{what}: a simple_one_for_one supervisor cannot shut itself down "
+                f"automatically (auto_shutdown must be 'never', not {self.auto_shutdown!r})")
 
 
 @dataclass(frozen=True)
@@ -151,35 +194,43 @@ class ChildSpec:
         self.validate()
 
     def validate(self) -> None:
-        """Raises ValueError or TypeError naming the first bad field."""
+        """Raises ValueError or TypeError naming the first bad field; its
+        ``reason`` is OTP's (``('invalid_restart_type', 'prmanent')``...)."""
         try:
             hash(self.id)
         except TypeError:
-            raise TypeError(f"ChildSpec: id must be hashable, not {self.id!r}") from None
+            raise _refuse(TypeError, ("invalid_child_spec", self.id),
+                          f"ChildSpec: id must be hashable, not {self.id!r}") from None
         what = f"ChildSpec {self.id!r}"
         fn_args = self.start
         if not (isinstance(fn_args, tuple) and len(fn_args) == 2 and callable(fn_args[0])
                 and isinstance(fn_args[1], tuple)):
-            raise TypeError(f"{what}: start must be (fn, args), a callable and the tuple of "
-                            f"its arguments, not {fn_args!r} (fn may be a 'pkg.mod:name' "
-                            "string)")
-        _check_one_of(what, "restart", self.restart, RESTARTS)
+            raise _refuse(TypeError, ("invalid_mfa", fn_args),
+                          f"{what}: start must be (fn, args), a callable and the tuple of "
+                          f"its arguments, not {fn_args!r} (fn may be a 'pkg.mod:name' "
+                          "string)")
+        _check_one_of(what, "restart", self.restart, RESTARTS, "invalid_restart_type")
         shutdown = self.shutdown
         if not (shutdown is None or shutdown in ("brutal_kill", "infinity")
                 or (_is_number(shutdown) and shutdown >= 0)):
             error = ValueError if _is_number(shutdown) or isinstance(shutdown, str) else TypeError
-            raise error(f"{what}: shutdown must be 'brutal_kill', 'infinity', seconds >= 0 "
-                        f"or None (5 s for a worker, 'infinity' for a supervisor), "
-                        f"not {shutdown!r}")
-        _check_one_of(what, "type", self.type, TYPES)
+            raise _refuse(error, ("invalid_shutdown", shutdown),
+                          f"{what}: shutdown must be 'brutal_kill', 'infinity', seconds >= 0 "
+                          f"or None (5 s for a worker, 'infinity' for a supervisor), "
+                          f"not {shutdown!r}")
+        _check_one_of(what, "type", self.type, TYPES, "invalid_child_type")
         if not isinstance(self.significant, bool):
-            raise TypeError(f"{what}: significant must be True or False, "
-                            f"not {self.significant!r}")
+            raise _refuse(TypeError, ("invalid_significant", self.significant),
+                          f"{what}: significant must be True or False, "
+                          f"not {self.significant!r}")
         if self.significant and self.restart == "permanent":
-            raise ValueError(f"{what}: a significant child cannot be permanent "
-                             f"(restart must be 'transient' or 'temporary')")
+            raise _refuse(ValueError, ("bad_combination", (
+                ("restart", "permanent"), ("significant", True))),
+                f"{what}: a significant child cannot be permanent "
+                f"(restart must be 'transient' or 'temporary')")
         if not isinstance(self.modules, tuple):
-            raise TypeError(f"{what}: modules must be a tuple, not {self.modules!r}")
+            raise _refuse(TypeError, ("invalid_modules", self.modules),
+                          f"{what}: modules must be a tuple, not {self.modules!r}")
 
     @property
     def shutdown_policy(self) -> Any:
@@ -203,31 +254,56 @@ def _callback_module(start: Any) -> tuple[str, ...]:
     return (module,) if isinstance(module, str) else ()
 
 
-def _why_invalid(value: Any, cls: type[SupFlags] | type[ChildSpec]) -> str | None:
-    """Why value is not a valid cls, or None.  Both check themselves when
-    made, but one that came in a message was unpickled without that check."""
+def _why_invalid(value: Any, cls: type[SupFlags] | type[ChildSpec]) -> Reason | None:
+    """Why value is not a valid cls (OTP's reason), or None.  Both check
+    themselves when made, but one that came in a message was unpickled
+    without that check."""
     if not isinstance(value, cls):
-        return f"expected a {cls.__name__}, not {value!r}"
+        otp_name = "invalid_type" if cls is SupFlags else "invalid_child_spec"
+        return Reason((otp_name, value), f"expected a {cls.__name__}, not {value!r}")
     try:
         value.validate()
     except (TypeError, ValueError) as exc:
-        return str(exc)
+        reason: Reason = getattr(exc, "reason", None) or Reason(("invalid_child_spec", value),
+                                                                str(exc))
+        return reason
     return None
 
 
-def check_childspecs(specs: Iterable[Any], auto_shutdown: str = "never") -> str | None:
-    """None if every spec is valid (and ids are unique), else what is wrong."""
+def _bad_combination(spec: ChildSpec, auto_shutdown: str) -> Reason | None:
+    """OTP's bad_combination: a significant child where nothing is."""
+    if spec.significant and auto_shutdown == "never":
+        return Reason(("bad_combination", (("auto_shutdown", "never"), ("significant", True))),
+                      f"child {spec.id!r} is significant but auto_shutdown is 'never'")
+    return None
+
+
+def check_childspecs(specs: Iterable[Any], auto_shutdown: str = "never") -> Reason | None:
+    """None if every spec is valid (and ids are unique), else what is wrong:
+    OTP's reason (``('duplicate_child_name', id)``, ``('invalid_shutdown',
+    -1)``, ``('bad_combination', ...)``...) as a ``Reason``, a tuple whose
+    ``str()`` says it in English."""
+    if isinstance(specs, (str, bytes, ChildSpec)) or not isinstance(specs, Iterable):
+        return Reason(("badarg", specs), f"expected a list of ChildSpec, not {specs!r}")
     seen = set()
     for spec in specs:
-        error = _why_invalid(spec, ChildSpec)
+        error = _why_invalid(spec, ChildSpec) or _bad_combination(spec, auto_shutdown)
         if error:
             return error
         if spec.id in seen:
-            return f"duplicate child id {spec.id!r}"
-        if spec.significant and auto_shutdown == "never":
-            return f"child {spec.id!r} is significant but auto_shutdown is 'never'"
+            return Reason(("duplicate_child_name", spec.id), f"duplicate child id {spec.id!r}")
         seen.add(spec.id)
     return None
+
+
+_NO_INFO: Any = object()      # a start function returned the pid alone
+
+# The message a supervisor sends itself to try a failed restart again.
+_TRY_AGAIN = "$supervisor_try_again_restart"
+
+#: What ``which_children`` shows in the pid's place while a failed restart
+#: is being tried again (OTP's ``restarting``).
+RESTARTING = "restarting"
 
 
 @dataclass
@@ -235,7 +311,12 @@ class _Child:
     spec: ChildSpec
     pid: Pid | None = None
     args: tuple[Any, ...] = ()           # simple_one_for_one: the extra args
+    # A restart that failed is tried again through a message to the
+    # supervisor itself (OTP's try_again_restart): meanwhile pid is None and
+    # restarting True; last_pid names a dynamic child until then.
     restarting: bool = False
+    last_pid: Pid | None = None
+    info: Any = _NO_INFO                # what a start function returned beside the pid
 
 
 @dataclass
@@ -302,6 +383,11 @@ class _SupervisorServer(GenServer):
     async def handle_info(self, msg: Any, state: _State) -> Any:
         if isinstance(msg, Exit):
             return await self._child_exited(state, msg.pid, msg.reason)
+        if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == _TRY_AGAIN:
+            child = _restarting(state, msg[1])
+            if child is None:               # terminated (or restarted) meanwhile
+                return NoReply(state)
+            return await self._restart(state, child)
         _log.warning("supervisor %r received an unexpected message: %r", state.name, msg)
         return NoReply(state)
 
@@ -330,16 +416,16 @@ class _SupervisorServer(GenServer):
                      args=state.args)
         if state.template is not None:
             new.template = specs[0]
-            new.children = [_Child(specs[0], c.pid, c.args, c.restarting)
-                            for c in state.children]
+            new.children = [_copy(c, specs[0]) for c in state.children]
             return new
         old = {c.spec.id: c for c in state.children}
         wanted = {spec.id for spec in specs}
-        kept = [_Child(c.spec, c.pid, c.args, c.restarting)
-                for c in state.children if c.spec.id not in wanted]
-        merged = [_Child(spec, old[spec.id].pid, old[spec.id].args, old[spec.id].restarting)
-                  if spec.id in old else _Child(spec) for spec in specs]
-        new.children = kept + merged     # OTP's order: the ids kept, then init's
+        kept = [_copy(c, c.spec) for c in state.children if c.spec.id not in wanted]
+        merged = [_copy(old[spec.id], spec) if spec.id in old else _Child(spec)
+                  for spec in specs]
+        # OTP's order (update_childspec1): init's specs in their order, then
+        # the ids kept, as if started after them.
+        new.children = merged + kept
         new.changes = ([spec.id for spec in specs if spec.id not in old],
                        [c.spec.id for c in kept])
         return new
@@ -357,6 +443,7 @@ class _SupervisorServer(GenServer):
         if child is None:
             return NoReply(state)          # not ours (or already dealt with)
         child.pid = None
+        child.last_pid = pid
         spec = child.spec
         if _is_exit_reported(spec, reason):
             _report(state, "child_terminated", reason, child, pid)
@@ -370,22 +457,32 @@ class _SupervisorServer(GenServer):
         return await self._restart(state, child)
 
     async def _restart(self, state: _State, child: _Child) -> Any:
-        """Restarts by the strategy; gives up past the restart intensity."""
-        while True:
-            if not _add_restart(state):
-                _report(state, "shutdown", "reached_max_restart_intensity", child)
-                return Stop("shutdown", state)
-            failure = await self._restart_by_strategy(state, child)
-            if failure is None:
-                return NoReply(state)
-            _report(state, "start_error", failure, child)
+        """OTP's restart/2: restarts by the strategy, or gives up past the
+        restart intensity.  A start that fails leaves its child restarting
+        and is tried again through a message to the supervisor itself, so
+        that calls (and its own shutdown) are answered in between; each
+        try counts against the intensity, as in OTP."""
+        if not _add_restart(state):
+            child.restarting = False
+            if state.template is not None and child in state.children:
+                state.children.remove(child)
+            _report(state, "shutdown", "reached_max_restart_intensity", child)
+            return Stop("shutdown", state)
+        failed = await self._restart_by_strategy(state, child)
+        if failed is not None:
+            failed.restarting = True
+            kernel.send(kernel.self(), (_TRY_AGAIN, _restart_key(state, failed)))
+        return NoReply(state)
 
-    async def _restart_by_strategy(self, state: _State, child: _Child) -> Any:
+    async def _restart_by_strategy(self, state: _State, child: _Child) -> _Child | None:
+        """Starts the child again (and the others its strategy names); the
+        child that failed to start, reported, else None."""
         strategy = state.flags.strategy
         if strategy in ("one_for_one", "simple_one_for_one"):
             if strategy == "simple_one_for_one" and child not in state.children:
                 state.children.append(child)
-            return await _start(child)
+            child.restarting = False
+            return child if _start_failed(state, child, await _start(child)) else None
         position = state.children.index(child)
         group = state.children if strategy == "one_for_all" else state.children[position:]
         await _terminate_children(state, reversed([c for c in group if c is not child]))
@@ -394,9 +491,10 @@ class _SupervisorServer(GenServer):
             state.children.remove(member)
         group = [c for c in group if c is child or c.spec.restart != "temporary"]
         for member in group:
-            failure = await _start(member)
-            if failure is not None:
-                return failure
+            member.restarting = False
+        for member in group:
+            if _start_failed(state, member, await _start(member)):
+                return member
         return None
 
     # -- the API, as calls to the supervisor ----------------------------------
@@ -406,7 +504,8 @@ class _SupervisorServer(GenServer):
             extra = tuple(arg) if isinstance(arg, (list, tuple)) else (arg,)
             child = _Child(state.template, args=extra)
         else:
-            error: Any = _why_invalid(arg, ChildSpec)
+            error: Any = (_why_invalid(arg, ChildSpec)
+                          or _bad_combination(arg, state.flags.auto_shutdown))
             if error is None and any(c.spec.id == arg.id for c in state.children):
                 existing = next(c for c in state.children if c.spec.id == arg.id)
                 error = ("already_started", existing.pid) if existing.pid else "already_present"
@@ -421,7 +520,7 @@ class _SupervisorServer(GenServer):
         if child.pid is not None or (state.template is None
                                      and child.spec.restart != "temporary"):
             state.children.append(child)
-        return Reply(("ok", child.pid), state)
+        return Reply(("ok", _started(child)), state)
 
     async def _call_terminate_child(self, state: _State, key: Any) -> Any:
         if state.template is not None and not isinstance(key, Pid):
@@ -431,6 +530,7 @@ class _SupervisorServer(GenServer):
             return Reply("ok", state)       # a dynamic child that ended already (OTP)
         if child is None:
             return Reply(("error", "not_found"), state)
+        child.restarting = False            # ends a restart being tried again
         await _terminate_children(state, [child])
         if state.template is not None or child.spec.restart == "temporary":
             state.children.remove(child)
@@ -442,10 +542,14 @@ class _SupervisorServer(GenServer):
         child = _find(state, key)
         if child is None:
             return Reply(("error", "not_found"), state)
+        if child.restarting:
+            return Reply(("error", RESTARTING), state)
         if child.pid is not None:
             return Reply(("error", "running"), state)
         failure = await _start(child)
-        return Reply(("error", failure) if failure is not None else ("ok", child.pid), state)
+        if failure is not None:
+            return Reply(("error", failure), state)
+        return Reply(("ok", _started(child)), state)
 
     async def _call_delete_child(self, state: _State, key: Any) -> Any:
         if state.template is not None:
@@ -453,14 +557,41 @@ class _SupervisorServer(GenServer):
         child = _find(state, key)
         if child is None:
             return Reply(("error", "not_found"), state)
+        if child.restarting:
+            return Reply(("error", RESTARTING), state)
         if child.pid is not None:
             return Reply(("error", "running"), state)
         state.children.remove(child)
         return Reply("ok", state)
 
     async def _call_which_children(self, state: _State) -> Any:
-        return Reply([(None if state.template else c.spec.id, c.pid, c.spec.type,
-                       c.spec.modules) for c in state.children], state)
+        # OTP lists children newest first; a simple_one_for_one supervisor's
+        # come from its pid map, oldest first for small ones: start order.
+        children = state.children if state.template else reversed(state.children)
+        return Reply([_describe(state, c) for c in children], state)
+
+    async def _call_which_child(self, state: _State, key: Any) -> Any:
+        if state.template is not None and not isinstance(key, Pid):
+            return Reply(("error", "simple_one_for_one"), state)
+        child = _find(state, key)
+        if child is None:
+            return Reply(("error", "not_found"), state)
+        return Reply(("ok", _describe(state, child)), state)
+
+    async def _call_get_childspec(self, state: _State, key: Any) -> Any:
+        if state.template is not None:
+            if not isinstance(key, Pid) or _find(state, key) is None:
+                return Reply(("error", "not_found"), state)
+            spec = state.template
+        else:
+            child = _find(state, key)
+            if child is None:
+                return Reply(("error", "not_found"), state)
+            spec = child.spec
+        return Reply(("ok", replace(spec, shutdown=spec.shutdown_policy)), state)
+
+    async def _call_get_callback_module(self, state: _State) -> Any:
+        return Reply(("ok", _resolve(state.module)), state)
 
     async def _call_count_children(self, state: _State) -> Any:
         kids = state.children
@@ -471,6 +602,44 @@ class _SupervisorServer(GenServer):
             "workers": sum(1 for c in kids if c.spec.type == "worker"),
         }
         return Reply(counts, state)
+
+
+def _copy(child: _Child, spec: ChildSpec) -> _Child:
+    """The child under a new spec (code_change never touches the old state)."""
+    return _Child(spec, child.pid, child.args, child.restarting, child.last_pid, child.info)
+
+
+def _describe(state: _State, child: _Child) -> tuple[Any, Any, str, tuple[Any, ...]]:
+    """A which_children entry: (id, pid or RESTARTING or None, type, modules)."""
+    pid: Any = RESTARTING if child.restarting else child.pid
+    return (None if state.template else child.spec.id, pid, child.spec.type,
+            child.spec.modules)
+
+
+def _started(child: _Child) -> Any:
+    """What start_child and restart_child answer: the pid (None if the start
+    returned Ignore), or (pid, info) if the start function returned that."""
+    return child.pid if child.info is _NO_INFO else (child.pid, child.info)
+
+
+def _start_failed(state: _State, child: _Child, failure: Any) -> bool:
+    if failure is None:
+        return False
+    _report(state, "start_error", failure, child)
+    return True
+
+
+def _restart_key(state: _State, child: _Child) -> Any:
+    """How a try-again message names its child: the id, or under
+    simple_one_for_one the pid it had (OTP's {restarting, OldPid})."""
+    return child.last_pid if state.template is not None else child.spec.id
+
+
+def _restarting(state: _State, key: Any) -> _Child | None:
+    for child in state.children:
+        if child.restarting and _restart_key(state, child) == key:
+            return child
+    return None
 
 
 # -- helpers ----------------------------------------------------------------
@@ -560,41 +729,56 @@ def _add_restart(state: _State) -> bool:
 
 
 def _find(state: _State, key: Any) -> _Child | None:
-    """The child a request names: by pid under simple_one_for_one, by id
-    elsewhere (as OTP: a pid names no child of other supervisors)."""
+    """The child a request names: by pid under simple_one_for_one (a child
+    restarting by the pid it had), by id elsewhere (as OTP: a pid names no
+    child of other supervisors)."""
     for child in state.children:
-        if (child.pid == key if state.template is not None else child.spec.id == key):
+        if state.template is None:
+            if child.spec.id == key:
+                return child
+        elif child.pid == key or (child.restarting and child.last_pid == key):
             return child
     return None
 
 
 class _BadInit(ValueError):
-    """A supervisor's init returned what is not a valid (flags, specs)."""
+    """A supervisor's init returned what is not a valid (flags, specs):
+    ``reason`` is OTP's (``('supervisor_data', ('invalid_intensity', -1))``,
+    ``('start_spec', ('duplicate_child_name', 'a'))``, ``('bad_start_spec',
+    specs)``, ``('bad_return', (cls, 'init', result))``), a Reason that reads
+    as English."""
 
     def __init__(self, who: str, reason: Any) -> None:
         super().__init__(who, reason)     # both in args: it pickles (a reply carries it)
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"{self.args[0]}.init returned bad supervisor data: {self.reason!r}"
+        return str(self.reason)
 
 
 def _check_init(cls: type, result: Any) -> tuple[SupFlags, list[ChildSpec]]:
     """(flags, specs) from a valid init result; raises _BadInit with OTP's
-    ('bad_return', ...) or ('supervisor_data', why) otherwise."""
+    reason otherwise."""
+    who = cls.__qualname__
     try:
         flags, specs = result
         specs = list(specs)
     except (TypeError, ValueError):
-        raise _BadInit(cls.__qualname__,
-                       ("bad_return", (cls.__qualname__, "init", result))) from None
+        raise _BadInit(who, Reason(("bad_return", (cls, "init", result)),
+                                   f"{who}.init returned {result!r}, not (SupFlags, "
+                                   "[ChildSpec, ...]) or Ignore")) from None
     error = _why_invalid(flags, SupFlags)
-    if error is None:
-        error = check_childspecs(specs, flags.auto_shutdown)
-    if error is None and flags.strategy == "simple_one_for_one" and len(specs) != 1:
-        error = "simple_one_for_one needs exactly one child spec (the template)"
     if error is not None:
-        raise _BadInit(cls.__qualname__, ("supervisor_data", error))
+        raise _BadInit(who, Reason(("supervisor_data", tuple(error)),
+                                   f"{who}.init returned bad supervisor data: {error}"))
+    if flags.strategy == "simple_one_for_one" and len(specs) != 1:
+        raise _BadInit(who, Reason(("bad_start_spec", specs),
+                                   f"{who}.init returned bad supervisor data: simple_one_for_one "
+                                   f"needs exactly one child spec (the template), not {len(specs)}"))
+    error = check_childspecs(specs, flags.auto_shutdown)
+    if error is not None:
+        raise _BadInit(who, Reason(("start_spec", tuple(error)),
+                                   f"{who}.init returned bad supervisor data: {error}"))
     return flags, specs
 
 
@@ -647,9 +831,12 @@ async def _start(child: _Child) -> Any:
         return exc.reason
     except Exception as exc:
         return exc
+    child.info = _NO_INFO
     if pid is Ignore:
         child.pid = None
         return None
+    if isinstance(pid, tuple) and len(pid) == 2 and isinstance(pid[0], Pid):
+        pid, child.info = pid               # OTP's {ok, Pid, Info}
     if not isinstance(pid, Pid):
         return ("bad_start_return", pid)
     child.pid = pid
@@ -779,9 +966,15 @@ async def start_link(cls: type[Supervisor], args: Any = None, *,
     return await gen_server.start_link(_SupervisorServer, (cls, args, name), name=name)
 
 
-async def start_child(sup: Pid | str, spec_or_args: Any) -> Pid | None:
+async def start_child(sup: Pid | str, spec_or_args: Any) -> Any:
     """Adds a child (a ChildSpec, or the extra args for simple_one_for_one)
-    and starts it; returns its pid (None if it returned Ignore)."""
+    and starts it; returns its pid (None if it returned Ignore), or
+    ``(pid, info)`` when its start function returned that pair (OTP's
+    ``{ok, Pid, Info}``).  SupervisorError otherwise: ``.reason`` is
+    ``('already_started', pid)``, ``'already_present'``, OTP's reason for a
+    bad spec (``('invalid_restart_type', x)``, ``('bad_combination', ...)``
+    for a significant child under ``auto_shutdown='never'``...) or the
+    reason the start failed."""
     return _ok(await gen.call(sup, ("start_child", spec_or_args), None))
 
 
@@ -793,22 +986,49 @@ async def terminate_child(sup: Pid | str, key: Any) -> None:
     _ok(await gen.call(sup, ("terminate_child", key), None))
 
 
-async def restart_child(sup: Pid | str, key: Any) -> Pid | None:
-    """Starts again a child stopped with terminate_child (not under
-    simple_one_for_one: ``'simple_one_for_one'``)."""
+async def restart_child(sup: Pid | str, key: Any) -> Any:
+    """Starts again a child stopped with terminate_child; answers as
+    start_child.  Refused with ``'running'``, ``'restarting'`` (a failed
+    restart is being tried again), ``'not_found'``, or under
+    simple_one_for_one ``'simple_one_for_one'``."""
     return _ok(await gen.call(sup, ("restart_child", key), None))
 
 
 async def delete_child(sup: Pid | str, key: Any) -> None:
-    """Removes a stopped child's spec (not under simple_one_for_one:
-    ``'simple_one_for_one'``)."""
+    """Removes a stopped child's spec; refused as restart_child is."""
     _ok(await gen.call(sup, ("delete_child", key), None))
 
 
-async def which_children(sup: Pid | str) -> list[tuple[Any, Pid | None, str, tuple[Any, ...]]]:
-    """(id, pid or None, type, modules) for each child, in start order."""
-    result: list[tuple[Any, Pid | None, str, tuple[Any, ...]]] = await gen.call(
+async def which_children(sup: Pid | str) -> list[tuple[Any, Any, str, tuple[Any, ...]]]:
+    """(id, pid, type, modules) for each child, newest first as in OTP
+    (under simple_one_for_one: id None, in start order).  The pid is None
+    for a child not running, and ``RESTARTING`` (the string
+    ``'restarting'``, OTP's atom) while a failed restart is tried again."""
+    result: list[tuple[Any, Any, str, tuple[Any, ...]]] = await gen.call(
         sup, ("which_children",), None)
+    return result
+
+
+async def which_child(sup: Pid | str, key: Any) -> tuple[Any, Any, str, tuple[Any, ...]]:
+    """The which_children entry of one child, by id (by pid under
+    simple_one_for_one, where an id is ``'simple_one_for_one'``);
+    SupervisorError(``'not_found'``) if there is none (OTP 27)."""
+    result: tuple[Any, Any, str, tuple[Any, ...]] = _ok(
+        await gen.call(sup, ("which_child", key), None))
+    return result
+
+
+async def get_childspec(sup: Pid | str, key: Any) -> ChildSpec:
+    """A child's spec, by id (by pid under simple_one_for_one: the
+    template), with its default shutdown filled in;
+    SupervisorError(``'not_found'``) if there is none."""
+    result: ChildSpec = _ok(await gen.call(sup, ("get_childspec", key), None))
+    return result
+
+
+async def get_callback_module(sup: Pid | str) -> type[Supervisor]:
+    """The supervisor's Supervisor subclass, as of its current code."""
+    result: type[Supervisor] = _ok(await gen.call(sup, ("get_callback_module",), None))
     return result
 
 

@@ -300,20 +300,27 @@ def test_significant_child_and_auto_shutdown():
 
 
 def test_check_childspecs_reports_problems():
-    assert supervisor.check_childspecs([ChildSpec("a", (start_worker, ()))]) is None
-    assert supervisor.check_childspecs(
-        [ChildSpec("a", (start_worker, ())), ChildSpec("a", (start_worker, ()))]) == \
-        "duplicate child id 'a'"
-    assert supervisor.check_childspecs(["a"]) == "expected a ChildSpec, not 'a'"
+    # OTP's reasons, as tuples that read as English (item 13 of issue 13).
+    def check(*args):
+        reason = supervisor.check_childspecs(*args)
+        return reason if reason is None else (reason, str(reason))
+
+    assert check([ChildSpec("a", (start_worker, ()))]) is None
+    assert check([ChildSpec("a", (start_worker, ())), ChildSpec("a", (start_worker, ()))]) == (
+        ("duplicate_child_name", "a"), "duplicate child id 'a'")
+    assert check(["a"]) == (("invalid_child_spec", "a"), "expected a ChildSpec, not 'a'")
+    assert check("a")[0] == ("badarg", "a")          # erl: {error, {badarg, _}}
     significant = ChildSpec("a", (start_worker, ()), restart="transient", significant=True)
-    assert supervisor.check_childspecs([significant]) == \
-        "child 'a' is significant but auto_shutdown is 'never'"
-    assert supervisor.check_childspecs([significant], "any_significant") is None
+    assert check([significant]) == (
+        ("bad_combination", (("auto_shutdown", "never"), ("significant", True))),
+        "child 'a' is significant but auto_shutdown is 'never'")
+    assert check([significant], "any_significant") is None
     # A spec checks itself when made; one that came in a message was
     # unpickled without that, so check_childspecs checks again.
     bad = ChildSpec("a", (start_worker, ()))
     object.__setattr__(bad, "restart", "sometimes")
-    assert supervisor.check_childspecs([bad]) == (
+    assert check([bad]) == (
+        ("invalid_restart_type", "sometimes"),
         "ChildSpec 'a': restart must be 'permanent', 'transient' or 'temporary', "
         "not 'sometimes'")
 
@@ -408,11 +415,14 @@ def test_a_supervisor_checks_what_came_unpickled_and_refuses_it_cleanly():
         return refused.value.reason, exc.value.reason
 
     start_reason, child_reason = run(main)
-    assert start_reason == ("supervisor_data", "SupFlags: strategy must be 'one_for_one', "
-                            "'one_for_all', 'rest_for_one' or 'simple_one_for_one', "
-                            "not 'one_for_everyone'")
-    assert child_reason == ("ChildSpec 'w': restart must be 'permanent', 'transient' or "
-                            "'temporary', not 'sometimes'")
+    # OTP's reasons, which read as English (item 13 of issue 13).
+    assert start_reason == ("supervisor_data", ("invalid_strategy", "one_for_everyone"))
+    assert str(start_reason) == (
+        "Sup.init returned bad supervisor data: SupFlags: strategy must be 'one_for_one', "
+        "'one_for_all', 'rest_for_one' or 'simple_one_for_one', not 'one_for_everyone'")
+    assert child_reason == ("invalid_restart_type", "sometimes")
+    assert str(child_reason) == ("ChildSpec 'w': restart must be 'permanent', 'transient' or "
+                                 "'temporary', not 'sometimes'")
 
 
 class Branch(Supervisor):

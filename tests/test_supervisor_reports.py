@@ -21,6 +21,11 @@ SHUTDOWN_X = ("shutdown", "x")
 REASONS = ["normal", "shutdown", SHUTDOWN_X, BOOM, "killed"]
 
 
+async def oldest_first(sup):
+    """which_children in start order (OTP lists them newest first)."""
+    return list(reversed(await supervisor.which_children(sup)))
+
+
 def clean(reason):
     """'normal', 'shutdown' or ('shutdown', _): OTP's ends that are not failures."""
     return reason in ("normal", "shutdown") or (
@@ -78,7 +83,7 @@ async def start_sup(strategy, specs):
 
 
 async def child(sup, ident):
-    return dict((i, pid) for i, pid, _, _ in await supervisor.which_children(sup))[ident]
+    return dict((i, pid) for i, pid, _, _ in await oldest_first(sup))[ident]
 
 
 async def end(pid, reason):
@@ -111,7 +116,7 @@ def test_a_child_that_ends_is_reported_by_its_restart_type_and_reason(restart, r
         sup = await start_sup("one_for_one", [worker("c", restart)])
         before = await child(sup, "c")
         await end(before, reason)
-        return before, await supervisor.which_children(sup)
+        return before, await oldest_first(sup)
 
     before, children = run(main)
     reported = EXITS[restart, reason]
@@ -168,7 +173,7 @@ def test_a_sibling_that_died_with_its_exit_queued_is_reported_with_its_own_reaso
         await end(a, BOOM)
         await end(b, reason)
         await sys.resume(sup)
-        return a, b, await supervisor.which_children(sup)
+        return a, b, await oldest_first(sup)
 
     a, b, children = run(main)
     expected = [("child_terminated", BOOM, "a")]
@@ -250,7 +255,7 @@ def test_a_child_that_unlinked_itself_and_died_is_reported_noproc_without_waitin
         send(pid, "go")
         await receive(Down(ref, ANY, ANY), timeout=T)
         await supervisor.terminate_child(sup, "n")
-        return await supervisor.which_children(sup)
+        return await oldest_first(sup)
 
     assert run(main) == [("n", None, "worker", (__name__,))]
     assert reports == [("shutdown_error", "noproc", "n")]
@@ -297,7 +302,7 @@ def test_an_exit_still_on_its_way_after_a_noproc_down_is_waited_for(reports, mon
         await supervisor.terminate_child(sup, "s")
         monkeypatch.setattr(supervisor, "monitor", real_monitor)
         monkeypatch.setattr(supervisor, "process_info", real_info)
-        return (otpvm.is_alive(child_pid[0]), await supervisor.which_children(sup),
+        return (otpvm.is_alive(child_pid[0]), await oldest_first(sup),
                 otpvm.process_info(sup)["message_queue_len"])
 
     alive, children, queued = run(main)
@@ -476,7 +481,7 @@ class Model:
 
 
 async def actual_view(sup):
-    return [(ident, pid is not None) for ident, pid, _, _ in await supervisor.which_children(sup)]
+    return [(ident, pid is not None) for ident, pid, _, _ in await oldest_first(sup)]
 
 
 async def killer(m, middle, rounds, seed, parent):
@@ -484,12 +489,12 @@ async def killer(m, middle, rounds, seed, parent):
     model = Model(*middle_specs(m))
     expected, kills = [], 0
     for _ in range(rounds):
-        leaves = {ident: pid for ident, pid, kind, _ in await supervisor.which_children(middle)
+        leaves = {ident: pid for ident, pid, kind, _ in await oldest_first(middle)
                   if kind == "supervisor"}
         target = rng.choice([None, *sorted(leaves)])
         sup, sup_model = ((middle, model) if target is None
                           else (leaves[target], model.entry(target)[2]))
-        children = await supervisor.which_children(sup)
+        children = await oldest_first(sup)
         assert [(i, p is not None) for i, p, _, _ in children] == sup_model.view()
         alive = [(i, p) for i, p, kind, _ in children if kind == "worker" and p is not None]
         chosen = rng.sample(alive, min(len(alive), rng.choice([1, 1, 2, 3])))
@@ -498,7 +503,7 @@ async def killer(m, middle, rounds, seed, parent):
         for (_, pid), (_, reason) in zip(chosen, victims, strict=True):
             await end(pid, reason)
         await sys.resume(sup)
-        await supervisor.which_children(sup)       # every Exit of the round handled
+        await oldest_first(sup)       # every Exit of the round handled
         expected += sup_model.round(victims)
         kills += len(victims)
     send(parent, ("done", m, expected, kills, model))
@@ -511,7 +516,7 @@ async def check_tree(sup, model):
     assert counts == {"specs": len(model.children), "active": sum(c[1] for c in model.children),
                       "supervisors": sum(c[0][1] == "supervisor" for c in model.children),
                       "workers": sum(c[0][1] == "worker" for c in model.children)}
-    children = await supervisor.which_children(sup)
+    children = await oldest_first(sup)
     for (ident, pid, kind, _), entry in zip(children, model.children, strict=True):
         if kind == "supervisor":
             await check_tree(pid, entry[2])
@@ -526,7 +531,7 @@ async def start_storm(killer_fn, count, seed):
     root = await supervisor.start_link(TreeSup, ("one_for_one", [
         (f"m{m}", "supervisor", "permanent", "infinity", middle_specs(m))
         for m in range(4)]))
-    middles = [pid for _, pid, _, _ in await supervisor.which_children(root)]
+    middles = [pid for _, pid, _, _ in await oldest_first(root)]
     me = otpvm.self()
     for m, middle in enumerate(middles):
         otpvm.spawn_link(killer_fn, m, middle, count, seed, me)
@@ -544,7 +549,7 @@ def test_kill_storm_reports_exactly_what_otp_rules_predict(schedulers, seed, rep
         for _, m, _, _, model in sorted(done, key=lambda d: d[1]):
             await check_tree(middles[m], model)
         assert await actual_view(root) == [(f"m{m}", True) for m in range(4)]
-        assert middles == [pid for _, pid, _, _ in await supervisor.which_children(root)]
+        assert middles == [pid for _, pid, _, _ in await oldest_first(root)]
         return {m: (expected, kills) for _, m, expected, kills, _ in done}
 
     results = run(main, schedulers)
@@ -595,7 +600,7 @@ def all_specs(specs):
 
 async def live_workers(sup):
     found = []
-    for ident, pid, kind, _ in await supervisor.which_children(sup):
+    for ident, pid, kind, _ in await oldest_first(sup):
         if kind == "supervisor":
             found += await live_workers(pid)
         elif pid is not None:
@@ -630,7 +635,7 @@ async def free_killer(m, middle, kills, seed, parent):
 async def check_whole(sup, specs):
     """Every permanent child there and alive, every transient one there, a
     temporary one alive if there, and every live worker answering."""
-    children = await supervisor.which_children(sup)
+    children = await oldest_first(sup)
     by_id = {ident: (pid, kind) for ident, pid, kind, _ in children}
     for ident, kind, restart, _, sub in specs:
         if restart != "temporary":
@@ -655,7 +660,7 @@ def test_free_running_kill_storm_reports_every_death_once(schedulers, seed, repo
         done = [await receive(("done", ANY, ANY), timeout=60) for _ in middles]
         for m, middle in enumerate(middles):
             await check_whole(middle, middle_specs(m)[1])
-        assert middles == [pid for _, pid, _, _ in await supervisor.which_children(root)]
+        assert middles == [pid for _, pid, _, _ in await oldest_first(root)]
         return [r for _, _, took in done for r in took]
 
     took = run(main, schedulers)
