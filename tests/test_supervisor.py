@@ -536,3 +536,345 @@ def test_simple_one_for_one_administration():
     errors, by_pid, alive = run(main)
     assert errors == ["simple_one_for_one"] * 3
     assert by_pid == "not_found" and alive
+
+
+# -- issue 13: OTP fidelity ---------------------------------------------------
+
+
+class StartGate(GenServer):
+    """Decides each start of a flaky child, like OTP's supervisor_deadlock
+    test module with its ets flag: answers 'ok' or 'fail' by its mode, or in
+    mode 'hold' keeps the start waiting until released; tells the watcher of
+    each attempt: ('attempt', n)."""
+
+    def init(self, watcher):
+        return Ok({"mode": "ok", "attempts": 0, "watcher": watcher, "held": None})
+
+    def handle_call(self, request, from_, state):
+        if request == "start?":
+            state["attempts"] += 1
+            send(state["watcher"], ("attempt", state["attempts"]))
+            if state["mode"] == "hold":
+                state["held"] = from_
+                return NoReply(state)
+            return Reply(state["mode"], state)
+        if request[0] == "mode":
+            state["mode"] = request[1]
+            return Reply(state["attempts"], state)
+        if request[0] == "release":
+            gen_server.reply(state["held"], request[1])
+            return Reply(state["attempts"], state)
+        return Reply(state["attempts"], state)
+
+
+async def idle_body():
+    await receive("stop")
+
+
+async def gated_start():
+    if await gen_server.call("gate", "start?", 5) == "fail":
+        raise otpvm.gen.StartError("refused")
+    return otpvm.spawn_link(idle_body)
+
+
+async def start_gate(mode="ok"):
+    await gen_server.start_link(StartGate, otpvm.self(), name="gate")
+    await gen_server.call("gate", ("mode", mode))
+
+
+async def gate(*request):
+    return await gen_server.call("gate", request or ("count",))
+
+
+def gated(ident="a", **kw):
+    return ChildSpec(ident, (gated_start, ()), shutdown="brutal_kill", **kw)
+
+
+@pytest.mark.parametrize("schedulers", [1, 4])
+def test_a_failing_restart_is_retried_through_messages_and_calls_are_answered(schedulers):
+    """OTP-9549 (supervisor_SUITE:hanging_restart_loop): the supervisor
+    answers while a restart keeps failing; the child shows as restarting,
+    restart_child and delete_child answer 'restarting', terminate_child
+    ends the loop."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        await start_gate()
+        sup = await start_sup(SupFlags("one_for_one", 1000, 10), [gated()])
+        first = (await supervisor.which_children(sup))[0][1]
+        await receive(("attempt", 1))
+        await gate("mode", "fail")
+        otpvm.exit(first, "kill")
+        await receive(("attempt", 3), timeout=5)        # the loop is running
+        children = await supervisor.which_children(sup)
+        counts = await supervisor.count_children(sup)
+        refused = []
+        for call in (supervisor.restart_child, supervisor.delete_child):
+            with pytest.raises(SupervisorError) as exc:
+                await call(sup, "a")
+            refused.append(exc.value.reason)
+        with pytest.raises(SupervisorError) as present:
+            await supervisor.start_child(sup, gated())
+        await supervisor.terminate_child(sup, "a")
+        await supervisor.which_children(sup)    # a try-again queued before is handled
+        attempts = await gate()
+        after = await supervisor.which_children(sup)
+        assert await gate() == attempts          # no more attempts: the loop ended
+        await gate("mode", "ok")
+        pid = await supervisor.restart_child(sup, "a")
+        return children, counts, refused, present.value.reason, after, isinstance(pid, otpvm.Pid)
+
+    children, counts, refused, present, after, restarted = run(main, schedulers=schedulers)
+    assert children == [("a", "restarting", "worker", (__name__,))]
+    assert counts == {"specs": 1, "active": 0, "supervisors": 0, "workers": 1}
+    assert refused == ["restarting", "restarting"]
+    assert present == "already_present"
+    assert after == [("a", None, "worker", (__name__,))]
+    assert restarted
+
+
+@pytest.mark.parametrize("strategy", ["one_for_one", "simple_one_for_one"])
+def test_a_shutdown_ends_a_restart_loop(strategy):
+    """The supervisor's shutdown is handled between two tries: the second
+    try, held until the shutdown is queued, is the last one."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        await start_gate()
+        sup = await start_sup(SupFlags(strategy, 1000, 10), [gated()])
+        if strategy == "simple_one_for_one":
+            await supervisor.start_child(sup, ())
+        first = (await supervisor.which_children(sup))[0][1]
+        await receive(("attempt", 1))
+        await gate("mode", "fail")
+        otpvm.exit(first, "kill")
+        await receive(("attempt", 2), timeout=5)
+        await gate("mode", "hold")
+        await receive(("attempt", 3), timeout=5)           # the first retry, held
+        ref = otpvm.monitor(sup)
+        otpvm.exit(sup, "shutdown")
+        await gate("release", "fail")
+        down = await receive(Down(ref, ANY, ANY), timeout=5)
+        return down.reason, await gate()
+
+    reason, attempts = run(main)
+    assert (reason, attempts) == ("shutdown", 3)
+
+
+def test_each_failed_try_counts_against_the_restart_intensity(caplog):
+    """As OTP's restart/2: every try, the first and each retry, is one
+    restart; past the intensity the supervisor gives up."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        await start_gate()
+        sup = await start_sup(SupFlags("one_for_one", 3, 60), [gated()])
+        first = (await supervisor.which_children(sup))[0][1]
+        await receive(("attempt", 1))
+        await gate("mode", "fail")
+        ref = otpvm.monitor(sup)
+        otpvm.exit(first, "kill")
+        down = await receive(Down(ref, ANY, ANY), timeout=5)
+        return down.reason, await gate() - 1
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        reason, tries = run(main)
+    assert (reason, tries) == ("shutdown", 3)
+    contexts = [r.getMessage().split("context ")[1].split(",")[0] for r in caplog.records
+                if "supervisor report" in r.getMessage()]
+    assert contexts == ["child_terminated", "start_error", "start_error", "start_error",
+                        "shutdown"]
+
+
+@pytest.mark.parametrize("strategy, restarted_again", [
+    ("one_for_all", ["a", "b"]),       # OTP: child1 shut down, both started again
+    ("rest_for_one", ["b"]),           # OTP: only the child that failed, and after it
+])
+def test_a_sibling_failing_to_restart_is_retried_by_the_strategy(strategy, restarted_again):
+    """supervisor_SUITE's one_for_all/rest_for_one_other_child_fails_restart."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        await start_gate()
+        sup = await start_sup(SupFlags(strategy, 10, 60), [spec("a", me), gated("b")])
+        await started("a")
+        await receive(("attempt", 1))
+        a1 = pids_by_id(await supervisor.which_children(sup))["a"]
+        await gate("mode", "fail")
+        otpvm.exit(a1, "kill")
+        _, a2 = await started("a")                  # a restarted, b refuses...
+        await receive(("attempt", 2), timeout=5)
+        ref = otpvm.monitor(a2)
+        await gate("mode", "ok")                    # ...and is retried
+        await receive(("attempt", 3), timeout=5)
+        children = await supervisor.which_children(sup)
+        again = []
+        if "a" in restarted_again:
+            await receive(Down(ref, ANY, "shutdown"), timeout=5)
+            again.append((await started("a"))[0])
+        again.append("b")
+        a_now = pids_by_id(children)["a"]
+        return again, a_now == a2, all(isinstance(p, otpvm.Pid) for _, p, _, _ in children)
+
+    again, a_kept, all_running = run(main)
+    assert again == restarted_again
+    assert a_kept is (restarted_again == ["b"])
+    assert all_running
+
+
+def test_simple_one_for_one_children_get_their_shutdown_together():
+    """Item 5 (OTP's terminate_dynamic_children): every child is told at
+    once; each here waits for all the others to be told before ending."""
+    async def patient(watcher):
+        otpvm.process_flag("trap_exit", True)
+        await receive(otpvm.Exit(ANY, "shutdown"))
+        send(watcher, ("told", otpvm.self()))
+        await receive("go")
+
+    async def start_patient(watcher):
+        return otpvm.spawn_link(patient, watcher)
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        sup = await start_sup(SupFlags("simple_one_for_one", 5, 10),
+                              [ChildSpec("p", (start_patient, (me,)), shutdown=10)])
+        pids = {await supervisor.start_child(sup, ()) for _ in range(10)}
+        ref = otpvm.monitor(sup)
+        otpvm.exit(sup, "shutdown")
+        told = {(await receive(("told", ANY), timeout=5))[1] for _ in range(10)}
+        for pid in told:
+            send(pid, "go")
+        down = await receive(Down(ref, ANY, ANY), timeout=5)
+        return told == pids, down.reason
+
+    assert run(main) == (True, "shutdown")
+
+
+def test_start_child_refuses_a_significant_child_where_auto_shutdown_is_never():
+    """Item 7: as OTP, at start_child as at start."""
+    async def main():
+        sup = await start_sup(SupFlags(), [])
+        with pytest.raises(SupervisorError) as exc:
+            await supervisor.start_child(sup, gated(restart="transient", significant=True))
+        return exc.value.reason, await supervisor.which_children(sup)
+
+    reason, children = run(main)
+    # erl: {error,{bad_combination,[{auto_shutdown,never},{significant,true}]}}
+    assert reason == ("bad_combination", (("auto_shutdown", "never"), ("significant", True)))
+    assert str(reason) == "child 'a' is significant but auto_shutdown is 'never'"
+    assert children == []
+
+
+def test_which_children_lists_newest_first_and_which_child_finds_one():
+    """Item 10: OTP lists children newest first; which_child (OTP 27)."""
+    async def main():
+        me = otpvm.self()
+        sup = await start_sup(SupFlags(), [spec("a", me), spec("b", me)])
+        c = await supervisor.start_child(sup, spec("c", me))
+        listed = [i for i, _, _, _ in await supervisor.which_children(sup)]
+        one = await supervisor.which_child(sup, "c")
+        with pytest.raises(SupervisorError) as missing:
+            await supervisor.which_child(sup, "x")
+        return listed, one == ("c", c, "worker", (__name__,)), missing.value.reason
+
+    assert run(main) == (["c", "b", "a"], True, "not_found")
+
+
+def test_supervisor_start_errors_are_otps_reasons_and_read_as_english():
+    """Item 13: {start_spec, R}, {bad_start_spec, Specs}, {supervisor_data, R}."""
+    a = ChildSpec("a", (start_worker, ()))
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        reasons = []
+        for flags, specs in [(SupFlags(), [a, a]), (SupFlags("simple_one_for_one"), []),
+                             (SupFlags(), ["child4"]), (("one_for_one", 2), [])]:
+            with pytest.raises(otpvm.gen.StartError) as exc:
+                await start_sup(flags, specs)
+            reasons.append((exc.value.reason, str(exc.value)))
+        return reasons
+
+    assert run(main) == [
+        (("start_spec", ("duplicate_child_name", "a")),
+         "Sup.init returned bad supervisor data: duplicate child id 'a'"),
+        (("bad_start_spec", []),
+         "Sup.init returned bad supervisor data: simple_one_for_one needs exactly one "
+         "child spec (the template), not 0"),
+        (("start_spec", ("invalid_child_spec", "child4")),
+         "Sup.init returned bad supervisor data: expected a ChildSpec, not 'child4'"),
+        (("supervisor_data", ("invalid_type", ("one_for_one", 2))),
+         "Sup.init returned bad supervisor data: expected a SupFlags, "
+         "not ('one_for_one', 2)"),
+    ]
+
+
+def test_bad_specs_and_flags_carry_otps_reason():
+    """Item 13: the ValueError/TypeError raised when one is made has .reason."""
+    def reason(make):
+        with pytest.raises((ValueError, TypeError)) as exc:
+            make()
+        return exc.value.reason
+
+    assert reason(lambda: ChildSpec("c", GOOD_START, restart="prmanent")) == (
+        "invalid_restart_type", "prmanent")
+    assert reason(lambda: ChildSpec("c", GOOD_START, shutdown=-10)) == ("invalid_shutdown", -10)
+    assert reason(lambda: ChildSpec("c", GOOD_START, type="wrker")) == (
+        "invalid_child_type", "wrker")
+    assert reason(lambda: ChildSpec("c", "mfa")) == ("invalid_mfa", "mfa")
+    assert reason(lambda: ChildSpec("c", GOOD_START, modules="dy")) == ("invalid_modules", "dy")
+    assert reason(lambda: ChildSpec("c", GOOD_START, significant="maybe")) == (
+        "invalid_significant", "maybe")
+    assert reason(lambda: SupFlags("none_for_one")) == ("invalid_strategy", "none_for_one")
+    assert reason(lambda: SupFlags(intensity=-1)) == ("invalid_intensity", -1)
+    assert reason(lambda: SupFlags(period=0)) == ("invalid_period", 0)
+    assert reason(lambda: SupFlags(auto_shutdown="sometimes")) == (
+        "invalid_auto_shutdown", "sometimes")
+
+
+@pytest.mark.parametrize("auto_shutdown", ["any_significant", "all_significant"])
+def test_simple_one_for_one_refuses_auto_shutdown(auto_shutdown):
+    """Item 14: OTP 27 refuses the combination (OTP 25 and 26 accepted it)."""
+    with pytest.raises(ValueError) as exc:
+        SupFlags("simple_one_for_one", auto_shutdown=auto_shutdown)
+    assert exc.value.reason == ("bad_combination", (
+        ("auto_shutdown", auto_shutdown), ("strategy", "simple_one_for_one")))
+    assert "cannot shut itself down automatically" in str(exc.value)
+    unpickled = SupFlags("simple_one_for_one")
+    object.__setattr__(unpickled, "auto_shutdown", auto_shutdown)
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        with pytest.raises(otpvm.gen.StartError) as refused:
+            await start_sup(unpickled, [ChildSpec("c", GOOD_START)])
+        return refused.value.reason
+
+    assert run(main) == ("supervisor_data", exc.value.reason)
+
+
+def test_start_info_childspec_and_callback_module():
+    """A start function may return (pid, info), OTP's {ok, Pid, Info}:
+    start_child and restart_child answer it; get_childspec and
+    get_callback_module as in OTP."""
+    async def start_with_info(tag):
+        return otpvm.spawn_link(idle_body), ("info", tag)
+
+    async def main():
+        sup = await start_sup(SupFlags(), [])
+        started_info = await supervisor.start_child(
+            sup, ChildSpec("i", (start_with_info, (1,))))
+        await supervisor.terminate_child(sup, "i")
+        restarted_info = await supervisor.restart_child(sup, "i")
+        spec_ = await supervisor.get_childspec(sup, "i")
+        with pytest.raises(SupervisorError) as missing:
+            await supervisor.get_childspec(sup, "x")
+        simple = await start_sup(SupFlags("simple_one_for_one"),
+                                 [ChildSpec("t", (start_with_info, ()), type="supervisor")])
+        pid, info = await supervisor.start_child(simple, (2,))
+        template = await supervisor.get_childspec(simple, pid)
+        return (started_info, restarted_info, spec_.shutdown, missing.value.reason, info,
+                template.shutdown, await supervisor.get_callback_module(sup))
+
+    started_info, restarted_info, shutdown, missing, info, template_shutdown, module = run(main)
+    assert started_info[1] == restarted_info[1] == ("info", 1)
+    assert started_info[0] != restarted_info[0]
+    assert (shutdown, missing, info, template_shutdown) == (5.0, "not_found", ("info", 2),
+                                                            "infinity")
+    assert module is Sup
