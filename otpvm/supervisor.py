@@ -482,7 +482,11 @@ class _SupervisorServer(GenServer):
             if strategy == "simple_one_for_one" and child not in state.children:
                 state.children.append(child)
             child.restarting = False
-            return child if _start_failed(state, child, await _start(child)) else None
+            if _start_failed(state, child, await _start(child)):
+                return child
+            if child.pid is None and strategy == "simple_one_for_one":
+                state.children.remove(child)    # its restart returned Ignore: gone (OTP)
+            return None
         position = state.children.index(child)
         group = state.children if strategy == "one_for_all" else state.children[position:]
         await _terminate_children(state, reversed([c for c in group if c is not child]))
@@ -520,7 +524,11 @@ class _SupervisorServer(GenServer):
         if child.pid is not None or (state.template is None
                                      and child.spec.restart != "temporary"):
             state.children.append(child)
-        return Reply(("ok", _started(child)), state)
+        reply = Reply(("ok", _started(child)), state)
+        if child.spec.restart == "temporary":
+            # Never restarted: its start args (often large) are not kept (OTP's save_child).
+            child.args, child.info = (), _NO_INFO
+        return reply
 
     async def _call_terminate_child(self, state: _State, key: Any) -> Any:
         if state.template is not None and not isinstance(key, Pid):
@@ -773,8 +781,9 @@ def _check_init(cls: type, result: Any) -> tuple[SupFlags, list[ChildSpec]]:
                                    f"{who}.init returned bad supervisor data: {error}"))
     if flags.strategy == "simple_one_for_one" and len(specs) != 1:
         raise _BadInit(who, Reason(("bad_start_spec", specs),
-                                   f"{who}.init returned bad supervisor data: simple_one_for_one "
-                                   f"needs exactly one child spec (the template), not {len(specs)}"))
+                                   f"{who}.init returned bad supervisor data: "
+                                   "simple_one_for_one needs exactly one child spec "
+                                   f"(the template), not {len(specs)}"))
     error = check_childspecs(specs, flags.auto_shutdown)
     if error is not None:
         raise _BadInit(who, Reason(("start_spec", tuple(error)),
