@@ -27,6 +27,25 @@ function may also be named ``"pkg.mod:name"``.  ``sys.change_code`` on a
 suspended supervisor runs ``init`` of the current version of its class
 again and merges the specs by id, keeping the children running (see
 ``_SupervisorServer.code_change``).
+
+A restart that fails is tried again through a message the supervisor sends
+itself (OTP's ``try_again_restart``), so that it answers calls and its own
+shutdown in between: meanwhile ``which_children`` shows the child's pid as
+``RESTARTING``, ``restart_child`` and ``delete_child`` answer
+``'restarting'``, ``terminate_child`` ends the retries, and every try counts
+against the restart intensity.  A start function may return ``(pid,
+info)`` (OTP's ``{ok, Pid, Info}``); start_child and restart_child then
+answer that pair.  Refusals carry OTP's reasons as ``Reason`` tuples that
+read as English.
+
+Deliberate differences from OTP: a start function failing under
+``start_child`` of a static child is ``SupervisorError(reason)`` (OTP adds
+its internal child record: ``{error, {Reason, Child}}``);
+``get_callback_module`` answers the Supervisor subclass; simple_one_for_one
+children are listed in start order (OTP: its pid map's order, which is pid
+order up to 32 children); a bad SupFlags or ChildSpec is refused when it is
+made (a ValueError or TypeError carrying OTP's reason), and a spec cannot
+lack its id or start (OTP's ``missing_id``/``missing_start``).
 """
 
 from __future__ import annotations
