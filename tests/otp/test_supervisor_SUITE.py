@@ -2011,15 +2011,17 @@ def test_hanging_restart_loop_simple(run):
 # -- code change -----------------------------------------------------------------------
 
 
-def _code_change(simple):
+def _code_change(simple, mk=child):
+    """mk(ident, shutdown=...): OTP's tuple specs (every field given, as
+    ``child``) or map specs (defaults, as ``mchild``)."""
     async def main():
         otpvm.process_flag("trap_exit", True)
         out = []
         if simple:
             f = flags("simple_one_for_one", 0, 1)
-            sup = await start_link((f, [child("child1", shutdown="brutal_kill")]))
-            out.append(await fake_upgrade(sup, (f, [child("child1")])))
-            for specs in ([child("child1"), child("child2")], []):
+            sup = await start_link((f, [mk("child1", shutdown="brutal_kill")]))
+            out.append(await fake_upgrade(sup, (f, [mk("child1", shutdown=1)])))
+            for specs in ([mk("child1"), mk("child2")], []):
                 failed = await fake_upgrade(sup, (f, specs))
                 out.append((isinstance(failed, ValueError), failed.reason[0]))
             out.append(await stop_sup(sup))
@@ -2032,13 +2034,13 @@ def _code_change(simple):
         out.append(s1 != await otp_sys.get_state(sup))
         failed = await fake_upgrade(sup, (f, ["faulty_child"]))
         out.append(failed.reason)
-        c1, c2 = child("child1", shutdown=2), child("child2", shutdown="brutal_kill")
+        c1, c2 = mk("child1", shutdown=2), mk("child2", shutdown="brutal_kill")
         out.append(await fake_upgrade(sup, (f, [c1, c2])))
         await supervisor.restart_child(sup, "child1")
         await supervisor.restart_child(sup, "child2")
         out.append([i for i, _, _, _ in await supervisor.which_children(sup)])
         out.append((await supervisor.get_childspec(sup, "child1")).shutdown)
-        c11, c3 = child("child1", shutdown=1), child("child3", shutdown="brutal_kill")
+        c11, c3 = mk("child1", shutdown=1), mk("child3")
         out.append(await fake_upgrade(sup, (f, [c11, c3])))
         out.append([i for i, _, _, _ in await supervisor.which_children(sup)])
         out.append((await supervisor.get_childspec(sup, "child1")).shutdown)
@@ -2069,7 +2071,7 @@ def test_code_change(run):
 
 def test_code_change_map(run):
     """The same with default fields (OTP's map specs)."""
-    assert run(_code_change(False)) == CODE_CHANGE
+    assert run(_code_change(False, mchild)) == CODE_CHANGE
 
 
 SIMPLE_CODE_CHANGE = ["ok", (True, "bad_start_spec"), (True, "bad_start_spec"), "shutdown"]
@@ -2082,7 +2084,7 @@ def test_code_change_simple(run):
 
 def test_code_change_simple_map(run):
     """The same with default fields (OTP's map specs)."""
-    assert run(_code_change(True)) == SIMPLE_CODE_CHANGE
+    assert run(_code_change(True, mchild)) == SIMPLE_CODE_CHANGE
 
 
 def test_order_of_children(run):
