@@ -325,7 +325,7 @@ class _Installed:
 class _Manager(_sys.CodeChanging):
     """The event manager: a callback process whose state is its handlers."""
 
-    def __init__(self, name: str | None, parent: Pid | None) -> None:
+    def __init__(self, name: Any, parent: Pid | None) -> None:
         self.name = name
         self.parent = parent
         self.handlers: list[_Installed] = []    # newest first, as in OTP
@@ -335,15 +335,29 @@ class _Manager(_sys.CodeChanging):
         # change_code's undo, until commit/abort/resume: (handler, id, snapshot)
         self.undo: list[tuple[_Installed, Any, _sys.CodeUndo]] | None = None
 
-    def start(self) -> None:
+    def start(self) -> Any:
         process_flag("trap_exit", True)
         assert self.starter is not None
-        if self.name is not None:
+        if isinstance(self.name, str):
             try:
                 register(self.name, _me())
             except NameRegistrationError:
                 gen.ack(self.starter, ("already_started", whereis(self.name)))
                 exit("normal")
+        elif self.name is not None:
+            return self._start_via(self.name)
+        gen.ack(self.starter)
+        return None
+
+    async def _start_via(self, name: Any) -> None:
+        """Registers a ``registry.via`` name (OTP's {via, Module, Name})."""
+        from otpvm import registry  # registry needs gen_server: imported late
+        assert self.starter is not None
+        try:
+            await registry.register(name.registry, name.key)
+        except registry.AlreadyRegisteredError as exc:
+            gen.ack(self.starter, ("already_started", exc.pid))
+            exit("normal")
         gen.ack(self.starter)
 
     def handle_message(self, msg: Any) -> Any:
@@ -763,7 +777,7 @@ def _tell_owner(owner: Pid | None, handler: Any, reason: Any) -> None:
         send(owner, GenEventExit(handler, RuntimeError(repr(reason))))
 
 
-def _report(h: _Installed, reason: Any, last_in: Any, name: str | None,
+def _report(h: _Installed, reason: Any, last_in: Any, name: Any,
             exc: BaseException | None = None) -> None:
     """The error report of a crashed handler (OTP's gen_event terminate
     report), through the handler's format_status."""
@@ -772,12 +786,12 @@ def _report(h: _Installed, reason: Any, last_in: Any, name: str | None,
                 status.get("state"), name, exc)
 
 
-def _report_failed_swap(handler: Any, reason: Any, name: str | None) -> None:
+def _report_failed_swap(handler: Any, reason: Any, name: Any) -> None:
     """A swap whose new handler's init refused: reported as OTP does."""
     _log_report(handler, reason, None, None, name, None)
 
 
-def _log_report(handler: Any, reason: Any, last_in: Any, state: Any, name: str | None,
+def _log_report(handler: Any, reason: Any, last_in: Any, state: Any, name: Any,
                 exc: BaseException | None) -> None:
     where = repr(name) if name is not None else repr(_me())
     text = f"{type(reason).__qualname__}: {reason}" if isinstance(reason, BaseException) \
@@ -816,28 +830,36 @@ def _same_id(a: Any, b: Any) -> bool:
 # -- the API ----------------------------------------------------------------------
 
 
-async def start(name: str | None = None, *, timeout: float | None = None) -> Pid:
-    """Starts an event manager with no handlers (registered as ``name``).
+async def start(name: Any = None, *, timeout: float | None = None) -> Pid:
+    """Starts an event manager with no handlers, registered as ``name``: a
+    str, or a ``registry.via(reg, key)`` name (OTP's ``{via, Module, Name}``).
 
     Raises ``StartError(('already_started', pid))`` if the name is taken.
     """
-    pid: Pid = await gen.start(_Manager(name, None), link=False, timeout=timeout)
+    pid: Pid = await gen.start(_Manager(_check_name(name), None), link=False, timeout=timeout)
     return pid
 
 
-async def start_link(name: str | None = None, *, timeout: float | None = None) -> Pid:
+async def start_link(name: Any = None, *, timeout: float | None = None) -> Pid:
     """Like start, and links the manager to the caller, its parent: an exit
     signal from the parent stops the manager (handlers get ``'stop'``)."""
-    pid: Pid = await gen.start(_Manager(name, _me()), link=True, timeout=timeout)
+    pid: Pid = await gen.start(_Manager(_check_name(name), _me()), link=True, timeout=timeout)
     return pid
 
 
-async def start_monitor(name: str | None = None, *,
+async def start_monitor(name: Any = None, *,
                         timeout: float | None = None) -> tuple[Pid, Ref]:
     """Like start, and monitors the manager: returns ``(pid, ref)``."""
-    result: tuple[Pid, Ref] = await gen.start(_Manager(name, None), link=False,
+    result: tuple[Pid, Ref] = await gen.start(_Manager(_check_name(name), None), link=False,
                                               timeout=timeout, monitor_child=True)
     return result
+
+
+def _check_name(name: Any) -> Any:
+    from otpvm.registry import Via  # registry needs gen_server: imported late
+    if name is None or isinstance(name, (str, Via)):
+        return name
+    raise TypeError(f"an event manager's name is a str or a registry.via name, not {name!r}")
 
 
 async def _rpc(mgr: Pid | str, request: tuple[Any, ...], timeout: float | None = None) -> Any:

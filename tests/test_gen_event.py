@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import otpvm
-from otpvm import ANY, Down, Exit, gen, gen_event, receive, send
+from otpvm import ANY, Down, Exit, gen, gen_event, receive, registry, send
 from otpvm import sys as otp_sys
 from otpvm.gen_event import (
     BadReturn,
@@ -880,3 +880,22 @@ def test_get_status_and_crash_reports_go_through_format_status(run, caplog):
     report = [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()]
     assert len(report) == 1
     assert "handler state: 'hidden'" in report[0] and "secret" not in report[0]
+
+
+def test_a_manager_can_be_started_under_a_via_name(run):
+    async def main():
+        reg = await registry.start()
+        name = registry.via(reg, ("events", 1))
+        mgr = await gen_event.start(name)
+        await gen_event.add_handler(name, Counter, 0)
+        gen_event.notify(name, 2)
+        got = await gen_event.call(name, Counter, "get")
+        with pytest.raises(StartError) as taken:
+            await gen_event.start_link(name)
+        with pytest.raises(TypeError):
+            await gen_event.start(42)
+        await gen_event.stop(name)
+        return mgr, got, taken.value.reason, registry.whereis_name(reg, ("events", 1))
+
+    mgr, got, reason, after = run(main)
+    assert got == 2 and reason == ("already_started", mgr) and after is None

@@ -20,7 +20,7 @@ import logging
 import pytest
 
 import otpvm
-from otpvm import ANY, Exit, gen_event, receive, send
+from otpvm import ANY, Exit, gen_event, receive, registry, send
 from otpvm import sys as otp_sys
 from otpvm.gen_event import (
     BadReturn,
@@ -191,12 +191,13 @@ async def expect_error(coro):
 
 
 def test_start(run):
-    """Anonymous and named managers, linked or not; a taken name is
+    """Anonymous, local and via names, linked or not; a taken name is
     already_started; stop with a reason, and an exit from the parent.
-    OTP's {global, _} and {via, _, _} names are not translated: global names
-    need distribution, and otpvm starts a manager under a local name only."""
+    OTP's {global, _} names need distribution: those steps use a local name."""
     async def main():
         otpvm.process_flag("trap_exit", True)
+        reg = await registry.start()
+        via = registry.via(reg, "my_dummy_name")   # OTP: {via, dummy_via, my_dummy_name}
         pid0 = await gen_event.start()
         assert await gen_event.which_handlers(pid0) == []
         await gen_event.stop(pid0)
@@ -215,6 +216,17 @@ def test_start(run):
         assert await gen_event.which_handlers(pid3) == []
         await gen_event.stop("my_dummy_name")
 
+        # OTP does this part with a {global, _} name.
+        pid4 = await gen_event.start_link("my_dummy_name")
+        assert await gen_event.which_handlers("my_dummy_name") == []
+        assert await gen_event.which_handlers(pid4) == []
+        await gen_event.stop("my_dummy_name")
+
+        pid5 = await gen_event.start_link(via)
+        assert await gen_event.which_handlers(via) == []
+        assert await gen_event.which_handlers(pid5) == []
+        await gen_event.stop(via)
+
         first = await gen_event.start_link("my_dummy_name")
         taken = []
         for start in (gen_event.start_link, gen_event.start):
@@ -229,13 +241,18 @@ def test_start(run):
         await gen_event.stop("my_dummy_name", "shutdown", 10)
         await receive(Exit(pid6, "shutdown"), timeout=T)
 
-        # ... and this one with a {via, _, _} name.
-        pid7 = await gen_event.start_link("my_dummy_name")
+        pid7 = await gen_event.start_link(via)
+        taken = []
+        for start in (gen_event.start_link, gen_event.start):
+            with pytest.raises(StartError) as info:
+                await start(via)
+            taken.append(info.value.reason)
+        assert taken == [("already_started", pid7)] * 2
         otpvm.exit(pid7, "shutdown")
         await receive(Exit(pid7, "shutdown"), timeout=T)
-        return otpvm.whereis("my_dummy_name")
+        return otpvm.whereis("my_dummy_name"), otpvm.is_alive(pid7)
 
-    assert run(main) is None
+    assert run(main) == (None, False)
 
 
 def test_add_handler(run):
