@@ -21,7 +21,8 @@ handler keeps its own state, which its callbacks return, as OTP's do::
     assert await gen_event.call(mgr, Counter, "get") == 1
 
 A handler is named by its class, or by ``(cls, id)`` so that one class can be
-installed several times.  Everything follows OTP's gen_event (checked with
+installed several times.  A manager may be started under a str or a
+``registry.via`` name.  Everything follows OTP's gen_event (checked with
 ``erl``, OTP 25):
 
 * handlers added later see each event first (OTP keeps them newest first),
@@ -37,7 +38,26 @@ installed several times.  Everything follows OTP's gen_event (checked with
   with), and if the caller ends with reason R the handler is removed with
   ``terminate(Stop(R), state)``;
 * other exit signals, and any message that is not an event manager request,
-  go to every handler's ``handle_info``.
+  go to every handler's ``handle_info``;
+* a callback result of the wrong shape (from ``handle_call``, anything but
+  ``(reply, state)``, ``Reply``, ``RemoveHandler`` or ``SwapHandler``; from
+  ``handle_event``/``handle_info``, another callback's ``Reply`` or
+  ``Refuse``, any other value being the new state) is OTP's ``{error,
+  Value}``: the handler is removed with ``terminate(BadReturn(value),
+  state)`` and one error report, as for a crash;
+* ``sys.get_state`` gives the ``(handler_id, state)`` pairs, newest first,
+  and ``sys.replace_state(mgr, fn)`` runs ``fn`` on each pair: a handler for
+  which it raises (or returns another id) keeps its state, and nothing is
+  raised (OTP's ``system_replace_state``); ``sys.get_status`` shows each
+  state through the handler's ``format_status``, and ``sys`` debugging
+  (trace, log, statistics, install...) sees every message but system
+  requests as an ``('in', ...)`` event.
+
+Differences, deliberate: OTP hands a supervising owner and ``call`` the bare
+bad value, otpvm ``BadReturn(value)`` (a bare value could read as
+``'normal'``); OTP's ``{Module, Id, State}`` triples are ``(handler_id,
+state)`` pairs; an unlinked manager's ``get_status`` parent is None (OTP:
+the manager itself); there is no hibernation.
 
 Callbacks may be ``async def``: the manager then waits for them (handling no
 other request meanwhile, as in OTP, where a callback may block).
