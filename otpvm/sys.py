@@ -345,9 +345,10 @@ class Statistics(NamedTuple):
 
 async def statistics(dest: Pid | str, flag: bool | Literal["get"],
                      timeout: float | None = 5.0) -> Statistics | None:
-    """Turns the process's statistics on (``True``: from zero) or off
-    (``False``), returning None; ``'get'`` returns them (a ``Statistics``),
-    or None while they are off (OTP's ``no_statistics``)."""
+    """Turns the process's statistics on (``True``: counting from now; if
+    they are on already, they go on) or off (``False``), returning None;
+    ``'get'`` returns them (a ``Statistics``), or None while they are off
+    (OTP's ``no_statistics``)."""
     if flag is not True and flag is not False and flag != "get":
         raise ValueError(f"sys.statistics() needs True, False or 'get', not {flag!r}")
     request = ("statistics", flag)
@@ -378,8 +379,10 @@ async def install(dest: Pid | str, func: DebugFunc, func_state: Any = None, *,
     For every event the process reports (the events trace prints),
     ``func(func_state, event, name)`` runs in the process — ``name`` is its
     registered name, else its pid — and returns the next ``func_state``, or
-    ``sys.DONE`` to be removed.  Anything else it raises crashes the
-    process, as in OTP.  The function is known by ``id``, or by itself when
+    ``sys.DONE`` to be removed (raising ``sys.DONE`` does the same).  A
+    function that raises anything else is removed too, as in OTP, and the
+    process goes on (a warning is logged on ``otpvm.sys``).  The function
+    is known by ``id``, or by itself when
     no id is given; installing one already installed (same id, or same
     function) changes nothing.  The newest runs first.
     """
@@ -510,7 +513,8 @@ def _log_to_file_request(debug: Debug, path: Any) -> Any:
 
 def _statistics_request(debug: Debug, flag: Any) -> Any:
     if flag is True:
-        debug.stats = _Stats(datetime.now(), _reductions())
+        if debug.stats is None:         # OTP: turning them on again keeps the counts
+            debug.stats = _Stats(datetime.now(), _reductions())
     elif flag is False:
         debug.stats = None
     elif flag == "get":
@@ -571,8 +575,9 @@ def _name() -> Any:
 def handle_debug(debug: Debug | None, name: Hashable, event: Any) -> None:
     """Reports one event of process ``name``: traced, logged, written to
     the log file, counted and handed to the debug functions, as ``debug``
-    says (nothing when it is None).  An exception from a debug function
-    propagates, as in OTP (it crashes the process)."""
+    says (nothing when it is None).  A debug function that returns or
+    raises ``DONE``, or raises anything else, is removed (OTP's
+    handle_debug)."""
     if debug is None:
         return
     if debug.trace:
@@ -605,6 +610,10 @@ def _run_funcs(funcs: dict[Hashable, list[Any]], name: Hashable, event: Any) -> 
         try:
             new_state = entry[0](entry[1], event, name)
         except _Done:
+            new_state = DONE
+        except Exception as exc:
+            _log.warning("sys debug function %r of %s raised %r on %r; removed",
+                         key, name, exc, event)
             new_state = DONE
         if new_state is DONE:
             del funcs[key]

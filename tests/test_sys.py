@@ -384,16 +384,23 @@ def test_statistics_count_calls_casts_and_infos_in_and_replies_out():
         await gen_server.call(pid, "seen")
         await otp_sys.get_state(pid)                  # system requests do not count
         first = await otp_sys.statistics(pid, "get")
-        await otp_sys.statistics(pid, True)           # again: from zero
+        await otp_sys.statistics(pid, True)           # on already: they go on
+        gen_server.cast(pid, 2)
         second = await otp_sys.statistics(pid, "get")
         await otp_sys.statistics(pid, False)
-        return first, second, await otp_sys.statistics(pid, "get")
+        off = await otp_sys.statistics(pid, "get")
+        await otp_sys.statistics(pid, True)           # off, then on: from zero
+        third = await otp_sys.statistics(pid, "get")
+        return first, second, off, third
 
-    first, second, off = run(main)
+    first, second, off, third = run(main)
     assert (first.messages_in, first.messages_out) == (3, 1)
-    assert (second.messages_in, second.messages_out) == (0, 0)
+    # sys:statistics(P, true) twice: {messages_in,2},{messages_out,1} after a call and a cast
+    assert (second.messages_in, second.messages_out) == (4, 1)
+    assert second.start_time == first.start_time
     assert first.reductions > 0
     assert off is None
+    assert (third.messages_in, third.messages_out) == (0, 0)
 
 
 def test_a_debug_function_threads_its_state_and_is_removed_by_done():
@@ -428,21 +435,43 @@ def test_a_debug_function_threads_its_state_and_is_removed_by_done():
     assert run(main) == [("raised", "in"), ("casts", 1, True), ("casts", 2, True)]
 
 
-def test_a_crashing_debug_function_crashes_the_process_as_in_otp():
+def test_a_raising_debug_function_is_removed_and_the_process_goes_on(caplog):
+    """OTP's handle_debug catches _:_ and drops the function:
+
+        G = fun(_, _, _) -> error(boom) end, sys:install(P, {G, 0}),
+        gen_server:cast(P, d)   % P lives on; other functions still run
+    """
     async def main():
-        otpvm.process_flag("trap_exit", True)
         pid = await gen_server.start_link(Journal, None)
+        me = otpvm.self()
 
         def broken(state, event, name):
+            send(me, ("broken", event[0]))
             raise KeyError("broken")
 
+        def spy(state, event, name):
+            send(me, ("spy", event[0]))
+            return state
+
+        await otp_sys.install(pid, spy)
         await otp_sys.install(pid, broken)
         gen_server.cast(pid, 1)
-        exit_ = await otpvm.receive(otpvm.Exit(pid, ANY))
-        return exit_.reason
+        gen_server.cast(pid, 2)
+        await gen_server.call(pid, "seen")
+        await otp_sys.get_state(pid)        # the call's 'out' event comes after its reply
+        got = []
+        while True:
+            try:
+                got.append(await otpvm.receive(timeout=0))
+            except TimeoutError:
+                return got, otpvm.is_alive(pid)
 
-    reason = run(main)
-    assert isinstance(reason, KeyError)
+    with caplog.at_level(logging.WARNING, logger="otpvm.sys"):
+        got, alive = run(main)
+    assert alive
+    assert got == [("broken", "in"), ("spy", "in"), ("spy", "noreply"), ("spy", "in"),
+                   ("spy", "noreply"), ("spy", "in"), ("spy", "out")]
+    assert sum("raised KeyError('broken')" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_no_debug_turns_everything_off_and_closes_the_file(tmp_path):
