@@ -389,6 +389,10 @@ async def install(dest: Pid | str, func: DebugFunc, func_state: Any = None, *,
     if not callable(func):
         raise TypeError(f"sys.install() needs a function, not {func!r}")
     key = func if id is None else id
+    try:
+        hash(key)
+    except TypeError:
+        raise TypeError(f"sys.install() needs a hashable id, not {key!r}") from None
     await _ok(dest, ("install", (key, func, func_state)), timeout)
 
 

@@ -509,6 +509,8 @@ def test_log_to_file_that_cannot_be_opened_and_bad_arguments(tmp_path):
             await otp_sys.statistics(pid, "on")
         with pytest.raises(TypeError):
             await otp_sys.install(pid, "not a function")
+        with pytest.raises(TypeError):
+            await otp_sys.install(pid, print, id=["unhashable"])
         await otp_sys.remove(pid, "never installed")          # no error
         await otp_sys.log(pid, "print")                       # nothing logged: no error
         return info.value.reason, otpvm.is_alive(pid)
