@@ -21,7 +21,8 @@ handler keeps its own state, which its callbacks return, as OTP's do::
     assert await gen_event.call(mgr, Counter, "get") == 1
 
 A handler is named by its class, or by ``(cls, id)`` so that one class can be
-installed several times.  Everything follows OTP's gen_event (checked with
+installed several times.  A manager may be started under a str or a
+``registry.via`` name.  Everything follows OTP's gen_event (checked with
 ``erl``, OTP 25):
 
 * handlers added later see each event first (OTP keeps them newest first),
@@ -37,7 +38,26 @@ installed several times.  Everything follows OTP's gen_event (checked with
   with), and if the caller ends with reason R the handler is removed with
   ``terminate(Stop(R), state)``;
 * other exit signals, and any message that is not an event manager request,
-  go to every handler's ``handle_info``.
+  go to every handler's ``handle_info``;
+* a callback result of the wrong shape (from ``handle_call``, anything but
+  ``(reply, state)``, ``Reply``, ``RemoveHandler`` or ``SwapHandler``; from
+  ``handle_event``/``handle_info``, another callback's ``Reply`` or
+  ``Refuse``, any other value being the new state) is OTP's ``{error,
+  Value}``: the handler is removed with ``terminate(BadReturn(value),
+  state)`` and one error report, as for a crash;
+* ``sys.get_state`` gives the ``(handler_id, state)`` pairs, newest first,
+  and ``sys.replace_state(mgr, fn)`` runs ``fn`` on each pair: a handler for
+  which it raises (or returns another id) keeps its state, and nothing is
+  raised (OTP's ``system_replace_state``); ``sys.get_status`` shows each
+  state through the handler's ``format_status``, and ``sys`` debugging
+  (trace, log, statistics, install...) sees every message but system
+  requests as an ``('in', ...)`` event.
+
+Differences, deliberate: OTP hands a supervising owner and ``call`` the bare
+bad value, otpvm ``BadReturn(value)`` (a bare value could read as
+``'normal'``); OTP's ``{Module, Id, State}`` triples are ``(handler_id,
+state)`` pairs; an unlinked manager's ``get_status`` parent is None (OTP:
+the manager itself); there is no hibernation.
 
 Callbacks may be ``async def``: the manager then waits for them (handling no
 other request meanwhile, as in OTP, where a callback may block).
@@ -76,7 +96,7 @@ from otpvm.kernel import self as _me
 from otpvm.terms import Exit, NameRegistrationError, ProcessExit
 
 __all__ = [
-    "CallError", "Crash", "EventHandler", "GenEventExit", "HandlerError", "HandlerId",
+    "BadReturn", "CallError", "Crash", "EventHandler", "GenEventExit", "HandlerError", "HandlerId",
     "HandlerNotFound", "Refuse", "RemoveHandler", "Reply", "StartError", "Stop", "SwapHandler",
     "Swapped", "add_handler", "add_sup_handler", "call", "delete_handler", "notify",
     "start", "start_link", "start_monitor", "stop", "swap_handler", "swap_sup_handler",
@@ -146,6 +166,20 @@ class Crash(NamedTuple):
     to ``otpvm.exit``)."""
 
     reason: Any
+
+
+class BadReturn(NamedTuple):
+    """A callback returned ``value``, which is none of the shapes it may
+    return (OTP's ``{error, Value}``): the handler is removed, as if it had
+    crashed, with ``terminate(BadReturn(value), state)``; a supervising
+    owner gets ``GenEventExit(handler, BadReturn(value))`` and ``call``
+    raises ``HandlerError`` with it as ``reason``.  Bad are: from
+    ``handle_call``, anything but ``(reply, state)``, ``Reply``,
+    ``RemoveHandler`` or ``SwapHandler``; from ``handle_event`` and
+    ``handle_info``, ``Reply`` and ``Refuse`` (results of other callbacks:
+    any other value is the new state)."""
+
+    value: Any
 
 
 class Stop(NamedTuple):
@@ -243,6 +277,14 @@ class EventHandler(Generic[S]):
         GenServer.code_change is)."""
         return state
 
+    def format_status(self, status: dict[str, Any]) -> dict[str, Any]:
+        """Trims what is shown of the handler (OTP's format_status/1):
+        ``status`` has ``'state'``, and in the error report of a crash also
+        ``'message'`` (the last event) and ``'reason'``; the returned dict's
+        entries are shown instead.  Used by ``sys.get_status`` and the
+        crash report (for example to hide secrets in the state)."""
+        return status
+
 
 def _check_id(handler: Any) -> type[EventHandler[Any]]:
     """The class behind a handler id; TypeError for anything else."""
@@ -303,24 +345,39 @@ class _Installed:
 class _Manager(_sys.CodeChanging):
     """The event manager: a callback process whose state is its handlers."""
 
-    def __init__(self, name: str | None, parent: Pid | None) -> None:
+    def __init__(self, name: Any, parent: Pid | None) -> None:
         self.name = name
         self.parent = parent
         self.handlers: list[_Installed] = []    # newest first, as in OTP
         self.starter: From | None = None        # set by gen.start
         self.epoch = _vm.code_epoch()           # the code epoch handlers were resolved in
+        self.debug: _sys.Debug | None = None    # sys.trace, log, statistics...: None while off
         # change_code's undo, until commit/abort/resume: (handler, id, snapshot)
         self.undo: list[tuple[_Installed, Any, _sys.CodeUndo]] | None = None
 
-    def start(self) -> None:
+    def start(self) -> Any:
         process_flag("trap_exit", True)
         assert self.starter is not None
-        if self.name is not None:
+        if isinstance(self.name, str):
             try:
                 register(self.name, _me())
             except NameRegistrationError:
                 gen.ack(self.starter, ("already_started", whereis(self.name)))
                 exit("normal")
+        elif self.name is not None:
+            return self._start_via(self.name)
+        gen.ack(self.starter)
+        return None
+
+    async def _start_via(self, name: Any) -> None:
+        """Registers a ``registry.via`` name (OTP's {via, Module, Name})."""
+        from otpvm import registry  # registry needs gen_server: imported late
+        assert self.starter is not None
+        try:
+            await registry.register(name.registry, name.key)
+        except registry.AlreadyRegisteredError as exc:
+            gen.ack(self.starter, ("already_started", exc.pid))
+            exit("normal")
         gen.ack(self.starter)
 
     def handle_message(self, msg: Any) -> Any:
@@ -336,20 +393,33 @@ class _Manager(_sys.CodeChanging):
         if self.epoch != _vm.code_epoch():
             self._code_epoch_changed()
         if type(msg) is tuple:
+            if len(msg) == 3 and msg[0] == gen.SYSTEM and type(msg[1]) is From:
+                await self._system(msg[1], msg[2])
+                return
+            if self.debug is not None:
+                self._debug_in(msg)
             if len(msg) == 2 and msg[0] == NOTIFY:
                 await self._notify(msg[1], "handle_event")
                 return
             if len(msg) == 3 and msg[0] == gen.CALL and type(msg[1]) is From:
                 await self._request(msg[1], msg[2])
                 return
-            if len(msg) == 3 and msg[0] == gen.SYSTEM and type(msg[1]) is From:
-                await self._system(msg[1], msg[2])
-                return
+        elif self.debug is not None:
+            self._debug_in(msg)
         if type(msg) is Exit:
             if msg.pid == self.parent:
                 await self._terminate_server(msg.reason)    # exits
             await self._owner_exit(msg.pid, msg.reason)
         await self._notify(msg, "handle_info")
+
+    def _debug_in(self, msg: Any) -> None:
+        """For sys debugging: every message but system requests is an event in
+        (a call as ``('in', request, from_)``); gen_event sends none out."""
+        if type(msg) is tuple and len(msg) == 3 and msg[0] == gen.CALL:
+            event: Any = ("in", msg[2], msg[1])
+        else:
+            event = ("in", msg)
+        _sys.handle_debug(self.debug, self._debug_name(), event)
 
     # -- requests ----------------------------------------------------------------
 
@@ -444,11 +514,11 @@ class _Manager(_sys.CodeChanging):
             if type(result) is SwapHandler:
                 await self._swap_in_place(h, result)
                 return True, result.reply
-            raise TypeError(f"{type(h.mod).__qualname__}.handle_call returned {result!r}: "
-                            "expected (reply, state), Reply, RemoveHandler or SwapHandler")
         except (Exception, ProcessExit) as exc:
             await self._crash(h, exc, request)
             return False, HandlerError(handler, _reason(exc))
+        await self._bad_return(h, result, request)
+        return False, HandlerError(handler, BadReturn(result))
 
     # -- events ------------------------------------------------------------------
 
@@ -469,6 +539,8 @@ class _Manager(_sys.CodeChanging):
                 await self._terminate(h, "remove_handler", "normal")
             elif type(result) is SwapHandler:
                 await self._swap_in_place(h, result)
+            elif _bad_event_result(result):
+                await self._bad_return(h, result, event)
             else:
                 h.state = result
 
@@ -483,7 +555,7 @@ class _Manager(_sys.CodeChanging):
         if isinstance(installed, _Installed):
             self.handlers = [*self.handlers[:index], installed, *self.handlers[index:]]
             return
-        _report(swap.handler2, installed, None, None, self.name)
+        _report_failed_swap(swap.handler2, installed, self.name)
         _tell_owner(h.owner, swap.handler2, installed)
 
     # -- removing handlers ---------------------------------------------------------
@@ -507,7 +579,7 @@ class _Manager(_sys.CodeChanging):
                 result = await result
         except (Exception, ProcessExit) as exc:
             _tell_owner(h.owner, h.id, reason)
-            if type(arg) is not Crash:
+            if type(arg) is not Crash and type(arg) is not BadReturn:
                 # OTP returns this to delete_handler and swaps, else drops it.
                 _log.warning("gen_event handler %s raised in terminate(%r): %r",
                              _name(h.id), arg, exc)
@@ -524,9 +596,17 @@ class _Manager(_sys.CodeChanging):
     async def _crash(self, h: _Installed, exc: BaseException, last_in: Any) -> None:
         """A callback raised: log it once and remove the handler."""
         reason = _reason(exc)
-        _report(h.id, reason, last_in, h.state, self.name, exc)
+        _report(h, reason, last_in, self.name, exc)
         self._remove(h)
         await self._terminate(h, Crash(reason), reason)
+
+    async def _bad_return(self, h: _Installed, value: Any, last_in: Any) -> None:
+        """A callback returned a bad value: as a crash (OTP's server_update
+        and server_call_update: terminate({error, Value}), reported)."""
+        reason = BadReturn(value)
+        _report(h, reason, last_in, self.name)
+        self._remove(h)
+        await self._terminate(h, reason, reason)
 
     async def _owner_exit(self, pid: Pid, reason: Any) -> None:
         """An owner ended: its supervised handlers go (terminate_supervised)."""
@@ -554,10 +634,10 @@ class _Manager(_sys.CodeChanging):
             await self._terminate_server(request[1])
         elif op == "get_state":
             gen.reply(from_, [(h.id, h.state) for h in self.handlers])
+        elif op == "replace_state" and type(request) is tuple and len(request) == 2:
+            gen.reply(from_, self._replace_state(request[1]))
         elif op == "get_status":
-            gen.reply(from_, {"pid": _me(), "module": "gen_event", "parent": self.parent,
-                              "name": self.name, "status": self.sys_status,
-                              "state": [(h.id, h.state) for h in self.handlers]})
+            gen.reply(from_, self._status())
         elif op == "suspend":
             gen.reply(from_, "ok")
             await self._suspended()
@@ -567,7 +647,41 @@ class _Manager(_sys.CodeChanging):
             # Code changes only while suspended; with no undo, commit is a no-op.
             gen.reply(from_, "ok" if request[0] == "commit_code" else ("error", "running"))
         else:
-            gen.reply(from_, ("error", ("unknown_system_msg", request)))
+            handled = _sys.debug_request(self.debug, request)
+            if handled is None:
+                gen.reply(from_, ("error", ("unknown_system_msg", request)))
+            else:
+                self.debug, answer = handled
+                gen.reply(from_, answer)
+
+    def _replace_state(self, fn: Any) -> list[tuple[Any, Any]]:
+        """OTP's system_replace_state: fn((id, state)) -> (id, new_state)
+        for each handler; one for which fn raises, or returns anything
+        else, keeps its state.  Returns the (id, state) pairs after."""
+        pairs = []
+        for h in self.handlers:
+            current = (h.id, h.state)
+            try:
+                new = fn(current)
+            except (Exception, ProcessExit):
+                pairs.append(current)
+                continue
+            if type(new) is tuple and len(new) == 2 and _same_id(new[0], h.id):
+                h.state = new[1]
+                pairs.append((h.id, h.state))
+            else:
+                pairs.append(current)
+        return pairs
+
+    def _status(self) -> dict[str, Any]:
+        """sys.get_status: the handlers' states as their format_status shows them."""
+        handlers = [(h.id, _formatted(h, {"state": h.state}).get("state")) for h in self.handlers]
+        log = [] if self.debug is None or self.debug.log is None else list(self.debug.log)
+        return {"pid": _me(), "module": "gen_event", "parent": self.parent, "name": self.name,
+                "status": self.sys_status, "log": log, "state": handlers}
+
+    def _debug_name(self) -> Any:
+        return self.name if self.name is not None else _me()
 
 
     # -- hot code upgrade ----------------------------------------------------------
@@ -683,9 +797,22 @@ def _tell_owner(owner: Pid | None, handler: Any, reason: Any) -> None:
         send(owner, GenEventExit(handler, RuntimeError(repr(reason))))
 
 
-def _report(handler: Any, reason: Any, last_in: Any, state: Any, name: str | None,
+def _report(h: _Installed, reason: Any, last_in: Any, name: Any,
             exc: BaseException | None = None) -> None:
-    """The error report of a crashed handler (OTP's gen_event terminate report)."""
+    """The error report of a crashed handler (OTP's gen_event terminate
+    report), through the handler's format_status."""
+    status = _formatted(h, {"state": h.state, "message": last_in, "reason": reason})
+    _log_report(h.id, status.get("reason", reason), status.get("message", last_in),
+                status.get("state"), name, exc)
+
+
+def _report_failed_swap(handler: Any, reason: Any, name: Any) -> None:
+    """A swap whose new handler's init refused: reported as OTP does."""
+    _log_report(handler, reason, None, None, name, None)
+
+
+def _log_report(handler: Any, reason: Any, last_in: Any, state: Any, name: Any,
+                exc: BaseException | None) -> None:
     where = repr(name) if name is not None else repr(_me())
     text = f"{type(reason).__qualname__}: {reason}" if isinstance(reason, BaseException) \
         else repr(reason)
@@ -696,31 +823,63 @@ def _report(handler: Any, reason: Any, last_in: Any, state: Any, name: str | Non
         exc_info=exc if exc is not None and not isinstance(exc, ProcessExit) else None)
 
 
+def _formatted(h: _Installed, status: dict[str, Any]) -> dict[str, Any]:
+    """The handler's format_status(status); status itself if that raises
+    or returns something else than a dict (a report must not fail)."""
+    try:
+        shown = h.mod.format_status(dict(status))
+    except Exception as exc:
+        _log.warning("gen_event handler %s: format_status raised %r", _name(h.id), exc)
+        return status
+    return shown if isinstance(shown, dict) else status
+
+
+def _bad_event_result(result: Any) -> bool:
+    """A handle_event/handle_info result that is another callback's shape."""
+    return (type(result) is Reply or type(result) is Refuse
+            or result is Reply or result is Refuse or result is SwapHandler)
+
+
+def _same_id(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
 # -- the API ----------------------------------------------------------------------
 
 
-async def start(name: str | None = None, *, timeout: float | None = None) -> Pid:
-    """Starts an event manager with no handlers (registered as ``name``).
+async def start(name: Any = None, *, timeout: float | None = None) -> Pid:
+    """Starts an event manager with no handlers, registered as ``name``: a
+    str, or a ``registry.via(reg, key)`` name (OTP's ``{via, Module, Name}``).
 
     Raises ``StartError(('already_started', pid))`` if the name is taken.
     """
-    pid: Pid = await gen.start(_Manager(name, None), link=False, timeout=timeout)
+    pid: Pid = await gen.start(_Manager(_check_name(name), None), link=False, timeout=timeout)
     return pid
 
 
-async def start_link(name: str | None = None, *, timeout: float | None = None) -> Pid:
+async def start_link(name: Any = None, *, timeout: float | None = None) -> Pid:
     """Like start, and links the manager to the caller, its parent: an exit
     signal from the parent stops the manager (handlers get ``'stop'``)."""
-    pid: Pid = await gen.start(_Manager(name, _me()), link=True, timeout=timeout)
+    pid: Pid = await gen.start(_Manager(_check_name(name), _me()), link=True, timeout=timeout)
     return pid
 
 
-async def start_monitor(name: str | None = None, *,
+async def start_monitor(name: Any = None, *,
                         timeout: float | None = None) -> tuple[Pid, Ref]:
     """Like start, and monitors the manager: returns ``(pid, ref)``."""
-    result: tuple[Pid, Ref] = await gen.start(_Manager(name, None), link=False,
+    result: tuple[Pid, Ref] = await gen.start(_Manager(_check_name(name), None), link=False,
                                               timeout=timeout, monitor_child=True)
     return result
+
+
+def _check_name(name: Any) -> Any:
+    from otpvm.registry import Via  # registry needs gen_server: imported late
+    if name is None or isinstance(name, (str, Via)):
+        return name
+    raise TypeError(f"an event manager's name is a str or a registry.via name, not {name!r}")
 
 
 async def _rpc(mgr: Pid | str, request: tuple[Any, ...], timeout: float | None = None) -> Any:

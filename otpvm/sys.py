@@ -12,7 +12,9 @@ they see the process in a consistent state::
 
 Requests a behaviour answers: ``'get_state'``, ``('replace_state', fn)``,
 ``'get_status'``, ``'suspend'``, ``'resume'``, ``('terminate', reason)``,
-for debugging ``('trace', flag)`` and ``('log', ...)``, and for hot code
+for debugging ``('trace', flag)``, ``('log', ...)``, ``('log_to_file',
+path)``, ``('statistics', flag)``, ``('install', ...)``, ``('remove',
+key)`` and ``('no_debug',)``, and for hot code
 upgrade, only while suspended, ``('change_code', module, old_vsn, extra)``,
 ``('commit_code',)`` and ``('abort_code',)``::
 
@@ -21,10 +23,25 @@ upgrade, only while suspended, ``('change_code', module, old_vsn, extra)``,
     await sys.commit_code(pid)          # or abort_code: back to the old class and state
     await sys.resume(pid)
 
+Debugging, as OTP's: ``trace`` prints each event, ``log`` keeps the last
+ones (``get_log``), ``log_to_file`` writes them to a file, ``statistics``
+counts messages in and out, ``install`` runs a function of yours on each
+event (``func(func_state, event, name) -> func_state | DONE``), and
+``no_debug`` turns it all off::
+
+    await sys.statistics("counter", True)
+    ...
+    stats = await sys.statistics("counter", "get")   # a Statistics, or None when off
+    await sys.install("counter", spy, [], id="spy")
+
+A failing request raises ``SysError`` (``CallbackFailed`` when the
+function given to replace_state raised), never returns the error as if it
+were a result.
+
 The debugging half is also here for behaviours to use, like OTP's
 ``sys:handle_debug``: a behaviour keeps a ``Debug`` (None while nothing is
-on), hands ``('trace', ...)``/``('log', ...)`` requests to
-``debug_request``, and reports each event with ``handle_debug``.  Events
+on), hands system requests it does not know to ``debug_request``, and
+reports each event with ``handle_debug``.  Events
 have OTP's shapes: ``('in', msg)`` (a cast arrives as ``('in', ('$gen_cast',
 msg))``), ``('in', request, from_)`` for a call, ``('out', reply, to_pid,
 state)``, ``('noreply', state)``, ``('continue', value)``.  Tracing writes
@@ -36,25 +53,32 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal, NamedTuple, TextIO, TypeAlias
 
 from otpvm import code, gen
 from otpvm._vm import copy_message
 from otpvm.gen import CallError, From, RequestFailed
-from otpvm.kernel import Pid, demonitor, monitor, receive, send
+from otpvm.kernel import Pid, demonitor, monitor, process_info, receive, send
 from otpvm.kernel import self as _me
 from otpvm.terms import ANY, Down
 
 __all__ = [
-    "CallbackFailed", "CodeChanging", "CodeUndo", "Debug", "SysError", "abort_code",
-    "callback_failed",
+    "DONE", "CallbackFailed", "CodeChanging", "CodeUndo", "Debug", "DebugFunc", "Statistics",
+    "SysError", "abort_code", "callback_failed",
     "carry", "change_code", "code_request", "commit_code", "debug_request", "format_event",
-    "get_log", "get_state", "get_status", "handle_debug", "log", "migrating",
-    "replace_state", "resume", "run_code_change", "snapshot", "suspend", "terminate", "trace",
+    "get_log", "get_state", "get_status", "handle_debug", "install", "log", "log_to_file",
+    "migrating", "no_debug", "remove", "replace_state", "resume", "run_code_change",
+    "snapshot", "statistics", "suspend", "terminate", "trace",
 ]
+
+DebugFunc: TypeAlias = Callable[[Any, Any, Any], Any]
+"""A debug function for ``install``: ``func(func_state, event, name) ->
+new func_state | DONE``."""
 
 _log = logging.getLogger("otpvm.sys")
 
@@ -88,6 +112,37 @@ def _is_error(reply: Any) -> bool:
     return type(reply) is tuple and len(reply) == 2 and reply[0] == "error"
 
 
+_SYS_ERRORS = ("unknown_system_msg", "callback_failed")
+
+
+def _failure(reply: Any) -> Any:
+    """The reason, when reply is a process's answer that a request failed:
+    ``('error', exc)`` or ``('error', ('unknown_system_msg' |
+    'callback_failed', ...))``; else None.  Narrower than OTP, which takes
+    every ``{error, R}`` for a failure, so that a state that merely looks
+    like ``('error', data)`` (a gen_statem in state ``'error'``) is a state."""
+    if not _is_error(reply):
+        return None
+    reason = reply[1]
+    if isinstance(reason, BaseException):
+        return reason
+    if type(reason) is tuple and reason and reason[0] in _SYS_ERRORS:
+        return reason
+    return None
+
+
+def _raise_failure(reply: Any, dest: Any, request: Any) -> None:
+    reason = _failure(reply)
+    if reason is None:
+        return
+    if isinstance(reason, BaseException):
+        raise CallbackFailed(reason, dest, request) from reason
+    if reason[0] == "callback_failed" and len(reason) == 2 \
+            and isinstance(reason[1], BaseException):
+        raise CallbackFailed(reason[1], dest, request) from reason[1]
+    raise SysError(reason, dest, request)
+
+
 async def _ok(dest: Any, request: Any, timeout: float | None) -> None:
     reply = await _request(dest, request, timeout)
     if reply != "ok":
@@ -100,7 +155,9 @@ async def get_state(dest: Pid | str, timeout: float | None = 5.0) -> Any:
     Raises ``CallError`` if the process does not exist or dies first, and
     ``TimeoutError`` after ``timeout`` seconds.
     """
-    return await _request(dest, "get_state", timeout)
+    reply = await _request(dest, "get_state", timeout)
+    _raise_failure(reply, dest, "get_state")
+    return reply
 
 
 async def replace_state(dest: Pid | str, fn: Callable[[Any], Any],
@@ -109,14 +166,20 @@ async def replace_state(dest: Pid | str, fn: Callable[[Any], Any],
     returns the new state.
 
     If ``fn`` raises, the state is left as it was, the process goes on, and
-    ``CallbackFailed`` is raised here (chained from fn's exception).
+    ``CallbackFailed`` is raised here (chained from fn's exception); a
+    process that has no state to replace raises ``SysError``
+    (``('unknown_system_msg', request)``).
+
+    An event manager is different, as in OTP: its state is the list of
+    ``(handler_id, handler_state)`` pairs (see ``get_state``) and ``fn``
+    runs once per handler, on its pair, returning the pair with the new
+    state; a handler for which ``fn`` raises (or returns anything but a
+    pair with the same id) keeps its state, and nothing is raised.  The
+    result is the list of pairs after the change.
     """
     request = ("replace_state", fn)
     reply = await _request(dest, request, timeout)
-    # The server answers ('error', exc) when fn raised (a state of exactly
-    # that shape is indistinguishable: see the module's report).
-    if _is_error(reply) and isinstance(reply[1], BaseException):
-        raise CallbackFailed(reply[1], dest, request) from reply[1]
+    _raise_failure(reply, dest, request)
     return reply
 
 
@@ -127,6 +190,8 @@ async def get_status(dest: Pid | str, timeout: float | None = 5.0) -> dict[str, 
     reply = await _request(dest, "get_status", timeout)
     if _is_error(reply):
         raise SysError(reply[1], dest, "get_status")
+    if type(reply) is not dict:
+        raise SysError(("bad_status", reply), dest, "get_status")
     status: dict[str, Any] = reply
     return status
 
@@ -220,17 +285,22 @@ async def trace(dest: Pid | str, flag: bool, timeout: float | None = 5.0) -> Non
     await _ok(dest, ("trace", flag), timeout)
 
 
-async def log(dest: Pid | str, flag: bool | int, timeout: float | None = 5.0) -> None:
+async def log(dest: Pid | str, flag: bool | int | str, timeout: float | None = 5.0) -> None:
     """Turns the event log on (``True``: keep the last 10 events; an int
-    ``n``: the last n) or off (``False``: forget the events)."""
+    ``n``: the last n) or off (``False``: forget the events); ``'print'``
+    writes the logged events, as trace would have, to the ``otpvm.sys``
+    logger (OTP prints them on standard output)."""
     if flag is False:
         request: Any = ("log", "off")
     elif flag is True:
         request = ("log", ("on", DEFAULT_LOG_SIZE))
-    elif isinstance(flag, int) and flag > 0:
+    elif flag == "print":
+        request = ("log", "print")
+    elif isinstance(flag, int) and not isinstance(flag, bool) and flag > 0:
         request = ("log", ("on", flag))
     else:
-        raise ValueError(f"sys.log() needs True, False or a positive int, not {flag!r}")
+        raise ValueError(f"sys.log() needs True, False, 'print' or a positive int, "
+                         f"not {flag!r}")
     await _ok(dest, request, timeout)
 
 
@@ -243,56 +313,316 @@ async def get_log(dest: Pid | str, timeout: float | None = 5.0) -> list[Any]:
     return events
 
 
+async def log_to_file(dest: Pid | str, path: str | os.PathLike[str] | Literal[False],
+                      timeout: float | None = 5.0) -> None:
+    """Writes each event of the process, as trace prints it, to the file at
+    ``path`` (opened, and truncated, by the process); ``False`` closes it.
+
+    Raises ``SysError('open_file')`` if the process cannot open the file.
+    """
+    if path is False:
+        request: Any = ("log_to_file", False)
+    elif isinstance(path, (str, os.PathLike)):
+        request = ("log_to_file", os.fspath(path))
+    else:
+        raise TypeError(f"sys.log_to_file() needs a path or False, not {path!r}")
+    await _ok(dest, request, timeout)
+
+
+class Statistics(NamedTuple):
+    """What ``statistics(dest, 'get')`` answers (OTP's proplist, in its
+    order): since statistics were turned on, the process handled
+    ``messages_in`` messages (requests, casts, infos: not system requests)
+    and sent ``messages_out`` replies, and ran ``reductions`` of otpvm's
+    reductions (callbacks and receives, not Erlang's)."""
+
+    start_time: datetime
+    current_time: datetime
+    reductions: int
+    messages_in: int
+    messages_out: int
+
+
+async def statistics(dest: Pid | str, flag: bool | Literal["get"],
+                     timeout: float | None = 5.0) -> Statistics | None:
+    """Turns the process's statistics on (``True``: counting from now; if
+    they are on already, they go on) or off (``False``), returning None;
+    ``'get'`` returns them (a ``Statistics``), or None while they are off
+    (OTP's ``no_statistics``)."""
+    if flag is not True and flag is not False and flag != "get":
+        raise ValueError(f"sys.statistics() needs True, False or 'get', not {flag!r}")
+    request = ("statistics", flag)
+    reply = await _request(dest, request, timeout)
+    if flag == "get":
+        if reply is None or type(reply) is Statistics:
+            return reply
+    elif reply == "ok":
+        return None
+    raise SysError(reply[1] if _is_error(reply) else reply, dest, request)
+
+
+class _Done(Exception):
+    """The type of ``DONE``."""
+
+    def __repr__(self) -> str:
+        return "sys.DONE"
+
+
+DONE = _Done()
+"""What a debug function returns (or raises) to be removed (OTP's ``done``)."""
+
+
+async def install(dest: Pid | str, func: DebugFunc, func_state: Any = None, *,
+                  id: Hashable = None, timeout: float | None = 5.0) -> None:
+    """Installs a debug function in the process (OTP's ``sys:install``).
+
+    For every event the process reports (the events trace prints),
+    ``func(func_state, event, name)`` runs in the process — ``name`` is its
+    registered name, else its pid — and returns the next ``func_state``, or
+    ``sys.DONE`` to be removed (raising ``sys.DONE`` does the same).  A
+    function that raises anything else is removed too, as in OTP, and the
+    process goes on (a warning is logged on ``otpvm.sys``).  The function
+    is known by ``id``, or by itself when
+    no id is given; installing one already installed (same id, or same
+    function) changes nothing.  The newest runs first.
+    """
+    if not callable(func):
+        raise TypeError(f"sys.install() needs a function, not {func!r}")
+    key = func if id is None else id
+    try:
+        hash(key)
+    except TypeError:
+        raise TypeError(f"sys.install() needs a hashable id, not {key!r}") from None
+    await _ok(dest, ("install", (key, func, func_state)), timeout)
+
+
+async def remove(dest: Pid | str, func_or_id: Hashable, timeout: float | None = 5.0) -> None:
+    """Removes a debug function installed with ``install``, by its id (or
+    the function itself when it has none); removing one not installed is
+    no error."""
+    await _ok(dest, ("remove", func_or_id), timeout)
+
+
+async def no_debug(dest: Pid | str, timeout: float | None = 5.0) -> None:
+    """Turns off all debugging of the process: trace, log, statistics,
+    debug functions, and closes the log file."""
+    await _ok(dest, ("no_debug",), timeout)
+
+
 # -- the server side ------------------------------------------------------------
 
 
 @dataclass(slots=True)
+class _Stats:
+    start_time: datetime
+    reductions: int
+    messages_in: int = 0
+    messages_out: int = 0
+
+
+@dataclass(slots=True)
 class Debug:
-    """A behaviour's debug options: tracing on, and the event log (None
-    when off).  A behaviour holds None instead while both are off, so
-    that checking costs one comparison per message."""
+    """A behaviour's debug options: tracing on, the event log (None when
+    off), statistics (None when off), the installed debug functions (by
+    key, each ``[func, func_state]``) and the log file (None when closed).
+    A behaviour holds None instead while everything is off, so that
+    checking costs one comparison per message."""
 
     trace: bool = False
     log: deque[Any] | None = field(default=None)
+    stats: _Stats | None = field(default=None)
+    funcs: dict[Hashable, list[Any]] | None = field(default=None)
+    file: TextIO | None = field(default=None)
+
+    def is_off(self) -> bool:
+        """Whether nothing is on: the behaviour may hold None instead."""
+        return (not self.trace and self.log is None and self.stats is None
+                and not self.funcs and self.file is None)
+
+    def close(self) -> None:
+        """Closes the log file, if any."""
+        if self.file is not None:
+            try:
+                self.file.close()
+            finally:
+                self.file = None
 
 
 def debug_request(debug: Debug | None, request: Any) -> tuple[Debug | None, Any] | None:
-    """Handles a ``('trace', ...)`` or ``('log', ...)`` system request.
+    """Handles a debug system request: ``('trace', flag)``, ``('log', ...)``,
+    ``('log_to_file', path | False)``, ``('statistics', flag)``,
+    ``('install', (key, func, func_state))``, ``('remove', key)`` or
+    ``('no_debug',)``.
 
     Returns ``(new_debug, reply)`` — keep ``new_debug`` (None when
     everything is off) and answer ``reply`` — or None if ``request`` is not
-    a debug request.
+    a debug request.  Runs in the process (it reads the process's
+    reductions and opens the log file there).
     """
+    if request == ("no_debug",):
+        if debug is not None:
+            debug.close()
+        return None, "ok"
     if type(request) is not tuple or len(request) != 2:
         return None
     kind, arg = request
-    current = debug if debug is not None else Debug()
-    if kind == "trace" and isinstance(arg, bool):
-        current.trace = arg
-    elif kind == "log" and arg == "get":
-        return debug, [] if debug is None or debug.log is None else list(debug.log)
-    elif kind == "log" and arg == "off":
-        current.log = None
-    elif (kind == "log" and type(arg) is tuple and len(arg) == 2 and arg[0] == "on"
-          and isinstance(arg[1], int) and arg[1] > 0):
-        old = current.log or ()
-        current.log = deque(old, maxlen=arg[1])
-    else:
+    handler = _DEBUG_REQUESTS.get(kind) if type(kind) is str else None
+    if handler is None:
         return None
-    if not current.trace and current.log is None:
-        return None, "ok"
-    return current, "ok"
+    current = debug if debug is not None else Debug()
+    reply = handler(current, arg)
+    if reply is _NOT_DEBUG:
+        return None
+    return (None if current.is_off() else current), reply
+
+
+_NOT_DEBUG = object()
+
+
+def _trace_request(debug: Debug, flag: Any) -> Any:
+    if not isinstance(flag, bool):
+        return _NOT_DEBUG
+    debug.trace = flag
+    return "ok"
+
+
+def _log_request(debug: Debug, arg: Any) -> Any:
+    if arg == "get":
+        return [] if debug.log is None else list(debug.log)
+    if arg == "print":
+        for event in debug.log or ():
+            _log.info("%s", format_event(_name(), event))
+    elif arg == "off":
+        debug.log = None
+    elif (type(arg) is tuple and len(arg) == 2 and arg[0] == "on"
+          and isinstance(arg[1], int) and arg[1] > 0):
+        debug.log = deque(debug.log or (), maxlen=arg[1])
+    else:
+        return _NOT_DEBUG
+    return "ok"
+
+
+def _log_to_file_request(debug: Debug, path: Any) -> Any:
+    if path is not False and not isinstance(path, str):
+        return _NOT_DEBUG
+    debug.close()
+    if path is False:
+        return "ok"
+    try:
+        debug.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+    except OSError:
+        return ("error", "open_file")
+    return "ok"
+
+
+def _statistics_request(debug: Debug, flag: Any) -> Any:
+    if flag is True:
+        if debug.stats is None:         # OTP: turning them on again keeps the counts
+            debug.stats = _Stats(datetime.now(), _reductions())
+    elif flag is False:
+        debug.stats = None
+    elif flag == "get":
+        stats = debug.stats
+        if stats is None:
+            return None
+        return Statistics(stats.start_time, datetime.now(),
+                          _reductions() - stats.reductions,
+                          stats.messages_in, stats.messages_out)
+    else:
+        return _NOT_DEBUG
+    return "ok"
+
+
+def _install_request(debug: Debug, arg: Any) -> Any:
+    if type(arg) is not tuple or len(arg) != 3 or not callable(arg[1]):
+        return _NOT_DEBUG
+    key, func, func_state = arg
+    if debug.funcs is None:
+        debug.funcs = {}
+    if key not in debug.funcs:          # OTP: installing it again changes nothing
+        debug.funcs[key] = [func, func_state]
+    return "ok"
+
+
+def _remove_request(debug: Debug, key: Any) -> Any:
+    if debug.funcs is not None:
+        try:
+            debug.funcs.pop(key, None)
+        except TypeError:               # unhashable: installed it cannot be
+            pass
+    return "ok"
+
+
+_DEBUG_REQUESTS: dict[str, Callable[[Debug, Any], Any]] = {
+    "trace": _trace_request,
+    "log": _log_request,
+    "log_to_file": _log_to_file_request,
+    "statistics": _statistics_request,
+    "install": _install_request,
+    "remove": _remove_request,
+}
+
+
+def _reductions() -> int:
+    info = process_info(_me())
+    return int(info["reductions"]) if info is not None else 0
+
+
+def _name() -> Any:
+    """The calling process's registered name, else its pid."""
+    me = _me()
+    info = process_info(me)
+    name = info.get("registered_name") if info is not None else None
+    return name if name else me
 
 
 def handle_debug(debug: Debug | None, name: Hashable, event: Any) -> None:
-    """Reports one event of process ``name``: traced and/or logged as
-    ``debug`` says (nothing when it is None)."""
+    """Reports one event of process ``name``: traced, logged, written to
+    the log file, counted and handed to the debug functions, as ``debug``
+    says (nothing when it is None).  A debug function that returns or
+    raises ``DONE``, or raises anything else, is removed (OTP's
+    handle_debug)."""
     if debug is None:
         return
     if debug.trace:
         _log.info("%s", format_event(name, event))
     if debug.log is not None:
         debug.log.append(event)
+    if debug.file is not None:
+        debug.file.write(format_event(name, event) + "\n")
+        debug.file.flush()              # a reader sees each event as it happens
+    if debug.stats is not None:
+        _count(debug.stats, event)
+    if debug.funcs:
+        _run_funcs(debug.funcs, name, event)
+
+
+def _count(stats: _Stats, event: Any) -> None:
+    """OTP's sys:stat: ``{in, ...}`` and ``{out, ...}`` events."""
+    if type(event) is tuple and event:
+        if event[0] == "in" and len(event) in (2, 3):
+            stats.messages_in += 1
+        elif event[0] == "out" and len(event) in (3, 4):
+            stats.messages_out += 1
+
+
+def _run_funcs(funcs: dict[Hashable, list[Any]], name: Hashable, event: Any) -> None:
+    for key in reversed(list(funcs)):   # newest first, as OTP's list
+        entry = funcs.get(key)
+        if entry is None:
+            continue
+        try:
+            new_state = entry[0](entry[1], event, name)
+        except _Done:
+            new_state = DONE
+        except Exception as exc:
+            _log.warning("sys debug function %r of %s raised %r on %r; removed",
+                         key, name, exc, event)
+            new_state = DONE
+        if new_state is DONE:
+            del funcs[key]
+        else:
+            entry[1] = new_state
 
 
 def format_event(name: Hashable, event: Any) -> str:
@@ -300,6 +630,8 @@ def format_event(name: Hashable, event: Any) -> str:
     match event:
         case ("in", (gen.CAST, msg)):
             return f"*DBG* {name} got cast {msg!r}"
+        case ("in", ("$gen_event_notify", msg)):
+            return f"*DBG* {name} got event {msg!r}"
         case ("in", request, From(pid, _)):
             return f"*DBG* {name} got call {request!r} from {pid!r}"
         case ("in", msg):
@@ -311,7 +643,6 @@ def format_event(name: Hashable, event: Any) -> str:
         case ("continue", value):
             return f"*DBG* {name} continue {value!r}"
     return f"*DBG* {name} dbg {event!r}"
-
 
 
 # -- the server side of hot code upgrade --------------------------------------

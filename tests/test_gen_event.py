@@ -11,8 +11,10 @@ import threading
 import pytest
 
 import otpvm
-from otpvm import ANY, Down, Exit, gen, gen_event, receive, send
+from otpvm import ANY, Down, Exit, gen, gen_event, receive, registry, send
+from otpvm import sys as otp_sys
 from otpvm.gen_event import (
+    BadReturn,
     CallError,
     Crash,
     EventHandler,
@@ -66,6 +68,8 @@ class Recorder(EventHandler[dict]):
                 return RemoveHandler()
             case ("swap", tag) if tag == state["tag"]:
                 return SwapHandler("swapping", state, (Inheritor, tag), state["watcher"])
+            case ("bad return", tag) if tag == state["tag"]:
+                return Reply("a call's result", state)
         send(state["watcher"], ("event", state["tag"], event))
         state["events"].append(event)
         return state
@@ -332,9 +336,10 @@ def test_call_crash_removes_the_handler_and_raises():
     exc, bad, terminated, which = otpvm.run(main)
     assert same_exc(exc.reason, KeyError, "bad call") and exc.handler == (Recorder, "a")
     assert isinstance(exc.__cause__, KeyError)
-    assert isinstance(bad.reason, TypeError) and "handle_call returned" in str(bad.reason)
+    assert bad.reason == BadReturn("not a tuple") and bad.handler == (Recorder, "b")
     assert [t[1] for t in terminated] == ["a", "b"]
-    assert all(type(t[2]) is Crash for t in terminated)
+    assert type(terminated[0][2]) is Crash
+    assert terminated[1][2] == BadReturn("not a tuple")     # OTP: {error, Value}
     assert which == []
 
 
@@ -754,3 +759,143 @@ def test_terminate_failures_reach_delete_and_swap(caplog):
     args2, inherited = swapped.reason[1]
     assert args2 == "new" and type(inherited) is Crash
     assert which == []
+
+
+# -- bad return values, replace_state, sys debugging, format_status ------------
+
+
+def test_a_handler_returning_a_bad_value_is_removed_as_in_otp(run, caplog):
+    """OTP's server_update/server_call_update: a value that is none of the
+    allowed shapes removes the handler with terminate({error, Value}), one
+    error report, and the owner is told Value; call answers {error, Value}.
+
+        {ok,P} = gen_event:start(), ok = gen_event:add_sup_handler(P, {ev_h,4}, [d]),
+        gen_event:sync_notify(P, bad)   % handle_event(bad, S) -> {return, faulty}
+        %% terminate({error,{return,faulty}}, [d]), ERROR REPORT Reason == {return,faulty},
+        %% owner gets {gen_event_EXIT,{ev_h,4},{return,faulty}}
+    """
+    async def main():
+        me = otpvm.self()
+        mgr = await gen_event.start()
+        await gen_event.add_sup_handler(mgr, (Recorder, "a"), (me, "a"))
+        await gen_event.add_handler(mgr, (Recorder, "b"), (me, "b"))
+        await gen_event.sync_notify(mgr, ("bad return", "a"))
+        terminated = await receive(("terminate", "a", ANY), timeout=T)
+        told = await receive(exit_of((Recorder, "a")), timeout=T)
+        other = await receive(("event", "b", ANY), timeout=T)
+        return terminated, told, other, await gen_event.which_handlers(mgr)
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        terminated, told, other, which = run(main)
+    assert terminated[2].value.value == "a call's result"
+    assert type(terminated[2]) is BadReturn and type(told.reason) is BadReturn
+    assert told.reason.value.value == "a call's result"
+    assert other == ("event", "b", ("bad return", "a"))          # the others go on
+    assert which == [(Recorder, "b")]
+    reports = [r for r in caplog.records if "crashed and was removed" in r.getMessage()]
+    assert len(reports) == 1 and "BadReturn" in reports[0].getMessage()
+
+
+class Holder(EventHandler):
+    def init(self, state):
+        return state
+
+    def format_status(self, status):
+        return {**status, "state": "hidden"}
+
+
+def test_replace_state_runs_per_handler_and_keeps_those_it_fails_on(run):
+    """OTP's gen_event:system_replace_state: fun({Mod, Id, State}) per
+    handler; one it raises on (or whose id it changes) keeps its state; no error.
+
+        {ok,P} = gen_event:start(), gen_event:add_handler(P, ev_h, [a]),
+        gen_event:add_handler(P, {ev_h,2}, [b]),
+        sys:replace_state(P, fun({ev_h,false,S}) -> {ev_h,false,[new|S]}; (_) -> exit(fail) end)
+        %% -> [{ev_h,2,[b]},{ev_h,false,[new,a]}]
+        sys:replace_state(P, fun({M,I,S}) -> {M,other_id,S} end)   % -> unchanged
+    """
+    async def main():
+        mgr = await gen_event.start()
+        await gen_event.add_handler(mgr, Holder, ["a"])
+        await gen_event.add_handler(mgr, (Holder, 2), ["b"])
+
+        def only_plain(pair):
+            handler, state = pair
+            if handler is not Holder:
+                raise RuntimeError("fail")
+            return handler, ["new", *state]
+
+        first = await otp_sys.replace_state(mgr, only_plain)
+        renamed = await otp_sys.replace_state(mgr, lambda pair: ((Holder, 3), pair[1]))
+        await otp_sys.suspend(mgr)
+        suspended = await otp_sys.replace_state(mgr, lambda pair: (pair[0], "s"))
+        await otp_sys.resume(mgr)
+        return first, renamed, suspended, await otp_sys.get_state(mgr)
+
+    first, renamed, suspended, state = run(main)
+    assert first == [((Holder, 2), ["b"]), (Holder, ["new", "a"])]
+    assert renamed == first
+    assert suspended == state == [((Holder, 2), "s"), (Holder, "s")]
+
+
+def test_an_event_manager_answers_sys_debugging(run):
+    """OTP's gen_event reports every message but system ones as {in, Msg}
+    (statistics: messages_in 3, messages_out 0 for notify, sync_notify, call)."""
+    async def main():
+        me = otpvm.self()
+        mgr = await gen_event.start(name="mgr")
+        await gen_event.add_handler(mgr, Counter, 0)
+        await otp_sys.statistics(mgr, True)
+        await otp_sys.log(mgr, True)
+        gen_event.notify(mgr, 1)
+        await gen_event.sync_notify(mgr, 2)
+        await gen_event.call(mgr, Counter, "get")
+        stats = await otp_sys.statistics(mgr, "get")
+        log = await otp_sys.get_log(mgr)
+        await otp_sys.no_debug(mgr)
+        return me, stats, log, await otp_sys.get_log(mgr)
+
+    me, stats, log, after = run(main)
+    assert (stats.messages_in, stats.messages_out) == (3, 0)
+    assert log[0] == ("in", ("$gen_event_notify", 1))
+    assert log[1][:2] == ("in", ("sync_notify", 2)) and log[1][2].pid == me
+    assert log[2][:2] == ("in", ("call", Counter, "get"))
+    assert otp_sys.format_event("mgr", log[0]) == "*DBG* mgr got event 1"
+    assert after == []
+
+
+def test_get_status_and_crash_reports_go_through_format_status(run, caplog):
+    async def main():
+        mgr = await gen_event.start()
+        await gen_event.add_handler(mgr, Holder, "secret")
+        status = await otp_sys.get_status(mgr)
+        gen_event.notify(mgr, "boom")           # Holder has no handle_event: it crashes
+        await gen_event.sync_notify(mgr, "sync")
+        return mgr, status
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        mgr, status = run(main)
+    assert status["state"] == [(Holder, "hidden")] and status["pid"] == mgr
+    assert status["status"] == "running" and status["name"] is None
+    report = [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()]
+    assert len(report) == 1
+    assert "handler state: 'hidden'" in report[0] and "secret" not in report[0]
+
+
+def test_a_manager_can_be_started_under_a_via_name(run):
+    async def main():
+        reg = await registry.start()
+        name = registry.via(reg, ("events", 1))
+        mgr = await gen_event.start(name)
+        await gen_event.add_handler(name, Counter, 0)
+        gen_event.notify(name, 2)
+        got = await gen_event.call(name, Counter, "get")
+        with pytest.raises(StartError) as taken:
+            await gen_event.start_link(name)
+        with pytest.raises(TypeError):
+            await gen_event.start(42)
+        await gen_event.stop(name)
+        return mgr, got, taken.value.reason, registry.whereis_name(reg, ("events", 1))
+
+    mgr, got, reason, after = run(main)
+    assert got == 2 and reason == ("already_started", mgr) and after is None

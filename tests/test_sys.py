@@ -5,7 +5,7 @@ import logging
 import pytest
 
 import otpvm
-from otpvm import ANY, Down, gen_server, receive, send
+from otpvm import ANY, Down, gen_server, receive, send, special
 from otpvm import sys as otp_sys
 from otpvm.gen import From
 from otpvm.gen_server import CallError, GenServer, NoReply, Ok, Reply
@@ -334,3 +334,185 @@ def test_get_status_of_a_suspended_process_says_suspended():
         return (await otp_sys.get_status(pid))["status"]
 
     assert run(main) == "running"
+
+
+# -- errors are raised, never returned as results ------------------------------
+
+
+def test_replace_state_of_a_process_that_has_none_raises():
+    """A special process answers ('error', ('unknown_system_msg', ...)) to
+    replace_state: that is a SysError, not the new state (it used to be
+    returned as one)."""
+    async def loop():
+        while True:
+            await special.receive(state="mine")
+
+    async def main():
+        pid = otpvm.spawn(loop)
+        with pytest.raises(SysError) as info:
+            await otp_sys.replace_state(pid, lambda s: s)
+        state = await otp_sys.get_state(pid)
+        otpvm.exit(pid, "kill")
+        return info.value.reason, state
+
+    reason, state = run(main)
+    assert reason[0] == "unknown_system_msg" and reason[1][0] == "replace_state"
+    assert state == "mine"
+
+
+def test_a_state_that_merely_looks_like_an_error_is_a_state():
+    """OTP's sys takes any {error, R} reply for a failure; otpvm only
+    exceptions and sys's own error reasons, so ('error', data) is a state."""
+    async def main():
+        pid = await gen_server.start(Journal, None)
+        new = await otp_sys.replace_state(pid, lambda _: ("error", "data"))
+        return new, await otp_sys.get_state(pid)
+
+    assert run(main) == (("error", "data"), ("error", "data"))
+
+
+# -- statistics, install/remove, no_debug, log_to_file --------------------------
+
+
+def test_statistics_count_calls_casts_and_infos_in_and_replies_out():
+    async def main():
+        pid = await gen_server.start(Journal, None)
+        assert await otp_sys.statistics(pid, "get") is None     # off
+        assert await otp_sys.statistics(pid, True) is None
+        gen_server.cast(pid, 1)
+        send(pid, "info")
+        await gen_server.call(pid, "seen")
+        await otp_sys.get_state(pid)                  # system requests do not count
+        first = await otp_sys.statistics(pid, "get")
+        await otp_sys.statistics(pid, True)           # on already: they go on
+        gen_server.cast(pid, 2)
+        second = await otp_sys.statistics(pid, "get")
+        await otp_sys.statistics(pid, False)
+        off = await otp_sys.statistics(pid, "get")
+        await otp_sys.statistics(pid, True)           # off, then on: from zero
+        third = await otp_sys.statistics(pid, "get")
+        return first, second, off, third
+
+    first, second, off, third = run(main)
+    assert (first.messages_in, first.messages_out) == (3, 1)
+    # sys:statistics(P, true) twice: {messages_in,2},{messages_out,1} after a call and a cast
+    assert (second.messages_in, second.messages_out) == (4, 1)
+    assert second.start_time == first.start_time
+    assert first.reductions > 0
+    assert off is None
+    assert (third.messages_in, third.messages_out) == (0, 0)
+
+
+def test_a_debug_function_threads_its_state_and_is_removed_by_done():
+    async def main():
+        pid = await gen_server.start(Journal, None)
+        me = otpvm.self()
+
+        def count_casts(seen, event, name):
+            if event[0] == "in" and event[1][0] == "$gen_cast":
+                seen = seen + 1
+                send(me, ("casts", seen, name == pid))
+                if seen == 2:
+                    return otp_sys.DONE
+            return seen
+
+        def raise_done(state, event, name):
+            send(me, ("raised", event[0]))
+            raise otp_sys.DONE
+
+        await otp_sys.install(pid, count_casts, 0)
+        await otp_sys.install(pid, raise_done, None, id="once")
+        for i in range(3):
+            gen_server.cast(pid, i)
+        await gen_server.call(pid, "seen")
+        got = []
+        while True:
+            try:
+                got.append(await otpvm.receive(timeout=0))
+            except TimeoutError:
+                return got
+
+    assert run(main) == [("raised", "in"), ("casts", 1, True), ("casts", 2, True)]
+
+
+def test_a_raising_debug_function_is_removed_and_the_process_goes_on(caplog):
+    """OTP's handle_debug catches _:_ and drops the function:
+
+        G = fun(_, _, _) -> error(boom) end, sys:install(P, {G, 0}),
+        gen_server:cast(P, d)   % P lives on; other functions still run
+    """
+    async def main():
+        pid = await gen_server.start_link(Journal, None)
+        me = otpvm.self()
+
+        def broken(state, event, name):
+            send(me, ("broken", event[0]))
+            raise KeyError("broken")
+
+        def spy(state, event, name):
+            send(me, ("spy", event[0]))
+            return state
+
+        await otp_sys.install(pid, spy)
+        await otp_sys.install(pid, broken)
+        gen_server.cast(pid, 1)
+        gen_server.cast(pid, 2)
+        await gen_server.call(pid, "seen")
+        await otp_sys.get_state(pid)        # the call's 'out' event comes after its reply
+        got = []
+        while True:
+            try:
+                got.append(await otpvm.receive(timeout=0))
+            except TimeoutError:
+                return got, otpvm.is_alive(pid)
+
+    with caplog.at_level(logging.WARNING, logger="otpvm.sys"):
+        got, alive = run(main)
+    assert alive
+    assert got == [("broken", "in"), ("spy", "in"), ("spy", "noreply"), ("spy", "in"),
+                   ("spy", "noreply"), ("spy", "in"), ("spy", "out")]
+    assert sum("raised KeyError('broken')" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_no_debug_turns_everything_off_and_closes_the_file(tmp_path):
+    path = tmp_path / "events.log"
+
+    async def main():
+        pid = await gen_server.start(Journal, None)
+        await otp_sys.trace(pid, True)
+        await otp_sys.log(pid, True)
+        await otp_sys.statistics(pid, True)
+        await otp_sys.log_to_file(pid, path)
+        await otp_sys.install(pid, lambda s, e, n: s)
+        gen_server.cast(pid, 1)
+        await otp_sys.no_debug(pid)
+        gen_server.cast(pid, 2)
+        await gen_server.call(pid, "seen")
+        return (pid, await otp_sys.get_log(pid), await otp_sys.statistics(pid, "get"),
+                await otp_sys.get_state(pid))
+
+    pid, log, stats, state = run(main)
+    assert (log, stats) == ([], None)
+    assert state == [("cast", 1), ("cast", 2)]
+    assert path.read_text().splitlines() == [f"*DBG* {pid!r} got cast 1",
+                                             f"*DBG* {pid!r} new state [('cast', 1)]"]
+
+
+def test_log_to_file_that_cannot_be_opened_and_bad_arguments(tmp_path):
+    async def main():
+        pid = await gen_server.start(Journal, None)
+        with pytest.raises(SysError) as info:
+            await otp_sys.log_to_file(pid, tmp_path / "no" / "such" / "dir" / "f")
+        with pytest.raises(TypeError):
+            await otp_sys.log_to_file(pid, True)
+        with pytest.raises(ValueError):
+            await otp_sys.statistics(pid, "on")
+        with pytest.raises(TypeError):
+            await otp_sys.install(pid, "not a function")
+        with pytest.raises(TypeError):
+            await otp_sys.install(pid, print, id=["unhashable"])
+        await otp_sys.remove(pid, "never installed")          # no error
+        await otp_sys.log(pid, "print")                       # nothing logged: no error
+        return info.value.reason, otpvm.is_alive(pid)
+
+    assert run(main) == ("open_file", True)
