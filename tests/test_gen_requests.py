@@ -35,9 +35,11 @@ SCHEDULERS = pytest.mark.parametrize("schedulers", [1, 4])
 
 class Echo(GenServer):
     """Answers ('echo', x) with (tag, x); holds ('hold', x) until a
-    ('release', watcher) cast, then tells the watcher it replied."""
+    ('release', watcher) cast, then tells the watcher it replied (and
+    ('again', watcher) replies to them all once more)."""
 
     def init(self, tag):
+        self.released = []
         return Ok((tag, []))
 
     def handle_call(self, request, from_, state):
@@ -60,8 +62,13 @@ class Echo(GenServer):
             case ("release", watcher):
                 for from_, x in held:
                     gen_server.reply(from_, (tag, x))
+                self.released += held
                 send(watcher, ("released", tag, len(held)))
                 return NoReply((tag, []))
+            case ("again", watcher):
+                for from_, x in self.released:
+                    gen_server.reply(from_, ("again", x))
+                send(watcher, ("released", tag, len(self.released)))
             case ("note", watcher, x):
                 send(watcher, ("noted", tag, x))
         return NoReply(state)
@@ -183,6 +190,23 @@ def test_receive_response_timeout_abandons_the_request(schedulers):
         return left
 
     assert run(main, schedulers) == []
+
+
+def test_a_second_reply_to_a_request_already_answered_is_dropped():
+    async def main():
+        pid = await gen_server.start(Echo, "s")
+        single = send_request(pid, ("hold", 1))
+        coll = send_request(pid, ("hold", 2), "two", reqids_new())
+        await release(pid, 2)
+        first = await wait_response(single, 5)
+        response, _, _ = await receive_response(coll, 5)
+        gen_server.cast(pid, ("again", otpvm.self()))
+        await otpvm.receive(("released", ANY, 2), timeout=5)
+        # Taking the reply gave the request up: the alias no longer takes
+        # messages (OTP: the monitor's {alias, demonitor} option).
+        return first, response.result(), await mailbox()
+
+    assert run(main) == (("s", 1), ("s", 2), [])
 
 
 def test_check_response_on_received_messages():
