@@ -12,6 +12,17 @@ A call monitors the server and tags the request with the monitor's ref, which
 is also an alias: the caller waits for the reply or the server's death in O(1)
 however full its mailbox is, and a reply arriving after the call gave up is
 dropped on arrival, never left in the mailbox.
+
+``send_request`` cuts a call in two, as OTP's (gen_server and gen_statem
+export it): the request goes now, its response is taken later by
+``wait_response`` (a timeout keeps the request), ``receive_response`` (a
+timeout gives it up: a late reply is dropped) or ``check_response`` (on a
+message already received).  A single request's response is the reply, or
+the CallError a call would raise, or TimeoutError; request-id collections
+(``reqids_new``...) give ``(Response, label, new_collection)``, where a
+Response holds the reply or the CallError, since raising would lose the
+label and the collection.  ``multi_call`` and ``abcast`` reach a name on
+each node: the caller's own node only, until otpvm has distribution.
 """
 
 from __future__ import annotations
