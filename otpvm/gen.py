@@ -510,6 +510,16 @@ def _single(req: RequestId, msg: tuple[Any, ...]) -> Any:
     return msg[1]
 
 
+async def _response(req: RequestId, msg: tuple[Any, ...]) -> Any:
+    """_single, and after a Down, the reply that another process (one the
+    server handed its From to) sent meanwhile is dropped: OTP deactivates
+    the alias as the Down arrives, this one when the Down is taken."""
+    if type(msg) is Down:
+        unalias(req.ref)
+        await _flush_reply(req.ref)
+    return _single(req, msg)
+
+
 def _single_pattern(ref: Ref) -> Any:
     return _new(AnyOf, ((ref, ANY), _new(Down, (ref, ANY, ANY))))
 
@@ -546,7 +556,7 @@ async def wait_response(req: Any, timeout: Timeout = None, delete: bool | None =
         msg = await receive(_single_pattern(ref), timeout=_wait_time(timeout))
     except TimeoutError:
         raise _timed_out(req, timeout) from None
-    return _single(req, msg)
+    return await _response(req, msg)
 
 
 @overload
@@ -580,7 +590,7 @@ async def receive_response(req: Any, timeout: Timeout = None,
         except TimeoutError:
             raise _timed_out(req, timeout) from None
         return msg[1]
-    return _single(req, msg)
+    return await _response(req, msg)
 
 
 @overload
@@ -663,6 +673,9 @@ async def _collection_response(collection: RequestIdCollection, timeout: Timeout
         if abandon:
             await _abandon(reqs)
         raise _timed_out(collection, timeout) from None
+    if type(msg) is Down:                # as _response does
+        unalias(msg[0])
+        await _flush_reply(msg[0])
     return _collection_result(msg, collection, delete)
 
 

@@ -209,6 +209,54 @@ def test_a_second_reply_to_a_request_already_answered_is_dropped():
     assert run(main) == (("s", 1), ("s", 2), [])
 
 
+class Handing(GenServer):
+    """Hands each call's From to a helper that answers it once the server
+    has died (as a server handing work to another process may)."""
+
+    def init(self, _):
+        return Ok(None)
+
+    def handle_call(self, request, from_, state):
+        server = otpvm.self()
+        caller = from_.pid
+
+        async def helper():
+            ref = otpvm.monitor(server)
+            await otpvm.receive(otpvm.Down(ref, ANY, ANY))
+            gen_server.reply(from_, "answer from the helper")
+            send(caller, "helper replied")
+
+        otpvm.spawn(helper)
+        return Stop("normal", state)
+
+
+@pytest.mark.parametrize("form", ["wait", "receive", "collection"])
+def test_a_reply_sent_after_the_server_died_never_stays_in_the_mailbox(form):
+    async def main():
+        pid = await gen_server.start(Handing, None)
+        if form == "collection":
+            req = send_request(pid, "work", "label", reqids_new())
+        else:
+            req = send_request(pid, "work")
+        await otpvm.receive("helper replied", timeout=5)
+        # The Down and the helper's reply come from two processes: either may
+        # be first (as in OTP).  The Down first, the alias dies with it.
+        try:
+            if form == "collection":
+                response, _, _ = await receive_response(req, 5)
+                got = response.result()
+            elif form == "wait":
+                got = await wait_response(req, 5)
+            else:
+                got = await receive_response(req, 5)
+        except CallError as exc:
+            got = exc.reason
+        return got, await mailbox()
+
+    got, left = run(main)
+    assert got in ("normal", "answer from the helper") and left == []
+
+
 def test_check_response_on_received_messages():
     async def main():
         pid = await gen_server.start(Echo, "s")
