@@ -15,6 +15,13 @@ and a default ``env``; its ``start`` returns the pid of its top supervisor::
 
     await application.ensure_all_started(Store)
 
+An application can be named instead of given as its class, as in OTP
+(``application.start("store")``): a name not loaded yet is looked up, as OTP
+looks for ``Name.app`` on the code path, first in the module of the
+application that depends on it (where ``otpvm run MODULE:APP`` finds
+dependencies), then in the module called like the application (imported if
+need be); ``ApplicationError(('not_found', name))`` if neither defines it.
+
 An application controller process (registered as ``application_controller``)
 keeps track of what is loaded and running.  Each running application has a
 master process linked to its top supervisor; when the tree dies the start type
@@ -32,7 +39,9 @@ release upgrade tells an application its configuration changed with
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,9 +65,9 @@ from otpvm.kernel import self as _me
 from otpvm.terms import ANY, AnyOf, Exit
 
 __all__ = [
-    "Application", "ApplicationError", "config_change", "ensure_all_started", "get_env", "load",
-    "loaded_applications", "set_env", "start", "stop", "unload", "unset_env",
-    "which_applications",
+    "Application", "ApplicationError", "config_change", "ensure_all_started", "get_env",
+    "get_supervisor", "load", "loaded_applications", "set_env", "start", "stop", "unload",
+    "unset_env", "which_applications",
 ]
 
 _log = logging.getLogger("otpvm")
@@ -152,6 +161,7 @@ class _Loaded:
 class _Running:
     start_type: str
     master: Pid
+    top: Pid | None = None          # the top supervisor (get_supervisor)
 
 
 # Environments are read without a call to the controller, the way OTP reads
@@ -203,7 +213,7 @@ async def _master(ref: Any, start_type: str, args: Any) -> None:
     attrs = vars(app)
     del cls, app                                 # from here on, current code only
     link(top)
-    send(controller, ("$app_started", name))
+    send(controller, ("$app_started", name, top))
     while True:
         msg = await receive()
         if isinstance(msg, Exit) and msg.pid == top:
@@ -287,6 +297,9 @@ class _ControllerServer(GenServer):
         if op == "spec":
             loaded = state.loaded.get(request[1])
             return Reply(loaded.cls if loaded else None, state)
+        if op == "supervisor":
+            running = state.running.get(request[1])
+            return Reply(running.top if running else None, state)
         if op == "config_change":
             return Reply(await self._config_change(state, *request[1:]), state)
         return Reply(("error", ("unknown_request", request)), state)
@@ -328,10 +341,10 @@ class _ControllerServer(GenServer):
         if missing:
             return ("error", ("not_started", missing[0]))
         master = spawn_link(_master, loaded.ref, start_type, None)
-        msg = await receive(AnyOf(("$app_started", name), Exit(master, ANY)))
+        msg = await receive(AnyOf(("$app_started", name, ANY), Exit(master, ANY)))
         if isinstance(msg, Exit):
             return ("error", msg.reason)
-        state.running[name] = _Running(start_type, master)
+        state.running[name] = _Running(start_type, master, msg[2])
         state.order.append(name)
         return "ok"
 
@@ -432,9 +445,71 @@ def _check_start_type(start_type: Any) -> None:
                          f"not {start_type!r}")
 
 
-async def load(app: type[Application]) -> None:
-    """Loads an application (its spec and default env); ApplicationError if loaded."""
-    await _request("load", app)
+async def _find(name: str, near: type[Application] | None = None) -> type[Application]:
+    """The Application subclass of the application called ``name``, as OTP
+    finds ``Name.app`` on the code path: the one loaded already, else one
+    defined in the module of ``near`` (an application depending on it, as
+    ``otpvm run MODULE:APP`` finds dependencies), else the one defined in the
+    module named ``name`` (imported if need be).  Raises
+    ApplicationError(('not_found', name)) if there is none, or
+    ('ambiguous', name, [classes]) if that module defines several.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"an application's name is a non-empty str, not {name!r}")
+    loaded: type[Application] | None = await _request("spec", name)
+    if loaded is not None:
+        return loaded
+    if near is not None:
+        found = _defined_in(sys.modules.get(near.__module__), name)
+        if found is not None:
+            return found
+    found = _defined_in(_import(name), name)
+    if found is None:
+        raise ApplicationError(("not_found", name))
+    return found
+
+
+def _import(name: str) -> Any:
+    """The module named name, or None if there is no such module (an
+    error inside it is raised: a bug to show, not an application missing)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            return None
+        raise
+    except (ImportError, ValueError):   # not a module name at all (a dot at the end...)
+        return None
+
+
+def _defined_in(module: Any, name: str) -> type[Application] | None:
+    """The Application subclass called name that module defines (or
+    imports, when it defines none)."""
+    if module is None:
+        return None
+    found = {obj for obj in vars(module).values()
+             if isinstance(obj, type) and issubclass(obj, Application) and obj.name == name}
+    own = {cls for cls in found if cls.__module__ == module.__name__}
+    candidates = own or found
+    if len(candidates) > 1:
+        raise ApplicationError(("ambiguous", name, sorted(c.__qualname__ for c in candidates)))
+    return next(iter(candidates), None)
+
+
+async def _class(app: Any) -> type[Application]:
+    """The Application subclass app is, or names (see _find)."""
+    if isinstance(app, type) and issubclass(app, Application):
+        return app
+    if isinstance(app, str):
+        return await _find(app)
+    raise TypeError(f"expected an Application subclass or an application's name, not {app!r}")
+
+
+async def load(app: type[Application] | str) -> None:
+    """Loads an application (its spec and default env), given as its class
+    or its name (found as the module docstring says); ApplicationError if
+    loaded already."""
+    await _request("load", await _find(app) if isinstance(app, str) else app)
 
 
 async def unload(app: type[Application] | str) -> None:
@@ -449,10 +524,13 @@ async def loaded_applications() -> list[tuple[str, str, str]]:
 
 
 async def start(app: type[Application] | str, start_type: str = "temporary") -> None:
-    """Starts a loaded application (loading it first if given as a class).
+    """Starts an application, given as its class or its name, loading it
+    first if need be (as OTP does; a name is found as the module docstring says).
 
     Its dependencies must be running (see ensure_all_started)."""
     _check_start_type(start_type)
+    if isinstance(app, str) and await _request("spec", app) is None:
+        app = await _class(app)
     if isinstance(app, type):
         try:
             await load(app)
@@ -462,18 +540,16 @@ async def start(app: type[Application] | str, start_type: str = "temporary") -> 
     await _request("start", _name(app), start_type)
 
 
-async def ensure_all_started(app: type[Application], start_type: str = "temporary",
+async def ensure_all_started(app: type[Application] | str, start_type: str = "temporary",
                              registry: dict[str, type[Application]] | None = None) -> list[str]:
-    """Starts app and, first, the applications it depends on (found in
-    ``registry`` by name, or among already loaded ones).  Returns the names
-    it started, in order."""
+    """Starts app (its class, or its name) and, first, the applications it
+    depends on, found by name (in ``registry`` if given, else as the module
+    docstring says).  Returns the names it started, in order."""
     _check_start_type(start_type)
-    if not (isinstance(app, type) and issubclass(app, Application)):
-        raise TypeError(f"ensure_all_started needs an Application subclass, not {app!r}")
     started: list[str] = []
     running = {name for name, _, _ in await which_applications()}
     try:
-        await _ensure(app, start_type, registry or {}, running, started, ())
+        await _ensure(await _class(app), start_type, registry or {}, running, started, ())
     except Exception:
         # As OTP: the applications started here are stopped again, newest first.
         for name in reversed(started):
@@ -492,13 +568,20 @@ async def _ensure(app: type[Application], start_type: str, registry: dict[str, A
     if app.name in path:
         raise ApplicationError(("circular_dependencies", path + (app.name,)))
     for dep in app.applications:
-        dep_cls = registry.get(dep) or await _request("spec", dep)
-        if dep_cls is None:
-            raise ApplicationError(("not_found", dep))
+        if dep in running:
+            continue
+        dep_cls = registry.get(dep) or await _find(dep, near=app)
         await _ensure(dep_cls, start_type, registry, running, started, path + (app.name,))
     await start(app, start_type)
     running.add(app.name)
     started.append(app.name)
+
+
+async def get_supervisor(app: type[Application] | str) -> Pid | None:
+    """The pid of the running application's top supervisor (what its start
+    returned), or None if it is not running (OTP 26's get_supervisor)."""
+    pid: Pid | None = await _request("supervisor", _name(app))
+    return pid
 
 
 async def stop(app: type[Application] | str) -> None:

@@ -66,6 +66,22 @@ __all__ = [
     "StartError", "Stop", "call", "cast", "reply", "start", "start_link", "start_monitor",
     "stop",
 ]
+__all__ += [  # OTP's send_request family, multi_call and abcast (otpvm.gen)
+    "NO_REPLY", "NO_REQUEST", "RequestId", "RequestIdCollection", "Response", "abcast",
+    "check_response", "multi_call", "receive_response", "reqids_add", "reqids_new", "reqids_size",
+    "reqids_to_list", "send_request", "wait_response",
+]
+
+# OTP's send_request family, multi_call and abcast: otpvm.gen's, as gen_server exports them.
+NO_REPLY, NO_REQUEST = gen.NO_REPLY, gen.NO_REQUEST
+RequestId, RequestIdCollection, Response = gen.RequestId, gen.RequestIdCollection, gen.Response
+send_request = gen.send_request
+wait_response = gen.wait_response
+receive_response = gen.receive_response
+check_response = gen.check_response
+reqids_new, reqids_add = gen.reqids_new, gen.reqids_add
+reqids_size, reqids_to_list = gen.reqids_size, gen.reqids_to_list
+multi_call, abcast = gen.multi_call, gen.abcast
 
 _log = logging.getLogger("otpvm")
 

@@ -102,6 +102,21 @@ __all__ = [
     "Stop", "StopAndReply", "call", "cast", "reply", "start", "start_link", "start_monitor",
     "stop",
 ]
+__all__ += [  # OTP's send_request family (otpvm.gen)
+    "NO_REPLY", "NO_REQUEST", "RequestId", "RequestIdCollection", "Response", "check_response",
+    "receive_response", "reqids_add", "reqids_new", "reqids_size", "reqids_to_list",
+    "send_request", "wait_response",
+]
+
+# OTP's send_request family: otpvm.gen's, re-exported as OTP's gen_statem does.
+NO_REPLY, NO_REQUEST = gen.NO_REPLY, gen.NO_REQUEST
+RequestId, RequestIdCollection, Response = gen.RequestId, gen.RequestIdCollection, gen.Response
+send_request = gen.send_request
+wait_response = gen.wait_response
+receive_response = gen.receive_response
+check_response = gen.check_response
+reqids_new, reqids_add = gen.reqids_new, gen.reqids_add
+reqids_size, reqids_to_list = gen.reqids_size, gen.reqids_to_list
 
 _log = logging.getLogger("otpvm")
 

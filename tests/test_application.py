@@ -10,6 +10,7 @@ tree die" on a message rather than on a sleep.
 
 import gc
 import logging
+import sys
 
 import pytest
 
@@ -165,7 +166,9 @@ def test_load_makes_the_spec_and_env_known_and_unload_forgets_them():
         assert await application.loaded_applications() == []
         assert await application.get_env("alpha", "port") is None
         assert await reason_of(application.unload("alpha")) == ("not_loaded", "alpha")
-        assert await reason_of(application.start("alpha")) == ("not_loaded", "alpha")
+        # As OTP, start loads what is not loaded; no module defines an 'alpha'
+        # (OTP: {error, {"no such file or directory", "alpha.app"}}).
+        assert await reason_of(application.start("alpha")) == ("not_found", "alpha")
         await application.load(App)                    # and it can be loaded again
         return await application.get_env("alpha", "port")
 
@@ -185,12 +188,19 @@ def test_a_running_application_cannot_be_unloaded():
     assert run(main) == []
 
 
-@pytest.mark.parametrize("bad", [object, 42, "alpha", type("Nameless", (Application,), {})])
+@pytest.mark.parametrize("bad", [object, 42, type("Nameless", (Application,), {})])
 def test_load_refuses_what_is_not_a_named_application_class(bad):
     async def main():
         return await reason_of(application.load(bad))
 
     assert "not an Application subclass" in str(run(main))
+
+
+def test_load_of_a_name_no_module_defines_is_not_found():
+    async def main():
+        return await reason_of(application.load("alpha"))
+
+    assert run(main) == ("not_found", "alpha")
 
 
 # -- start / stop ------------------------------------------------------------------
@@ -259,7 +269,7 @@ def test_start_and_stop_errors():
 
     assert run(main) == (
         ("already_started", "alpha"), ("already_started", "alpha"),
-        ("not_loaded", "nosuch"), ("not_started", "alpha"), ("not_started", "nosuch"),
+        ("not_found", "nosuch"), ("not_started", "alpha"), ("not_started", "nosuch"),
     )
 
 
@@ -631,15 +641,146 @@ def test_a_bad_start_type_or_app_is_refused_before_anything_starts():
         await watcher()
         with pytest.raises(ValueError) as bad_type:
             await application.ensure_all_started(App, "forever", {"base": Base})
-        with pytest.raises(TypeError) as bad_app:
+        with pytest.raises(ApplicationError) as bad_app:    # a name no module defines
             await application.ensure_all_started("top", "permanent", {"base": Base})
         with pytest.raises(TypeError) as bad_name:
             await application.start(42)
-        return (str(bad_type.value), str(bad_app.value), str(bad_name.value),
+        return (str(bad_type.value), bad_app.value.reason, str(bad_name.value),
                 await application.which_applications())
 
     bad_type, bad_app, bad_name, running = run(main)
     assert bad_type == "start type must be 'permanent', 'transient' or 'temporary', not 'forever'"
-    assert bad_app == "ensure_all_started needs an Application subclass, not 'top'"
+    assert bad_app == ("not_found", "top")
     assert bad_name == "expected an Application subclass or an application's name, not 42"
     assert running == []
+
+
+# -- get_supervisor (OTP 26) -------------------------------------------------------
+
+
+def test_get_supervisor_gives_the_top_supervisor_of_a_running_application():
+    App = make_app("alpha", children=())
+
+    async def main():
+        before = await application.get_supervisor("alpha")
+        await application.start(App)
+        top = await application.get_supervisor(App)
+        by_name = await application.get_supervisor("alpha")
+        sup = otpvm.whereis("alpha_sup")
+        await application.stop(App)
+        # erl (OTP 26+): undefined = application:get_supervisor(stdlib), a
+        # library application that is loaded but has no supervisor.
+        return before, top == sup == by_name, await application.get_supervisor("alpha"), \
+            await application.get_supervisor("nosuch")
+
+    assert run(main) == (None, True, None, None)
+
+
+# -- applications found by name, without a registry ----------------------------------
+
+
+class LookupBase(Application):
+    name = "lookup_base"
+
+    async def start(self, start_type, args):
+        return await supervisor.start_link(Sup, ("lookup_base", ()))
+
+
+class LookupTop(Application):
+    name = "lookup_top"
+    applications = ("lookup_base",)
+
+    async def start(self, start_type, args):
+        return await supervisor.start_link(Sup, ("lookup_top", ()))
+
+
+def test_dependencies_are_found_beside_the_application_that_needs_them():
+    async def main():
+        started = await application.ensure_all_started(LookupTop)
+        running = await names()
+        for name in reversed(started):
+            await application.stop(name)
+        return started, running
+
+    assert run(main) == (["lookup_base", "lookup_top"], ["lookup_top", "lookup_base"])
+
+
+APP_MODULE = '''
+from otpvm import supervisor
+from otpvm.application import Application
+from otpvm.supervisor import Supervisor, SupFlags
+
+
+class Sup(Supervisor):
+    def init(self, args):
+        return SupFlags("one_for_one"), []
+
+
+class App(Application):
+    name = {name!r}
+    applications = {deps!r}
+    env = {{"from": {name!r}}}
+
+    async def start(self, start_type, args):
+        return await supervisor.start_link(Sup, None)
+'''
+
+
+@pytest.fixture
+def app_modules(tmp_path, monkeypatch):
+    """Writes modules named after applications, as OTP has Name.app files."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(name, deps=(), source=None):
+        text = source if source is not None else APP_MODULE.format(name=name, deps=tuple(deps))
+        (tmp_path / f"{name}.py").write_text(text)
+    yield write
+    for name in [m for m in sys.modules if m.startswith("otpvm_lookup_")]:
+        del sys.modules[name]
+
+
+def test_an_application_is_found_in_the_module_named_after_it(app_modules):
+    app_modules("otpvm_lookup_db")
+    app_modules("otpvm_lookup_web", deps=["otpvm_lookup_db"])
+    app_modules("otpvm_lookup_cli")
+
+    async def main():
+        # erl: ok = application:start(App) loads App from App.app first, and
+        # {ok, [Dep, App]} = application:ensure_all_started(App).
+        await application.load("otpvm_lookup_cli")
+        env = await application.get_env("otpvm_lookup_cli", "from")
+        await application.start("otpvm_lookup_cli")
+        started = await application.ensure_all_started("otpvm_lookup_web")
+        return env, started, await names()
+
+    assert run(main) == ("otpvm_lookup_cli", ["otpvm_lookup_db", "otpvm_lookup_web"],
+                         ["otpvm_lookup_web", "otpvm_lookup_db", "otpvm_lookup_cli"])
+
+
+def test_a_name_no_module_defines_is_not_found_and_nothing_starts(app_modules):
+    app_modules("otpvm_lookup_web", deps=["otpvm_lookup_missing"])
+    app_modules("otpvm_lookup_empty", source="x = 1\n")
+
+    async def main():
+        return (await reason_of(application.ensure_all_started("otpvm_lookup_web")),
+                await reason_of(application.start("otpvm_lookup_empty")),
+                await reason_of(application.start("not a module name.")),
+                await names())
+
+    assert run(main) == (("not_found", "otpvm_lookup_missing"),
+                         ("not_found", "otpvm_lookup_empty"),
+                         ("not_found", "not a module name."), [])
+
+
+def test_a_module_that_fails_to_import_is_an_error_not_a_missing_application(app_modules):
+    app_modules("otpvm_lookup_broken", source="import otpvm_lookup_nowhere\n")
+    app_modules("otpvm_lookup_twice", source=APP_MODULE.format(name="otpvm_lookup_twice", deps=())
+                + "\n\nclass Again(App):\n    pass\n")
+
+    async def main():
+        with pytest.raises(ModuleNotFoundError) as broken:
+            await application.start("otpvm_lookup_broken")
+        return broken.value.name, await reason_of(application.start("otpvm_lookup_twice"))
+
+    assert run(main) == ("otpvm_lookup_nowhere",
+                         ("ambiguous", "otpvm_lookup_twice", ["Again", "App"]))
