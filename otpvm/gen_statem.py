@@ -97,10 +97,10 @@ from otpvm.terms import Exit, NameRegistrationError, ProcessExit
 
 __all__ = [
     "CallError", "EventTimeout", "From", "GenStatem", "GenericTimeout", "Hibernate", "Ignore",
-    "Ignored", "KEEP", "KeepState", "KeepStateAndData", "NextEvent", "NextState", "Postpone",
-    "RepeatState", "RepeatStateAndData", "Reply", "StartError", "StateTimeout", "StatemError",
-    "Stop", "StopAndReply", "call", "cast", "reply", "start", "start_link", "start_monitor",
-    "stop",
+    "Ignored", "InitError", "KEEP", "KeepState", "KeepStateAndData", "NextEvent", "NextState",
+    "Postpone", "RepeatState", "RepeatStateAndData", "Reply", "StartError", "StateTimeout",
+    "StatemError", "Stop", "StopAndReply", "call", "cast", "enter_loop", "reply", "start",
+    "start_link", "start_monitor", "stop",
 ]
 
 _log = logging.getLogger("otpvm")
@@ -142,6 +142,15 @@ class _IgnoreType:
 
 Ignore: Any = _IgnoreType()
 """``init`` result: start nothing (``start`` raises ``Ignored``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InitError:
+    """``init`` result: the start fails with ``reason`` quietly (OTP 26's
+    ``{error, Reason}``): ``start`` raises ``StartError(reason)``, the
+    process ends with reason ``'normal'`` and nothing is logged."""
+
+    reason: Any
 
 
 class StatemError(Exception):
@@ -453,11 +462,13 @@ async def _drive_async(step: _Step, pending: Any) -> None:
 class _Statem(_sys.CodeChanging):
     """The callback-process handler that runs a GenStatem."""
 
-    def __init__(self, cls: type[GenStatem] | str, args: Any, name: str | None) -> None:
+    def __init__(self, cls: type[GenStatem] | str, args: Any, name: Any) -> None:
         if isinstance(cls, str) and ":" in cls:
             cls = code.ref(cls).resolve()         # a late-bound "pkg.mod:Name"
         if not (isinstance(cls, type) and issubclass(cls, GenStatem)):
             raise TypeError(f"gen_statem needs a GenStatem subclass, not {cls!r}")
+        if not (name is None or isinstance(name, str) or _is_via(name)):
+            raise TypeError(f"a gen_statem name is a str or a registry.via name, not {name!r}")
         self.initial_call = f"{cls.__module__}.{cls.__qualname__}.init"
         self.cls = cls
         self.args = args
@@ -490,12 +501,8 @@ class _Statem(_sys.CodeChanging):
         self.pid = _me()
         self.parent = starter.pid
         if self.name is not None:
-            try:
-                register(self.name, self.pid)
-            except NameRegistrationError:
-                ack(starter, ("already_started", whereis(self.name)))
-                exit("normal")
-        ignored: Ignored | None = None
+            yield from self._register(starter)
+        ignored: Ignored | InitError | None = None
         stop_reason: Any = KEEP
         self.epoch = _code_epoch()
         try:
@@ -507,6 +514,8 @@ class _Statem(_sys.CodeChanging):
                 result = yield result
             if result is Ignore:
                 ignored = Ignored(f"{self.cls.__qualname__}.init returned Ignore")
+            elif type(result) is InitError:
+                ignored = result
             elif result is Stop or isinstance(result, Stop):
                 stop_reason = result.reason if isinstance(result, Stop) else "normal"
             else:
@@ -521,7 +530,7 @@ class _Statem(_sys.CodeChanging):
             ack(starter, exc.reason if isinstance(exc, ProcessExit) else exc)
             raise
         if ignored is not None:
-            ack(starter, ignored)
+            ack(starter, ignored if type(ignored) is Ignored else ignored.reason)
             exit("normal")
         if stop_reason is not KEEP:
             ack(starter, stop_reason)        # OTP: {error, Reason}, then exit(Reason)
@@ -529,6 +538,26 @@ class _Statem(_sys.CodeChanging):
         ack(starter)
         self.state, self.data = state, data
         yield from self._run(None, actions)
+
+    def _register(self, starter: From) -> _Step:
+        """Takes the name before init runs, or fails the start with
+        ``('already_started', pid)``: a registered name at once, a
+        ``registry.via`` name through its registry."""
+        name = self.name
+        if isinstance(name, str):
+            try:
+                register(name, self.pid)
+            except NameRegistrationError:
+                ack(starter, ("already_started", whereis(name)))
+                exit("normal")
+            return
+        # registry needs gen_server: imported late
+        from otpvm import registry
+        try:
+            yield registry.register(name.registry, name.key)
+        except registry.AlreadyRegisteredError as exc:
+            ack(starter, ("already_started", exc.pid))
+            exit("normal")
 
     def _set_callback_mode(self, mod: GenStatem) -> None:
         self.handle_event, self.state_enter = _callback_mode(mod)
@@ -769,20 +798,73 @@ class _Statem(_sys.CodeChanging):
 
     def _report(self, reason: Any) -> None:
         if _abnormal(reason):
-            _log.error("gen_statem %r (%s) terminating in state %r with reason %r",
-                       self.pid, self.cls.__qualname__, self.state, reason)
+            _log.error("%s", self._report_status(reason))
 
     def _shutdown(self, reason: Any) -> _Step:
-        """Runs terminate, logs an abnormal reason, exits with reason."""
-        yield from self._terminate(reason)
+        """Runs terminate, logs an abnormal reason, exits with reason.  A
+        terminate that raises or exits ends the process with its reason
+        instead (reported the same way), as in OTP."""
+        try:
+            yield from self._terminate(reason)
+        except ProcessExit as exc:
+            self._report(exc.reason)
+            raise
+        except Exception as exc:
+            raise self._noted(exc) from None
         self._report(reason)
         exit(reason)
 
     def _crash(self, exc: Exception) -> _Step:
-        """terminate(exc, state, data), then the exception ends the process
-        (the VM logs it once, as a crash report)."""
-        yield from self._terminate(exc)
-        raise exc
+        """terminate(exc, state, data), then the exception ends the process:
+        the VM logs it once, as a crash report, which carries the state
+        machine's status (through format_status) as a note."""
+        try:
+            yield from self._terminate(exc)
+        except ProcessExit as exit_exc:   # terminate's own exit wins, as in OTP
+            self._report(exit_exc.reason)
+            raise
+        except Exception as terminate_exc:
+            raise self._noted(terminate_exc) from exc
+        raise self._noted(exc)
+
+    def _noted(self, exc: BaseException) -> BaseException:
+        """exc, with the state machine's status added as a note (once)."""
+        notes = getattr(exc, "__notes__", ())
+        if not any(isinstance(n, str) and n.startswith("gen_statem ") for n in notes):
+            exc.add_note(self._report_status(exc))
+        return exc
+
+    # -- status and reports ---------------------------------------------------
+
+    def _status(self, **more: Any) -> Any:
+        """What get_status and the termination report show, through
+        format_status: OTP's status items, ``timeouts`` as ``[(kind,
+        content)]`` in start order, ``queue`` the events inserted but not
+        handled yet, and (in a report) ``reason``."""
+        status = {"pid": self.pid, "module": self.cls, "state": self.state,
+                  "data": self.data, "parent": self.parent, "name": self.name,
+                  "queue": list(self.queue), "postponed": list(self.postponed),
+                  "timeouts": [(kind, entry[2]) for kind, entry in self.timers.items()],
+                  "status": self.sys_status, **more}
+        if self.mod is None:
+            return status
+        return self.mod.format_status(status)
+
+    def _report_status(self, reason: Any) -> str:
+        """The state machine's part of a termination report (as OTP's
+        ``** State machine ... terminating``), through format_status; a
+        format_status that fails is reported instead of the status."""
+        try:
+            status = self._status(reason=reason)
+            if not isinstance(status, dict):
+                raise TypeError(f"format_status returned {status!r}: expected a dict")
+        except Exception as exc:
+            return (f"gen_statem {self.pid!r} ({self.cls.__qualname__}): format_status "
+                    f"failed: {exc!r}")
+        shown = ", ".join(f"{key} {status[key]!r}" for key in (
+            "state", "data", "queue", "postponed", "timeouts") if key in status)
+        return (f"gen_statem {self.pid!r} ({self.cls.__qualname__}) terminating with "
+                f"reason {status.get('reason', reason)!r}: {shown}")
 
     # -- the sys protocol -----------------------------------------------------
 
@@ -799,12 +881,7 @@ class _Statem(_sys.CodeChanging):
             else:
                 gen.reply(from_, (self.state, self.data))
         elif request == "get_status":
-            status = {"pid": self.pid, "module": self.cls, "state": self.state,
-                      "data": self.data, "parent": self.parent, "name": self.name,
-                      "postponed": list(self.postponed), "timeouts": sorted(
-                          map(repr, self.timers)), "status": self.sys_status}
-            assert self.mod is not None
-            gen.reply(from_, self.mod.format_status(status))
+            gen.reply(from_, self._status())
         elif request == "suspend":
             gen.reply(from_, "ok")
             return self._suspended()
@@ -897,6 +974,12 @@ _RESULT_CLASSES = (NextState, KeepState, KeepStateAndData, RepeatState, RepeatSt
                    Stop, StopAndReply, *_ACTION_TYPES)
 
 
+def _is_via(name: Any) -> bool:
+    # registry needs gen_server: imported late
+    from otpvm.registry import Via
+    return isinstance(name, Via)
+
+
 def _callback_mode(mod: GenStatem) -> tuple[Any, bool]:
     """What mod.callback_mode() asks for: (the bound handle_event, or None
     in 'state_functions' mode; whether state enter calls are on)."""
@@ -959,32 +1042,74 @@ def _valid_event_type(event_type: Any) -> bool:
 # -- the API ------------------------------------------------------------------
 
 
-async def start(cls: type[GenStatem] | str, args: Any = None, *, name: str | None = None,
+async def start(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
                 timeout: float | None = None) -> Pid:
     """Starts a state machine and returns its pid once ``init`` has completed.
 
-    With ``name``, the process registers it before ``init`` runs, atomically:
-    if it is taken, ``StartError(('already_started', pid))`` is raised.
-    Raises ``StartError`` if init fails or stops (``reason`` says why),
-    ``Ignored`` if init returned Ignore.
+    With ``name`` (a str, or a ``registry.via(reg, key)`` name), the
+    process registers it before ``init`` runs, atomically: if it is taken,
+    ``StartError(('already_started', pid))`` is raised.
+    Raises ``StartError`` if init fails, stops or returns InitError
+    (``reason`` says why), ``Ignored`` if init returned Ignore.
     """
     pid: Pid = await gen.start(_Statem(cls, args, name), link=False, timeout=timeout)
     return pid
 
 
-async def start_link(cls: type[GenStatem] | str, args: Any = None, *, name: str | None = None,
+async def start_link(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
                      timeout: float | None = None) -> Pid:
     """Like start, and links the state machine to the caller (its parent)."""
     pid: Pid = await gen.start(_Statem(cls, args, name), link=True, timeout=timeout)
     return pid
 
 
-async def start_monitor(cls: type[GenStatem] | str, args: Any = None, *, name: str | None = None,
+async def start_monitor(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
                         timeout: float | None = None) -> tuple[Pid, Ref]:
     """Like start, and monitors the state machine: returns (pid, ref)."""
     result: tuple[Pid, Ref] = await gen.start(_Statem(cls, args, name), link=False,
                                               timeout=timeout, monitor_child=True)
     return result
+
+
+async def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions: Any = (), *,
+                     name: Any = None, parent: Pid | None = None) -> None:
+    """Makes the calling coroutine process a state machine, in ``state``
+    with ``data``, after ``actions`` (OTP's ``enter_loop/4,5,6``): for a
+    process that set itself up (registered a name, opened sockets...)
+    without ``init``.  It never returns: the process ends as the state
+    machine does.
+
+    With ``name`` (a str, or a ``registry.via`` name), the process must
+    already be registered under it, or it exits with
+    ``'process_not_registered'`` (``('process_not_registered_via',
+    registry)``).  ``parent`` is the process whose exit signal, when the
+    process traps exits, stops the state machine with that reason (as from
+    a supervisor): otpvm keeps no record of who started a process, so
+    pass the pid of the starter (None: no parent).  The state enter call,
+    if enabled, runs first, as after ``init``.
+    """
+    from otpvm.kernel import receive
+
+    me = _me()
+    if name is not None:
+        if not (isinstance(name, str) or _is_via(name)):
+            raise TypeError(f"a gen_statem name is a str or a registry.via name, "
+                            f"not {name!r}")
+        if gen.resolve(name) != me:
+            exit("process_not_registered" if isinstance(name, str)
+                 else ("process_not_registered_via", name.registry))
+    handler = _Statem(cls, None, name)
+    handler.pid, handler.parent = me, parent
+    handler.epoch = _code_epoch()
+    handler.cls = code.current(handler.cls)
+    handler.mod = mod = handler.cls()
+    handler._set_callback_mode(mod)
+    handler.state, handler.data = state, data
+    more = _drive(handler._run(None, actions))
+    while True:
+        if more is not None:
+            await more
+        more = handler.handle_message(await receive())
 
 
 async def call(dest: Pid | str, request: Any, timeout: float | None = 5.0) -> Any:
@@ -1002,9 +1127,23 @@ def cast(dest: Pid | str, msg: Any) -> None:
     gen.cast(dest, msg)
 
 
-def reply(from_: From, value: Any) -> None:
-    """Answers a call (from any state, or any process given ``from_``)."""
-    gen.reply(from_, value)
+_NO_VALUE: Any = object()
+
+
+def reply(from_: From | Reply | Sequence[Reply], value: Any = _NO_VALUE) -> None:
+    """Answers a call (from any state, or any process given ``from_``).
+
+    Also OTP's ``reply/1``: ``reply(Reply(from_, value))`` or a list of
+    Reply actions, answered in order.
+    """
+    if value is not _NO_VALUE:
+        gen.reply(from_, value)
+        return
+    for item in _listify(from_):
+        if type(item) is not Reply:
+            raise TypeError(f"gen_statem.reply needs (from_, value) or Reply actions, "
+                            f"not {item!r}")
+        gen.reply(item.from_, item.value)
 
 
 async def stop(dest: Pid | str, reason: Any = "normal", timeout: float | None = None) -> None:
