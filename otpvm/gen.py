@@ -34,6 +34,7 @@ from otpvm.kernel import (
     send_alias,
     spawn_handler,
     unalias,
+    unlink,
     whereis,
 )
 from otpvm.terms import ANY, AnyOf, Down, Exit
@@ -185,8 +186,11 @@ async def start(handler: Any, *, link: bool, timeout: float | None = None,
     try:
         msg = await receive(AnyOf((ref, ANY, ANY), Down(mref, ANY, ANY)), timeout=timeout)
     except TimeoutError:
+        if link:
+            unlink(pid)         # as proc_lib: the starter neither dies nor hears of it
         exit(pid, "kill")
         demonitor(mref, flush=True)
+        await _flush_exit(pid, link)
         raise StartError("timeout") from None
     if isinstance(msg, Down):
         await _flush_exit(pid, link)

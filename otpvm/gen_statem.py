@@ -1152,6 +1152,12 @@ async def stop(dest: Pid | str, reason: Any = "normal", timeout: float | None = 
 
     Raises ``CallError('noproc')`` if there is no such process,
     ``CallError(r)`` if it ended with another reason r, ``TimeoutError``
-    after timeout.
+    after timeout; ``TypeError``/``ValueError`` for a timeout that is not
+    ``None`` or seconds, before anything is sent.
     """
+    if timeout is not None and (isinstance(timeout, bool)
+                                or not isinstance(timeout, (int, float))):
+        raise TypeError(f"stop's timeout is None or seconds, not {timeout!r}")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"stop's timeout is None or seconds, not {timeout!r}")
     await gen.stop(dest, reason, timeout)

@@ -769,3 +769,69 @@ def test_sys_get_state_and_info_events():
         return got, await get_state(pid)
 
     assert run(main) == (("s", "info", "plain message"), ("s", {"k": 1}))
+
+
+class Arming(GenStatem):
+    """Arms the timeout a call names, then reports every event to its test."""
+
+    def init(self, test):
+        return "s", test
+
+    def s(self, event_type, content, test):
+        if event_type == "cast":
+            return KeepStateAndData({"event": EventTimeout(0.2, "event"),
+                                     "state": StateTimeout(0.2, "state"),
+                                     "generic": GenericTimeout("g", 0.2, "generic")}[content])
+        send(test, (event_type, content))
+        return KeepStateAndData()
+
+
+@pytest.mark.parametrize("request_kind", ["get_state", "get_status", "suspend"])
+def test_system_messages_keep_pending_timeouts(request_kind):
+    """OTP: system messages are not events: a get_state, get_status or
+    suspend/resume arriving while a timeout runs leaves it running."""
+    from otpvm import sys
+
+    async def main():
+        fired = []
+        for kind in ("event", "state", "generic"):
+            pid = await gen_statem.start(Arming, otpvm.self())
+            gen_statem.cast(pid, kind)
+            await sys.get_state(pid)                # the timeout runs now
+            if request_kind == "suspend":
+                await sys.suspend(pid)
+                await sys.resume(pid)
+            else:
+                await getattr(sys, request_kind)(pid)
+            fired.append(await receive(timeout=5))
+            await gen_statem.stop(pid)
+        return fired
+
+    assert run(main, schedulers=2) == [("timeout", "event"), ("state_timeout", "state"),
+                                       (("generic_timeout", "g"), "generic")]
+
+
+def test_start_link_timeout_leaves_the_caller_alone():
+    """As proc_lib: a start_link that times out unlinks before killing, so
+    the caller neither dies (not trapping) nor finds an Exit (trapping)."""
+    class Slow(GenStatem):
+        async def init(self, test):
+            send(test, ("starting", otpvm.self()))
+            await otpvm.sleep(1.0)
+            return "s", None
+
+    async def main(trap):
+        otpvm.process_flag("trap_exit", trap)
+        with pytest.raises(StartError) as info:
+            await gen_statem.start_link(Slow, otpvm.self(), timeout=0.1)
+        assert info.value.reason == "timeout"
+        _, child = await receive(("starting", ANY), timeout=0)
+        ref = otpvm.monitor(child)
+        await receive(Down(ref, child, ANY), timeout=5)
+        # an exit signal from the child, had there been one, came before its Down
+        with pytest.raises(TimeoutError):
+            await receive(timeout=0.05)
+        return True
+
+    assert run(main, False) is True
+    assert run(main, True) is True
