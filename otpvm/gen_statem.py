@@ -489,6 +489,7 @@ class _Statem(_sys.CodeChanging):
         self.epoch = 0                      # the code epoch cls was last resolved in
         self.undo: tuple[_sys.CodeUndo, Any, bool] | None = None   # change_code's
         self.refused: Any = None            # the code.Version it failed to switch to
+        self.debug: _sys.Debug | None = None   # sys.trace / sys.log, None while off
 
     # -- start ------------------------------------------------------------
 
@@ -605,7 +606,7 @@ class _Statem(_sys.CodeChanging):
                 if type(item) is not Reply:
                     yield from self._crash(StatemError("bad_reply_action_from_state_function",
                                                        item))
-                gen.reply(item.from_, item.value)
+                self._reply(item.from_, item.value, self.state)
             yield from self._shutdown(stopping.reason)
         except ProcessExit as exc:            # exit(reason) inside a callback
             yield from self._terminate(exc.reason)
@@ -623,6 +624,8 @@ class _Statem(_sys.CodeChanging):
         self._transition(tr, None)
 
     def _handle(self, event: Event) -> _Step:
+        if self.debug is not None:
+            _sys.handle_debug(self.debug, self._debug_name(), ("in", event))
         event_type, content = event
         state = self.state
         if self.handle_event is not None:
@@ -690,7 +693,7 @@ class _Statem(_sys.CodeChanging):
         for action in _listify(actions):
             kind = type(action)
             if kind is Reply:
-                gen.reply(action.from_, action.value)
+                self._reply(action.from_, action.value, tr.state)
             elif kind is EventTimeout or kind is StateTimeout:
                 tr.timeouts.append(("timeout" if kind is EventTimeout else "state_timeout",
                                     _check_time(action), action.content, action.absolute))
@@ -891,8 +894,21 @@ class _Statem(_sys.CodeChanging):
             # Code changes only while suspended; with no undo, commit is a no-op.
             gen.reply(from_, "ok" if request[0] == "commit_code" else ("error", "running"))
         else:
-            gen.reply(from_, ("error", ("unknown_system_msg", request)))
+            handled = _sys.debug_request(self.debug, request)
+            if handled is None:
+                gen.reply(from_, ("error", ("unknown_system_msg", request)))
+            else:
+                self.debug, answer = handled
+                gen.reply(from_, answer)
         return None
+
+    def _debug_name(self) -> Any:
+        return self.name if self.name is not None else self.pid
+
+    def _reply(self, from_: From, value: Any, state: Any) -> None:
+        gen.reply(from_, value)
+        if self.debug is not None:
+            _sys.handle_debug(self.debug, self._debug_name(), ("out", value, from_.pid, state))
 
     # -- hot code upgrade (as gen_server's: see there) --------------------------
 

@@ -835,3 +835,40 @@ def test_start_link_timeout_leaves_the_caller_alone():
 
     assert run(main, False) is True
     assert run(main, True) is True
+
+
+def test_sys_log_records_events_and_replies():
+    """sys.log/get_log (and trace) work on a gen_statem as on a gen_server:
+    each event handled is ('in', (type, content)), each reply ('out', value,
+    to, state)."""
+    from otpvm import sys
+
+    class Echo(GenStatem):
+        def init(self, _):
+            return "s", None
+
+        def s(self, event_type, content, data):
+            if event_type == "cast":
+                return KeepStateAndData()
+            return NextState("t", data, Reply(event_type[1], content))
+
+    async def main():
+        me = otpvm.self()
+        pid = await gen_statem.start(Echo)
+        await sys.log(pid, True)
+        await sys.trace(pid, True)
+        gen_statem.cast(pid, "x")
+        assert await gen_statem.call(pid, "y") == "y"
+        log = await sys.get_log(pid)
+        await sys.log(pid, False)
+        await sys.trace(pid, False)
+        assert await sys.get_log(pid) == []
+        await gen_statem.stop(pid)
+        return log, me
+
+    log, me = run(main)
+    assert log[0] == ("in", ("cast", "x"))
+    (tag, ((call, from_), request)), out = log[1], log[2]
+    assert (tag, call, from_.pid, request) == ("in", "call", me, "y")
+    assert out == ("out", "y", me, "t")
+    assert len(log) == 3

@@ -117,8 +117,10 @@ def mode(request):
 # -- helpers (the suite's functionality checks) -------------------------------
 
 
-async def flush(timeout=0.05):
-    """Every message in the mailbox, in order (OTP's flush/0)."""
+async def flush(timeout=0.02):
+    """Every message in the mailbox, in order (OTP's flush/0, which waits
+    500 ms for the last one: used here only once the messages expected are
+    in, to check that nothing else came)."""
     msgs = []
     while True:
         try:
@@ -129,6 +131,11 @@ async def flush(timeout=0.05):
 
 async def verify_empty_msgq():
     assert await flush() == []
+
+
+async def take(n):
+    """The next n messages, in order."""
+    return [await receive(timeout=5) for _ in range(n)]
 
 
 async def wfor(msg):
@@ -214,7 +221,7 @@ async def do_sync_func_test(stm):
     await check_state(stm, "idle")
     # event timeout (absolute), a timer, a zero timeout, a postponed
     # timeout event cancelling a new event timeout, and a reply/1
-    assert await gen_statem.call(stm, ("timeout", 0.05)) == "ok"
+    assert await gen_statem.call(stm, ("timeout", 0.01)) == "ok"
     assert await gen_statem.call(stm, "alive?") == "yes"
     await check_state(stm, "idle")
 
@@ -990,7 +997,7 @@ def test_stop_and_reply(run):
         tag1, tag2 = otpvm.alias(), otpvm.alias()
         gen_statem.cast(stm, ("echo", From(me, tag1), "reply1"))
         gen_statem.cast(stm, ("stop_and_reply", "reason", From(me, tag2), "reply2"))
-        assert await flush() == [(tag1, "reply1"), (tag2, "reply2"), Exit(stm, "reason")]
+        assert await take(3) == [(tag1, "reply1"), (tag2, "reply2"), Exit(stm, "reason")]
         with pytest.raises(CallError) as info:
             await gen_statem.call(stm, "hej")
         assert info.value.reason == "noproc"
@@ -1065,29 +1072,36 @@ def test_state_enter(run):
         aliases = {n: otpvm.alias() for n in range(1, 20)}
         named = {ref: n for n, ref in aliases.items()}
         stm = await gen_statem.start_link(Machine, (me, aliases))
+        await sys.trace(stm, True)                  # OTP: {debug, [trace, {log, 17}]}
+        await sys.log(stm, 17)
+        await sys.log(stm, False)
+        await sys.log(stm, True)
 
         def tagged(msgs):
             # OTP's {N, Reply} for a reply to {Self, N}
             return [(named[m[0]], m[1]) if type(m) is tuple and m[0] in named else m
                     for m in msgs]
 
-        assert tagged(await flush()) == [(1, "enter", "start", "start")]
+        assert tagged(await take(1)) == [(1, "enter", "start", "start")]
         assert await gen_statem.call(stm, "echo") == (2, "echo", "start")
-        assert tagged(await flush()) == [(3, ("enter", "start")), (4, ("enter", "start")),
+        assert tagged(await take(5)) == [(3, ("enter", "start")), (4, ("enter", "start")),
                                          (5, "enter", "wait", "start"), (6, ("timeout", 5)),
                                          (7, ("state_timeout", 5))]
         assert (await sys.get_state(stm))[0] == "wait"
         assert (await sys.get_state(stm))[1] == 8
         assert await gen_statem.call(stm, "repeat") == (8, "repeat", "wait")
-        assert tagged(await flush()) == [(8, "enter", "wait", "wait"), (9, ("timeout", 8)),
+        assert tagged(await take(3)) == [(8, "enter", "wait", "wait"), (9, ("timeout", 8)),
                                          (10, ("state_timeout", 8))]
         assert await gen_statem.call(stm, "echo") == (11, "echo", "wait")
-        assert tagged(await flush()) == [(12, "enter", "start", "wait"),
+        assert tagged(await take(2)) == [(12, "enter", "start", "wait"),
                                          (13, "internal", "start", "wait")]
         assert await gen_statem.call(stm, "repeat") == (14, "repeat", "start")
-        assert tagged(await flush()) == [(15, "enter", "start", "start")]
+        assert tagged(await take(1)) == [(15, "enter", "start", "start")]
+        log = await sys.get_log(stm)
+        assert len(log) == 10 and {event[0] for event in log} == {"in", "out"}
         assert await gen_statem.call(stm, ("stop", "bye")) == (16, "stop")
-        assert await flush() == [Exit(stm, "bye")]
+        assert await take(1) == [Exit(stm, "bye")]
+        assert await flush() == []
         with pytest.raises(CallError) as info:
             await gen_statem.call(stm, "hej")
         assert info.value.reason == "noproc"
@@ -1134,7 +1148,7 @@ def test_event_order(run):
         gen_statem.cast(stm, Reply(From(me, tag2), "ok2"))
         assert await gen_statem.call(stm, ("buffer", me, (tag3, tag4, tag5))) == "ok"
         assert await gen_statem.call(stm, ("stop", "reason")) == "ok"
-        assert await flush() == [(tag3, "ok3"), (tag4, "ok4"), (tag1, "ok1"), (tag2, "ok2"),
+        assert await take(5) == [(tag3, "ok3"), (tag4, "ok4"), (tag1, "ok1"), (tag2, "ok2"),
                                  Exit(stm, "reason")]
         with pytest.raises(CallError) as info:
             await gen_statem.call(stm, "hej")
@@ -1190,10 +1204,10 @@ def test_state_timeout(run):
         stm = await gen_statem.start_link(Machine)
         me = otpvm.self()
         fence = otpvm.make_ref()
-        otpvm.send_after(0.6, me, ("timeout", fence, "kull"))
-        assert await gen_statem.call(stm, ("go", 0.2)) == "ok"
+        otpvm.send_after(0.3, me, ("timeout", fence, "kull"))
+        assert await gen_statem.call(stm, ("go", 0.1)) == "ok"
         assert await gen_statem.call(stm, "check") == "ok"
-        # the check answered at the state timeout of 0.2 s, before the fence
+        # the check answered at the state timeout of 0.1 s, before the fence
         with pytest.raises(TimeoutError):
             await receive(("timeout", fence, "kull"), timeout=0)
         await receive(("timeout", fence, "kull"), timeout=1)
