@@ -51,17 +51,38 @@ The semantics are OTP's (``gen_statem(3)``):
   everything already queued, in the order given), ``EventTimeout``
   (cancelled by any event), ``StateTimeout`` (cancelled by a state change),
   ``GenericTimeout`` (named; cancelled only explicitly), ``Hibernate``
-  (accepted; a no-op here).  For timeouts the last action of each kind wins;
-  a time of ``None`` (infinity) cancels, ``'update'`` changes the content of a
-  running timer.  A zero time-out is delivered after the events already
-  queued but before any new message.
+  (accepted; a no-op here), ``ChangeCallbackModule``/``PushCallbackModule``/
+  ``PopCallbackModule`` (go on with another GenStatem class: a new instance
+  of it, no ``init``; a pop goes back to the instance pushed).  For timeouts
+  the last action of each kind wins; a time of ``None`` (infinity) cancels,
+  ``'update'`` changes the content of a running timer.  A zero time-out is
+  delivered after the events already queued but before any new message.
+* **Starting**: ``start``/``start_link``/``start_monitor`` register a str
+  name or a ``registry.via`` name before ``init``; ``init`` may return
+  ``InitError(reason)`` (OTP 26's ``{error, Reason}``) to fail the start
+  quietly.  ``enter_loop`` turns a coroutine process that set itself up
+  into a state machine; unlike OTP (which reads proc_lib's record of the
+  starter), it is given its parent.
+* **sys**: ``get_state``/``replace_state`` see ``(state, data)``;
+  ``get_status`` gives a dict with ``state``, ``data``, ``queue`` (events
+  inserted, not handled yet), ``postponed``, ``timeouts`` (``[(kind,
+  content)]``), ``pid``, ``name``, ``parent``, ``module``, ``status``, after
+  ``format_status`` (OTP's ``format_status/1`` shape: the same callback
+  shapes the termination reports, where the dict also has ``reason``);
+  ``trace``/``log`` record ``('in', (type, content))`` per event and
+  ``('out', value, to, state)`` per reply.  System requests are not events:
+  they cancel no timeout.
 
 A callback may be ``async def`` when it has to call another process; the
 state machine handles nothing else until it returns, like an OTP callback
 blocked in a call.  When a callback raises, ``terminate(exc, state, data)``
-runs and the process exits with the exception (logged once, by the VM).
-``terminate`` also runs on ``stop``, on a ``Stop`` result, and when the
-parent's exit signal arrives while the process traps exits.
+runs and the process exits with the exception (logged once, by the VM, with
+the state machine's status as a note of the exception).  ``terminate`` also
+runs on ``stop``, on a ``Stop`` result, and when the parent's exit signal
+arrives while the process traps exits; a ``terminate`` that raises or exits
+ends the process with its own reason, reported, as in OTP.  A subclass
+inherits every callback: ``sys.change_code`` of one without ``code_change``
+keeps state and data (OTP: an ``undef`` error).
 
 Hot code upgrade works as for gen_server: the current version of the class
 at start, an automatic switch at the next event after a load, and
@@ -96,11 +117,12 @@ from otpvm.kernel import self as _me
 from otpvm.terms import Exit, NameRegistrationError, ProcessExit
 
 __all__ = [
-    "CallError", "EventTimeout", "From", "GenStatem", "GenericTimeout", "Hibernate", "Ignore",
-    "Ignored", "InitError", "KEEP", "KeepState", "KeepStateAndData", "NextEvent", "NextState",
-    "Postpone", "RepeatState", "RepeatStateAndData", "Reply", "StartError", "StateTimeout",
-    "StatemError", "Stop", "StopAndReply", "call", "cast", "enter_loop", "reply", "start",
-    "start_link", "start_monitor", "stop",
+    "CallError", "ChangeCallbackModule", "EventTimeout", "From", "GenStatem", "GenericTimeout",
+    "Hibernate", "Ignore", "Ignored", "InitError", "KEEP", "KeepState", "KeepStateAndData",
+    "NextEvent", "NextState", "PopCallbackModule", "Postpone", "PushCallbackModule",
+    "RepeatState", "RepeatStateAndData", "Reply", "StartError", "StateTimeout", "StatemError",
+    "Stop", "StopAndReply", "call", "cast", "enter_loop", "reply", "start", "start_link",
+    "start_monitor", "stop",
 ]
 
 _log = logging.getLogger("otpvm")
@@ -271,12 +293,38 @@ class GenericTimeout:
         return cls(name, "update", content)
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeCallbackModule:
+    """Goes on with another GenStatem class, from the state enter call this
+    transition may make on: a new instance of ``cls`` (no ``init``), whose
+    ``callback_mode()`` is read at once."""
+
+    cls: type[GenStatem]
+
+
+@dataclass(frozen=True, slots=True)
+class PushCallbackModule:
+    """Like ChangeCallbackModule, and remembers the current class (and
+    instance) for PopCallbackModule."""
+
+    cls: type[GenStatem]
+
+
+@dataclass(frozen=True, slots=True)
+class PopCallbackModule:
+    """Goes back to the class (and instance) that the last
+    PushCallbackModule replaced; with none pushed, the state machine
+    crashes with ``bad_action_from_state_function``."""
+
+
 Action: TypeAlias = (Reply | Postpone | Hibernate | NextEvent | EventTimeout | StateTimeout
-                     | GenericTimeout | type[Postpone] | type[Hibernate])
+                     | GenericTimeout | ChangeCallbackModule | PushCallbackModule
+                     | PopCallbackModule | type[Postpone] | type[Hibernate]
+                     | type[PopCallbackModule])
 Actions: TypeAlias = Action | Sequence[Action]
 
 _ACTION_TYPES = (Reply, Postpone, Hibernate, NextEvent, EventTimeout, StateTimeout,
-                 GenericTimeout)
+                 GenericTimeout, ChangeCallbackModule, PushCallbackModule, PopCallbackModule)
 
 
 # -- results ------------------------------------------------------------------
@@ -490,6 +538,7 @@ class _Statem(_sys.CodeChanging):
         self.undo: tuple[_sys.CodeUndo, Any, bool] | None = None   # change_code's
         self.refused: Any = None            # the code.Version it failed to switch to
         self.debug: _sys.Debug | None = None   # sys.trace / sys.log, None while off
+        self.module_stack: list[tuple[type, GenStatem]] = []  # push_callback_module's
 
     # -- start ------------------------------------------------------------
 
@@ -531,7 +580,7 @@ class _Statem(_sys.CodeChanging):
             ack(starter, exc.reason if isinstance(exc, ProcessExit) else exc)
             raise
         if ignored is not None:
-            ack(starter, ignored if type(ignored) is Ignored else ignored.reason)
+            ack(starter, ignored.reason if isinstance(ignored, InitError) else ignored)
             exit("normal")
         if stop_reason is not KEEP:
             ack(starter, stop_reason)        # OTP: {error, Reason}, then exit(Reason)
@@ -545,6 +594,7 @@ class _Statem(_sys.CodeChanging):
         ``('already_started', pid)``: a registered name at once, a
         ``registry.via`` name through its registry."""
         name = self.name
+        assert self.pid is not None
         if isinstance(name, str):
             try:
                 register(name, self.pid)
@@ -713,8 +763,30 @@ class _Statem(_sys.CodeChanging):
                 tr.next_events.append((action.event_type, action.content))
             elif kind is Hibernate or action is Hibernate:
                 pass                              # nothing to shed: no stack between events
+            elif kind in _MODULE_ACTIONS or action is PopCallbackModule:
+                if not state_call:
+                    raise StatemError("bad_state_enter_action_from_state_function", action)
+                self._module_action(action)
             else:
                 raise StatemError("bad_action_from_state_function", action)
+
+    def _module_action(self, action: Any) -> None:
+        """change/push/pop_callback_module, at once: the state enter call
+        of this transition already goes to the new class (OTP-18239)."""
+        assert self.mod is not None
+        if action is PopCallbackModule or type(action) is PopCallbackModule:
+            if not self.module_stack:
+                raise StatemError("bad_action_from_state_function", action)
+            cls, mod = self.module_stack.pop()
+        else:
+            cls = action.cls
+            if not (isinstance(cls, type) and issubclass(cls, GenStatem)):
+                raise StatemError("bad_action_from_state_function", action)
+            if type(action) is PushCallbackModule:
+                self.module_stack.append((self.cls, self.mod))
+            mod = cls()
+        self.handle_event, self.state_enter = _callback_mode(mod)
+        self.cls, self.mod = cls, mod
 
     def _transition(self, tr: _Transition, event: Event | None) -> None:
         """OTP's transition: postpone, retry postponed events on a state
@@ -1041,6 +1113,8 @@ def _check_time(action: EventTimeout | StateTimeout | GenericTimeout) -> Timeout
         return time
     raise StatemError("bad_action_from_state_function", action)
 
+
+_MODULE_ACTIONS = (ChangeCallbackModule, PushCallbackModule, PopCallbackModule)
 
 _SIMPLE_EVENT_TYPES = frozenset(("cast", "info", "internal", "timeout", "state_timeout"))
 

@@ -30,6 +30,7 @@ import otpvm
 from otpvm import ANY, Down, Exit, gen_statem, receive, registry, send, sys
 from otpvm.gen_statem import (
     CallError,
+    ChangeCallbackModule,
     EventTimeout,
     From,
     GenericTimeout,
@@ -42,7 +43,9 @@ from otpvm.gen_statem import (
     KeepStateAndData,
     NextEvent,
     NextState,
+    PopCallbackModule,
     Postpone,
+    PushCallbackModule,
     RepeatState,
     RepeatStateAndData,
     Reply,
@@ -85,9 +88,6 @@ LEFT_OUT = {
               "distribution",
     "auto_hibernate": "the hibernate_after start option: otpvm has no automatic "
                       "hibernation (hibernation itself is being made real in the core)",
-    "pop_too_many": "change_callback_module/push_callback_module/pop_callback_module "
-                    "actions: otpvm's gen_statem has one callback class per process "
-                    "(its class changes through hot code upgrade)",
     "format_log_1": "gen_statem:format_log/1: the report callback of Erlang's logger "
                     "(io format strings and depth limits); otpvm logs with Python's logging",
     "format_log_2": "gen_statem:format_log/2 (single_line, depth, chars_limit): Erlang "
@@ -1718,6 +1718,64 @@ def test_undef_terminate2(run):
         ref = otpvm.monitor(statem)
         await gen_statem.stop(statem, reason, None)
         await receive(Down(ref, statem, reason), timeout=5)
+    run(main)
+
+
+class PopMachine(GenStatem):
+    """pop_too_many's map_statem: changes to OcPushPop, pops back."""
+
+    def callback_mode(self):
+        return "handle_event_function"
+
+    def init(self, _):
+        return "state_1", None
+
+    def handle_event(self, event_type, content, state, data):
+        match event_type, content:
+            case "enter", _:
+                return KeepState("enter")           # OTP-18239: never called
+            case ("call", from_), ChangeCallbackModule() | PopCallbackModule() as action:
+                return NextState("state_2", data, [action, Reply(from_, "ok")])
+            case ("call", from_), ("verify", cls) if cls is PopMachine:
+                return KeepStateAndData([Reply(from_, "ok")])
+
+
+class OcPushPop(GenStatem):
+    """OTP's oc_statem with state enter calls: push and pop on calls."""
+
+    def callback_mode(self):
+        return ("handle_event_function", "state_enter")
+
+    def handle_event(self, event_type, content, state, data):
+        match event_type, content:
+            case "enter", _:
+                return KeepState("enter")
+            case ("call", from_), "get_data":
+                return KeepStateAndData(Reply(from_, data))
+            case ("call", from_), PushCallbackModule() | PopCallbackModule() as action:
+                return KeepStateAndData([action, Reply(from_, "ok")])
+
+
+def test_pop_too_many(run):
+    """change/push/pop_callback_module: the state enter call of a change
+    goes to the new class (OTP-18239); a pop with none pushed crashes the
+    state machine with bad_action_from_state_function."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        stm = await gen_statem.start_link(PopMachine)
+        assert await gen_statem.call(stm, ChangeCallbackModule(OcPushPop)) == "ok"
+        assert await gen_statem.call(stm, "get_data") == "enter"          # OTP-18239
+        assert await gen_statem.call(stm, PushCallbackModule(PopMachine)) == "ok"
+        assert await gen_statem.call(stm, ("verify", PopMachine)) == "ok"
+        assert await gen_statem.call(stm, PopCallbackModule()) == "ok"
+        assert (await sys.get_status(stm))["module"] is OcPushPop
+        with pytest.raises(CallError) as info:
+            await gen_statem.call(stm, PopCallbackModule())
+        bad_action = ("bad_action_from_state_function", PopCallbackModule())
+        assert info.value.reason.reason == bad_action
+        exit_msg = await receive(Exit(stm, ANY), timeout=5)
+        assert exit_msg.reason.reason == bad_action
+        await verify_empty_msgq()
     run(main)
 
 
