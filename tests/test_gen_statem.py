@@ -872,3 +872,55 @@ def test_sys_log_records_events_and_replies():
     assert (tag, call, from_.pid, request) == ("in", "call", me, "y")
     assert out == ("out", "y", me, "t")
     assert len(log) == 3
+
+
+class _Other(GenStatem):
+    def callback_mode(self):
+        return "handle_event_function"
+
+    def handle_event(self, event_type, content, state, data):
+        return KeepStateAndData(Reply(event_type[1], ("other", state, data)))
+
+
+class _Changer(GenStatem):
+    """Changes its class on request, from a state callback or (wrongly) an enter call."""
+
+    def callback_mode(self):
+        return ("handle_event_function", "state_enter")
+
+    def init(self, _):
+        return "a", 0
+
+    def handle_event(self, event_type, content, state, data):
+        from otpvm.gen_statem import ChangeCallbackModule
+        if event_type == "enter":
+            if state == "b":
+                return KeepStateAndData(ChangeCallbackModule(_Other))   # not allowed
+            return KeepStateAndData()
+        match content:
+            case "change":
+                return NextState("c", 1, [ChangeCallbackModule(_Other), Reply(event_type[1], "ok")])
+            case "bad class":
+                return KeepStateAndData(ChangeCallbackModule(int))
+            case "change in enter":
+                return NextState("b", data)
+
+
+@pytest.mark.parametrize("request_, reason", [
+    ("change", None),
+    ("bad class", "bad_action_from_state_function"),
+    ("change in enter", "bad_state_enter_action_from_state_function")])
+def test_change_callback_module(request_, reason):
+    """ChangeCallbackModule goes on with a new instance of the class; a
+    non-GenStatem class is a bad action, and so is a change from a state
+    enter call (OTP: callback module actions are not enter actions)."""
+    async def main():
+        pid, ref = await gen_statem.start_monitor(_Changer)
+        if reason is None:
+            assert await gen_statem.call(pid, request_) == "ok"
+            return await gen_statem.call(pid, "who")
+        with pytest.raises(CallError) as info:
+            await gen_statem.call(pid, request_)
+        return info.value.reason.reason[0]
+
+    assert run(main) == (("other", "c", 1) if reason is None else reason)
