@@ -659,9 +659,7 @@ class _Statem(_sys.CodeChanging):
                 self._reply(item.from_, item.value, self.state)
             yield from self._shutdown(stopping.reason)
         except ProcessExit as exc:            # exit(reason) inside a callback
-            yield from self._terminate(exc.reason)
-            self._report(exc.reason)
-            raise
+            yield from self._shutdown(exc.reason)
         except Exception as exc:
             yield from self._crash(exc)
 
@@ -933,13 +931,13 @@ class _Statem(_sys.CodeChanging):
             status = self._status(reason=reason)
             if not isinstance(status, dict):
                 raise TypeError(f"format_status returned {status!r}: expected a dict")
+            shown = ", ".join(f"{key} {status[key]!r}" for key in (
+                "state", "data", "queue", "postponed", "timeouts") if key in status)
+            return (f"gen_statem {self.pid!r} ({self.cls.__qualname__}) terminating with "
+                    f"reason {status.get('reason', reason)!r}: {shown}")
         except Exception as exc:
-            return (f"gen_statem {self.pid!r} ({self.cls.__qualname__}): format_status "
-                    f"failed: {exc!r}")
-        shown = ", ".join(f"{key} {status[key]!r}" for key in (
-            "state", "data", "queue", "postponed", "timeouts") if key in status)
-        return (f"gen_statem {self.pid!r} ({self.cls.__qualname__}) terminating with "
-                f"reason {status.get('reason', reason)!r}: {shown}")
+            return (f"gen_statem {self.pid!r} ({self.cls.__qualname__}) terminating with "
+                    f"reason {reason!r}; its status could not be shown: {exc!r}")
 
     # -- the sys protocol -----------------------------------------------------
 

@@ -924,3 +924,29 @@ def test_change_callback_module(request_, reason):
         return info.value.reason.reason[0]
 
     assert run(main) == (("other", "c", 1) if reason is None else reason)
+
+
+class _Unprintable:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+def test_crash_report_survives_a_status_that_cannot_be_shown(caplog):
+    """A crash still ends the process with its own exception when the
+    status (here the data's repr) cannot be shown in the report."""
+    class Fragile(GenStatem):
+        def init(self, _):
+            return "s", _Unprintable()
+
+        def s(self, event_type, content, data):
+            raise ZeroDivisionError("boom")
+
+    async def main():
+        pid, ref = await gen_statem.start_monitor(Fragile)
+        gen_statem.cast(pid, "go")
+        return (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        reason = run(main)
+    assert isinstance(reason, ZeroDivisionError)
+    assert any("its status could not be shown" in r.getMessage() for r in caplog.records)
