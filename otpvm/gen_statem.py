@@ -66,7 +66,8 @@ The semantics are OTP's (``gen_statem(3)``):
 * **sys**: ``get_state``/``replace_state`` see ``(state, data)``;
   ``get_status`` gives a dict with ``state``, ``data``, ``queue`` (events
   inserted, not handled yet), ``postponed``, ``timeouts`` (``[(kind,
-  content)]``), ``pid``, ``name``, ``parent``, ``module``, ``status``, after
+  content)]``), ``log`` (sys.log's), ``pid``, ``name``, ``parent``,
+  ``module``, ``status``, after
   ``format_status`` (OTP's ``format_status/1`` shape: the same callback
   shapes the termination reports, where the dict also has ``reason``);
   ``trace``/``log`` record ``('in', (type, content))`` per event and
@@ -913,11 +914,14 @@ class _Statem(_sys.CodeChanging):
         """What get_status and the termination report show, through
         format_status: OTP's status items, ``timeouts`` as ``[(kind,
         content)]`` in start order, ``queue`` the events inserted but not
-        handled yet, and (in a report) ``reason``."""
+        handled yet, ``log`` the sys.log events, and (in a report)
+        ``reason``."""
         status = {"pid": self.pid, "module": self.cls, "state": self.state,
                   "data": self.data, "parent": self.parent, "name": self.name,
                   "queue": list(self.queue), "postponed": list(self.postponed),
                   "timeouts": [(kind, entry[2]) for kind, entry in self.timers.items()],
+                  "log": [] if self.debug is None or self.debug.log is None
+                  else list(self.debug.log),
                   "status": self.sys_status, **more}
         if self.mod is None:
             return status
@@ -932,7 +936,7 @@ class _Statem(_sys.CodeChanging):
             if not isinstance(status, dict):
                 raise TypeError(f"format_status returned {status!r}: expected a dict")
             shown = ", ".join(f"{key} {status[key]!r}" for key in (
-                "state", "data", "queue", "postponed", "timeouts") if key in status)
+                "state", "data", "queue", "postponed", "timeouts", "log") if key in status)
             return (f"gen_statem {self.pid!r} ({self.cls.__qualname__}) terminating with "
                     f"reason {status.get('reason', reason)!r}: {shown}")
         except Exception as exc:

@@ -950,3 +950,32 @@ def test_crash_report_survives_a_status_that_cannot_be_shown(caplog):
         reason = run(main)
     assert isinstance(reason, ZeroDivisionError)
     assert any("its status could not be shown" in r.getMessage() for r in caplog.records)
+
+
+class _Entered(GenStatem):
+    """Reports every event to the process named in its data."""
+
+    def callback_mode(self):
+        return ("handle_event_function", "state_enter")
+
+    def handle_event(self, event_type, content, state, test):
+        send(test, (event_type, content, state))
+        if event_type == "cast":
+            return Stop("done")
+        return KeepStateAndData()
+
+
+def test_enter_loop_runs_the_enter_call_and_actions_first():
+    """enter_loop starts as init's return would: the state enter call, then
+    the actions' events, then the mailbox (here a cast sent before)."""
+    async def body(test):
+        gen_statem.cast(otpvm.self(), "stop")           # already in the mailbox
+        await gen_statem.enter_loop(_Entered, "s", test, [NextEvent("internal", 1)])
+
+    async def main():
+        pid, ref = otpvm.spawn_monitor(body, otpvm.self())
+        got = await events(3)
+        return got, (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    assert run(main) == ([("enter", "s", "s"), ("internal", 1, "s"), ("cast", "stop", "s")],
+                         "done")

@@ -1461,7 +1461,7 @@ class FormatAllStm(Stm):
 
     def format_status(self, status):
         out = dict(status)
-        for key in ("queue", "postponed", "timeouts"):
+        for key in ("queue", "postponed", "timeouts", "log"):
             out[key] = [(key, value) for value in status[key]]
         out["state"] = ("state", status["state"])
         out["data"] = ("data", status["data"])
@@ -1472,11 +1472,11 @@ class FormatAllStm(Stm):
 
 def test_format_all_status(run, caplog):
     """format_status sees and rewrites every status item, in get_status and
-    in the crash report (OTP also has the sys log; otpvm's gen_statem has no
-    sys.log)."""
+    in the crash report."""
     async def main():
         otpvm.process_flag("trap_exit", True)
         pid = await gen_statem.start(FormatAllStm, ("data", "d"))
+        await sys.log(pid, True)
         gen_statem.cast(pid, "postpone_event")
         gen_statem.cast(pid, ("timeout", 100))
         status = await sys.get_status(pid)
@@ -1484,6 +1484,8 @@ def test_format_all_status(run, caplog):
         assert status["data"] == ("data", "d")
         assert status["postponed"] == [("postponed", ("cast", "postpone_event"))]
         assert status["timeouts"] == [("timeouts", ("timeout", "idle"))]
+        assert status["log"] == [("log", ("in", ("cast", "postpone_event"))),
+                                 ("log", ("in", ("cast", ("timeout", 100))))]
         with pytest.raises(CallError) as info:
             await gen_statem.call(pid, "badreturn")
         assert info.value.reason.reason == ("bad_return_from_state_function", "badreturn")
@@ -1495,6 +1497,7 @@ def test_format_all_status(run, caplog):
     assert "state ('state', 'idle'), data ('data', 'd')" in report
     assert "postponed [('postponed', ('cast', 'postpone_event'))]" in report
     assert "timeouts [('timeouts', ('timeout', 'idle'))]" in report
+    assert "log [('log', ('in', ('cast', 'postpone_event')))" in report
     assert "reason ('reason', StatemError(" in report
 
 
