@@ -187,10 +187,9 @@ async def start(handler: Any, *, link: bool, timeout: float | None = None,
         msg = await receive(AnyOf((ref, ANY, ANY), Down(mref, ANY, ANY)), timeout=timeout)
     except TimeoutError:
         if link:
-            unlink(pid)         # as proc_lib: the starter neither dies nor hears of it
+            unlink(pid)                 # OTP's kill_flush: no Exit is left behind
         exit(pid, "kill")
         demonitor(mref, flush=True)
-        await _flush_exit(pid, link)
         raise StartError("timeout") from None
     if isinstance(msg, Down):
         await _flush_exit(pid, link)

@@ -100,7 +100,7 @@ from collections import deque
 from collections.abc import Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from types import CoroutineType
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NoReturn, TypeAlias
 
 from otpvm import _vm, code, gen
 from otpvm import sys as _sys
@@ -108,8 +108,10 @@ from otpvm.gen import CallError, From, Ignored, StartError, ack
 from otpvm.kernel import (
     Pid,
     Ref,
+    become,
     cancel_timer,
     exit,
+    receive,
     register,
     send_after,
     whereis,
@@ -540,11 +542,26 @@ class _Statem(_sys.CodeChanging):
         self.refused: Any = None            # the code.Version it failed to switch to
         self.debug: _sys.Debug | None = None   # sys.trace / sys.log, None while off
         self.module_stack: list[tuple[type, GenStatem]] = []  # push_callback_module's
+        self.entered: tuple[Any, Any, Any] | None = None   # enter_loop's state, data, actions
 
     # -- start ------------------------------------------------------------
 
     def start(self) -> Any:
+        if self.entered is not None:
+            return _drive(self._enter())
         return _drive(self._init())
+
+    def _enter(self) -> _Step:
+        """enter_loop: the process is the state machine now, without init."""
+        assert self.entered is not None
+        (state, data, actions), self.entered = self.entered, None
+        self.pid = _me()
+        self.epoch = _code_epoch()
+        self.cls = code.current(self.cls)
+        self.mod = mod = self.cls()
+        self._set_callback_mode(mod)
+        self.state, self.data = state, data
+        yield from self._run(None, actions)
 
     def _init(self) -> _Step:
         starter = self.starter
@@ -1163,13 +1180,15 @@ async def start_monitor(cls: type[GenStatem] | str, args: Any = None, *, name: A
     return result
 
 
-async def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions: Any = (), *,
-                     name: Any = None, parent: Pid | None = None) -> None:
+def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions: Any = (), *,
+               name: Any = None, parent: Pid | None = None) -> NoReturn:
     """Makes the calling coroutine process a state machine, in ``state``
     with ``data``, after ``actions`` (OTP's ``enter_loop/4,5,6``): for a
-    process that set itself up (registered a name, opened sockets...)
-    without ``init``.  It never returns: the process ends as the state
-    machine does.
+    process that set itself up (registered a name, acknowledged its own
+    start...) without ``init``.  Never returns: the caller's body unwinds
+    (its ``finally`` blocks run) and the process, with the same pid,
+    mailbox, links and monitors, runs as the state machine; the state
+    enter call, if enabled, comes first, as after ``init``.
 
     With ``name`` (a str, or a ``registry.via`` name), the process must
     already be registered under it, or it exits with
@@ -1177,27 +1196,25 @@ async def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions:
     registry)``).  ``parent`` is the process whose exit signal, when the
     process traps exits, stops the state machine with that reason (as from
     a supervisor): otpvm keeps no record of who started a process, so
-    pass the pid of the starter (None: no parent).  The state enter call,
-    if enabled, runs first, as after ``init``.
+    pass the pid of the starter (None: no parent).
     """
-    from otpvm.kernel import receive
-
-    me = _me()
     if name is not None:
         if not (isinstance(name, str) or _is_via(name)):
             raise TypeError(f"a gen_statem name is a str or a registry.via name, "
                             f"not {name!r}")
-        if gen.resolve(name) != me:
+        if gen.resolve(name) != _me():
             exit("process_not_registered" if isinstance(name, str)
                  else ("process_not_registered_via", name.registry))
     handler = _Statem(cls, None, name)
-    handler.pid, handler.parent = me, parent
-    handler.epoch = _code_epoch()
-    handler.cls = code.current(handler.cls)
-    handler.mod = mod = handler.cls()
-    handler._set_callback_mode(mod)
-    handler.state, handler.data = state, data
-    more = _drive(handler._run(None, actions))
+    handler.parent = parent
+    handler.entered = (state, data, actions)
+    become(_entered, handler)
+
+
+async def _entered(handler: _Statem) -> None:
+    """enter_loop's process body: the handler, fed from the mailbox as a
+    callback process's would be (its start first)."""
+    more = handler.start()
     while True:
         if more is not None:
             await more

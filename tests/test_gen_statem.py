@@ -970,12 +970,15 @@ def test_enter_loop_runs_the_enter_call_and_actions_first():
     the actions' events, then the mailbox (here a cast sent before)."""
     async def body(test):
         gen_statem.cast(otpvm.self(), "stop")           # already in the mailbox
-        await gen_statem.enter_loop(_Entered, "s", test, [NextEvent("internal", 1)])
+        try:
+            gen_statem.enter_loop(_Entered, "s", test, [NextEvent("internal", 1)])
+        finally:
+            send(test, "unwound")                       # the body unwinds first
 
     async def main():
         pid, ref = otpvm.spawn_monitor(body, otpvm.self())
-        got = await events(3)
+        got = await events(4)
         return got, (await receive(Down(ref, pid, ANY), timeout=5)).reason
 
-    assert run(main) == ([("enter", "s", "s"), ("internal", 1, "s"), ("cast", "stop", "s")],
-                         "done")
+    assert run(main) == (["unwound", ("enter", "s", "s"), ("internal", 1, "s"),
+                          ("cast", "stop", "s")], "done")

@@ -1611,7 +1611,7 @@ async def enter_loop_body(parent, reg1, reg2, reg):
         await registry.register(reg, "armitage")
     send(parent, ("ack", me))
     name = {"local": "armitage", "via": registry.via(reg, "armitage"), "anon": None}[reg2]
-    await gen_statem.enter_loop(Stm, "state0", [], name=name, parent=parent)
+    gen_statem.enter_loop(Stm, "state0", [], name=name, parent=parent)
 
 
 async def start_enter_loop(reg1, reg2, reg):
