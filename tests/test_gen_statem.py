@@ -814,6 +814,10 @@ def test_system_messages_keep_pending_timeouts(request_kind):
 def test_start_link_timeout_leaves_the_caller_alone():
     """As proc_lib: a start_link that times out unlinks before killing, so
     the caller neither dies (not trapping) nor finds an Exit (trapping)."""
+    # erl (OTP 25), with init/1 sleeping 1000 ms:
+    #   process_flag(trap_exit, true),
+    #   {error, timeout} = gen_statem:start_link(?MODULE, [], [{timeout, 20}]),
+    #   timer:sleep(100), [] = flush()
     class Slow(GenStatem):
         async def init(self, test):
             send(test, ("starting", otpvm.self()))

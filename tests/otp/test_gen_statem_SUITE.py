@@ -970,6 +970,10 @@ def test_loop_start_fail(run):
                 with pytest.raises(StartError) as info:
                     await start(EtsInit, ("wait", 1.0, ("idle", None)), timeout=0.02)
                 assert info.value.reason == "timeout"
+        # No Exit of a timed-out start_link is left either; erl (OTP 25), init
+        # sleeping 1000 ms: process_flag(trap_exit, true),
+        # {error, timeout} = gen_statem:start_link(?MODULE, [], [{timeout, 20}]),
+        # timer:sleep(100), [] = flush()
         await verify_empty_msgq()
     run(main)
 
