@@ -47,6 +47,7 @@ from otpvm.kernel import (
     send_alias,
     spawn_handler,
     unalias,
+    unlink,
     whereis,
 )
 from otpvm.terms import ANY, AnyOf, Down, Exit
@@ -198,6 +199,8 @@ async def start(handler: Any, *, link: bool, timeout: float | None = None,
     try:
         msg = await receive(AnyOf((ref, ANY, ANY), Down(mref, ANY, ANY)), timeout=timeout)
     except TimeoutError:
+        if link:
+            unlink(pid)                 # OTP's kill_flush: no Exit is left behind
         exit(pid, "kill")
         demonitor(mref, flush=True)
         raise StartError("timeout") from None

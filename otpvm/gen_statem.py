@@ -51,17 +51,39 @@ The semantics are OTP's (``gen_statem(3)``):
   everything already queued, in the order given), ``EventTimeout``
   (cancelled by any event), ``StateTimeout`` (cancelled by a state change),
   ``GenericTimeout`` (named; cancelled only explicitly), ``Hibernate``
-  (accepted; a no-op here).  For timeouts the last action of each kind wins;
-  a time of ``None`` (infinity) cancels, ``'update'`` changes the content of a
-  running timer.  A zero time-out is delivered after the events already
-  queued but before any new message.
+  (accepted; a no-op here), ``ChangeCallbackModule``/``PushCallbackModule``/
+  ``PopCallbackModule`` (go on with another GenStatem class: a new instance
+  of it, no ``init``; a pop goes back to the instance pushed).  For timeouts
+  the last action of each kind wins; a time of ``None`` (infinity) cancels,
+  ``'update'`` changes the content of a running timer.  A zero time-out is
+  delivered after the events already queued but before any new message.
+* **Starting**: ``start``/``start_link``/``start_monitor`` register a str
+  name or a ``registry.via`` name before ``init``; ``init`` may return
+  ``InitError(reason)`` (OTP 26's ``{error, Reason}``) to fail the start
+  quietly.  ``enter_loop`` turns a coroutine process that set itself up
+  into a state machine; unlike OTP (which reads proc_lib's record of the
+  starter), it is given its parent.
+* **sys**: ``get_state``/``replace_state`` see ``(state, data)``;
+  ``get_status`` gives a dict with ``state``, ``data``, ``queue`` (events
+  inserted, not handled yet), ``postponed``, ``timeouts`` (``[(kind,
+  content)]``), ``log`` (sys.log's), ``pid``, ``name``, ``parent``,
+  ``module``, ``status``, after
+  ``format_status`` (OTP's ``format_status/1`` shape: the same callback
+  shapes the termination reports, where the dict also has ``reason``);
+  ``trace``/``log`` record ``('in', (type, content))`` per event and
+  ``('out', value, to, state)`` per reply.  System requests are not events:
+  they cancel no timeout.
 
 A callback may be ``async def`` when it has to call another process; the
 state machine handles nothing else until it returns, like an OTP callback
 blocked in a call.  When a callback raises, ``terminate(exc, state, data)``
-runs and the process exits with the exception (logged once, by the VM).
-``terminate`` also runs on ``stop``, on a ``Stop`` result, and when the
-parent's exit signal arrives while the process traps exits.
+runs and the process exits with the exception (logged once, by the VM, with
+the state machine's status as a note of the exception).  ``terminate`` also
+runs on ``stop``, on a ``Stop`` result, and when the parent's exit signal
+arrives while the process traps exits; a ``terminate`` that raises or exits
+ends the process with its own reason, reported, as in OTP.  A subclass
+inherits every callback: ``sys.change_code`` of one without ``code_change``
+keeps state and data (OTP: an ``undef`` error).
 
 Hot code upgrade works as for gen_server: the current version of the class
 at start, an automatic switch at the next event after a load, and
@@ -78,7 +100,7 @@ from collections import deque
 from collections.abc import Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from types import CoroutineType
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NoReturn, TypeAlias
 
 from otpvm import _vm, code, gen
 from otpvm import sys as _sys
@@ -86,8 +108,10 @@ from otpvm.gen import CallError, From, Ignored, StartError, ack
 from otpvm.kernel import (
     Pid,
     Ref,
+    become,
     cancel_timer,
     exit,
+    receive,
     register,
     send_after,
     whereis,
@@ -96,11 +120,12 @@ from otpvm.kernel import self as _me
 from otpvm.terms import Exit, NameRegistrationError, ProcessExit
 
 __all__ = [
-    "CallError", "EventTimeout", "From", "GenStatem", "GenericTimeout", "Hibernate", "Ignore",
-    "Ignored", "KEEP", "KeepState", "KeepStateAndData", "NextEvent", "NextState", "Postpone",
+    "CallError", "ChangeCallbackModule", "EventTimeout", "From", "GenStatem", "GenericTimeout",
+    "Hibernate", "Ignore", "Ignored", "InitError", "KEEP", "KeepState", "KeepStateAndData",
+    "NextEvent", "NextState", "PopCallbackModule", "Postpone", "PushCallbackModule",
     "RepeatState", "RepeatStateAndData", "Reply", "StartError", "StateTimeout", "StatemError",
-    "Stop", "StopAndReply", "call", "cast", "reply", "start", "start_link", "start_monitor",
-    "stop",
+    "Stop", "StopAndReply", "call", "cast", "enter_loop", "reply", "start", "start_link",
+    "start_monitor", "stop",
 ]
 __all__ += [  # OTP's send_request family (otpvm.gen)
     "NO_REPLY", "NO_REQUEST", "RequestId", "RequestIdCollection", "Response", "check_response",
@@ -157,6 +182,15 @@ class _IgnoreType:
 
 Ignore: Any = _IgnoreType()
 """``init`` result: start nothing (``start`` raises ``Ignored``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InitError:
+    """``init`` result: the start fails with ``reason`` quietly (OTP 26's
+    ``{error, Reason}``): ``start`` raises ``StartError(reason)``, the
+    process ends with reason ``'normal'`` and nothing is logged."""
+
+    reason: Any
 
 
 class StatemError(Exception):
@@ -277,12 +311,38 @@ class GenericTimeout:
         return cls(name, "update", content)
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeCallbackModule:
+    """Goes on with another GenStatem class, from the state enter call this
+    transition may make on: a new instance of ``cls`` (no ``init``), whose
+    ``callback_mode()`` is read at once."""
+
+    cls: type[GenStatem]
+
+
+@dataclass(frozen=True, slots=True)
+class PushCallbackModule:
+    """Like ChangeCallbackModule, and remembers the current class (and
+    instance) for PopCallbackModule."""
+
+    cls: type[GenStatem]
+
+
+@dataclass(frozen=True, slots=True)
+class PopCallbackModule:
+    """Goes back to the class (and instance) that the last
+    PushCallbackModule replaced; with none pushed, the state machine
+    crashes with ``bad_action_from_state_function``."""
+
+
 Action: TypeAlias = (Reply | Postpone | Hibernate | NextEvent | EventTimeout | StateTimeout
-                     | GenericTimeout | type[Postpone] | type[Hibernate])
+                     | GenericTimeout | ChangeCallbackModule | PushCallbackModule
+                     | PopCallbackModule | type[Postpone] | type[Hibernate]
+                     | type[PopCallbackModule])
 Actions: TypeAlias = Action | Sequence[Action]
 
 _ACTION_TYPES = (Reply, Postpone, Hibernate, NextEvent, EventTimeout, StateTimeout,
-                 GenericTimeout)
+                 GenericTimeout, ChangeCallbackModule, PushCallbackModule, PopCallbackModule)
 
 
 # -- results ------------------------------------------------------------------
@@ -468,11 +528,13 @@ async def _drive_async(step: _Step, pending: Any) -> None:
 class _Statem(_sys.CodeChanging):
     """The callback-process handler that runs a GenStatem."""
 
-    def __init__(self, cls: type[GenStatem] | str, args: Any, name: str | None) -> None:
+    def __init__(self, cls: type[GenStatem] | str, args: Any, name: Any) -> None:
         if isinstance(cls, str) and ":" in cls:
             cls = code.ref(cls).resolve()         # a late-bound "pkg.mod:Name"
         if not (isinstance(cls, type) and issubclass(cls, GenStatem)):
             raise TypeError(f"gen_statem needs a GenStatem subclass, not {cls!r}")
+        if not (name is None or isinstance(name, str) or _is_via(name)):
+            raise TypeError(f"a gen_statem name is a str or a registry.via name, not {name!r}")
         self.initial_call = f"{cls.__module__}.{cls.__qualname__}.init"
         self.cls = cls
         self.args = args
@@ -493,11 +555,28 @@ class _Statem(_sys.CodeChanging):
         self.epoch = 0                      # the code epoch cls was last resolved in
         self.undo: tuple[_sys.CodeUndo, Any, bool] | None = None   # change_code's
         self.refused: Any = None            # the code.Version it failed to switch to
+        self.debug: _sys.Debug | None = None   # sys.trace / sys.log, None while off
+        self.module_stack: list[tuple[type, GenStatem]] = []  # push_callback_module's
+        self.entered: tuple[Any, Any, Any] | None = None   # enter_loop's state, data, actions
 
     # -- start ------------------------------------------------------------
 
     def start(self) -> Any:
+        if self.entered is not None:
+            return _drive(self._enter())
         return _drive(self._init())
+
+    def _enter(self) -> _Step:
+        """enter_loop: the process is the state machine now, without init."""
+        assert self.entered is not None
+        (state, data, actions), self.entered = self.entered, None
+        self.pid = _me()
+        self.epoch = _code_epoch()
+        self.cls = code.current(self.cls)
+        self.mod = mod = self.cls()
+        self._set_callback_mode(mod)
+        self.state, self.data = state, data
+        yield from self._run(None, actions)
 
     def _init(self) -> _Step:
         starter = self.starter
@@ -505,12 +584,8 @@ class _Statem(_sys.CodeChanging):
         self.pid = _me()
         self.parent = starter.pid
         if self.name is not None:
-            try:
-                register(self.name, self.pid)
-            except NameRegistrationError:
-                ack(starter, ("already_started", whereis(self.name)))
-                exit("normal")
-        ignored: Ignored | None = None
+            yield from self._register(starter)
+        ignored: Ignored | InitError | None = None
         stop_reason: Any = KEEP
         self.epoch = _code_epoch()
         try:
@@ -522,6 +597,8 @@ class _Statem(_sys.CodeChanging):
                 result = yield result
             if result is Ignore:
                 ignored = Ignored(f"{self.cls.__qualname__}.init returned Ignore")
+            elif type(result) is InitError:
+                ignored = result
             elif result is Stop or isinstance(result, Stop):
                 stop_reason = result.reason if isinstance(result, Stop) else "normal"
             else:
@@ -536,7 +613,7 @@ class _Statem(_sys.CodeChanging):
             ack(starter, exc.reason if isinstance(exc, ProcessExit) else exc)
             raise
         if ignored is not None:
-            ack(starter, ignored)
+            ack(starter, ignored.reason if isinstance(ignored, InitError) else ignored)
             exit("normal")
         if stop_reason is not KEEP:
             ack(starter, stop_reason)        # OTP: {error, Reason}, then exit(Reason)
@@ -544,6 +621,27 @@ class _Statem(_sys.CodeChanging):
         ack(starter)
         self.state, self.data = state, data
         yield from self._run(None, actions)
+
+    def _register(self, starter: From) -> _Step:
+        """Takes the name before init runs, or fails the start with
+        ``('already_started', pid)``: a registered name at once, a
+        ``registry.via`` name through its registry."""
+        name = self.name
+        assert self.pid is not None
+        if isinstance(name, str):
+            try:
+                register(name, self.pid)
+            except NameRegistrationError:
+                ack(starter, ("already_started", whereis(name)))
+                exit("normal")
+            return
+        # registry needs gen_server: imported late
+        from otpvm import registry
+        try:
+            yield registry.register(name.registry, name.key)
+        except registry.AlreadyRegisteredError as exc:
+            ack(starter, ("already_started", exc.pid))
+            exit("normal")
 
     def _set_callback_mode(self, mod: GenStatem) -> None:
         self.handle_event, self.state_enter = _callback_mode(mod)
@@ -591,12 +689,10 @@ class _Statem(_sys.CodeChanging):
                 if type(item) is not Reply:
                     yield from self._crash(StatemError("bad_reply_action_from_state_function",
                                                        item))
-                gen.reply(item.from_, item.value)
+                self._reply(item.from_, item.value, self.state)
             yield from self._shutdown(stopping.reason)
         except ProcessExit as exc:            # exit(reason) inside a callback
-            yield from self._terminate(exc.reason)
-            self._report(exc.reason)
-            raise
+            yield from self._shutdown(exc.reason)
         except Exception as exc:
             yield from self._crash(exc)
 
@@ -609,6 +705,8 @@ class _Statem(_sys.CodeChanging):
         self._transition(tr, None)
 
     def _handle(self, event: Event) -> _Step:
+        if self.debug is not None:
+            _sys.handle_debug(self.debug, self._debug_name(), ("in", event))
         event_type, content = event
         state = self.state
         if self.handle_event is not None:
@@ -676,7 +774,7 @@ class _Statem(_sys.CodeChanging):
         for action in _listify(actions):
             kind = type(action)
             if kind is Reply:
-                gen.reply(action.from_, action.value)
+                self._reply(action.from_, action.value, tr.state)
             elif kind is EventTimeout or kind is StateTimeout:
                 tr.timeouts.append(("timeout" if kind is EventTimeout else "state_timeout",
                                     _check_time(action), action.content, action.absolute))
@@ -696,8 +794,30 @@ class _Statem(_sys.CodeChanging):
                 tr.next_events.append((action.event_type, action.content))
             elif kind is Hibernate or action is Hibernate:
                 pass                              # nothing to shed: no stack between events
+            elif kind in _MODULE_ACTIONS or action is PopCallbackModule:
+                if not state_call:
+                    raise StatemError("bad_state_enter_action_from_state_function", action)
+                self._module_action(action)
             else:
                 raise StatemError("bad_action_from_state_function", action)
+
+    def _module_action(self, action: Any) -> None:
+        """change/push/pop_callback_module, at once: the state enter call
+        of this transition already goes to the new class (OTP-18239)."""
+        assert self.mod is not None
+        if action is PopCallbackModule or type(action) is PopCallbackModule:
+            if not self.module_stack:
+                raise StatemError("bad_action_from_state_function", action)
+            cls, mod = self.module_stack.pop()
+        else:
+            cls = action.cls
+            if not (isinstance(cls, type) and issubclass(cls, GenStatem)):
+                raise StatemError("bad_action_from_state_function", action)
+            if type(action) is PushCallbackModule:
+                self.module_stack.append((self.cls, self.mod))
+            mod = cls()
+        self.handle_event, self.state_enter = _callback_mode(mod)
+        self.cls, self.mod = cls, mod
 
     def _transition(self, tr: _Transition, event: Event | None) -> None:
         """OTP's transition: postpone, retry postponed events on a state
@@ -784,20 +904,76 @@ class _Statem(_sys.CodeChanging):
 
     def _report(self, reason: Any) -> None:
         if _abnormal(reason):
-            _log.error("gen_statem %r (%s) terminating in state %r with reason %r",
-                       self.pid, self.cls.__qualname__, self.state, reason)
+            _log.error("%s", self._report_status(reason))
 
     def _shutdown(self, reason: Any) -> _Step:
-        """Runs terminate, logs an abnormal reason, exits with reason."""
-        yield from self._terminate(reason)
+        """Runs terminate, logs an abnormal reason, exits with reason.  A
+        terminate that raises or exits ends the process with its reason
+        instead (reported the same way), as in OTP."""
+        try:
+            yield from self._terminate(reason)
+        except ProcessExit as exc:
+            self._report(exc.reason)
+            raise
+        except Exception as exc:
+            raise self._noted(exc) from None
         self._report(reason)
         exit(reason)
 
     def _crash(self, exc: Exception) -> _Step:
-        """terminate(exc, state, data), then the exception ends the process
-        (the VM logs it once, as a crash report)."""
-        yield from self._terminate(exc)
-        raise exc
+        """terminate(exc, state, data), then the exception ends the process:
+        the VM logs it once, as a crash report, which carries the state
+        machine's status (through format_status) as a note."""
+        try:
+            yield from self._terminate(exc)
+        except ProcessExit as exit_exc:   # terminate's own exit wins, as in OTP
+            self._report(exit_exc.reason)
+            raise
+        except Exception as terminate_exc:
+            raise self._noted(terminate_exc) from exc
+        raise self._noted(exc)
+
+    def _noted(self, exc: BaseException) -> BaseException:
+        """exc, with the state machine's status added as a note (once)."""
+        notes = getattr(exc, "__notes__", ())
+        if not any(isinstance(n, str) and n.startswith("gen_statem ") for n in notes):
+            exc.add_note(self._report_status(exc))
+        return exc
+
+    # -- status and reports ---------------------------------------------------
+
+    def _status(self, **more: Any) -> Any:
+        """What get_status and the termination report show, through
+        format_status: OTP's status items, ``timeouts`` as ``[(kind,
+        content)]`` in start order, ``queue`` the events inserted but not
+        handled yet, ``log`` the sys.log events, and (in a report)
+        ``reason``."""
+        status = {"pid": self.pid, "module": self.cls, "state": self.state,
+                  "data": self.data, "parent": self.parent, "name": self.name,
+                  "queue": list(self.queue), "postponed": list(self.postponed),
+                  "timeouts": [(kind, entry[2]) for kind, entry in self.timers.items()],
+                  "log": [] if self.debug is None or self.debug.log is None
+                  else list(self.debug.log),
+                  "status": self.sys_status, **more}
+        if self.mod is None:
+            return status
+        return self.mod.format_status(status)
+
+    def _report_status(self, reason: Any) -> str:
+        """The state machine's part of a termination report (as OTP's
+        ``** State machine ... terminating``), through format_status; a
+        format_status that fails is reported instead of the status."""
+        try:
+            status = self._status(reason=reason)
+            if not isinstance(status, dict):
+                raise TypeError(f"format_status returned {status!r}: expected a dict")
+            shown = ", ".join(f"{key} {status[key]!r}" for key in (
+                "state", "data", "queue", "postponed", "timeouts", "log") if key in status)
+            return (f"gen_statem {self.pid!r} ({self.cls.__qualname__}) terminating with "
+                    f"reason {status.get('reason', reason)!r}: {shown}")
+        except Exception as exc:
+            return (f"gen_statem {self.pid!r} ({self.cls.__qualname__}) terminating with "
+                    f"reason {reason!r}; its status could not be shown: {exc!r}")
 
     # -- the sys protocol -----------------------------------------------------
 
@@ -814,12 +990,7 @@ class _Statem(_sys.CodeChanging):
             else:
                 gen.reply(from_, (self.state, self.data))
         elif request == "get_status":
-            status = {"pid": self.pid, "module": self.cls, "state": self.state,
-                      "data": self.data, "parent": self.parent, "name": self.name,
-                      "postponed": list(self.postponed), "timeouts": sorted(
-                          map(repr, self.timers)), "status": self.sys_status}
-            assert self.mod is not None
-            gen.reply(from_, self.mod.format_status(status))
+            gen.reply(from_, self._status())
         elif request == "suspend":
             gen.reply(from_, "ok")
             return self._suspended()
@@ -829,8 +1000,21 @@ class _Statem(_sys.CodeChanging):
             # Code changes only while suspended; with no undo, commit is a no-op.
             gen.reply(from_, "ok" if request[0] == "commit_code" else ("error", "running"))
         else:
-            gen.reply(from_, ("error", ("unknown_system_msg", request)))
+            handled = _sys.debug_request(self.debug, request)
+            if handled is None:
+                gen.reply(from_, ("error", ("unknown_system_msg", request)))
+            else:
+                self.debug, answer = handled
+                gen.reply(from_, answer)
         return None
+
+    def _debug_name(self) -> Any:
+        return self.name if self.name is not None else self.pid
+
+    def _reply(self, from_: From, value: Any, state: Any) -> None:
+        gen.reply(from_, value)
+        if self.debug is not None:
+            _sys.handle_debug(self.debug, self._debug_name(), ("out", value, from_.pid, state))
 
     # -- hot code upgrade (as gen_server's: see there) --------------------------
 
@@ -912,6 +1096,12 @@ _RESULT_CLASSES = (NextState, KeepState, KeepStateAndData, RepeatState, RepeatSt
                    Stop, StopAndReply, *_ACTION_TYPES)
 
 
+def _is_via(name: Any) -> bool:
+    # registry needs gen_server: imported late
+    from otpvm.registry import Via
+    return isinstance(name, Via)
+
+
 def _callback_mode(mod: GenStatem) -> tuple[Any, bool]:
     """What mod.callback_mode() asks for: (the bound handle_event, or None
     in 'state_functions' mode; whether state enter calls are on)."""
@@ -958,6 +1148,8 @@ def _check_time(action: EventTimeout | StateTimeout | GenericTimeout) -> Timeout
     raise StatemError("bad_action_from_state_function", action)
 
 
+_MODULE_ACTIONS = (ChangeCallbackModule, PushCallbackModule, PopCallbackModule)
+
 _SIMPLE_EVENT_TYPES = frozenset(("cast", "info", "internal", "timeout", "state_timeout"))
 
 
@@ -974,32 +1166,74 @@ def _valid_event_type(event_type: Any) -> bool:
 # -- the API ------------------------------------------------------------------
 
 
-async def start(cls: type[GenStatem] | str, args: Any = None, *, name: str | None = None,
+async def start(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
                 timeout: float | None = None) -> Pid:
     """Starts a state machine and returns its pid once ``init`` has completed.
 
-    With ``name``, the process registers it before ``init`` runs, atomically:
-    if it is taken, ``StartError(('already_started', pid))`` is raised.
-    Raises ``StartError`` if init fails or stops (``reason`` says why),
-    ``Ignored`` if init returned Ignore.
+    With ``name`` (a str, or a ``registry.via(reg, key)`` name), the
+    process registers it before ``init`` runs, atomically: if it is taken,
+    ``StartError(('already_started', pid))`` is raised.
+    Raises ``StartError`` if init fails, stops or returns InitError
+    (``reason`` says why), ``Ignored`` if init returned Ignore.
     """
     pid: Pid = await gen.start(_Statem(cls, args, name), link=False, timeout=timeout)
     return pid
 
 
-async def start_link(cls: type[GenStatem] | str, args: Any = None, *, name: str | None = None,
+async def start_link(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
                      timeout: float | None = None) -> Pid:
     """Like start, and links the state machine to the caller (its parent)."""
     pid: Pid = await gen.start(_Statem(cls, args, name), link=True, timeout=timeout)
     return pid
 
 
-async def start_monitor(cls: type[GenStatem] | str, args: Any = None, *, name: str | None = None,
+async def start_monitor(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
                         timeout: float | None = None) -> tuple[Pid, Ref]:
     """Like start, and monitors the state machine: returns (pid, ref)."""
     result: tuple[Pid, Ref] = await gen.start(_Statem(cls, args, name), link=False,
                                               timeout=timeout, monitor_child=True)
     return result
+
+
+def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions: Any = (), *,
+               name: Any = None, parent: Pid | None = None) -> NoReturn:
+    """Makes the calling coroutine process a state machine, in ``state``
+    with ``data``, after ``actions`` (OTP's ``enter_loop/4,5,6``): for a
+    process that set itself up (registered a name, acknowledged its own
+    start...) without ``init``.  Never returns: the caller's body unwinds
+    (its ``finally`` blocks run) and the process, with the same pid,
+    mailbox, links and monitors, runs as the state machine; the state
+    enter call, if enabled, comes first, as after ``init``.
+
+    With ``name`` (a str, or a ``registry.via`` name), the process must
+    already be registered under it, or it exits with
+    ``'process_not_registered'`` (``('process_not_registered_via',
+    registry)``).  ``parent`` is the process whose exit signal, when the
+    process traps exits, stops the state machine with that reason (as from
+    a supervisor): otpvm keeps no record of who started a process, so
+    pass the pid of the starter (None: no parent).
+    """
+    if name is not None:
+        if not (isinstance(name, str) or _is_via(name)):
+            raise TypeError(f"a gen_statem name is a str or a registry.via name, "
+                            f"not {name!r}")
+        if gen.resolve(name) != _me():
+            exit("process_not_registered" if isinstance(name, str)
+                 else ("process_not_registered_via", name.registry))
+    handler = _Statem(cls, None, name)
+    handler.parent = parent
+    handler.entered = (state, data, actions)
+    become(_entered, handler)
+
+
+async def _entered(handler: _Statem) -> None:
+    """enter_loop's process body: the handler, fed from the mailbox as a
+    callback process's would be (its start first)."""
+    more = handler.start()
+    while True:
+        if more is not None:
+            await more
+        more = handler.handle_message(await receive())
 
 
 async def call(dest: Pid | str, request: Any, timeout: float | None = 5.0) -> Any:
@@ -1017,9 +1251,23 @@ def cast(dest: Pid | str, msg: Any) -> None:
     gen.cast(dest, msg)
 
 
-def reply(from_: From, value: Any) -> None:
-    """Answers a call (from any state, or any process given ``from_``)."""
-    gen.reply(from_, value)
+_NO_VALUE: Any = object()
+
+
+def reply(from_: From | Reply | Sequence[Reply], value: Any = _NO_VALUE) -> None:
+    """Answers a call (from any state, or any process given ``from_``).
+
+    Also OTP's ``reply/1``: ``reply(Reply(from_, value))`` or a list of
+    Reply actions, answered in order.
+    """
+    if value is not _NO_VALUE:
+        gen.reply(from_, value)
+        return
+    for item in _listify(from_):
+        if type(item) is not Reply:
+            raise TypeError(f"gen_statem.reply needs (from_, value) or Reply actions, "
+                            f"not {item!r}")
+        gen.reply(item.from_, item.value)
 
 
 async def stop(dest: Pid | str, reason: Any = "normal", timeout: float | None = None) -> None:
@@ -1028,6 +1276,12 @@ async def stop(dest: Pid | str, reason: Any = "normal", timeout: float | None = 
 
     Raises ``CallError('noproc')`` if there is no such process,
     ``CallError(r)`` if it ended with another reason r, ``TimeoutError``
-    after timeout.
+    after timeout; ``TypeError``/``ValueError`` for a timeout that is not
+    ``None`` or seconds, before anything is sent.
     """
+    if timeout is not None and (isinstance(timeout, bool)
+                                or not isinstance(timeout, (int, float))):
+        raise TypeError(f"stop's timeout is None or seconds, not {timeout!r}")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"stop's timeout is None or seconds, not {timeout!r}")
     await gen.stop(dest, reason, timeout)

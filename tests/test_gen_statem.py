@@ -769,3 +769,220 @@ def test_sys_get_state_and_info_events():
         return got, await get_state(pid)
 
     assert run(main) == (("s", "info", "plain message"), ("s", {"k": 1}))
+
+
+class Arming(GenStatem):
+    """Arms the timeout a call names, then reports every event to its test."""
+
+    def init(self, test):
+        return "s", test
+
+    def s(self, event_type, content, test):
+        if event_type == "cast":
+            return KeepStateAndData({"event": EventTimeout(0.2, "event"),
+                                     "state": StateTimeout(0.2, "state"),
+                                     "generic": GenericTimeout("g", 0.2, "generic")}[content])
+        send(test, (event_type, content))
+        return KeepStateAndData()
+
+
+@pytest.mark.parametrize("request_kind", ["get_state", "get_status", "suspend"])
+def test_system_messages_keep_pending_timeouts(request_kind):
+    """OTP: system messages are not events: a get_state, get_status or
+    suspend/resume arriving while a timeout runs leaves it running."""
+    from otpvm import sys
+
+    async def main():
+        fired = []
+        for kind in ("event", "state", "generic"):
+            pid = await gen_statem.start(Arming, otpvm.self())
+            gen_statem.cast(pid, kind)
+            await sys.get_state(pid)                # the timeout runs now
+            if request_kind == "suspend":
+                await sys.suspend(pid)
+                await sys.resume(pid)
+            else:
+                await getattr(sys, request_kind)(pid)
+            fired.append(await receive(timeout=5))
+            await gen_statem.stop(pid)
+        return fired
+
+    assert run(main, schedulers=2) == [("timeout", "event"), ("state_timeout", "state"),
+                                       (("generic_timeout", "g"), "generic")]
+
+
+def test_start_link_timeout_leaves_the_caller_alone():
+    """As proc_lib: a start_link that times out unlinks before killing, so
+    the caller neither dies (not trapping) nor finds an Exit (trapping)."""
+    # erl (OTP 25), with init/1 sleeping 1000 ms:
+    #   process_flag(trap_exit, true),
+    #   {error, timeout} = gen_statem:start_link(?MODULE, [], [{timeout, 20}]),
+    #   timer:sleep(100), [] = flush()
+    class Slow(GenStatem):
+        async def init(self, test):
+            send(test, ("starting", otpvm.self()))
+            await otpvm.sleep(1.0)
+            return "s", None
+
+    async def main(trap):
+        otpvm.process_flag("trap_exit", trap)
+        with pytest.raises(StartError) as info:
+            await gen_statem.start_link(Slow, otpvm.self(), timeout=0.1)
+        assert info.value.reason == "timeout"
+        _, child = await receive(("starting", ANY), timeout=0)
+        ref = otpvm.monitor(child)
+        await receive(Down(ref, child, ANY), timeout=5)
+        # an exit signal from the child, had there been one, came before its Down
+        with pytest.raises(TimeoutError):
+            await receive(timeout=0.05)
+        return True
+
+    assert run(main, False) is True
+    assert run(main, True) is True
+
+
+def test_sys_log_records_events_and_replies():
+    """sys.log/get_log (and trace) work on a gen_statem as on a gen_server:
+    each event handled is ('in', (type, content)), each reply ('out', value,
+    to, state)."""
+    from otpvm import sys
+
+    class Echo(GenStatem):
+        def init(self, _):
+            return "s", None
+
+        def s(self, event_type, content, data):
+            if event_type == "cast":
+                return KeepStateAndData()
+            return NextState("t", data, Reply(event_type[1], content))
+
+    async def main():
+        me = otpvm.self()
+        pid = await gen_statem.start(Echo)
+        await sys.log(pid, True)
+        await sys.trace(pid, True)
+        gen_statem.cast(pid, "x")
+        assert await gen_statem.call(pid, "y") == "y"
+        log = await sys.get_log(pid)
+        await sys.log(pid, False)
+        await sys.trace(pid, False)
+        assert await sys.get_log(pid) == []
+        await gen_statem.stop(pid)
+        return log, me
+
+    log, me = run(main)
+    assert log[0] == ("in", ("cast", "x"))
+    (tag, ((call, from_), request)), out = log[1], log[2]
+    assert (tag, call, from_.pid, request) == ("in", "call", me, "y")
+    assert out == ("out", "y", me, "t")
+    assert len(log) == 3
+
+
+class _Other(GenStatem):
+    def callback_mode(self):
+        return "handle_event_function"
+
+    def handle_event(self, event_type, content, state, data):
+        return KeepStateAndData(Reply(event_type[1], ("other", state, data)))
+
+
+class _Changer(GenStatem):
+    """Changes its class on request, from a state callback or (wrongly) an enter call."""
+
+    def callback_mode(self):
+        return ("handle_event_function", "state_enter")
+
+    def init(self, _):
+        return "a", 0
+
+    def handle_event(self, event_type, content, state, data):
+        from otpvm.gen_statem import ChangeCallbackModule
+        if event_type == "enter":
+            if state == "b":
+                return KeepStateAndData(ChangeCallbackModule(_Other))   # not allowed
+            return KeepStateAndData()
+        match content:
+            case "change":
+                return NextState("c", 1, [ChangeCallbackModule(_Other), Reply(event_type[1], "ok")])
+            case "bad class":
+                return KeepStateAndData(ChangeCallbackModule(int))
+            case "change in enter":
+                return NextState("b", data)
+
+
+@pytest.mark.parametrize("request_, reason", [
+    ("change", None),
+    ("bad class", "bad_action_from_state_function"),
+    ("change in enter", "bad_state_enter_action_from_state_function")])
+def test_change_callback_module(request_, reason):
+    """ChangeCallbackModule goes on with a new instance of the class; a
+    non-GenStatem class is a bad action, and so is a change from a state
+    enter call (OTP: callback module actions are not enter actions)."""
+    async def main():
+        pid, ref = await gen_statem.start_monitor(_Changer)
+        if reason is None:
+            assert await gen_statem.call(pid, request_) == "ok"
+            return await gen_statem.call(pid, "who")
+        with pytest.raises(CallError) as info:
+            await gen_statem.call(pid, request_)
+        return info.value.reason.reason[0]
+
+    assert run(main) == (("other", "c", 1) if reason is None else reason)
+
+
+class _Unprintable:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+def test_crash_report_survives_a_status_that_cannot_be_shown(caplog):
+    """A crash still ends the process with its own exception when the
+    status (here the data's repr) cannot be shown in the report."""
+    class Fragile(GenStatem):
+        def init(self, _):
+            return "s", _Unprintable()
+
+        def s(self, event_type, content, data):
+            raise ZeroDivisionError("boom")
+
+    async def main():
+        pid, ref = await gen_statem.start_monitor(Fragile)
+        gen_statem.cast(pid, "go")
+        return (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        reason = run(main)
+    assert isinstance(reason, ZeroDivisionError)
+    assert any("its status could not be shown" in r.getMessage() for r in caplog.records)
+
+
+class _Entered(GenStatem):
+    """Reports every event to the process named in its data."""
+
+    def callback_mode(self):
+        return ("handle_event_function", "state_enter")
+
+    def handle_event(self, event_type, content, state, test):
+        send(test, (event_type, content, state))
+        if event_type == "cast":
+            return Stop("done")
+        return KeepStateAndData()
+
+
+def test_enter_loop_runs_the_enter_call_and_actions_first():
+    """enter_loop starts as init's return would: the state enter call, then
+    the actions' events, then the mailbox (here a cast sent before)."""
+    async def body(test):
+        gen_statem.cast(otpvm.self(), "stop")           # already in the mailbox
+        try:
+            gen_statem.enter_loop(_Entered, "s", test, [NextEvent("internal", 1)])
+        finally:
+            send(test, "unwound")                       # the body unwinds first
+
+    async def main():
+        pid, ref = otpvm.spawn_monitor(body, otpvm.self())
+        got = await events(4)
+        return got, (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    assert run(main) == (["unwound", ("enter", "s", "s"), ("internal", 1, "s"),
+                          ("cast", "stop", "s")], "done")
