@@ -34,6 +34,7 @@ from otpvm.kernel import (
     send_alias,
     spawn_handler,
     unalias,
+    unlink,
     whereis,
 )
 from otpvm.terms import ANY, AnyOf, Down, Exit
@@ -190,6 +191,8 @@ async def start(handler: Any, *, link: bool, timeout: float | None = None,
     try:
         msg = await receive(AnyOf((ref, ANY, ANY), Down(mref, ANY, ANY)), timeout=timeout)
     except TimeoutError:
+        if link:
+            unlink(pid)                 # OTP's kill_flush: no Exit is left behind
         exit(pid, "kill")
         demonitor(mref, flush=True)
         raise StartError("timeout") from None
@@ -245,6 +248,10 @@ async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) 
     ``CallError(r)`` if it ended with another reason r, ``TimeoutError``
     after timeout.
     """
+    if timeout is not None and (isinstance(timeout, bool)
+                                or not isinstance(timeout, (int, float)) or timeout < 0):
+        # Checked before anything is sent: the process is left running (OTP).
+        raise TypeError(f"stop's timeout is a number of seconds >= 0 or None, not {timeout!r}")
     pid = resolve(dest)
     if pid is None:
         raise CallError("noproc", dest, ("stop", reason))

@@ -408,6 +408,8 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
             self.timer = self.idle_timeout = None
         more = self._system(from_, request)
         if more is not None:
+            if self.hibernate:
+                self._hibernate()         # suspended, it stays hibernating (OTP)
             return self._continue_after(more, timeout)
         self._continue(timeout)
         return None
