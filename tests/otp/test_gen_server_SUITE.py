@@ -395,7 +395,7 @@ def test_start_event_timeout(run):
                 pid = await gen_server.start_link(Suite, (kind, 0.1, me))
                 await otp_sys.get_status(pid)
                 if "hibernate" in kind:
-                    await _until(lambda: _hibernating(pid), "not hibernating")
+                    await _until(lambda p=pid: _hibernating(p), "not hibernating")
                 else:
                     assert not _hibernating(pid)
                 if interrupt:
@@ -542,7 +542,8 @@ def test_crash(run, caplog):
 
 
 def test_loop_start_fail(run):
-    """Failing starts (stop, ignore, bad return, error, exit, timeout), five times each, every way of starting."""
+    """Failing starts (stop, ignore, bad return, error, exit, timeout), five
+    times each, every way of starting."""
     async def main():
         otpvm.process_flag("trap_exit", True)
         starts = (gen_server.start, gen_server.start_link, gen_server.start_monitor)
@@ -575,7 +576,8 @@ def test_loop_start_fail(run):
 
 
 def test_call(run):
-    """Replies, deferred replies, a timeout that only holds within its time, call timeouts, a bad return."""
+    """Replies, deferred replies, a timeout that holds within its time, call
+    timeouts, a bad return."""
     async def main():
         otpvm.process_flag("trap_exit", True)
         await gen_server.start_link(Suite, name="my_test_name")
@@ -679,7 +681,8 @@ def test_continue(run):
 
 
 def test_handle_event_timeout(run):
-    """A callback's timeout (plain, after continue, hibernating) survives a sys request and is cancelled by a message."""
+    """A callback's timeout (plain, after continue, hibernating) survives a
+    sys request and is cancelled by a message."""
     async def main():
         me = otpvm.self()
         pid = await gen_server.start(Suite)
@@ -755,7 +758,8 @@ def test_handle_event_timeout_plain(run):
 
 
 def test_hibernate(run):
-    """Hibernating from init, a call, a cast, an info, after a timeout; again after sys requests; awake after a message."""
+    """Hibernating from init, a call, a cast, an info, after a timeout; again
+    after sys requests; awake after a message."""
     async def main():
         otpvm.process_flag("trap_exit", True)
         pid0 = await gen_server.start_link(Suite, "hibernate", name="my_test_name_hibernate0")
