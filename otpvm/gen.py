@@ -157,8 +157,13 @@ async def _flush_reply(ref: Ref) -> None:
 
 def _reply_py(from_: From, value: Any) -> None:
     """Answers a call (from inside the server or any process it handed
-    ``from_`` to): the reference implementation of ``reply``."""
-    send_alias(from_.pid, from_.ref, (from_.ref, value))
+    ``from_`` to): the reference implementation of ``reply``.  A ref that is
+    no alias (a hand-made From) gets a plain message, as in OTP."""
+    ref = from_.ref
+    if isinstance(ref, Ref) and ref.is_alias:
+        send_alias(from_.pid, ref, (ref, value))
+    else:
+        send(from_.pid, (ref, value))
 
 
 def _cast_py(dest: Any, msg: Any) -> None:
@@ -256,6 +261,10 @@ async def stop(dest: Any, reason: Any = "normal", timeout: float | None = None) 
     ``CallError(r)`` if it ended with another reason r, ``TimeoutError``
     after timeout.
     """
+    if timeout is not None and (isinstance(timeout, bool)
+                                or not isinstance(timeout, (int, float)) or timeout < 0):
+        # Checked before anything is sent: the process is left running (OTP).
+        raise TypeError(f"stop's timeout is a number of seconds >= 0 or None, not {timeout!r}")
     pid = resolve(dest)
     if pid is None:
         raise CallError("noproc", dest, ("stop", reason))

@@ -44,7 +44,7 @@ import inspect
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from otpvm import _vm, code, gen
 from otpvm import sys as _sys
@@ -63,8 +63,8 @@ from otpvm.terms import Exit, NameRegistrationError, ProcessExit
 
 __all__ = [
     "CallError", "From", "GenServer", "Ignore", "Ignored", "NoReply", "Ok", "Reply",
-    "StartError", "Stop", "call", "cast", "reply", "start", "start_link", "start_monitor",
-    "stop",
+    "StartError", "Stop", "call", "cast", "enter_loop", "reply", "start", "start_link",
+    "start_monitor", "stop",
 ]
 __all__ += [  # OTP's send_request family, multi_call and abcast (otpvm.gen)
     "NO_REPLY", "NO_REQUEST", "RequestId", "RequestIdCollection", "Response", "abcast",
@@ -149,6 +149,15 @@ Ignore: Any = _IgnoreType()
 """``init`` result: start nothing (``start`` raises ``Ignored``)."""
 
 _TIMEOUT = "$gen_timeout"
+_Killed = _vm._ProcessKilled          # a kill (never trapped): terminate does not run
+
+
+def _abnormal(reason: Any) -> bool:
+    """OTP logs a server's end unless its reason is normal, shutdown or
+    ('shutdown', term)."""
+    if isinstance(reason, str):
+        return reason not in ("normal", "shutdown")
+    return not (type(reason) is tuple and len(reason) == 2 and reason[0] == "shutdown")
 
 _vm._gen_server_setup(Reply=Reply, NoReply=NoReply, UNSET=UNSET)
 
@@ -218,13 +227,18 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
         self.state = None
         self.timer = None
         self.timer_token = 0
+        self.idle_timeout: float | None = None   # the armed timeout's length, for sys
+        self.hibernate = False            # hibernate=True: again after a sys request
         self.debug = None                 # sys.trace / sys.log (a sys.Debug), None while off
         self.undo: _sys.CodeUndo | None = None   # change_code's, until commit/abort/resume
         self.refused: Any = None          # the code.Version it failed to switch to
+        self.entered: Ok | None = None    # enter_loop's state and what follows it
 
     # -- start ------------------------------------------------------------
 
     def start(self) -> Any:
+        if self.entered is not None:
+            return self._enter()
         assert self.starter is not None
         self.parent = self.starter.pid
         if self.name is not None:
@@ -247,6 +261,16 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
             return self._start_async(result)
         return self._started(result)
 
+    def _enter(self) -> Any:
+        """enter_loop: the process is the server now, with the state it gave."""
+        entered, self.entered = self.entered, None
+        assert entered is not None
+        self.epoch = _vm.code_epoch()
+        self.cls = code.current(self.cls)
+        self.mod = self.cls()
+        self.state = entered.state
+        return self._after(entered.timeout, entered.continue_, entered.hibernate)
+
     async def _start_async(self, pending: Coroutine[Any, Any, Any]) -> None:
         assert self.starter is not None
         try:
@@ -263,7 +287,7 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
         if isinstance(result, Ok):
             self.state = result.state
             ack(self.starter)
-            return self._after(result.timeout, result.continue_)
+            return self._after(result.timeout, result.continue_, result.hibernate)
         if result is Ignore:
             ack(self.starter, Ignored(f"{self.cls.__qualname__}.init returned Ignore"))
             exit("normal")
@@ -282,24 +306,23 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
         if self.epoch != epoch:
             self.epoch = epoch
             self._code_epoch_changed()
+        if type(msg) is tuple and len(msg) == 3 and msg[0] == gen.SYSTEM:
+            return self._system_message(msg[1], msg[2])
+        self.hibernate = False
         if self.timer is not None:
             if type(msg) is tuple and len(msg) == 2 and msg[0] == _TIMEOUT:
                 if msg[1] != self.timer_token:
                     return None                   # a timeout that was cancelled
-                self.timer = None
+                self.timer = self.idle_timeout = None
                 if self.debug is not None:
                     _sys.handle_debug(self.debug, self._debug_name(), ("in", "timeout"))
                 return self._callback("handle_info", ("timeout", self.state))
             cancel_timer(self.timer)
-            self.timer = None
-        if type(msg) is tuple and len(msg) == 3:
-            tag = msg[0]
-            if tag == gen.CALL:
-                if self.debug is not None:
-                    _sys.handle_debug(self.debug, self._debug_name(), ("in", msg[2], msg[1]))
-                return self._callback("handle_call", (msg[2], msg[1], self.state), msg[1])
-            if tag == gen.SYSTEM:
-                return self._system(msg[1], msg[2])
+            self.timer = self.idle_timeout = None
+        if type(msg) is tuple and len(msg) == 3 and msg[0] == gen.CALL:
+            if self.debug is not None:
+                _sys.handle_debug(self.debug, self._debug_name(), ("in", msg[2], msg[1]))
+            return self._callback("handle_call", (msg[2], msg[1], self.state), msg[1])
         elif type(msg) is tuple and len(msg) == 2 and msg[0] == gen.CAST:
             if self.debug is not None:
                 _sys.handle_debug(self.debug, self._debug_name(), ("in", msg))
@@ -313,9 +336,9 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
     def _callback(self, name: str, args: tuple[Any, ...], from_: From | None = None) -> Any:
         try:
             result = getattr(self.mod, name)(*args)
-        except ProcessExit:
+        except _Killed:
             raise
-        except Exception as exc:
+        except (Exception, ProcessExit) as exc:
             return self._crash(exc)
         return self._finish_callback(name, result, from_)
 
@@ -328,9 +351,9 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
                               from_: From | None) -> None:
         try:
             result = await pending
-        except ProcessExit:
+        except _Killed:
             raise
-        except Exception as exc:
+        except (Exception, ProcessExit) as exc:
             more = self._crash(exc)
         else:
             more = self._apply(name, result, from_)
@@ -345,12 +368,12 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
             if self.debug is not None:
                 _sys.handle_debug(self.debug, self._debug_name(),
                                   ("out", result.value, from_.pid, result.state))
-            return self._after(result.timeout, result.continue_)
+            return self._after(result.timeout, result.continue_, result.hibernate)
         if isinstance(result, NoReply):
             self.state = result.state
             if self.debug is not None:
                 _sys.handle_debug(self.debug, self._debug_name(), ("noreply", result.state))
-            return self._after(result.timeout, result.continue_)
+            return self._after(result.timeout, result.continue_, result.hibernate)
         if isinstance(result, Stop):
             self.state = result.state
             if result.reply is not UNSET and from_ is not None:
@@ -363,13 +386,60 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
     def _debug_name(self) -> Any:
         return self.name if self.name is not None else _me()
 
-    def _after(self, timeout: float | None, continue_: Any) -> Any:
+    def _after(self, timeout: float | None, continue_: Any, hibernate: bool = False) -> Any:
         if continue_ is not UNSET:
             return self._callback("handle_continue", (continue_, self.state))
         if timeout is not None:
-            self.timer_token += 1
-            self.timer = send_after(timeout, _me(), (_TIMEOUT, self.timer_token))
+            self._arm(timeout)
+        if hibernate:
+            self._hibernate()
         return None
+
+    def _arm(self, timeout: float) -> None:
+        self.idle_timeout = timeout
+        self.timer_token += 1
+        self.timer = send_after(timeout, _me(), (_TIMEOUT, self.timer_token))
+
+    def _hibernate(self) -> None:
+        """Shrinks the server until its next message, as OTP's hibernate
+        does: the state's built-in containers are rebuilt at their exact
+        size (the state is the server's live data, like an Erlang process's
+        heap), and the process drops what it kept for speed (_vm._hibernate).
+        A state that cannot be rebuilt is kept as it is."""
+        self.hibernate = True
+        try:
+            self.state = _vm._compact(self.state)
+        except Exception:
+            pass                          # a stale class in it: keep it as it is
+        _vm._hibernate()
+
+    def _system_message(self, from_: From, request: Any) -> Any:
+        """A sys request: the idle timeout stops while it is handled (and
+        while the server is suspended), then starts again in full, and a
+        hibernating server hibernates again -- OTP's system_continue
+        re-enters its loop with the same Time."""
+        timeout = self.idle_timeout if self.timer is not None else None
+        if self.timer is not None:
+            cancel_timer(self.timer)
+            self.timer = self.idle_timeout = None
+        more = self._system(from_, request)
+        if more is not None:
+            if self.hibernate:
+                self._hibernate()         # suspended, it stays hibernating (OTP)
+            return self._continue_after(more, timeout)
+        self._continue(timeout)
+        return None
+
+    async def _continue_after(self, pending: Coroutine[Any, Any, Any],
+                              timeout: float | None) -> None:
+        await pending
+        self._continue(timeout)
+
+    def _continue(self, timeout: float | None) -> None:
+        if timeout is not None:
+            self._arm(timeout)
+        if self.hibernate:
+            self._hibernate()
 
     # -- the end --------------------------------------------------------------
 
@@ -386,12 +456,19 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
 
     def _crash(self, exc: BaseException) -> Any:
         """A callback raised: terminate(exc, state) runs, then the exception
-        ends the server (and is logged once, by the VM)."""
+        ends the server (and is logged once, by the VM).  A callback that
+        called exit(reason) ends the same way, terminate seeing the reason,
+        as OTP's gen_server does with an exit class exception; an abnormal
+        reason is logged here (the VM logs no ProcessExit)."""
+        reason = exc.reason if isinstance(exc, ProcessExit) else exc
         try:
-            result = self.mod.terminate(exc, self.state) if self.mod else None
+            result = self.mod.terminate(reason, self.state) if self.mod else None
         except Exception:
             _log.exception("%s.terminate raised while handling a crash", self.cls.__qualname__)
             raise exc from None
+        if isinstance(exc, ProcessExit) and _abnormal(reason):
+            _log.error("gen_server %r (%s) terminating: a callback called exit(%r)",
+                       self._debug_name(), self.cls.__qualname__, reason)
         if inspect.iscoroutine(result):
             return self._crash_async(result, exc)
         raise exc
@@ -527,6 +604,34 @@ async def start_monitor(cls: type[GenServer] | str, args: Any = None, *, name: s
     result: tuple[Pid, Ref] = await gen.start(_Server(cls, args, name), link=False,
                                               timeout=timeout, monitor_child=True)
     return result
+
+
+def enter_loop(cls: type[GenServer] | str, state: Any, *, name: Any = None,
+               parent: Pid | None = None, timeout: float | None = None,
+               hibernate: bool = False, continue_: Any = UNSET) -> NoReturn:
+    """Makes the calling coroutine process a gen_server running ``cls``
+    with ``state``, as OTP's enter_loop: for a process that initialised
+    itself (and acknowledged its own start).  Never returns: the caller's
+    body unwinds (its ``finally`` blocks run) and the process then serves
+    messages as the server, with the same pid, mailbox, links and monitors;
+    ``init`` is not called.  ``timeout``, ``hibernate`` and ``continue_``
+    act as in ``Ok``.
+
+    ``name``: the name the process must already be registered under (a
+    string, or a via name); if it is not, the process exits with
+    ``'process_not_registered'`` (``'process_not_registered_via'``), as in
+    OTP.  ``parent``: the process whose exit signal, when the server traps
+    exits, runs terminate and stops it (OTP takes it from proc_lib's
+    ancestors; otpvm processes record none, so it is given here; None:
+    every Exit goes to handle_info)."""
+    if name is not None and gen.resolve(name) != _me():
+        exit("process_not_registered" if isinstance(name, str)
+             else "process_not_registered_via")
+    server = _Server(cls, None, name)
+    server.entered = Ok(state, timeout, continue_, hibernate)
+    server.parent = parent
+    _vm._enter_loop(server)
+    raise AssertionError("unreachable: _enter_loop raises")
 
 
 def call(dest: Pid | str, request: Any,

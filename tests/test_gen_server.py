@@ -1,6 +1,7 @@
 """gen_server, as OTP specifies it."""
 
 import logging
+import time
 
 import pytest
 
@@ -369,3 +370,301 @@ def test_sentinels_keep_their_identity_in_messages():
         return all(a is b for a, b in zip(received, sentinels, strict=True))
 
     assert run(main) is True
+
+
+# -- issue 13: OTP fidelity ---------------------------------------------------
+
+
+class Exiting(GenServer):
+    """Calls exit(reason) from any callback; tells a watcher when terminate runs."""
+
+    def init(self, watcher):
+        self.watcher = watcher
+        return Ok("s0")
+
+    def handle_call(self, request, from_, state):
+        otpvm.exit(request)
+
+    def handle_cast(self, reason, state):
+        otpvm.exit(reason)
+
+    async def handle_info(self, reason, state):
+        await otpvm.sleep(0)
+        otpvm.exit(reason)
+
+    def terminate(self, reason, state):
+        send(self.watcher, ("terminated", reason, state))
+
+
+@pytest.mark.parametrize("via", ["call", "cast", "async info"])
+def test_exit_in_a_callback_runs_terminate_with_its_reason(via, caplog):
+    # OTP: a callback ending with exit(R) runs terminate(R, State), the
+    # server exits with R, and gen_server logs it (R is abnormal):
+    #   handle_call(exit_me, _, S) -> exit(my_reason).
+    #   catch gen_server:call(P, exit_me) -> {'EXIT', {my_reason, _}}
+    #   terminate(my_reason, S) ran; {'EXIT', P, my_reason}; one error report.
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        pid = await gen_server.start_link(Exiting, me)
+        reason = ("bye", via)
+        if via == "call":
+            with pytest.raises(CallError) as info:
+                await gen_server.call(pid, reason)
+            assert info.value.reason == reason
+        elif via == "cast":
+            gen_server.cast(pid, reason)
+        else:
+            send(pid, reason)
+        terminated = await receive(("terminated", ANY, ANY), timeout=5)
+        exited = await receive(otpvm.Exit(pid, ANY), timeout=5)
+        return terminated, exited.reason
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        terminated, reason = run(main)
+    assert terminated == ("terminated", ("bye", via), "s0")
+    assert reason == ("bye", via)
+    reports = [r.getMessage() for r in caplog.records]
+    assert len(reports) == 1 and "called exit(('bye'," in reports[0]
+
+
+def test_exit_normal_or_shutdown_in_a_callback_runs_terminate_and_logs_nothing(caplog):
+    async def main():
+        me = otpvm.self()
+        out = []
+        for reason in ("normal", "shutdown", ("shutdown", 1)):
+            pid, ref = await gen_server.start_monitor(Exiting, me)
+            gen_server.cast(pid, reason)
+            out.append(await receive(("terminated", ANY, ANY), timeout=5))
+            out.append((await receive(Down(ref, ANY, ANY), timeout=5)).reason)
+        return out
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        out = run(main)
+    assert out == [("terminated", "normal", "s0"), "normal",
+                   ("terminated", "shutdown", "s0"), "shutdown",
+                   ("terminated", ("shutdown", 1), "s0"), ("shutdown", 1)]
+    assert caplog.records == []
+
+
+class Idle(GenServer):
+    """Sets an idle timeout; tells a watcher when it fires, with the time."""
+
+    def init(self, args):
+        self.watcher, self.after = args
+        return Ok(0, timeout=self.after)
+
+    def handle_info(self, msg, state):
+        send(self.watcher, ("fired", msg, time.monotonic()))
+        return NoReply(state + 1)
+
+
+@pytest.mark.parametrize("schedulers", [1, 4])
+def test_a_sys_request_keeps_the_idle_timeout_and_restarts_it(schedulers):
+    # OTP: system_continue re-enters the loop with the same Time, so the
+    # timeout starts again in full after each system message:
+    #   init(P) -> {ok, P, 500}; at 300 ms sys:get_state(Pid)
+    #   -> timeout after 812 ms (300 + 500), and only once.
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start(Idle, (me, 0.2))
+        await otpvm.sleep(0.05)
+        asked = time.monotonic()
+        assert await otpvm.sys.get_state(pid) == 0
+        status = await otpvm.sys.get_status(pid)
+        _, msg, fired = await receive(("fired", ANY, ANY), timeout=5)
+        assert msg == "timeout" and fired - asked >= 0.19
+        assert await otpvm.sys.get_state(pid) == 1
+        with pytest.raises(TimeoutError):
+            await receive(("fired", ANY, ANY), timeout=0.3)     # once only
+        return status["state"]
+
+    assert run(main, schedulers=schedulers) == 0
+
+
+def test_suspend_stops_the_idle_timeout_and_resume_starts_it_again():
+    class Rearming(Idle):
+        def handle_cast(self, after, state):
+            return NoReply(state, timeout=after)
+
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start(Rearming, (me, None))
+        gen_server.cast(pid, 0.1)
+        await otpvm.sys.suspend(pid)
+        with pytest.raises(TimeoutError):
+            await receive(("fired", ANY, ANY), timeout=0.3)     # suspended: no timeout
+        resumed = time.monotonic()
+        await otpvm.sys.resume(pid)
+        _, msg, fired = await receive(("fired", ANY, ANY), timeout=5)
+        assert fired - resumed >= 0.09
+        with pytest.raises(TimeoutError):
+            await receive(("fired", ANY, ANY), timeout=0.2)     # once only
+        return msg
+
+    assert run(main) == "timeout"
+
+
+def test_a_reply_to_a_hand_made_from_is_a_plain_message():
+    # OTP: gen:reply({Pid, Tag}, R) sends {Tag, R} to Pid when Tag is no alias:
+    #   Ref = make_ref(), gen_server:reply({self(), Ref}, hello),
+    #   receive M -> M end  =>  {Ref, hello}
+    from otpvm.gen_server import From
+
+    async def main():
+        ref = otpvm.make_ref()
+        gen_server.reply(From(otpvm.self(), ref), "hello")
+        got = await receive((ref, ANY), timeout=5)
+        # An alias that is no longer active drops the reply, as OTP's alias does.
+        alias = otpvm.alias()
+        otpvm.unalias(alias)
+        gen_server.reply(From(otpvm.self(), alias), "late")
+        with pytest.raises(TimeoutError):
+            await receive((alias, ANY), timeout=0.05)
+        return got[1], ref.is_alias, alias.is_alias
+
+    assert run(main) == ("hello", False, True)
+
+
+async def _enter_as_counter(name):
+    gen_server.enter_loop(Counter, 7, name=name)
+
+
+def test_enter_loop_turns_the_calling_process_into_a_server():
+    async def main():
+        pid = otpvm.spawn(_enter_as_counter, "entered")
+        otpvm.register("entered", pid)      # before it runs: it checks the name
+        assert await gen_server.call("entered", ("add", 3)) == 10
+        gen_server.cast(pid, 5)
+        assert await gen_server.call(pid, "get") == 15
+        assert await otpvm.sys.get_state(pid) == 15
+        ref = otpvm.monitor(pid)
+        await gen_server.stop(pid, "normal")
+        return (await receive(Down(ref, ANY, ANY), timeout=5)).reason
+
+    assert run(main) == "normal"
+
+
+def test_enter_loop_under_a_name_not_registered_exits_process_not_registered():
+    # OTP: enter_loop(Mod, [], State, {local, Name}) in a process not
+    # registered as Name exits with process_not_registered.
+    async def main():
+        pid = otpvm.spawn(_enter_as_counter, "nobody")
+        ref = otpvm.monitor(pid)
+        return (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    assert run(main) == "process_not_registered"
+
+
+def test_enter_loop_with_a_timeout_a_parent_and_hibernate():
+    class Watched(Counter):
+        def handle_info(self, msg, count):
+            send(otpvm.whereis("watcher"), ("info", msg))
+            return NoReply(count)
+
+        def terminate(self, reason, count):
+            send(otpvm.whereis("watcher"), ("terminated", reason, count))
+
+    async def body(parent):
+        otpvm.process_flag("trap_exit", True)
+        gen_server.enter_loop(Watched, 1, parent=parent, timeout=0.05, hibernate=True)
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        otpvm.register("watcher", otpvm.self())
+        pid = otpvm.spawn_link(body, otpvm.self())
+        await receive(("info", "timeout"), timeout=5)
+        otpvm.exit(pid, "shutdown")      # from the parent: terminate runs
+        return await receive(("terminated", ANY, ANY), timeout=5)
+
+    assert run(main) == ("terminated", "shutdown", 1)
+
+
+def test_enter_loop_outside_a_coroutine_process_or_with_a_bad_class_is_an_error():
+    class Inside(GenServer):
+        def handle_call(self, request, from_, state):
+            try:
+                gen_server.enter_loop(Counter, 0)
+            except TypeError as exc:
+                return Reply(str(exc), state)
+
+    async def main():
+        with pytest.raises(TypeError, match="GenServer subclass"):
+            gen_server.enter_loop(object, 0)
+        pid = await gen_server.start(Inside)
+        return await gen_server.call(pid, "try")
+
+    assert "already a callback process" in run(main)
+
+
+class Hoarder(GenServer):
+    """Its state grows to a big dict, then shrinks to one key: the table stays big."""
+
+    def init(self, _):
+        return Ok({})
+
+    def handle_call(self, request, from_, state):
+        if request == "grow":
+            state.update((i, None) for i in range(200_000))
+            return Reply("grown", state)
+        if request == "shrink":
+            for i in range(1, 200_000):
+                del state[i]
+            return Reply("shrunk", state)
+        if request == "hibernate":
+            return Reply("hibernating", state, hibernate=True)
+        if request == "continue":
+            return Reply("continuing", state, continue_="then")
+        return Reply(len(state), state)
+
+    def handle_continue(self, what, state):
+        return NoReply(state, hibernate=True)
+
+
+def test_hibernate_shrinks_the_state_until_the_next_message():
+    import tracemalloc
+
+    def info(pid):
+        return otpvm.process_info(pid)["hibernating"]
+
+    async def main():
+        pid = await gen_server.start(Hoarder)
+        await gen_server.call(pid, "grow")
+        await gen_server.call(pid, "shrink")
+        before = tracemalloc.get_traced_memory()[0]
+        awake = info(pid)
+        await gen_server.call(pid, "hibernate")
+        await otpvm.sys.get_state(pid)     # a sys request: it hibernates again
+        after = tracemalloc.get_traced_memory()[0]
+        asleep = info(pid)
+        assert await gen_server.call(pid, "size") == 1     # the state is intact
+        woken = info(pid)
+        await gen_server.call(pid, "continue")             # handle_continue hibernates
+        await otpvm.sys.get_state(pid)
+        return before - after, (awake, asleep, woken, info(pid))
+
+    tracemalloc.start()
+    try:
+        freed, states = run(main)
+    finally:
+        tracemalloc.stop()
+    assert states == (False, True, False, True)
+    assert freed > 4_000_000        # the 200 000-key table (about 10 MB) is gone
+
+
+def test_hibernate_keeps_what_the_state_shares_and_objects_it_holds():
+    class Shared(GenServer):
+        def init(self, _):
+            inner = [1, 2]
+            self.lock = __import__("threading").Lock()    # not picklable: kept as is
+            return Ok({"a": inner, "b": inner, "lock": self.lock, "self": None},
+                      hibernate=True)
+
+        def handle_call(self, request, from_, state):
+            return Reply((state["a"] is state["b"], state["lock"] is self.lock), state)
+
+    async def main():
+        pid = await gen_server.start(Shared)
+        return await gen_server.call(pid, "check")
+
+    assert run(main) == (True, True)

@@ -173,6 +173,7 @@ cdef class _Copier:
     cdef dict memo              # id(original) -> its copy, or _IN_PROGRESS
     cdef _Pickling pickling     # None until the message holds something to pickle
     cdef bint cycles            # whether a cycle came back to an immutable container
+    cdef bint compact           # _compact: what pickle would copy is kept as it is
 
     cdef object copy(self, object obj, int depth):
         cdef type t = type(obj)
@@ -220,7 +221,7 @@ cdef class _Copier:
             self.memo[key] = copied
             return copied
         if kind == _PICKLE:
-            return self.pickled(obj, key)
+            return obj if self.compact else self.pickled(obj, key)
         self.memo[key] = _IN_PROGRESS
         if kind == _NAMEDTUPLE:
             plain = tuple(obj)
@@ -324,7 +325,7 @@ cdef class _Copier:
         if kind == _SAME:
             return obj
         if kind == _PICKLE:
-            return self.pickled(obj, key)
+            return obj if self.compact else self.pickled(obj, key)
         if kind == _BYTEARRAY:
             copied = bytearray(obj)
             self.memo[key] = copied
@@ -580,6 +581,22 @@ def register_handle_type(cls):
         raise TypeError(f"register_handle_type needs a class, not {cls!r}")
     _ATOMIC_TYPES.add(cls)
     return cls
+
+
+def _compact(obj):
+    """Hibernation's copy of a behaviour's state: its built-in containers
+    (dict, list, set, bytearray, and the tuples holding them) rebuilt at
+    their exact size, as Erlang's hibernate copies a process's live data
+    into a heap that just fits it.  A dict that once held a million keys
+    keeps a table for a million until it is rebuilt.  Any other object is
+    kept as it is (never pickled), and what the state shares stays shared.
+    Returns obj itself when there is nothing to rebuild."""
+    if _atomic(obj):
+        return obj
+    cdef _Copier copier = _Copier.__new__(_Copier)
+    copier.memo = {}
+    copier.compact = True
+    return copier.copy(obj, 0)
 
 
 def copy_message(obj):

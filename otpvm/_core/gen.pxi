@@ -43,13 +43,15 @@ def _gen_setup(*, From, CallError, resolve, call_tag, cast_tag):
 # slots dataclasses): read directly, as the member descriptors would, instead
 # of through getattr.  -1: use getattr.
 cdef Py_ssize_t _R_VALUE = -1, _R_STATE = -1, _R_TIMEOUT = -1, _R_CONTINUE = -1
-cdef Py_ssize_t _N_STATE = -1, _N_TIMEOUT = -1, _N_CONTINUE = -1
+cdef Py_ssize_t _R_HIBERNATE = -1
+cdef Py_ssize_t _N_STATE = -1, _N_TIMEOUT = -1, _N_CONTINUE = -1, _N_HIBERNATE = -1
 
 
 def _gen_server_setup(*, Reply, NoReply, UNSET):
     """Called once by otpvm.gen_server: its result classes."""
     global _Reply, _NoReply, _UNSET
-    global _R_VALUE, _R_STATE, _R_TIMEOUT, _R_CONTINUE, _N_STATE, _N_TIMEOUT, _N_CONTINUE
+    global _R_VALUE, _R_STATE, _R_TIMEOUT, _R_CONTINUE, _R_HIBERNATE
+    global _N_STATE, _N_TIMEOUT, _N_CONTINUE, _N_HIBERNATE
     _Reply = Reply
     _NoReply = NoReply
     _UNSET = UNSET
@@ -57,9 +59,11 @@ def _gen_server_setup(*, Reply, NoReply, UNSET):
     _R_STATE = ovm_slot_offset(Reply.__dict__.get("state"))
     _R_TIMEOUT = ovm_slot_offset(Reply.__dict__.get("timeout"))
     _R_CONTINUE = ovm_slot_offset(Reply.__dict__.get("continue_"))
+    _R_HIBERNATE = ovm_slot_offset(Reply.__dict__.get("hibernate"))
     _N_STATE = ovm_slot_offset(NoReply.__dict__.get("state"))
     _N_TIMEOUT = ovm_slot_offset(NoReply.__dict__.get("timeout"))
     _N_CONTINUE = ovm_slot_offset(NoReply.__dict__.get("continue_"))
+    _N_HIBERNATE = ovm_slot_offset(NoReply.__dict__.get("hibernate"))
 
 
 cdef inline object _field(object obj, Py_ssize_t offset, str name):
@@ -244,8 +248,11 @@ cdef int _cast(Process me, object dest, object msg) except -1:
 
 def gen_reply(from_, value):
     """Answers a call, from inside the server or any process it handed
-    ``from_`` to; a caller that gave up meanwhile drops it.  (otpvm.gen.reply;
-    its Python reference is gen._reply_py.)"""
+    ``from_`` to; a caller that gave up meanwhile drops it.  A ``from_``
+    whose ref is no alias (a hand-made ``From(pid, make_ref())``) gets the
+    reply ``(ref, value)`` as a plain message, as OTP's gen:reply sends
+    ``{Tag, Reply}`` to a tag that is no alias.  (otpvm.gen.reply; its
+    Python reference is gen._reply_py.)"""
     cdef Process me = _me("gen.reply")
     if type(from_) is _From:
         pid = (<tuple>from_)[0]
@@ -253,8 +260,11 @@ def gen_reply(from_, value):
     else:
         pid = from_.pid
         ref = from_.ref
-    _send_alias_from(me, pid, ref, (ref, value),
-                     not (_atomic(value) and _atomic(ref)))
+    copy = not (_atomic(value) and _atomic(ref))
+    if type(ref) is Ref and (<Ref>ref).is_alias:
+        _send_alias_from(me, pid, ref, (ref, value), copy)
+    else:
+        _send_from(me, pid, (ref, value), copy)
 
 
 # -- the code epoch ---------------------------------------------------------------
@@ -278,14 +288,16 @@ cdef class _ServerCore:
     """The compiled half of gen_server's callback-process handler.
 
     handle_message takes the common cases -- a call answered with a plain
-    Reply (or NoReply), a cast answered with a plain NoReply, with no timer
-    armed and no sys debugging -- and hands everything else, unchanged, to
+    Reply (or NoReply), a cast answered with a plain NoReply (no timeout,
+    continue or hibernate), with no timer armed, no sys debugging and no
+    hibernation to wake from -- and hands everything else, unchanged, to
     the Python reference (_handle_message_py, _crash, _finish_callback)."""
 
     cdef public object mod          # the GenServer instance
     cdef public object state
     cdef public object timer        # the timeout's TimerRef, or None
     cdef public object debug        # sys.Debug, or None
+    cdef public bint hibernate      # it hibernated (again after each sys request)
     cdef public long epoch          # the code epoch its class was last resolved in
 
     def _code_epoch_changed(self):
@@ -298,7 +310,8 @@ cdef class _ServerCore:
         if self.epoch != epoch:
             self.epoch = epoch
             self._code_epoch_changed()
-        if self.timer is not None or self.debug is not None or type(msg) is not tuple:
+        if (self.timer is not None or self.debug is not None or self.hibernate
+                or type(msg) is not tuple):
             return self._handle_message_py(msg)
         n = len(<tuple>msg)
         tag = (<tuple>msg)[0] if n else None
@@ -313,20 +326,22 @@ cdef class _ServerCore:
     cdef object call(self, object request, object from_):
         try:
             result = self.mod.handle_call(request, from_, self.state)
-        except _ProcessExit:
+        except _ProcessKilled:
             raise
-        except Exception as exc:
-            return self._crash(exc)
+        except (Exception, _ProcessExit) as exc:
+            return self._crash(exc)       # exit(reason) too: terminate runs
         t = type(result)
         if t is _Reply and from_ is not None:
             if (_field(result, _R_TIMEOUT, "timeout") is None
-                    and _field(result, _R_CONTINUE, "continue_") is _UNSET):
+                    and _field(result, _R_CONTINUE, "continue_") is _UNSET
+                    and _field(result, _R_HIBERNATE, "hibernate") is False):
                 gen_reply(from_, _field(result, _R_VALUE, "value"))
                 self.state = _field(result, _R_STATE, "state")
                 return None
         elif t is _NoReply:
             if (_field(result, _N_TIMEOUT, "timeout") is None
-                    and _field(result, _N_CONTINUE, "continue_") is _UNSET):
+                    and _field(result, _N_CONTINUE, "continue_") is _UNSET
+                    and _field(result, _N_HIBERNATE, "hibernate") is False):
                 self.state = _field(result, _N_STATE, "state")
                 return None
         return self._finish_callback("handle_call", result, from_)
@@ -334,13 +349,14 @@ cdef class _ServerCore:
     cdef object cast(self, object msg):
         try:
             result = self.mod.handle_cast(msg, self.state)
-        except _ProcessExit:
+        except _ProcessKilled:
             raise
-        except Exception as exc:
-            return self._crash(exc)
+        except (Exception, _ProcessExit) as exc:
+            return self._crash(exc)       # exit(reason) too: terminate runs
         if type(result) is _NoReply:
             if (_field(result, _N_TIMEOUT, "timeout") is None
-                    and _field(result, _N_CONTINUE, "continue_") is _UNSET):
+                    and _field(result, _N_CONTINUE, "continue_") is _UNSET
+                    and _field(result, _N_HIBERNATE, "hibernate") is False):
                 self.state = _field(result, _N_STATE, "state")
                 return None
         return self._finish_callback("handle_cast", result, None)

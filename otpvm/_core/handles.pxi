@@ -85,9 +85,15 @@ def _pid_from_id(uint64_t ident, node=None):
 
 
 cdef class Ref:
-    """A unique reference, like Erlang's ``make_ref()``: never reused."""
+    """A unique reference, like Erlang's ``make_ref()``: never reused.
+
+    ``is_alias`` is True for a ref made as an alias (``alias()``,
+    ``monitor(pid, alias=True)``), active or not: ``gen.reply`` sends
+    through the alias then, and as a plain message otherwise (OTP tells
+    the two apart by the tag's shape, ``[alias|Ref]``)."""
 
     cdef readonly uint64_t id
+    cdef readonly bint is_alias
 
     def __repr__(self):
         return f"#Ref<0.{self.id}>"
@@ -103,7 +109,7 @@ cdef class Ref:
         return NotImplemented
 
     def __reduce__(self):
-        return (_ref_from_id, (self.id,))
+        return (_ref_from_id, (self.id, self.is_alias))
 
 
 cdef Ref _new_ref():
@@ -112,7 +118,8 @@ cdef Ref _new_ref():
     return ref
 
 
-def _ref_from_id(uint64_t ident):
+def _ref_from_id(uint64_t ident, bint is_alias=False):
     cdef Ref ref = Ref.__new__(Ref)
     ref.id = ident
+    ref.is_alias = is_alias
     return ref

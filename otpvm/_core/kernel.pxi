@@ -173,6 +173,7 @@ def alias():
     Like make_ref(), a receive on it skips older messages."""
     cdef Process me = _me("alias")
     ref = make_ref()
+    (<Ref>ref).is_alias = True
     if me.aliases is None:
         me.aliases = set()
     me.aliases.add(ref)
@@ -261,6 +262,7 @@ cdef Ref _monitor(Process me, object pid, bint alias):
         me.vm.check_own(<Pid>pid, "cannot monitor")
     ref = _make_ref(me)             # marks the mailbox: a receive on ref is O(1)
     if alias:
+        ref.is_alias = True
         if me.aliases is None:
             me.aliases = set()
         me.aliases.add(ref)
@@ -429,6 +431,30 @@ def become(fn, *args):
     raise _Become(fn, args)
 
 
+@cython.final
+cdef class _EnterLoop:
+    """_enter_loop's request to Process.become."""
+    cdef object handler
+
+
+def _enter_loop(handler):
+    """gen_server.enter_loop's part in the core: the calling coroutine
+    process becomes a callback process run by ``handler`` (its body unwinds
+    first, as with become; pid, mailbox, links, monitors, sockets and
+    context stay), whose ``start()`` runs first as at spawn_handler.
+    Raises, like become, to unwind the body: never returns."""
+    cdef Process me = _me("enter_loop")
+    cdef _EnterLoop request
+    if me.on_message is not None:
+        raise TypeError("enter_loop is for a coroutine process: this one is already "
+                        "a callback process")
+    if not callable(getattr(handler, "handle_message", None)):
+        raise TypeError(f"a handler needs a handle_message method, not {handler!r}")
+    request = _EnterLoop.__new__(_EnterLoop)
+    request.handler = handler
+    raise _Become(request, ())
+
+
 def _code_roots(pid):
     """otpvm.code only: (body function, handler, coroutine, arguments not
     yet taken) of a live process of the caller's VM, or None."""
@@ -443,10 +469,39 @@ def _code_roots(pid):
     return (<Process>target).code_roots()
 
 
+def _hibernate():
+    """Hibernation's part in the core, for behaviours (gen_server's
+    ``hibernate=True``), called by a callback process between two messages:
+    frees what the process keeps for speed, not for its function -- the
+    timer and pattern of its last receive (kept armed to serve the next
+    call) -- and rebuilds its link, monitor and alias tables at their exact
+    size (a set that once held thousands of links keeps their table).  The
+    behaviour compacts its state itself (``_compact``).  process_info says
+    ``hibernating`` until the next message is dispatched."""
+    _shrink(_me("hibernate"))
+
+
+cdef int _shrink(Process me) except -1:
+    cdef TimerRef t
+    if not me.waiting:
+        t = me.rcv_timer
+        if t is not None:
+            if ovm_proc_timeout_fired(&me.c) != t.gen:
+                me.vm.cancel_timer(t)
+            me.rcv_timer = None
+        me.rcv_match = None
+    me.links = set(me.links) if me.links else None
+    me.aliases = set(me.aliases) if me.aliases else None
+    me.monitors_in = dict(me.monitors_in) if me.monitors_in else None
+    me.monitors_out = dict(me.monitors_out) if me.monitors_out else None
+    me.hibernating = True
+    return 0
+
+
 def process_info(pid):
     """A dict about a live process (status, message_queue_len, reductions,
     links, monitors, monitored_by, registered_name, trap_exit,
-    initial_call), or None if it is dead.  Like is_alive, it works from any
+    initial_call, hibernating), or None if it is dead.  Like is_alive, it works from any
     thread: outside a process, the pid's own VM answers."""
     cdef Pid p = _as_pid(pid, "process_info")
     cdef void *cur = ovm_get_current()

@@ -208,6 +208,7 @@ cdef class Process:
     cdef Ref mark_ref               # the ref the mailbox marker belongs to
     cdef set aliases                # Refs that messages may be sent to
     cdef set ports                  # sockets it owns (closed when it ends)
+    cdef bint hibernating           # _hibernate ran and no message came since
 
     def __dealloc__(self):
         if self.inbox_ready():
@@ -764,6 +765,7 @@ cdef class Process:
         ovm_node_free(node)
         self.budget -= 1
         self.reductions += 1
+        self.hibernating = False
         PyContext_Enter(ctx)
         try:
             body = self.on_message(msg)
@@ -818,8 +820,16 @@ cdef class Process:
         """otpvm.become(fn, *args): the old body has unwound (its finally
         blocks ran); fn(*args) is the new one, with the same pid, mailbox,
         links, monitors, sockets and context.  What fn returns must be a
-        coroutine: anything else ends the process like a crash of its body."""
+        coroutine: anything else ends the process like a crash of its body.
+        _enter_loop's request makes it a callback process instead."""
         self.coro = None
+        if type(request.fn) is _EnterLoop:
+            handler = (<_EnterLoop>request.fn).handler
+            self.on_message = handler.handle_message
+            self.fn, self.args = handler.start, ()
+            self.waiting = False
+            self.started = False            # handler.start runs next, as at spawn_handler
+            return STEP_AGAIN
         self.fn, self.args = request.fn, tuple(request.args)
         self.waiting = False
         try:                            # (inside resume: the context is entered)
@@ -963,4 +973,5 @@ cdef class Process:
             "registered_name": self.name,
             "trap_exit": self.trap_exit,
             "initial_call": self.initial_call(),
+            "hibernating": self.hibernating,
         }

@@ -1,0 +1,1046 @@
+"""OTP's lib/stdlib/test/gen_server_SUITE.erl, translated case by case.
+
+The OTP suite's own callback module (gen_server_SUITE as a gen_server) is
+``Suite`` below: the same requests, under the same names.  Timeouts are
+shorter than OTP's (500 ms become 0.1-0.2 s).  Expectations OTP leaves
+implicit were settled on OTP 25's ``erl`` (snippets beside them).
+
+Deliberate differences (see README "Differences from OTP"):
+* ``{global, Name}`` has no otpvm counterpart yet (one node, no ``global``):
+  the cases translate the local and via names only.
+* otpvm has no ``process_info(Pid, current_function)``; hibernation shows as
+  ``process_info(pid)['hibernating']`` (True from the hibernating return to
+  the next message), and what it frees is measured in tests/test_gen_server.py.
+* Errors are exceptions: ``{error, R}`` from a start is ``StartError(R)``,
+  ``{'EXIT', {R, _}}`` from a call is ``CallError(R)``; a callback's
+  exception is the exit reason itself (OTP: ``{Reason, Stacktrace}``).
+"""
+
+import logging
+
+import pytest
+
+import otpvm
+from otpvm import ANY, Down, Exit, gen_server, receive, send
+from otpvm import sys as otp_sys
+from otpvm.gen_server import (
+    CallError,
+    GenServer,
+    Ignore,
+    Ignored,
+    NoReply,
+    Ok,
+    Reply,
+    StartError,
+    Stop,
+)
+
+OTP_CASES = [
+    "start", "start_event_timeout", "start_event_timeout_zero",
+    "stop1", "stop2", "stop3", "stop4", "stop5", "stop6", "stop7", "stop8", "stop9", "stop10",
+    "crash", "loop_start_fail", "call", "send_request",
+    "send_request_receive_reqid_collection", "send_request_wait_reqid_collection",
+    "send_request_check_reqid_collection", "cast", "cast_fast", "info", "abcast",
+    "continue", "handle_event_timeout", "handle_event_timeout_zero",
+    "handle_event_timeout_plain",
+    "multicall", "multicall_down", "multicall_remote", "multicall_remote_old1",
+    "multicall_remote_old2", "multicall_recv_opt_success", "multicall_recv_opt_timeout",
+    "multicall_recv_opt_noconnection",
+    "call_remote1", "call_remote2", "calling_self", "call_remote3", "call_remote_n1",
+    "call_remote_n2", "call_remote_n3", "spec_init", "spec_init_local_registered_parent",
+    "spec_init_global_registered_parent", "otp_5854", "hibernate", "auto_hibernate",
+    "otp_7669",
+    "call_format_status", "error_format_status", "terminate_crash_format",
+    "crash_in_format_status", "throw_in_format_status", "format_all_status",
+    "get_state", "replace_state", "call_with_huge_message_queue",
+    "undef_handle_call", "undef_handle_cast", "undef_handle_info", "undef_handle_continue",
+    "undef_init", "undef_code_change", "undef_terminate1", "undef_terminate2",
+    "undef_in_terminate", "undef_in_handle_info",
+    "format_log_1", "format_log_2", "format_log_with_process_label",
+    "reply_by_alias_with_payload",
+]
+
+_DIST = "distribution: needs a second node (otpvm has no distribution yet)"
+_REQ = "PENDING-REQ: needs gen_server.send_request/wait_response/receive_response/" \
+       "check_response, request-id collections, multi_call or abcast (helper req)"
+LEFT_OUT = {
+    "stop6": "global names: otpvm has no `global` registry (one node)",
+    "stop8": _DIST, "stop9": _DIST, "stop10": _DIST,
+    "cast_fast": _DIST + " (a cast to an unreachable node must not hang)",
+    "call_remote1": _DIST, "call_remote2": _DIST, "call_remote3": _DIST,
+    "call_remote_n1": _DIST, "call_remote_n2": _DIST, "call_remote_n3": _DIST,
+    "multicall_remote": _DIST, "multicall_remote_old1": _DIST + " (and an old OTP release)",
+    "multicall_remote_old2": _DIST + " (and an old OTP release)",
+    "multicall_recv_opt_noconnection": _DIST,
+    "send_request": _REQ, "send_request_receive_reqid_collection": _REQ,
+    "send_request_wait_reqid_collection": _REQ, "send_request_check_reqid_collection": _REQ,
+    "abcast": _REQ, "multicall": _REQ, "multicall_down": _REQ,
+    "multicall_recv_opt_success": _REQ, "multicall_recv_opt_timeout": _REQ,
+    "spec_init_global_registered_parent": "global names: otpvm has no `global` registry",
+    "auto_hibernate": "the hibernate_after start option is not there yet",
+    "undef_code_change": "Erlang-only: an undefined code_change export; a GenServer "
+                         "always has code_change (the base class returns the state)",
+    "undef_init": "Erlang-only: a module without init/1; GenServer.init defaults to Ok(args)",
+    "format_log_1": "Erlang-only: gen_server:format_log/1,2 formats logger reports "
+                    "(otpvm logs through Python's logging)",
+    "format_log_2": "Erlang-only: gen_server:format_log/1,2 (see format_log_1)",
+    "format_log_with_process_label": "Erlang-only: proc_lib:set_label and format_log",
+    # Not translated yet (time), to do next: each needs a closer reading of
+    # OTP's logger report shapes or of proc_lib's start protocol.
+    "spec_init_local_registered_parent": "TODO-gs: not translated yet",
+    "otp_5854": "TODO-gs: not translated yet",
+    "error_format_status": "TODO-gs: not translated yet (format_status in crash reports)",
+    "crash_in_format_status": "TODO-gs: not translated yet",
+    "throw_in_format_status": "TODO-gs: not translated yet",
+    "format_all_status": "TODO-gs: not translated yet",
+    "reply_by_alias_with_payload": "TODO-gs: not translated yet",
+}
+
+
+def test_every_otp_case_is_ported_or_left_out(otp_accounting):
+    ported, left_out, missing = otp_accounting
+    assert missing == []
+
+
+class Suite(GenServer):
+    """gen_server_SUITE's own callbacks, as far as the ported cases use them."""
+
+    def init(self, args):
+        match args:
+            case "ignore":
+                return Ignore
+            case "stop":
+                return Stop("stopped")
+            case ("error", reason):
+                return Stop(reason)
+            case "sleep":
+                return self.sleep_then_start()      # an async init: no scheduler blocked
+            case "hibernate":
+                return Ok([], hibernate=True)
+            case ("state", state):
+                return Ok(state)
+            case ("continue", pid):
+                send(pid, (otpvm.self(), "ack"))
+                return Ok([], continue_=("continue", pid))
+            case ("timeout", t, pid):
+                return Ok(pid, timeout=t)
+            case ("continue_timeout", t, pid):
+                return Ok(pid, continue_=("timeout", t))
+            case ("hibernate", t, pid):
+                return Ok(pid, timeout=t, hibernate=True)
+            case ("continue_hibernate", t, pid):
+                return Ok(pid, continue_=("hibernate", t))
+            case ("return", value):
+                return value
+            case ("crash", "error", reason):
+                raise RuntimeError(reason)
+            case ("crash", "exit", reason):
+                otpvm.exit(reason)
+        return Ok([])
+
+    async def sleep_then_start(self):
+        await otpvm.sleep(1)
+        return Ok([])
+
+    def handle_call(self, request, from_, state):
+        match request:
+            case "started_p":
+                return Reply("ok", state)
+            case "ping":
+                return Reply("pong", state)
+            case ("delayed_answer", t):
+                return NoReply(("delayed", from_), timeout=t)
+            case ("call_within", t):
+                return Reply("ok", "call_within", timeout=t)
+            case "next_call":
+                return Reply(state == "call_within", [])
+            case "badreturn":
+                return "badreturn"
+            case "hibernate":
+                return Reply(True, state, hibernate=True)
+            case "stop":
+                return Stop("stopped", state, reply="ok")
+            case "crash":
+                raise RuntimeError("crashed")
+            case "exit_shutdown":
+                otpvm.exit("shutdown")
+            case "stop_shutdown":
+                return Stop("shutdown", state)
+            case "shutdown_reason":
+                otpvm.exit(("shutdown", "reason"))
+            case "stop_shutdown_reason":
+                return Stop(("shutdown", "stop_reason"), state)
+            case ("continue_reply", pid):
+                send(pid, (otpvm.self(), "ack"))
+                return Reply("ok", state, continue_=("continue", pid))
+            case ("continue_noreply", pid):
+                send(pid, (otpvm.self(), "ack"))
+                gen_server.reply(from_, "ok")
+                return NoReply(state, continue_=("continue", pid))
+            case (kind, t, pid) if kind in _TIMED:
+                return Reply("ok", pid, **_timed(kind, t))
+            case (kind, pid) if kind in _ZERO:
+                return Reply("ok", pid, **_timed(_ZERO[kind], 0))
+        return Reply(("unknown", request), state)
+
+    def handle_cast(self, msg, state):
+        match msg:
+            case (pid, "handle_cast"):
+                send(pid, (otpvm.self(), "handled_cast"))
+                return NoReply(state)
+            case (pid, "delayed_cast", t):
+                return NoReply(("delayed", pid), timeout=t)
+            case (pid, "stop"):
+                return Stop("stopped", pid)
+            case ("continue_noreply", pid):
+                send(pid, (otpvm.self(), "ack"))
+                return NoReply(state, continue_=("continue", pid))
+            case "hibernate_now":
+                return NoReply(state, hibernate=True)
+            case "hibernate_later":
+                return NoReply("hibernate_later", timeout=0.05)
+            case (kind, t, pid) if kind in _TIMED:
+                return NoReply(pid, **_timed(kind, t))
+            case (kind, pid) if kind in _ZERO:
+                return NoReply(pid, **_timed(_ZERO[kind], 0))
+        return NoReply(state)
+
+    def handle_info(self, msg, state):
+        match msg:
+            case "timeout":
+                if state == "hibernate_later":
+                    return NoReply([], hibernate=True)
+                if type(state) is tuple and state[:1] == ("delayed",):
+                    who = state[1]
+                    if isinstance(who, otpvm.Pid):
+                        send(who, (otpvm.self(), "delayed"))
+                    else:
+                        gen_server.reply(who, "delayed")
+                    return NoReply([])
+                if isinstance(state, otpvm.Pid):
+                    send(state, (otpvm.self(), "event_timeout"))
+                    send(state, (otpvm.self(), "after_event_timeout_zero"))
+                return NoReply([])
+            case (pid, "handle_info"):
+                send(pid, (otpvm.self(), "handled_info"))
+                return NoReply(state)
+            case (pid, "delayed_info", t):
+                return NoReply(("delayed", pid), timeout=t)
+            case (pid, "stop"):
+                send(pid, (otpvm.self(), "stopped_info"))
+                return Stop("stopped", state)
+            case "continue_stop":
+                return NoReply(state, continue_="stop")
+            case ("continue_noreply", pid):
+                send(pid, (otpvm.self(), "ack"))
+                return NoReply(state, continue_=("continue", pid))
+            case ("continue_continue", pid):
+                send(pid, (otpvm.self(), "ack"))
+                return NoReply(state, continue_=("continue_continue", pid))
+            case "hibernate_now":
+                return NoReply(state, hibernate=True)
+            case "hibernate_later":
+                return NoReply("hibernate_later", timeout=0.05)
+            case (kind, t, pid) if kind in _TIMED:
+                return NoReply(pid, **_timed(kind, t))
+            case (kind, pid) if kind in _ZERO:
+                return NoReply(pid, **_timed(_ZERO[kind], 0))
+        return NoReply(state)
+
+    def handle_continue(self, what, state):
+        match what:
+            case ("continue", pid):
+                send(pid, (otpvm.self(), "continue"))
+                send(pid, (otpvm.self(), "after_continue"))
+                return NoReply(state)
+            case ("continue_continue", pid):
+                send(pid, (otpvm.self(), "before_continue"))
+                return NoReply(state, continue_=("continue", pid))
+            case "stop":
+                return Stop("normal", state)
+            case ("timeout", t):
+                return NoReply(state, timeout=t)
+            case ("hibernate", t):
+                return NoReply(state, timeout=t, hibernate=True)
+        return NoReply(state)
+
+    def terminate(self, reason, state):
+        if isinstance(state, tuple) and state[:1] == ("watch",):
+            send(state[1], ("terminated", reason))
+
+
+_TIMED = ("timeout", "continue_timeout", "hibernate", "continue_hibernate")
+_ZERO = {"timeout_zero": "timeout", "continue_timeout_zero": "continue_timeout",
+         "hibernate_zero": "hibernate", "continue_hibernate_zero": "continue_hibernate"}
+
+
+def _timed(kind, t):
+    """What a callback returns for one of OTP's timeout/hibernate requests."""
+    return {"timeout": {"timeout": t},
+            "continue_timeout": {"continue_": ("timeout", t)},
+            "hibernate": {"timeout": t, "hibernate": True},
+            "continue_hibernate": {"continue_": ("hibernate", t)}}[kind]
+
+
+class Via:
+    """dummy_via: a name kept in a process-less dict (registry.via's shape)."""
+
+    names = {}
+
+    def __init__(self, key):
+        self.key = key
+
+    def whereis_name(self):
+        pid = Via.names.get(self.key)
+        return pid if pid is not None and otpvm.is_alive(pid) else None
+
+
+async def _gone(pid):
+    ref = otpvm.monitor(pid)
+    await receive(Down(ref, pid, ANY), timeout=5)
+
+
+def _hibernating(pid):
+    return otpvm.process_info(pid)["hibernating"]
+
+
+async def _until(pred, what):
+    """is_in_erlang_hibernate's poll: 200 tries 10 ms apart."""
+    for _ in range(200):
+        if pred():
+            return
+        await otpvm.sleep(0.01)
+    raise AssertionError(what)
+
+
+# -- start and stop -------------------------------------------------------------
+
+
+def test_start(run):
+    """Starts anonymous, registered and via-named servers, linked, monitored or not."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        pid0 = await gen_server.start(Suite)
+        assert await gen_server.call(pid0, "started_p") == "ok"
+        assert await gen_server.call(pid0, "stop") == "ok"
+        await _gone(pid0)
+        with pytest.raises(CallError) as info:
+            await gen_server.call(pid0, "started_p", timeout=0.001)
+        assert info.value.reason == "noproc"
+        pid00 = await gen_server.start(Suite, timeout=1)
+        assert await gen_server.call(pid00, "stop") == "ok"
+        with pytest.raises(StartError) as info:
+            await gen_server.start(Suite, "sleep", timeout=0.1)
+        assert info.value.reason == "timeout"
+        with pytest.raises(Ignored):
+            await gen_server.start(Suite, "ignore")
+        with pytest.raises(StartError) as info:
+            await gen_server.start(Suite, ("error", "foobar"))
+        assert info.value.reason == "foobar"
+        with pytest.raises(StartError) as info:
+            await gen_server.start(Suite, "stop")
+        assert info.value.reason == "stopped"
+        pid1 = await gen_server.start_link(Suite)
+        assert await gen_server.call(pid1, "stop") == "ok"
+        assert await receive(Exit(pid1, "stopped"), timeout=5)
+        pid1b, mon1b = await gen_server.start_monitor(Suite)
+        assert await gen_server.call(pid1b, "stop") == "ok"
+        assert await receive(Down(mon1b, pid1b, "stopped"), timeout=5)
+        for start in (gen_server.start, gen_server.start_link, gen_server.start_monitor):
+            started = await start(Suite, name="my_test_name")
+            pid = started[0] if isinstance(started, tuple) else started
+            assert await gen_server.call("my_test_name", "started_p") == "ok"
+            with pytest.raises(StartError) as info:
+                await start(Suite, name="my_test_name")
+            assert info.value.reason == ("already_started", pid)
+            assert await gen_server.call("my_test_name", "stop") == "ok"
+            await _gone(pid)
+        while True:                    # the Exit and Down of the linked/monitored ones
+            try:
+                await receive(ANY, timeout=0.05)
+            except TimeoutError:
+                break
+
+    run(main)
+
+
+def test_start_via(run):
+    """start's via-name part (dummy_via): started, already_started, stopped, noproc."""
+    class ViaServer(Suite):
+        def init(self, args):
+            Via.names["my_test_name"] = otpvm.self()
+            return Ok([])
+
+    async def main():
+        Via.names.clear()
+        name = Via("my_test_name")
+        pid = await gen_server.start(ViaServer)
+        assert await gen_server.call(name, "started_p") == "ok"
+        assert await gen_server.call(name, "stop") == "ok"
+        await _gone(pid)
+        with pytest.raises(CallError) as info:
+            await gen_server.call(name, "started_p", timeout=0.01)
+        return info.value.reason
+
+    assert run(main) == "noproc"
+
+
+def test_start_event_timeout(run):
+    """init's timeout (plain, after continue, with hibernate) fires unless a message comes first."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        for kind in _TIMED:
+            for interrupt in (False, True):
+                pid = await gen_server.start_link(Suite, (kind, 0.1, me))
+                await otp_sys.get_status(pid)
+                if "hibernate" in kind:
+                    await _until(lambda p=pid: _hibernating(p), "not hibernating")
+                else:
+                    assert not _hibernating(pid)
+                if interrupt:
+                    assert await gen_server.call(pid, "ping") == "pong"
+                    with pytest.raises(TimeoutError):
+                        await receive((pid, "event_timeout"), timeout=0.2)
+                else:
+                    await receive((pid, "event_timeout"), timeout=1)
+                assert not _hibernating(pid)
+                assert await gen_server.call(pid, "stop") == "ok"
+                await receive(Exit(pid, ANY), timeout=5)
+                while True:
+                    try:
+                        await receive((pid, ANY), timeout=0)
+                    except TimeoutError:
+                        break
+
+    run(main)
+
+
+def test_start_event_timeout_zero(run):
+    """A zero timeout from init fires at once (before anything else)."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        for kind in _TIMED:
+            pid = await gen_server.start_link(Suite, (kind, 0, me))
+            first = await receive((pid, ANY), timeout=1)
+            assert first == (pid, "event_timeout")
+            await receive((pid, "after_event_timeout_zero"), timeout=1)
+            assert not _hibernating(pid)
+            assert await gen_server.call(pid, "stop") == "ok"
+            await receive(Exit(pid, ANY), timeout=5)
+
+    run(main)
+
+
+def test_stop1(run):
+    """stop of an anonymous server, reason normal; stopping it again is noproc."""
+    async def main():
+        pid = await gen_server.start(Suite)
+        await gen_server.stop(pid)
+        assert not otpvm.is_alive(pid)
+        with pytest.raises(CallError) as info:
+            await gen_server.stop(pid)
+        return info.value.reason
+
+    assert run(main) == "noproc"
+
+
+def test_stop2(run):
+    """stop with another reason and no timeout."""
+    async def main():
+        pid = await gen_server.start(Suite)
+        await gen_server.stop(pid, "other_reason", None)
+        return otpvm.is_alive(pid)
+
+    assert run(main) is False
+
+
+def test_stop3(run):
+    """stop with an invalid timeout fails and leaves the server running."""
+    async def main():
+        pid = await gen_server.start(Suite)
+        with pytest.raises((TypeError, ValueError)):
+            await gen_server.stop(pid, "other_reason", "invalid_timeout")
+        assert otpvm.is_alive(pid)
+        await gen_server.stop(pid)
+        return otpvm.is_alive(pid)
+
+    assert run(main) is False
+
+
+def test_stop4(run):
+    """stop by registered name; again: noproc."""
+    async def main():
+        pid = await gen_server.start(Suite, name="to_stop")
+        await gen_server.stop("to_stop")
+        assert not otpvm.is_alive(pid)
+        with pytest.raises(CallError) as info:
+            await gen_server.stop("to_stop")
+        return info.value.reason
+
+    assert run(main) == "noproc"
+
+
+def test_stop5(run):
+    """stop by {Name, node()}: a local name is the same server here (no nodes)."""
+    async def main():
+        pid = await gen_server.start(Suite, name="to_stop")
+        await gen_server.stop("to_stop")
+        with pytest.raises(CallError) as info:
+            await gen_server.stop("to_stop")
+        return otpvm.is_alive(pid), info.value.reason
+
+    assert run(main) == (False, "noproc")
+
+
+def test_stop7(run):
+    """stop by via name; again: noproc."""
+    class ViaServer(Suite):
+        def init(self, args):
+            Via.names["to_stop"] = otpvm.self()
+            return Ok([])
+
+    async def main():
+        Via.names.clear()
+        pid = await gen_server.start(ViaServer)
+        await gen_server.stop(Via("to_stop"))
+        assert not otpvm.is_alive(pid)
+        with pytest.raises(CallError) as info:
+            await gen_server.stop(Via("to_stop"))
+        return info.value.reason
+
+    assert run(main) == "noproc"
+
+
+def test_crash(run, caplog):
+    """shutdown reasons (by exit or Stop) log nothing; a crash logs one report."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        out = []
+        for request, reason in (("shutdown_reason", ("shutdown", "reason")),
+                                ("stop_shutdown_reason", ("shutdown", "stop_reason")),
+                                ("exit_shutdown", "shutdown"),
+                                ("stop_shutdown", "shutdown")):
+            pid = await gen_server.start_link(Suite, ("state", "s"))
+            with pytest.raises(CallError) as info:
+                await gen_server.call(pid, request)
+            out.append(info.value.reason == reason)
+            await receive(Exit(pid, reason), timeout=5)
+        otpvm.process_flag("trap_exit", False)
+        pid4 = await gen_server.start(Suite, ("state", "state4"))
+        with pytest.raises(CallError) as info:
+            await gen_server.call(pid4, "crash")
+        out.append(str(info.value.reason))
+        return out
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        out = run(main)
+    assert out == [True, True, True, True, "crashed"]
+    reports = [r.getMessage() for r in caplog.records]
+    assert len(reports) == 1 and "RuntimeError: crashed" in reports[0]
+
+
+def test_loop_start_fail(run):
+    """Failing starts (stop, ignore, bad return, error, exit, timeout), five
+    times each, every way of starting."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        starts = (gen_server.start, gen_server.start_link, gen_server.start_monitor)
+        for start in starts:
+            for _ in range(5):
+                with pytest.raises(StartError) as info:
+                    await start(Suite, ("return", Stop("failed_to_start")))
+                assert info.value.reason == "failed_to_start"
+                with pytest.raises(Ignored):
+                    await start(Suite, ("return", Ignore))
+                with pytest.raises(StartError) as info:
+                    await start(Suite, ("return", 4711))
+                assert isinstance(info.value.reason, TypeError)   # OTP: {bad_return_value, 4711}
+                with pytest.raises(StartError) as info:
+                    await start(Suite, ("crash", "error", "bailout"))
+                assert str(info.value.reason) == "bailout"
+                with pytest.raises(StartError) as info:
+                    await start(Suite, ("crash", "exit", "bailout"))
+                assert info.value.reason == "bailout"
+                with pytest.raises(StartError) as info:
+                    await start(Suite, "sleep", timeout=0.05)
+                assert info.value.reason == "timeout"
+        with pytest.raises(TimeoutError):
+            await receive(ANY, timeout=0.05)   # no stray Exit or Down left behind
+
+    run(main)
+
+
+# -- call, cast, info, continue, timeouts -----------------------------------------------
+
+
+def test_call(run):
+    """Replies, deferred replies, a timeout that holds within its time, call
+    timeouts, a bad return."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        await gen_server.start_link(Suite, name="my_test_name")
+        assert await gen_server.call("my_test_name", "started_p") == "ok"
+        assert await gen_server.call("my_test_name", ("delayed_answer", 0.001)) == "delayed"
+        assert await gen_server.call("my_test_name", ("call_within", 0.5)) == "ok"
+        await otpvm.sleep(0.1)
+        assert await gen_server.call("my_test_name", "next_call") is True
+        assert await gen_server.call("my_test_name", ("call_within", 0.1)) == "ok"
+        await otpvm.sleep(0.3)
+        assert await gen_server.call("my_test_name", "next_call") is False
+        assert await gen_server.call("my_test_name", ("delayed_answer", 0.001),
+                                     timeout=1) == "delayed"
+        with pytest.raises(TimeoutError):
+            await gen_server.call("my_test_name", ("delayed_answer", 0.2), timeout=0.01)
+        with pytest.raises(CallError) as info:
+            await gen_server.call("my_test_name", "badreturn")
+        return info.value.reason
+
+    reason = run(main)
+    assert isinstance(reason, TypeError) and "badreturn" in str(reason)
+
+
+def test_calling_self(run):
+    """A call to oneself fails at once with calling_self, with or without a timeout."""
+    async def main():
+        reasons = []
+        for timeout in (5, None):
+            with pytest.raises(CallError) as info:
+                await gen_server.call(otpvm.self(), "oops", timeout=timeout)
+            reasons.append(info.value.reason)
+        return reasons
+
+    assert run(main) == ["calling_self", "calling_self"]
+
+
+def test_cast(run):
+    """handle_cast: handled, delayed through a timeout, stopped."""
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start(Suite, name="my_test_name")
+        gen_server.cast("my_test_name", (me, "handle_cast"))
+        await receive((pid, "handled_cast"), timeout=1)
+        gen_server.cast("my_test_name", (me, "delayed_cast", 0.001))
+        await receive((pid, "delayed"), timeout=1)
+        ref = otpvm.monitor(pid)
+        gen_server.cast("my_test_name", (me, "stop"))
+        return (await receive(Down(ref, pid, ANY), timeout=1)).reason
+
+    assert run(main) == "stopped"
+
+
+def test_info(run):
+    """handle_info: handled, delayed through a timeout, stopped."""
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start(Suite, name="my_test_name")
+        assert await gen_server.call("my_test_name", "started_p") == "ok"
+        send(pid, (me, "handle_info"))
+        await receive((pid, "handled_info"), timeout=1)
+        send(pid, (me, "delayed_info", 0.001))
+        await receive((pid, "delayed"), timeout=1)
+        send(pid, (me, "stop"))
+        return await receive((pid, "stopped_info"), timeout=1)
+
+    run(main)
+
+
+def test_continue(run):
+    """handle_continue after init, a reply, a noreply (call, cast, info), a continue, and a stop."""
+    async def read_replies(pid):
+        await receive((pid, "ack"), timeout=1)
+        out = []
+        while True:
+            try:
+                out.append((await receive((pid, ANY), timeout=0.05))[1])
+            except TimeoutError:
+                return out
+
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start_link(Suite, ("continue", me))
+        out = [await read_replies(pid)]
+        await gen_server.call(pid, ("continue_reply", me))
+        out.append(await read_replies(pid))
+        await gen_server.call(pid, ("continue_noreply", me))
+        out.append(await read_replies(pid))
+        gen_server.cast(pid, ("continue_noreply", me))
+        out.append(await read_replies(pid))
+        send(pid, ("continue_noreply", me))
+        out.append(await read_replies(pid))
+        send(pid, ("continue_continue", me))
+        out.append(await read_replies(pid))
+        ref = otpvm.monitor(pid)
+        send(pid, "continue_stop")
+        out.append((await receive(Down(ref, pid, ANY), timeout=1)).reason)
+        return out
+
+    both = ["continue", "after_continue"]
+    assert run(main) == [both] * 5 + [["before_continue"] + both, "normal"]
+
+
+def test_handle_event_timeout(run):
+    """A callback's timeout (plain, after continue, hibernating) survives a
+    sys request and is cancelled by a message."""
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start(Suite)
+        assert await gen_server.call(pid, "ping") == "pong"
+
+        async def cmd_call(arg):
+            await gen_server.call(pid, arg)
+
+        async def cmd_cast(arg):
+            gen_server.cast(pid, arg)
+
+        async def cmd_send(arg):
+            send(pid, arg)
+
+        for cmd in (cmd_call, cmd_cast, cmd_send):
+            for kind in _TIMED:
+                for interrupt in (False, True):
+                    await cmd((kind, 0.05, me))
+                    await otp_sys.get_status(pid)
+                    if "hibernate" in kind:
+                        await _until(lambda: _hibernating(pid), "not hibernating")
+                    else:
+                        assert not _hibernating(pid)
+                    if interrupt:
+                        assert await gen_server.call(pid, "ping") == "pong"
+                        with pytest.raises(TimeoutError):
+                            await receive((pid, "event_timeout"), timeout=0.1)
+                    else:
+                        await receive((pid, "event_timeout"), timeout=1)
+                        await receive((pid, "after_event_timeout_zero"), timeout=1)
+                    assert not _hibernating(pid)
+        assert await gen_server.call(pid, "stop") == "ok"
+
+    run(main)
+
+
+def test_handle_event_timeout_zero(run):
+    """A zero timeout from a callback fires at once."""
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start(Suite)
+        for kind in _ZERO:
+            for cmd in ("call", "cast", "send"):
+                if cmd == "call":
+                    await gen_server.call(pid, (kind, me))
+                elif cmd == "cast":
+                    gen_server.cast(pid, (kind, me))
+                else:
+                    send(pid, (kind, me))
+                assert await receive((pid, ANY), timeout=1) == (pid, "event_timeout")
+                await receive((pid, "after_event_timeout_zero"), timeout=1)
+        assert await gen_server.call(pid, "stop") == "ok"
+
+    run(main)
+
+
+def test_handle_event_timeout_plain(run):
+    """A sys request does not cancel a plain timeout; a request does."""
+    async def main():
+        me = otpvm.self()
+        pid = await gen_server.start(Suite)
+        assert await gen_server.call(pid, "ping") == "pong"
+        gen_server.cast(pid, (me, "delayed_cast", 0.1))
+        await otp_sys.get_status(pid)
+        await receive((pid, "delayed"), timeout=1)
+        gen_server.cast(pid, (me, "delayed_cast", 0.1))
+        assert await gen_server.call(pid, "ping") == "pong"
+        with pytest.raises(TimeoutError):
+            await receive((pid, "delayed"), timeout=0.3)
+        assert await gen_server.call(pid, "stop") == "ok"
+
+    run(main)
+
+
+def test_hibernate(run):
+    """Hibernating from init, a call, a cast, an info, after a timeout; again
+    after sys requests; awake after a message."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        pid0 = await gen_server.start_link(Suite, "hibernate", name="my_test_name_hibernate0")
+        await _until(lambda: _hibernating(pid0), "init did not hibernate")
+        assert await gen_server.call(pid0, "stop") == "ok"
+        await receive(Exit(pid0, "stopped"), timeout=5)
+
+        name = "my_test_name_hibernate"
+        pid = await gen_server.start_link(Suite, name=name)
+        assert await gen_server.call(name, "started_p") == "ok"
+        assert await gen_server.call(name, "hibernate") is True
+        assert _hibernating(pid)
+        for way in ("cast", "send"):
+            for when in ("hibernate_later", "hibernate_now"):
+                if way == "cast":
+                    gen_server.cast(name, when)
+                else:
+                    send(pid, when)
+                await _until(lambda: _hibernating(pid), f"{way} {when}")
+                assert await gen_server.call(name, "started_p") == "ok"
+                assert not _hibernating(pid)
+        assert await gen_server.call(name, "hibernate") is True
+        await otp_sys.suspend(name)
+        assert _hibernating(pid)
+        await otp_sys.resume(name)
+        assert _hibernating(pid)
+        assert await gen_server.call(name, "started_p") == "ok"
+        assert not _hibernating(pid)
+        assert await gen_server.call(name, "stop") == "ok"
+        await receive(Exit(pid, "stopped"), timeout=5)
+
+    run(main)
+
+
+# -- sys --------------------------------------------------------------------------
+
+
+def test_get_state(run):
+    """sys.get_state by name and by pid, also while suspended."""
+    async def main():
+        state = ("my_state", 1)
+        pid = await gen_server.start_link(Suite, ("state", state), name="get_state")
+        got = [await otp_sys.get_state("get_state"), await otp_sys.get_state(pid)]
+        await otp_sys.suspend(pid)
+        got.append(await otp_sys.get_state(pid))
+        await otp_sys.resume(pid)
+        await gen_server.stop(pid)
+        return got
+
+    assert run(main) == [("my_state", 1)] * 3
+
+
+def test_replace_state(run):
+    """sys.replace_state applies a function to the state; one that raises changes nothing."""
+    async def main():
+        pid = await gen_server.start_link(Suite, ("state", "s1"), name="replace_state")
+        assert await otp_sys.get_state(pid) == "s1"
+        assert await otp_sys.replace_state("replace_state", lambda s: ("s2", s)) == ("s2", "s1")
+        assert await otp_sys.get_state(pid) == ("s2", "s1")
+        await otp_sys.suspend(pid)
+        assert await otp_sys.replace_state(pid, lambda s: "s3") == "s3"
+        await otp_sys.resume(pid)
+
+        def bad(state):
+            raise RuntimeError("replace_state_failed")
+
+        try:
+            await otp_sys.replace_state(pid, bad)
+        except Exception as exc:         # OTP: exits with {callback_failed, ...}
+            failed = exc
+        else:
+            failed = None
+        after = await otp_sys.get_state(pid)
+        await gen_server.stop(pid)
+        return failed is not None, after
+
+    assert run(main) == (True, "s3")
+
+
+def test_call_with_huge_message_queue(run):
+    """A call stays fast with a huge message queue: the reply is found from a marker."""
+    async def main():
+        pid = await gen_server.start(Suite)
+        me = otpvm.self()
+        for i in range(200_000):
+            send(me, ("junk", i))
+        for _ in range(20):
+            assert await gen_server.call(pid, "started_p") == "ok"
+        return otpvm.process_info(me)["message_queue_len"]
+
+    assert run(main) == 200_000
+
+
+def test_otp_7669(run):
+    """A start whose init stops leaves the name unregistered."""
+    async def main():
+        for _ in range(10):
+            with pytest.raises(StartError) as info:
+                await gen_server.start(Suite, "stop", name="gen_server_SUITE")
+            assert info.value.reason == "stopped"
+            assert otpvm.whereis("gen_server_SUITE") is None
+
+    run(main)
+
+
+def test_call_format_status(run):
+    """sys.get_status calls format_status, whatever the server's name."""
+    class Formatted(Suite):
+        def format_status(self, status):
+            return {**status, "state": "format_status_called"}
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        out = []
+        for name in ("call_format_status", None):
+            pid = await gen_server.start_link(Formatted, name=name)
+            status = await otp_sys.get_status(name or pid)
+            out.append((status["pid"] == pid, status["status"], status["parent"] == me,
+                        status["state"]))
+            await gen_server.call(pid, "stop")
+            await receive(Exit(pid, ANY), timeout=5)
+        return out
+
+    assert run(main) == [(True, "running", True, "format_status_called")] * 2
+
+
+def test_terminate_crash_format(run):
+    """A terminate that raises ends the server with that exception."""
+    class CrashInTerminate(Suite):
+        def terminate(self, reason, state):
+            raise RuntimeError(("crash", "terminate"))
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        pid = await gen_server.start_link(CrashInTerminate, ("state", "crash_terminate"))
+        assert await gen_server.call(pid, "stop") == "ok"
+        return (await receive(Exit(pid, ANY), timeout=5)).reason
+
+    reason = run(main)
+    assert isinstance(reason, RuntimeError) and reason.args == (("crash", "terminate"),)
+
+
+async def _spec_init_local(name, parent):
+    otpvm.register(name, otpvm.self())
+    gen_server.enter_loop(Suite, [], name=name, parent=parent)
+
+
+async def _spec_init_anonymous(timeout):
+    gen_server.enter_loop(Suite, [], timeout=timeout)
+
+
+async def _spec_init_not_registered():
+    gen_server.enter_loop(Suite, [], name="not_registered")
+
+
+def test_spec_init(run):
+    """enter_loop: named, anonymous, with a timeout, and exiting process_not_registered."""
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        me = otpvm.self()
+        pid = otpvm.spawn_link(_spec_init_local, "my_server", me)
+        await _until(lambda: otpvm.whereis("my_server") == pid, "not registered")
+        assert await gen_server.call("my_server", "started_p") == "ok"
+        assert await gen_server.call(pid, "stop") == "ok"
+        await receive(Exit(pid, "stopped"), timeout=5)
+
+        pid = otpvm.spawn_link(_spec_init_anonymous, 0.05)
+        assert await gen_server.call(pid, "started_p") == "ok"
+        send(pid, (me, "handle_info"))
+        await receive((pid, "handled_info"), timeout=1)
+        assert await gen_server.call(pid, "stop") == "ok"
+        await receive(Exit(pid, "stopped"), timeout=5)
+
+        pid = otpvm.spawn_link(_spec_init_not_registered)
+        return (await receive(Exit(pid, ANY), timeout=5)).reason
+
+    assert run(main) == "process_not_registered"
+
+
+class Bare(GenServer):
+    """oc_server: only init; every other callback is GenServer's default."""
+
+    def init(self, args):
+        if args == "continue":
+            return Ok([], continue_="go")
+        return Ok([])
+
+
+def test_undef_terminate1(run):
+    """Without terminate, stop ends the server normally."""
+    async def main():
+        pid = await gen_server.start(Bare)
+        ref = otpvm.monitor(pid)
+        await gen_server.stop(pid)
+        return (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    assert run(main) == "normal"
+
+
+def test_undef_terminate2(run):
+    """Without terminate, stop with another reason ends the server with it."""
+    async def main():
+        pid = await gen_server.start(Bare)
+        ref = otpvm.monitor(pid)
+        await gen_server.stop(pid, ("error", "test"), None)
+        return (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    assert run(main) == ("error", "test")
+
+
+def test_undef_handle_call(run):
+    """Without handle_call, a call crashes the server (NotImplementedError; OTP: undef)."""
+    async def main():
+        pid = await gen_server.start(Bare)
+        with pytest.raises(CallError) as info:
+            await gen_server.call(pid, "call_msg")
+        return info.value.reason
+
+    assert isinstance(run(main), NotImplementedError)
+
+
+def test_undef_handle_cast(run):
+    """Without handle_cast, a cast crashes the server."""
+    async def main():
+        pid = await gen_server.start(Bare)
+        ref = otpvm.monitor(pid)
+        gen_server.cast(pid, "cast_msg")
+        return (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    assert isinstance(run(main), NotImplementedError)
+
+
+def test_undef_handle_continue(run):
+    """Without handle_continue, a continue crashes the server."""
+    async def main():
+        pid, ref = await gen_server.start_monitor(Bare, "continue")
+        return (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    assert isinstance(run(main), NotImplementedError)
+
+
+def test_undef_handle_info(run, caplog):
+    """Without handle_info, a message is logged as a warning and dropped; the server lives on."""
+    async def main():
+        pid = await gen_server.start(Bare)
+        send(pid, "hej")
+        await otp_sys.get_state(pid)        # hej was handled before this
+        return otpvm.is_alive(pid)
+
+    with caplog.at_level(logging.WARNING, logger="otpvm"):
+        assert run(main) is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'hej'" in warnings[0]
+
+
+def test_undef_in_terminate(run):
+    """An undefined name inside terminate is the server's exit reason, seen by stop."""
+    class UndefInTerminate(Suite):
+        def terminate(self, reason, state):
+            return undefined_function()   # noqa: F821
+
+    async def main():
+        pid = await gen_server.start(UndefInTerminate)
+        with pytest.raises(CallError) as info:
+            await gen_server.stop(pid)
+        return info.value.reason
+
+    assert isinstance(run(main), NameError)
+
+
+def test_undef_in_handle_info(run):
+    """An undefined name inside handle_info crashes the server with it."""
+    class UndefInInfo(Suite):
+        def handle_info(self, msg, state):
+            return undefined_function()   # noqa: F821
+
+    async def main():
+        pid = await gen_server.start(UndefInInfo)
+        ref = otpvm.monitor(pid)
+        send(pid, "hej")
+        return (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    assert isinstance(run(main), NameError)
