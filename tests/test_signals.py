@@ -783,6 +783,38 @@ def test_demonitor_return_values(run):
 
     run(main)
 
+def test_an_alias_monitor_ends_its_alias_with_the_down_or_demonitor(run):
+    # erl: an {alias, demonitor} monitor's alias works while the monitor is
+    # active and ends with it, so a reply that comes after the Down (or after
+    # demonitor) is dropped, not left in a mailbox nobody reads it from:
+    #   P = spawn(fun() -> receive go -> ok end end),
+    #   M = monitor(process, P, [{alias, demonitor}]), P ! go,
+    #   receive {'DOWN', M, _, _, _} -> ok end, M ! late,
+    #   receive late -> kept after 100 -> dropped end.        % dropped
+    #   (and M2 ! early -> kept; true = demonitor(M2), M2 ! late2 -> dropped)
+    async def main():
+        p = await start()
+        ref = monitor(p, alias=True)
+        send(p, ("exit", "bye"))
+        await down(ref)
+        otpvm.send_alias(self(), ref, "late")
+        send(self(), "marker")              # after "late": in order from us
+        await receive("marker", timeout=T)
+        await none_left("late")
+
+        q = await start()
+        ref = monitor(q, alias=True)
+        otpvm.send_alias(self(), ref, "early")
+        assert await receive("early", timeout=T) == "early"
+        assert demonitor(ref) is True
+        otpvm.send_alias(self(), ref, "late2")
+        send(self(), "marker")
+        await receive("marker", timeout=T)
+        await none_left("late2")
+
+    run(main)
+
+
 def test_a_down_dropped_after_demonitor_leaves_the_mailbox_intact(run):
     # Regression: when drain() dropped a Down whose monitor was gone, it
     # freed the node and then fell through to the signal branch, which read

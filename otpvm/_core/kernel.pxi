@@ -246,9 +246,10 @@ def unlink(pid):
 def monitor(pid, *, alias=False):
     """Monitors a Pid or a registered name: when it ends (or if it is already
     gone) the caller gets ``Down(ref, pid, reason)``.  Returns ref.  With
-    ``alias=True`` the ref is also an active alias (see alias()), the way a
-    gen_server call tags its request.  A pid of another VM is an error
-    (ForeignPidError; see Pid)."""
+    ``alias=True`` the ref is also an alias (see alias()), the way a
+    gen_server call tags its request, active until the monitor ends: by
+    the Down arriving or by demonitor (OTP's ``{alias, demonitor}``), or by
+    unalias.  A pid of another VM is an error (ForeignPidError; see Pid)."""
     cdef Process me = _me("monitor")
     if type(pid) is not Pid and not isinstance(pid, str):
         raise TypeError(f"otpvm.monitor() needs a Pid or a registered name, not {pid!r}")
@@ -290,6 +291,8 @@ cdef bint _demonitor(Process me, Ref ref, bint flush) except -1:
     cdef ovm_node *node
     target = me.monitors_out.pop(ref, None) if me.monitors_out is not None else None
     if target is not None:
+        if me.aliases is not None:          # {alias, demonitor}: see monitor_fired
+            me.aliases.discard(ref)
         target = me.vm.lookup(target)
         if target is not None:
             (<Process>target).deliver(OVM_SIG_DEMONITOR, ref, me.home())

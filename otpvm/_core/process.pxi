@@ -407,8 +407,16 @@ cdef class Process:
     cdef bint monitor_fired(self, object down) except -1:
         """A Down arrived: True if its monitor was active (it is forgotten
         now and the Down is delivered), False if it was demonitored
-        meanwhile (the caller drops the Down: demonitor's guarantee)."""
-        return self.monitors_out is not None and self.monitors_out.pop(down[0], None) is not None
+        meanwhile (the caller drops the Down: demonitor's guarantee).
+        A monitor made with ``alias=True`` takes its alias with it, as
+        OTP's ``{alias, demonitor}``: a reply sent after the Down, by
+        whoever held the request, is dropped rather than left in the
+        mailbox of a caller that has given up."""
+        if self.monitors_out is None or self.monitors_out.pop(down[0], None) is None:
+            return False
+        if self.aliases is not None:
+            self.aliases.discard(down[0])
+        return True
 
     cdef int handle_signal(self, int kind, object payload) except -1:
         if kind == OVM_SIG_EXIT:
