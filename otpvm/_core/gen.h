@@ -31,20 +31,6 @@ static Py_ssize_t ovm_slot_offset(PyObject *descr) {
     (void)descr;
     (void)m;
     return -1;
-/* The code server's epoch (otpvm/code.py): bumped by every switch of a
- * module's current version.  A behaviour compares it with the epoch it last
- * saw at each message: one relaxed load, atomic so that free-threaded
- * builds read a whole value. */
-static long ovm_code_epoch_value = 0;
-
-static inline long ovm_code_epoch(void) {
-    return __atomic_load_n(&ovm_code_epoch_value, __ATOMIC_ACQUIRE);
-}
-
-static inline long ovm_code_epoch_bump(void) {
-    return __atomic_add_fetch(&ovm_code_epoch_value, 1, __ATOMIC_ACQ_REL);
-}
-
 #endif
     if (Py_TYPE(descr) != &PyMemberDescr_Type)
         return -1;
