@@ -157,8 +157,10 @@ def _idle_time(seconds: Any) -> float | None:
     """hibernate_after's value, checked: None or seconds >= 0."""
     if seconds is None:
         return None
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
-        raise ValueError(f"hibernate_after is None or seconds >= 0, not {seconds!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"hibernate_after is None or a number of seconds, not {seconds!r}")
+    if not seconds >= 0:
+        raise ValueError(f"hibernate_after cannot be negative: {seconds!r}")
     return float(seconds)
 
 
@@ -749,7 +751,7 @@ async def start_monitor(cls: type[GenServer] | str, args: Any = None, *, name: s
 
 
 def enter_loop(cls: type[GenServer] | str, state: Any, *, name: Any = None,
-               parent: Pid | None = None, timeout: float | None = None,
+               parent: Pid | str | None = None, timeout: float | None = None,
                hibernate: bool = False, continue_: Any = UNSET,
                hibernate_after: float | None = None) -> NoReturn:
     """Makes the calling coroutine process a gen_server running ``cls``
@@ -767,8 +769,14 @@ def enter_loop(cls: type[GenServer] | str, state: Any, *, name: Any = None,
     class when it has none), as in OTP and gen_statem.enter_loop.
     ``parent``: the process whose exit signal, when the server traps
     exits, runs terminate and stops it (OTP takes it from proc_lib's
-    ancestors; otpvm processes record none, so it is given here; None:
-    every Exit goes to handle_info)."""
+    ancestors; otpvm processes record none, so it is given here, as a pid
+    or the name it is registered under -- resolved now, as OTP does, the
+    process exiting ``'could_not_find_registered_name'`` if nobody has
+    it; None: every Exit goes to handle_info)."""
+    if isinstance(parent, str):           # OTP's get_parent: a registered name
+        parent = whereis(parent)
+        if parent is None:
+            exit("could_not_find_registered_name")
     if name is not None and gen.resolve(name) != _me():
         exit("process_not_registered" if isinstance(name, str)
              else ("process_not_registered_via", getattr(name, "registry", type(name))))

@@ -425,7 +425,7 @@ def test_exit_in_a_callback_runs_terminate_with_its_reason(via, caplog):
     assert terminated == ("terminated", ("bye", via), "s0")
     assert reason == ("bye", via)
     reports = [r.getMessage() for r in caplog.records]
-    assert len(reports) == 1 and "called exit(('bye'," in reports[0]
+    assert len(reports) == 1 and f"\n  reason: {reason!r}" in reports[0]
 
 
 def test_exit_normal_or_shutdown_in_a_callback_runs_terminate_and_logs_nothing(caplog):
@@ -668,3 +668,42 @@ def test_hibernate_keeps_what_the_state_shares_and_objects_it_holds():
         return await gen_server.call(pid, "check")
 
     assert run(main) == (True, True)
+
+
+class Stopping(GenServer):
+    def handle_cast(self, reason, state):
+        return Stop(reason, state)
+
+
+@pytest.mark.parametrize("reason", ["bad", ("error", 1), "normal", "shutdown",
+                                    ("shutdown", "x")])
+def test_stop_with_an_abnormal_reason_logs_one_report(reason, caplog):
+    # OTP: {stop, bad, S} from a callback runs terminate, and gen_server
+    # logs "** Generic server ... terminating" (then proc_lib's crash
+    # report: otpvm writes the one report); normal, shutdown and
+    # {shutdown, _} log nothing.
+    async def main():
+        pid = await gen_server.start(Stopping, "s0")
+        ref = otpvm.monitor(pid)
+        gen_server.cast(pid, reason)
+        return pid, (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        pid, got = run(main)
+    assert got == reason
+    reports = [r.getMessage() for r in caplog.records]
+    if reason in ("normal", "shutdown", ("shutdown", "x")):
+        assert reports == []
+    else:
+        assert reports == [f"gen_server {pid!r} (Stopping) terminating\n  last message: "
+                           f"{('$gen_cast', reason)!r}\n  state: 's0'\n  reason: {reason!r}"]
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (float("nan"), ValueError),
+                                        ("1", TypeError), (True, TypeError)])
+def test_hibernate_after_must_be_seconds(bad, error):
+    async def main():
+        with pytest.raises(error, match="hibernate_after"):
+            await gen_server.start(Stopping, hibernate_after=bad)
+
+    run(main)
