@@ -33,9 +33,19 @@ the version was switched in with ``code_change=``); under ``sys.suspend``,
 server restarted after an upgrade runs the new code.
 
 As in OTP, when a callback raises, ``terminate(exc, state)`` runs and the
-server exits with the exception (logged once, as a crash report); ``terminate``
-also runs on ``stop`` and when the parent's exit signal arrives while the
-server traps exits (``process_flag('trap_exit', True)`` in ``init``).
+server exits with the exception (logged once, as a crash report, with the
+server's report -- last message, state, reason, sys log, through
+``format_status`` -- as a note); ``terminate`` also runs on ``stop`` and when
+the parent's exit signal arrives while the server traps exits
+(``process_flag('trap_exit', True)`` in ``init``).  A ``Stop`` or ``exit``
+with another reason than normal, shutdown or ('shutdown', _) logs that
+report (OTP's "Generic server terminating").
+
+Differences from OTP (README, "Differences from OTP"): a subclass inherits
+every callback, so one without ``init`` starts with its argument as state and
+``sys.change_code`` without ``code_change`` keeps the state (OTP: undef); a
+crash is one log record (OTP: the server's report, then proc_lib's crash
+report); ``enter_loop`` is given its parent.
 """
 
 from __future__ import annotations
