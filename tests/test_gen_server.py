@@ -707,3 +707,36 @@ def test_hibernate_after_must_be_seconds(bad, error):
             await gen_server.start(Stopping, hibernate_after=bad)
 
     run(main)
+
+
+class Recorder(GenServer):
+    def handle_info(self, msg, seen):
+        return NoReply(seen + [msg])
+
+    def handle_call(self, request, from_, seen):
+        return Reply(seen, seen)
+
+
+async def _recorder_loop(parent):
+    gen_server.enter_loop(Recorder, [], parent=parent, hibernate_after=0.01)
+
+
+def test_hibernate_after_timers_never_reach_the_callbacks_and_work_from_enter_loop():
+    # OTP's hibernate_after is a receive timeout: the server's callbacks
+    # never see it; enter_loop takes the option too.
+    async def main():
+        pid = otpvm.spawn_link(_recorder_loop, otpvm.self())
+        sent = []
+        for i in range(20):
+            for _ in range(200):
+                if otpvm.process_info(pid)["hibernating"]:
+                    break
+                await otpvm.sleep(0.005)
+            else:
+                raise AssertionError("not hibernating")
+            send(pid, ("msg", i))
+            sent.append(("msg", i))
+        return sent, await gen_server.call(pid, "seen")
+
+    sent, seen = run(main)
+    assert seen == sent
