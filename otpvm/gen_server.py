@@ -324,6 +324,9 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
             exit("normal")
         if isinstance(result, Stop):
             ack(self.starter, result.reason)
+            if _abnormal(result.reason):  # OTP: proc_lib's crash report
+                _log.error("crash report: process %r exited with %r (init returned Stop)\n"
+                           "  initial call: %s", _me(), result.reason, self.initial_call)
             exit(result.reason)
         error = TypeError(f"{self.cls.__qualname__}.init returned {result!r}: "
                           "expected Ok(state), Stop(reason) or Ignore")

@@ -740,3 +740,28 @@ def test_hibernate_after_timers_never_reach_the_callbacks_and_work_from_enter_lo
 
     sent, seen = run(main)
     assert seen == sent
+
+
+class StoppingInit(GenServer):
+    def init(self, reason):
+        return Stop(reason)
+
+
+def test_init_stop_with_an_abnormal_reason_logs_a_crash_report(caplog):
+    # OTP 25: gen_server:start(M, bad, []) with init(R) -> {stop, R} gives
+    # {error, bad} and one CRASH REPORT (exception exit: bad); with normal,
+    # {error, normal} and nothing logged.
+    async def main():
+        out = []
+        for reason in ("bad", "normal", "shutdown", ("shutdown", 1)):
+            with pytest.raises(StartError) as info:
+                await gen_server.start(StoppingInit, reason)
+            out.append(info.value.reason)
+        return out
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        assert run(main) == ["bad", "normal", "shutdown", ("shutdown", 1)]
+    [report] = [r.getMessage() for r in caplog.records]
+    assert report.startswith("crash report: process <") and report.endswith(
+        " exited with 'bad' (init returned Stop)\n"
+        "  initial call: test_gen_server.StoppingInit.init")
