@@ -70,7 +70,6 @@ LEFT_OUT = {
     "call_remote_n1": _DIST, "call_remote_n2": _DIST, "call_remote_n3": _DIST,
     "multicall_remote": _DIST, "multicall_remote_old1": _DIST + " (and an old OTP release)",
     "multicall_remote_old2": _DIST + " (and an old OTP release)",
-    "multicall_recv_opt_noconnection": _DIST,
     "spec_init_global_registered_parent": "global names: otpvm has no `global` registry",
     "format_log_1": "Erlang-only: gen_server:format_log/1,2 is logger's report callback "
                     "(a report map turned into text, with error_logger_format_depth); "
@@ -1289,7 +1288,7 @@ def test_multicall_down(run):
     assert run(main) == (True, True)
 
 
-async def _multicall_recv_opt(request, expected, timeout, loops):
+async def _multicall_recv_opt(request, expected, timeout, loops, down=False):
     """multicall_recv_opt_test on one node: multi_call with a huge message
     queue gives the same results, and leaves the queue as it was (no
     reply left behind, late ones included).  OTP also compares the times
@@ -1298,13 +1297,14 @@ async def _multicall_recv_opt(request, expected, timeout, loops):
     pid = await gen_server.start_link(Suite, name=name)
     node = otpvm.self().node
     expect = expected(node)
+    nodes = [node, node + 1000] if down else [node]   # node + 1000: no such node
     for _ in range(loops):
-        assert await gen_server.multi_call(name, request, timeout=timeout) == expect
+        assert await gen_server.multi_call(name, request, nodes=nodes, timeout=timeout) == expect
     me = otpvm.self()
     for _ in range(200_000):
         send(me, ("a", "msg"))
     for _ in range(loops):
-        assert await gen_server.multi_call(name, request, timeout=timeout) == expect
+        assert await gen_server.multi_call(name, request, nodes=nodes, timeout=timeout) == expect
     # Until the last delayed reply went out (a sys request restarts the
     # server's timeout in full, as in OTP: so ask less often than that).
     while await otp_sys.get_state(pid) != []:
@@ -1635,3 +1635,13 @@ def test_undef_code_change(run):
         return otpvm.is_alive(pid), await otp_sys.get_state(pid)
 
     assert run(main) == (True, ("new", []))
+
+
+def test_multicall_recv_opt_noconnection(run):
+    """multi_call with a huge message queue to this node and one that is
+    not there (OTP: a stopped peer): the reply, and the node as bad."""
+    async def main():
+        return await _multicall_recv_opt("ping", lambda node: ([(node, "pong")], [node + 1000]),
+                                         None, 100, down=True)
+
+    assert run(main) == 200_000
