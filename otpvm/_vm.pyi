@@ -149,6 +149,9 @@ class _ServerCore:
     debug: Any
     epoch: int
     hibernate: bool
+    hib_timer: Any
+    last_msg: Any
+    last_from: Any
     def _code_epoch_changed(self) -> None: ...
     def handle_message(self, msg: Any) -> Any: ...
 

@@ -680,7 +680,7 @@ async def _collection_response(collection: RequestIdCollection, timeout: Timeout
     if not reqs:
         return NO_REQUEST
     try:
-        msg = await receive(lambda m: _response_ref(m, reqs) is not None, timeout=seconds)
+        msg = await receive(_responses_pattern(reqs), timeout=seconds)
     except TimeoutError:
         if abandon:
             await _abandon(reqs)
@@ -698,11 +698,22 @@ async def _abandon(reqs: dict[Ref, Any]) -> None:
     for ref in reqs:
         unalias(ref)
         demonitor(ref, flush=True)
+    pattern = _responses_pattern(reqs)
     while True:
         try:
-            await receive(lambda m: _response_ref(m, reqs) is not None, timeout=0)
+            await receive(pattern, timeout=0)
         except TimeoutError:
             return
+
+
+def _responses_pattern(reqs: dict[Ref, Any]) -> Any:
+    """What a response to one of reqs looks like.  For a single request
+    (multi_call's on one node), its ref's own pattern: the receive then
+    starts at the mailbox marker the ref set, however full the mailbox
+    (OTP's multicall_recv_opt), instead of testing every message."""
+    if len(reqs) == 1:
+        return _single_pattern(next(iter(reqs)))
+    return lambda m: _response_ref(m, reqs) is not None
 
 
 # -- calls to a name on several nodes ------------------------------------------

@@ -33,9 +33,19 @@ the version was switched in with ``code_change=``); under ``sys.suspend``,
 server restarted after an upgrade runs the new code.
 
 As in OTP, when a callback raises, ``terminate(exc, state)`` runs and the
-server exits with the exception (logged once, as a crash report); ``terminate``
-also runs on ``stop`` and when the parent's exit signal arrives while the
-server traps exits (``process_flag('trap_exit', True)`` in ``init``).
+server exits with the exception (logged once, as a crash report, with the
+server's report -- last message, state, reason, sys log, through
+``format_status`` -- as a note); ``terminate`` also runs on ``stop`` and when
+the parent's exit signal arrives while the server traps exits
+(``process_flag('trap_exit', True)`` in ``init``).  A ``Stop`` or ``exit``
+with another reason than normal, shutdown or ('shutdown', _) logs that
+report (OTP's "Generic server terminating").
+
+Differences from OTP (README, "Differences from OTP"): a subclass inherits
+every callback, so one without ``init`` starts with its argument as state and
+``sys.change_code`` without ``code_change`` keeps the state (OTP: undef); a
+crash is one log record (OTP: the server's report, then proc_lib's crash
+report); ``enter_loop`` is given its parent.
 """
 
 from __future__ import annotations
@@ -149,7 +159,19 @@ Ignore: Any = _IgnoreType()
 """``init`` result: start nothing (``start`` raises ``Ignored``)."""
 
 _TIMEOUT = "$gen_timeout"
+_HIBERNATE_AFTER = "$gen_hibernate_after"
 _Killed = _vm._ProcessKilled          # a kill (never trapped): terminate does not run
+
+
+def _idle_time(seconds: Any) -> float | None:
+    """hibernate_after's value, checked: None or seconds >= 0."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"hibernate_after is None or a number of seconds, not {seconds!r}")
+    if not seconds >= 0:
+        raise ValueError(f"hibernate_after cannot be negative: {seconds!r}")
+    return float(seconds)
 
 
 def _abnormal(reason: Any) -> bool:
@@ -200,7 +222,13 @@ class GenServer:
         return state
 
     def format_status(self, status: dict[str, Any]) -> dict[str, Any]:
-        """Trims what ``sys.get_status`` shows (for example secrets in the state)."""
+        """Trims what ``sys.get_status`` and the termination report show
+        (for example secrets in the state): returns the status dict to
+        show.  It has ``pid``, ``module``, ``state``, ``parent``, ``name``,
+        ``status`` and ``log`` (sys.log's events), and in a report also
+        ``message`` (the last one in) and ``reason``, as OTP's
+        format_status/1.  If it raises or returns no dict, the status is
+        shown with its ``state`` replaced by a line that says so."""
         return status
 
 
@@ -212,7 +240,8 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
     ``_handle_message_py`` below, the reference implementation it mirrors.
     """
 
-    def __init__(self, cls: type[GenServer] | str, args: Any, name: str | None) -> None:
+    def __init__(self, cls: type[GenServer] | str, args: Any, name: str | None,
+                 hibernate_after: float | None = None) -> None:
         if isinstance(cls, str) and ":" in cls:
             cls = code.ref(cls).resolve()         # a late-bound "pkg.mod:Name"
         if not (isinstance(cls, type) and issubclass(cls, GenServer)):
@@ -233,6 +262,8 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
         self.undo: _sys.CodeUndo | None = None   # change_code's, until commit/abort/resume
         self.refused: Any = None          # the code.Version it failed to switch to
         self.entered: Ok | None = None    # enter_loop's state and what follows it
+        self.hibernate_after = _idle_time(hibernate_after)
+        self.hib_token = 0                # which hibernate_after timer is the live one
 
     # -- start ------------------------------------------------------------
 
@@ -293,6 +324,9 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
             exit("normal")
         if isinstance(result, Stop):
             ack(self.starter, result.reason)
+            if _abnormal(result.reason):  # OTP: proc_lib's crash report
+                _log.error("crash report: process %r exited with %r (init returned Stop)\n"
+                           "  initial call: %s", _me(), result.reason, self.initial_call)
             exit(result.reason)
         error = TypeError(f"{self.cls.__qualname__}.init returned {result!r}: "
                           "expected Ok(state), Stop(reason) or Ignore")
@@ -308,7 +342,14 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
             self._code_epoch_changed()
         if type(msg) is tuple and len(msg) == 3 and msg[0] == gen.SYSTEM:
             return self._system_message(msg[1], msg[2])
+        if type(msg) is tuple and len(msg) == 2 and msg[0] == _HIBERNATE_AFTER:
+            if self.hib_timer is not None and msg[1] == self.hib_token:
+                self.hib_timer = None
+                self._hibernate()             # idle for hibernate_after
+            return None
+        self._stop_idle_hibernation()
         self.hibernate = False
+        self.last_from = None
         if self.timer is not None:
             if type(msg) is tuple and len(msg) == 2 and msg[0] == _TIMEOUT:
                 if msg[1] != self.timer_token:
@@ -316,17 +357,21 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
                 self.timer = self.idle_timeout = None
                 if self.debug is not None:
                     _sys.handle_debug(self.debug, self._debug_name(), ("in", "timeout"))
+                self.last_msg = "timeout"
                 return self._callback("handle_info", ("timeout", self.state))
             cancel_timer(self.timer)
             self.timer = self.idle_timeout = None
         if type(msg) is tuple and len(msg) == 3 and msg[0] == gen.CALL:
             if self.debug is not None:
                 _sys.handle_debug(self.debug, self._debug_name(), ("in", msg[2], msg[1]))
+            self.last_msg, self.last_from = msg[2], msg[1]
             return self._callback("handle_call", (msg[2], msg[1], self.state), msg[1])
         elif type(msg) is tuple and len(msg) == 2 and msg[0] == gen.CAST:
             if self.debug is not None:
                 _sys.handle_debug(self.debug, self._debug_name(), ("in", msg))
+            self.last_msg = msg
             return self._callback("handle_cast", (msg[1], self.state))
+        self.last_msg = msg
         if type(msg) is Exit and msg.pid == self.parent:
             return self._terminate(msg.reason)    # the parent's shutdown, trapped
         if self.debug is not None:
@@ -393,7 +438,23 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
             self._arm(timeout)
         if hibernate:
             self._hibernate()
+        elif timeout is None and self.hibernate_after is not None:
+            self._arm_idle_hibernation()
         return None
+
+    def _arm_idle_hibernation(self) -> None:
+        """hibernate_after: hibernate if no message comes within that time
+        (OTP's receive ... after HibernateAfterTimeout, in its loop without a
+        timeout)."""
+        assert self.hibernate_after is not None
+        self.hib_token += 1
+        self.hib_timer = send_after(self.hibernate_after, _me(),
+                                    (_HIBERNATE_AFTER, self.hib_token))
+
+    def _stop_idle_hibernation(self) -> None:
+        if self.hib_timer is not None:
+            cancel_timer(self.hib_timer)  # one already sent is dropped by its token
+            self.hib_timer = None
 
     def _arm(self, timeout: float) -> None:
         self.idle_timeout = timeout
@@ -422,6 +483,7 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
         if self.timer is not None:
             cancel_timer(self.timer)
             self.timer = self.idle_timeout = None
+        self._stop_idle_hibernation()     # OTP's loop restarts its receive after it
         more = self._system(from_, request)
         if more is not None:
             if self.hibernate:
@@ -440,44 +502,133 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
             self._arm(timeout)
         if self.hibernate:
             self._hibernate()
+        elif timeout is None and self.hibernate_after is not None:
+            self._arm_idle_hibernation()
 
     # -- the end --------------------------------------------------------------
 
     def _terminate(self, reason: Any) -> Any:
-        """Runs terminate, then exits with reason."""
-        result = self.mod.terminate(reason, self.state) if self.mod else None
+        """Runs terminate, reports an abnormal reason, then exits with reason.
+        A terminate that raises or exits ends the server with its own
+        reason instead, reported the same way (OTP's gen_server:terminate)."""
+        try:
+            result = self.mod.terminate(reason, self.state) if self.mod else None
+        except _Killed:
+            raise
+        except ProcessExit as exc:
+            self._report(exc.reason)
+            raise
+        except Exception as exc:
+            raise self._noted(exc) from None
         if inspect.iscoroutine(result):
             return self._terminate_async(result, reason)
+        self._report(reason)
         exit(reason)
 
     async def _terminate_async(self, pending: Coroutine[Any, Any, Any], reason: Any) -> None:
-        await pending
+        try:
+            await pending
+        except _Killed:
+            raise
+        except ProcessExit as exc:
+            self._report(exc.reason)
+            raise
+        except Exception as exc:
+            raise self._noted(exc) from None
+        self._report(reason)
         exit(reason)
 
     def _crash(self, exc: BaseException) -> Any:
         """A callback raised: terminate(exc, state) runs, then the exception
-        ends the server (and is logged once, by the VM).  A callback that
-        called exit(reason) ends the same way, terminate seeing the reason,
-        as OTP's gen_server does with an exit class exception; an abnormal
-        reason is logged here (the VM logs no ProcessExit)."""
+        ends the server, logged once, by the VM, with the server's report
+        (through format_status) as a note of the exception.  A callback
+        that called exit(reason) ends the same way, terminate seeing the
+        reason, as OTP's gen_server does with an exit class exception; an
+        abnormal reason is reported here (the VM logs no ProcessExit)."""
         reason = exc.reason if isinstance(exc, ProcessExit) else exc
         try:
             result = self.mod.terminate(reason, self.state) if self.mod else None
-        except Exception:
-            _log.exception("%s.terminate raised while handling a crash", self.cls.__qualname__)
-            raise exc from None
-        if isinstance(exc, ProcessExit) and _abnormal(reason):
-            _log.error("gen_server %r (%s) terminating: a callback called exit(%r)",
-                       self._debug_name(), self.cls.__qualname__, reason)
+        except _Killed:
+            raise
+        except ProcessExit as exit_exc:   # terminate's own end wins, as in OTP
+            self._report(exit_exc.reason)
+            raise
+        except Exception as terminate_exc:
+            raise self._noted(terminate_exc) from exc
         if inspect.iscoroutine(result):
             return self._crash_async(result, exc)
-        raise exc
+        return self._end(exc)
 
     async def _crash_async(self, pending: Coroutine[Any, Any, Any], exc: BaseException) -> None:
         try:
             await pending
-        finally:
+        except _Killed:
+            raise
+        except ProcessExit as exit_exc:
+            self._report(exit_exc.reason)
+            raise
+        except Exception as terminate_exc:
+            raise self._noted(terminate_exc) from exc
+        self._end(exc)
+
+    def _end(self, exc: BaseException) -> NoReturn:
+        if isinstance(exc, ProcessExit):
+            self._report(exc.reason)
             raise exc
+        raise self._noted(exc)
+
+    def _report(self, reason: Any) -> None:
+        """OTP's "Generic server terminating" error report, for an end with
+        an abnormal reason that the VM does not log (a Stop, an exit)."""
+        if _abnormal(reason):
+            _log.error("%s", self._report_text(reason))
+
+    def _noted(self, exc: BaseException) -> BaseException:
+        """exc, with the server's report added as a note (once): the VM's
+        crash report then carries it."""
+        notes = getattr(exc, "__notes__", ())
+        if not any(isinstance(n, str) and n.startswith("gen_server ") for n in notes):
+            exc.add_note(self._report_text(exc))
+        return exc
+
+    def _report_text(self, reason: Any) -> str:
+        """The server's termination report: the last message, the state,
+        the reason and the sys log, through format_status (OTP's
+        format_status(#{reason, state, message, log}))."""
+        status = self._formatted(message=self.last_msg, reason=reason)
+        text = (f"gen_server {self._debug_name()!r} ({self.cls.__qualname__}) terminating"
+                f"\n  last message: {status.get('message')!r}"
+                f"\n  state: {status.get('state')!r}"
+                f"\n  reason: {status.get('reason')!r}")
+        if status.get("log"):
+            text += f"\n  log: {status['log']!r}"
+        if isinstance(self.last_from, From):
+            text += f"\n  client: {self.last_from.pid!r}"
+        return text
+
+    def _status(self, **more: Any) -> dict[str, Any]:
+        log = [] if self.debug is None or self.debug.log is None else list(self.debug.log)
+        return {"pid": _me(), "module": self.cls, "state": self.state, "parent": self.parent,
+                "name": self.name, "status": self.sys_status, "log": log, **more}
+
+    def _formatted(self, **more: Any) -> dict[str, Any]:
+        """The status (with ``more``: a report's message and reason) through
+        format_status.  One that raises or exits, or returns no dict, leaves
+        the status as it is but for its ``state``, which says so: OTP's
+        "Mod:format_status/1 crashed"; the server goes on."""
+        status = self._status(**more)
+        if self.mod is None:
+            return status
+        try:
+            shown = self.mod.format_status(dict(status))
+        except _Killed:
+            raise
+        except (Exception, ProcessExit) as exc:
+            return {**status, "state": f"{self.cls.__qualname__}.format_status crashed: {exc!r}"}
+        if not isinstance(shown, dict):
+            return {**status, "state": f"{self.cls.__qualname__}.format_status returned "
+                                       f"{shown!r}: expected a dict"}
+        return shown
 
     # -- hot code upgrade -------------------------------------------------------
 
@@ -539,6 +690,7 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
 
     def _system(self, from_: From, request: Any) -> Any:
         if isinstance(request, tuple) and request[:1] == ("terminate",):
+            self.last_msg = self.last_from = None     # OTP's system_terminate: none
             return self._terminate(request[1])   # stop() waits for the Down
         if request == "get_state":
             gen.reply(from_, self.state)
@@ -550,10 +702,7 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
             else:
                 gen.reply(from_, self.state)
         elif request == "get_status":
-            status = {"pid": _me(), "module": self.cls, "state": self.state,
-                      "parent": self.parent, "name": self.name, "status": self.sys_status}
-            assert self.mod is not None
-            gen.reply(from_, self.mod.format_status(status))
+            gen.reply(from_, self._formatted())
         elif request == "suspend":
             gen.reply(from_, "ok")
             return self._suspended()
@@ -577,7 +726,7 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
 
 
 async def start(cls: type[GenServer] | str, args: Any = None, *, name: str | None = None,
-                timeout: float | None = None) -> Pid:
+                timeout: float | None = None, hibernate_after: float | None = None) -> Pid:
     """Starts a server and returns its pid once ``init`` has completed.
 
     ``cls`` is a GenServer subclass, or a ``"pkg.mod:Name"`` reference (see
@@ -586,48 +735,65 @@ async def start(cls: type[GenServer] | str, args: Any = None, *, name: str | Non
     Raises ``StartError`` if init fails or stops (``reason`` says why, for
     example ``('already_started', pid)`` when the name is taken), ``Ignored``
     if init returned Ignore.
+
+    ``hibernate_after``: seconds; a server that receives nothing for that
+    long hibernates (as after ``hibernate=True``) until its next message,
+    as OTP's ``{hibernate_after, Ms}`` (not while an idle timeout runs).
     """
-    pid: Pid = await gen.start(_Server(cls, args, name), link=False, timeout=timeout)
+    pid: Pid = await gen.start(_Server(cls, args, name, hibernate_after), link=False,
+                               timeout=timeout)
     return pid
 
 
 async def start_link(cls: type[GenServer] | str, args: Any = None, *, name: str | None = None,
-                     timeout: float | None = None) -> Pid:
+                     timeout: float | None = None, hibernate_after: float | None = None) -> Pid:
     """Like start, and links the server to the caller (its parent)."""
-    pid: Pid = await gen.start(_Server(cls, args, name), link=True, timeout=timeout)
+    pid: Pid = await gen.start(_Server(cls, args, name, hibernate_after), link=True,
+                               timeout=timeout)
     return pid
 
 
 async def start_monitor(cls: type[GenServer] | str, args: Any = None, *, name: str | None = None,
-                        timeout: float | None = None) -> tuple[Pid, Ref]:
+                        timeout: float | None = None,
+                        hibernate_after: float | None = None) -> tuple[Pid, Ref]:
     """Like start, and monitors the server: returns (pid, ref)."""
-    result: tuple[Pid, Ref] = await gen.start(_Server(cls, args, name), link=False,
+    result: tuple[Pid, Ref] = await gen.start(_Server(cls, args, name, hibernate_after),
+                                              link=False,
                                               timeout=timeout, monitor_child=True)
     return result
 
 
 def enter_loop(cls: type[GenServer] | str, state: Any, *, name: Any = None,
-               parent: Pid | None = None, timeout: float | None = None,
-               hibernate: bool = False, continue_: Any = UNSET) -> NoReturn:
+               parent: Pid | str | None = None, timeout: float | None = None,
+               hibernate: bool = False, continue_: Any = UNSET,
+               hibernate_after: float | None = None) -> NoReturn:
     """Makes the calling coroutine process a gen_server running ``cls``
     with ``state``, as OTP's enter_loop: for a process that initialised
     itself (and acknowledged its own start).  Never returns: the caller's
     body unwinds (its ``finally`` blocks run) and the process then serves
     messages as the server, with the same pid, mailbox, links and monitors;
     ``init`` is not called.  ``timeout``, ``hibernate`` and ``continue_``
-    act as in ``Ok``.
+    act as in ``Ok``, ``hibernate_after`` as in ``start``.
 
     ``name``: the name the process must already be registered under (a
     string, or a via name); if it is not, the process exits with
-    ``'process_not_registered'`` (``'process_not_registered_via'``), as in
-    OTP.  ``parent``: the process whose exit signal, when the server traps
+    ``'process_not_registered'`` (``('process_not_registered_via',
+    registry)`` for a via name: its ``registry``, or the via object's
+    class when it has none), as in OTP and gen_statem.enter_loop.
+    ``parent``: the process whose exit signal, when the server traps
     exits, runs terminate and stops it (OTP takes it from proc_lib's
-    ancestors; otpvm processes record none, so it is given here; None:
-    every Exit goes to handle_info)."""
+    ancestors; otpvm processes record none, so it is given here, as a pid
+    or the name it is registered under -- resolved now, as OTP does, the
+    process exiting ``'could_not_find_registered_name'`` if nobody has
+    it; None: every Exit goes to handle_info)."""
+    if isinstance(parent, str):           # OTP's get_parent: a registered name
+        parent = whereis(parent)
+        if parent is None:
+            exit("could_not_find_registered_name")
     if name is not None and gen.resolve(name) != _me():
         exit("process_not_registered" if isinstance(name, str)
-             else "process_not_registered_via")
-    server = _Server(cls, None, name)
+             else ("process_not_registered_via", getattr(name, "registry", type(name))))
+    server = _Server(cls, None, name, hibernate_after)
     server.entered = Ok(state, timeout, continue_, hibernate)
     server.parent = parent
     _vm._enter_loop(server)

@@ -425,7 +425,7 @@ def test_exit_in_a_callback_runs_terminate_with_its_reason(via, caplog):
     assert terminated == ("terminated", ("bye", via), "s0")
     assert reason == ("bye", via)
     reports = [r.getMessage() for r in caplog.records]
-    assert len(reports) == 1 and "called exit(('bye'," in reports[0]
+    assert len(reports) == 1 and f"\n  reason: {reason!r}" in reports[0]
 
 
 def test_exit_normal_or_shutdown_in_a_callback_runs_terminate_and_logs_nothing(caplog):
@@ -673,3 +673,100 @@ def test_hibernate_keeps_what_the_state_shares_and_objects_it_holds():
         return await gen_server.call(pid, "check")
 
     assert run(main) == (True, True)
+
+
+class Stopping(GenServer):
+    def handle_cast(self, reason, state):
+        return Stop(reason, state)
+
+
+@pytest.mark.parametrize("reason", ["bad", ("error", 1), "normal", "shutdown",
+                                    ("shutdown", "x")])
+def test_stop_with_an_abnormal_reason_logs_one_report(reason, caplog):
+    # OTP: {stop, bad, S} from a callback runs terminate, and gen_server
+    # logs "** Generic server ... terminating" (then proc_lib's crash
+    # report: otpvm writes the one report); normal, shutdown and
+    # {shutdown, _} log nothing.
+    async def main():
+        pid = await gen_server.start(Stopping, "s0")
+        ref = otpvm.monitor(pid)
+        gen_server.cast(pid, reason)
+        return pid, (await receive(Down(ref, pid, ANY), timeout=5)).reason
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        pid, got = run(main)
+    assert got == reason
+    reports = [r.getMessage() for r in caplog.records]
+    if reason in ("normal", "shutdown", ("shutdown", "x")):
+        assert reports == []
+    else:
+        assert reports == [f"gen_server {pid!r} (Stopping) terminating\n  last message: "
+                           f"{('$gen_cast', reason)!r}\n  state: 's0'\n  reason: {reason!r}"]
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (float("nan"), ValueError),
+                                        ("1", TypeError), (True, TypeError)])
+def test_hibernate_after_must_be_seconds(bad, error):
+    async def main():
+        with pytest.raises(error, match="hibernate_after"):
+            await gen_server.start(Stopping, hibernate_after=bad)
+
+    run(main)
+
+
+class Recorder(GenServer):
+    def handle_info(self, msg, seen):
+        return NoReply(seen + [msg])
+
+    def handle_call(self, request, from_, seen):
+        return Reply(seen, seen)
+
+
+async def _recorder_loop(parent):
+    gen_server.enter_loop(Recorder, [], parent=parent, hibernate_after=0.01)
+
+
+def test_hibernate_after_timers_never_reach_the_callbacks_and_work_from_enter_loop():
+    # OTP's hibernate_after is a receive timeout: the server's callbacks
+    # never see it; enter_loop takes the option too.
+    async def main():
+        pid = otpvm.spawn_link(_recorder_loop, otpvm.self())
+        sent = []
+        for i in range(20):
+            for _ in range(200):
+                if otpvm.process_info(pid)["hibernating"]:
+                    break
+                await otpvm.sleep(0.005)
+            else:
+                raise AssertionError("not hibernating")
+            send(pid, ("msg", i))
+            sent.append(("msg", i))
+        return sent, await gen_server.call(pid, "seen")
+
+    sent, seen = run(main)
+    assert seen == sent
+
+
+class StoppingInit(GenServer):
+    def init(self, reason):
+        return Stop(reason)
+
+
+def test_init_stop_with_an_abnormal_reason_logs_a_crash_report(caplog):
+    # OTP 25: gen_server:start(M, bad, []) with init(R) -> {stop, R} gives
+    # {error, bad} and one CRASH REPORT (exception exit: bad); with normal,
+    # {error, normal} and nothing logged.
+    async def main():
+        out = []
+        for reason in ("bad", "normal", "shutdown", ("shutdown", 1)):
+            with pytest.raises(StartError) as info:
+                await gen_server.start(StoppingInit, reason)
+            out.append(info.value.reason)
+        return out
+
+    with caplog.at_level(logging.ERROR, logger="otpvm"):
+        assert run(main) == ["bad", "normal", "shutdown", ("shutdown", 1)]
+    [report] = [r.getMessage() for r in caplog.records]
+    assert report.startswith("crash report: process <") and report.endswith(
+        " exited with 'bad' (init returned Stop)\n"
+        "  initial call: test_gen_server.StoppingInit.init")

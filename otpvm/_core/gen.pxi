@@ -299,6 +299,9 @@ cdef class _ServerCore:
     cdef public object debug        # sys.Debug, or None
     cdef public bint hibernate      # it hibernated (again after each sys request)
     cdef public long epoch          # the code epoch its class was last resolved in
+    cdef public object hib_timer    # hibernate_after's TimerRef, or None
+    cdef public object last_msg     # what a termination report shows as the last message
+    cdef public object last_from    # and who sent it, if it was a call
 
     def _code_epoch_changed(self):
         """Called before a message when the code epoch moved since the last
@@ -311,7 +314,7 @@ cdef class _ServerCore:
             self.epoch = epoch
             self._code_epoch_changed()
         if (self.timer is not None or self.debug is not None or self.hibernate
-                or type(msg) is not tuple):
+                or self.hib_timer is not None or type(msg) is not tuple):
             return self._handle_message_py(msg)
         n = len(<tuple>msg)
         tag = (<tuple>msg)[0] if n else None
@@ -329,6 +332,7 @@ cdef class _ServerCore:
         except _ProcessKilled:
             raise
         except (Exception, _ProcessExit) as exc:
+            self.last_msg, self.last_from = request, from_
             return self._crash(exc)       # exit(reason) too: terminate runs
         t = type(result)
         if t is _Reply and from_ is not None:
@@ -344,6 +348,7 @@ cdef class _ServerCore:
                     and _field(result, _N_HIBERNATE, "hibernate") is False):
                 self.state = _field(result, _N_STATE, "state")
                 return None
+        self.last_msg, self.last_from = request, from_
         return self._finish_callback("handle_call", result, from_)
 
     cdef object cast(self, object msg):
@@ -352,6 +357,7 @@ cdef class _ServerCore:
         except _ProcessKilled:
             raise
         except (Exception, _ProcessExit) as exc:
+            self.last_msg, self.last_from = (_GEN_CAST, msg), None
             return self._crash(exc)       # exit(reason) too: terminate runs
         if type(result) is _NoReply:
             if (_field(result, _N_TIMEOUT, "timeout") is None
@@ -359,4 +365,5 @@ cdef class _ServerCore:
                     and _field(result, _N_HIBERNATE, "hibernate") is False):
                 self.state = _field(result, _N_STATE, "state")
                 return None
+        self.last_msg, self.last_from = (_GEN_CAST, msg), None
         return self._finish_callback("handle_cast", result, None)
