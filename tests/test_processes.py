@@ -3,6 +3,8 @@
 import asyncio
 import logging
 import re
+import subprocess
+import sys
 import threading
 import types
 
@@ -623,3 +625,82 @@ def test_process_info_counts_a_big_mailbox_and_still_sees_links_on_their_way():
     # as it could on another thread of a free-threaded build.
     with otpvm.VM(1, slice_limit=30.0) as vm:
         assert vm.run(main) == (BIG, [], BIG + 1, True)
+
+
+# A process's inbox is read under its lock by process_info (and the monitor
+# thread), to see the links and monitors on their way.  Creating Python
+# objects there could start a collection whose finalisers let another thread
+# take the GIL; a sender holding the GIL then waited for the inbox lock, and
+# the VM froze for good (seen as a hang of the whole test run).  The scenario
+# runs in a child process, so that a regression fails here instead of hanging.
+_INBOX_LOCK_SCENARIO = """
+import gc
+import threading
+import time
+
+import otpvm
+from otpvm import link, process_info, receive, send, spawn
+from otpvm._vm import _current_vm
+
+
+class SlowFinaliser:          # cyclic garbage whose finaliser lets other threads run
+
+    def __init__(self):
+        self.cycle = self
+
+    def __del__(self):
+        time.sleep(0.0005)
+
+
+release = threading.Event()
+
+
+def busy(parent):
+    send(parent, "started")
+    release.wait()          # in a C call: its inbox is not drained meanwhile
+
+
+def flood(vm, pid, stop):
+    while not stop.is_set():
+        vm._post(pid, "from a thread")
+
+
+async def main():
+    stop = threading.Event()
+    target = spawn(busy, otpvm.self())
+    await receive("started", timeout=5)
+    for i in range(5_000):
+        send(target, i)
+    link(target)                  # a signal on its way, behind the messages
+    thread = threading.Thread(target=flood, args=(_current_vm("t"), target, stop))
+    thread.start()
+    try:
+        for _ in range(3):
+            for _ in range(50):
+                SlowFinaliser()
+            gc.set_threshold(1)
+            try:
+                assert otpvm.self() in process_info(target)["links"]
+            finally:
+                gc.set_threshold(700)
+    finally:
+        stop.set()
+        thread.join()
+        release.set()
+    return "ok"
+
+
+print(otpvm.run(main, schedulers=1))
+"""
+
+
+def test_reading_an_inbox_never_runs_python_under_its_lock(tmp_path):
+    script = tmp_path / "scenario.py"
+    script.write_text(_INBOX_LOCK_SCENARIO)
+    try:
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("process_info deadlocked with a sender on the inbox lock")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n"

@@ -105,8 +105,40 @@ cdef inline bint _is(object reason, str atom):
     return type(reason) is str and <str>reason == atom
 
 
+cdef struct _Signals:
+    # The non-message signals seen in an inbox, kept in C memory while the
+    # inbox lock is held: creating a Python object there could start the
+    # garbage collector, which can run any finaliser and switch threads,
+    # while a sender holding the GIL waits for the lock (a deadlock).
+    size_t n, cap
+    int *kinds
+    PyObject **payloads
+    bint out_of_memory
+
+
 cdef void _collect_signal(void *out, int kind, void *payload) noexcept:
-    (<list>out).append((kind, <object>payload))
+    cdef _Signals *seen = <_Signals *>out
+    cdef size_t cap
+    cdef void *grown
+    if ovm_sig_is_message(kind) or seen.out_of_memory:
+        return
+    if seen.n == seen.cap:
+        cap = seen.cap * 2 if seen.cap else 8
+        grown = realloc(seen.kinds, cap * sizeof(int))
+        if grown == NULL:
+            seen.out_of_memory = True
+            return
+        seen.kinds = <int *>grown
+        grown = realloc(seen.payloads, cap * sizeof(PyObject *))
+        if grown == NULL:
+            seen.out_of_memory = True
+            return
+        seen.payloads = <PyObject **>grown
+        seen.cap = cap
+    Py_INCREF(<object>payload)          # its owner may drain and free it once we unlock
+    seen.kinds[seen.n] = kind
+    seen.payloads[seen.n] = <PyObject *>payload
+    seen.n += 1
 
 
 cdef void _free_nodes(ovm_node *node) noexcept:
@@ -926,9 +958,25 @@ cdef class Process:
     # folds the signals still waiting in the inbox into what it reports.
 
     cdef list pending_signals(self):
+        """The link, monitor and exit signals on their way in the inbox, as
+        (kind, payload) pairs in order (messages are not listed)."""
         cdef list out = []
-        if ovm_inbox_len(&self.inbox):
-            ovm_inbox_visit(&self.inbox, _collect_signal, <void *>out)
+        cdef _Signals seen
+        cdef size_t i
+        if not ovm_inbox_signals(&self.inbox):
+            return out
+        memset(&seen, 0, sizeof(seen))
+        ovm_inbox_visit(&self.inbox, _collect_signal, <void *>&seen)
+        try:
+            for i in range(seen.n):
+                out.append((seen.kinds[i], <object>seen.payloads[i]))
+        finally:
+            for i in range(seen.n):
+                Py_DECREF(<object>seen.payloads[i])
+            free(seen.kinds)
+            free(seen.payloads)
+        if seen.out_of_memory:
+            raise MemoryError("no memory to list the signals on their way to a process")
         return out
 
     cdef int fold_signals(self, list pending, set links, dict monitors_in) except -1:
@@ -955,7 +1003,7 @@ cdef class Process:
         cdef size_t on_the_way = ovm_inbox_len(&self.inbox)
         # Only link and monitor signals on their way change what it says: a
         # mailbox of millions of messages is not walked for them.
-        cdef list pending = self.pending_signals() if ovm_inbox_signals(&self.inbox) else []
+        cdef list pending = self.pending_signals()
         if not self.alive():
             return None
         if state & OVM_RUNNING:
