@@ -108,10 +108,8 @@ from otpvm.gen import CallError, From, Ignored, StartError, ack
 from otpvm.kernel import (
     Pid,
     Ref,
-    become,
     cancel_timer,
     exit,
-    receive,
     register,
     send_after,
     whereis,
@@ -1223,17 +1221,8 @@ def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions: Any =
     handler = _Statem(cls, None, name)
     handler.parent = parent
     handler.entered = (state, data, actions)
-    become(_entered, handler)
-
-
-async def _entered(handler: _Statem) -> None:
-    """enter_loop's process body: the handler, fed from the mailbox as a
-    callback process's would be (its start first)."""
-    more = handler.start()
-    while True:
-        if more is not None:
-            await more
-        more = handler.handle_message(await receive())
+    _vm._enter_loop(handler)
+    raise AssertionError("unreachable: _enter_loop raises")
 
 
 async def call(dest: Pid | str, request: Any, timeout: float | None = 5.0) -> Any:
