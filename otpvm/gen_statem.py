@@ -51,7 +51,7 @@ The semantics are OTP's (``gen_statem(3)``):
   everything already queued, in the order given), ``EventTimeout``
   (cancelled by any event), ``StateTimeout`` (cancelled by a state change),
   ``GenericTimeout`` (named; cancelled only explicitly), ``Hibernate``
-  (accepted; a no-op here), ``ChangeCallbackModule``/``PushCallbackModule``/
+  (see below), ``ChangeCallbackModule``/``PushCallbackModule``/
   ``PopCallbackModule`` (go on with another GenStatem class: a new instance
   of it, no ``init``; a pop goes back to the instance pushed).  For timeouts
   the last action of each kind wins; a time of ``None`` (infinity) cancels,
@@ -63,6 +63,14 @@ The semantics are OTP's (``gen_statem(3)``):
   quietly.  ``enter_loop`` turns a coroutine process that set itself up
   into a state machine; unlike OTP (which reads proc_lib's record of the
   starter), it is given its parent.
+* **Hibernation**: after a transition with the ``Hibernate`` action (the
+  last one before the state machine waits for its next event), or once it
+  has waited ``hibernate_after`` seconds (a start option), it hibernates:
+  the built-in containers of its state, data and postponed events are
+  rebuilt at their exact size (keep no other reference to them across it)
+  and the process drops what it kept for speed, until its next event;
+  ``process_info(pid)['hibernating']`` says so.  A system request leaves a
+  hibernating state machine hibernating.
 * **sys**: ``get_state``/``replace_state`` see ``(state, data)``;
   ``get_status`` gives a dict with ``state``, ``data``, ``queue`` (events
   inserted, not handled yet), ``postponed``, ``timeouts`` (``[(kind,
@@ -110,6 +118,7 @@ from otpvm.kernel import (
     Ref,
     cancel_timer,
     exit,
+    make_ref,
     register,
     send_after,
     whereis,
@@ -231,7 +240,11 @@ class Postpone:
 
 @dataclass(frozen=True, slots=True)
 class Hibernate:
-    """Accepted for compatibility; otpvm processes keep no stack to shed."""
+    """Shrinks the state machine once it waits for its next event (if this
+    transition is the last before it waits): the state, the data and the
+    postponed events have their built-in containers rebuilt at their exact
+    size, as OTP's hibernate, and ``process_info(pid)['hibernating']`` is
+    True until the next event (system requests leave it hibernating)."""
 
     hibernate: bool = True
 
@@ -455,6 +468,7 @@ class GenStatem:
 # -- the engine -------------------------------------------------------------------
 
 _TIMEOUT = "$statem_timeout"
+_IDLE = "$statem_idle"               # hibernate_after's timer
 _STATE_FUNCTIONS = "state_functions"
 _HANDLE_EVENT_FUNCTION = "handle_event_function"
 _STATE_ENTER = "state_enter"
@@ -475,12 +489,13 @@ class _Stopping(Exception):
 class _Transition:
     """What the callbacks of one event asked for, applied all at once."""
 
-    __slots__ = ("state", "data", "postpone", "next_events", "timeouts")
+    __slots__ = ("state", "data", "postpone", "next_events", "timeouts", "hibernate")
 
     def __init__(self, state: Any, data: Any) -> None:
         self.state = state
         self.data = data
         self.postpone = False
+        self.hibernate = False
         self.next_events: list[Event] = []
         self.timeouts: list[tuple[Any, TimeoutTime, Any, bool]] = []
 
@@ -526,7 +541,8 @@ async def _drive_async(step: _Step, pending: Any) -> None:
 class _Statem(_sys.CodeChanging):
     """The callback-process handler that runs a GenStatem."""
 
-    def __init__(self, cls: type[GenStatem] | str, args: Any, name: Any) -> None:
+    def __init__(self, cls: type[GenStatem] | str, args: Any, name: Any,
+                 hibernate_after: float | None = None) -> None:
         if isinstance(cls, str) and ":" in cls:
             cls = code.ref(cls).resolve()         # a late-bound "pkg.mod:Name"
         if not (isinstance(cls, type) and issubclass(cls, GenStatem)):
@@ -556,6 +572,10 @@ class _Statem(_sys.CodeChanging):
         self.debug: _sys.Debug | None = None   # sys.trace / sys.log, None while off
         self.module_stack: list[tuple[type, GenStatem]] = []  # push_callback_module's
         self.entered: tuple[Any, Any, Any] | None = None   # enter_loop's state, data, actions
+        self.hibernate = False              # the last transition hibernated: until an event
+        self.hibernate_after = _hibernate_after(hibernate_after)
+        self.idle_since = 0.0               # monotonic time it last began to wait
+        self.idle_timer: Ref | None = None  # the tag of hibernate_after's timer on its way
 
     # -- start ------------------------------------------------------------
 
@@ -658,13 +678,21 @@ class _Statem(_sys.CodeChanging):
                 if tag == _TIMEOUT:
                     entry = self.timers.get(msg[1])
                     if entry is None or entry[1] != msg[2] or entry[0] is None:
-                        return None         # a cancelled timer's late message
+                        self._rest()        # a cancelled timer's late message
+                        return None
                     del self.timers[msg[1]]
                     return _drive(self._run((msg[1], entry[2])))
                 if tag == gen.SYSTEM:
-                    return self._system(msg[1], msg[2])
-            elif size == 2 and tag == gen.CAST:
-                return _drive(self._run(("cast", msg[1])))
+                    more = self._system(msg[1], msg[2])
+                    if more is None:
+                        self._rest()
+                    return more
+            elif size == 2:
+                if tag == gen.CAST:
+                    return _drive(self._run(("cast", msg[1])))
+                if tag == _IDLE and msg[1] == self.idle_timer:
+                    self._idle_timeout()
+                    return None
         elif type(msg) is Exit and msg.pid == self.parent:
             return _drive(self._shutdown(msg.reason))   # the parent's exit, trapped
         return _drive(self._run(("info", msg)))
@@ -682,6 +710,7 @@ class _Statem(_sys.CodeChanging):
             while event is not None:
                 yield from self._handle(event)
                 event = self._next_event()
+            self._rest()
         except _Stopping as stopping:
             for item in _listify(stopping.replies):
                 if type(item) is not Reply:
@@ -791,7 +820,7 @@ class _Statem(_sys.CodeChanging):
                     raise StatemError("bad_action_from_state_function", action)
                 tr.next_events.append((action.event_type, action.content))
             elif kind is Hibernate or action is Hibernate:
-                pass                              # nothing to shed: no stack between events
+                tr.hibernate = action is Hibernate or action.hibernate
             elif kind in _MODULE_ACTIONS or action is PopCallbackModule:
                 if not state_call:
                     raise StatemError("bad_state_enter_action_from_state_function", action)
@@ -837,6 +866,7 @@ class _Statem(_sys.CodeChanging):
             self.queue.extendleft(reversed(tr.next_events))
         self.state = tr.state
         self.data = tr.data
+        self.hibernate = tr.hibernate
         if tr.timeouts:
             self._start_timeouts(tr.timeouts)
 
@@ -847,6 +877,52 @@ class _Statem(_sys.CodeChanging):
             kind = self.t0q.pop(0)
             return kind, self.timers.pop(kind)[2]
         return None
+
+    # -- waiting: hibernation ----------------------------------------------------
+
+    def _rest(self) -> None:
+        """The state machine waits for its next event: it hibernates if its
+        last transition asked to (again after a system request, as OTP's
+        system_continue), else hibernate_after's wait starts again."""
+        if self.hibernate:
+            self._hibernate()
+        elif self.hibernate_after is not None:
+            self.idle_since = _time.monotonic()
+            if self.idle_timer is None:
+                self._arm_idle(self.hibernate_after)
+
+    def _arm_idle(self, delay: float) -> None:
+        # One timer on its way at most: an event does not restart it, it
+        # moves idle_since, and the timer, when it comes, waits for the rest.
+        assert self.pid is not None
+        self.idle_timer = make_ref()
+        send_after(delay, self.pid, (_IDLE, self.idle_timer))
+
+    def _idle_timeout(self) -> None:
+        """hibernate_after's timer: hibernates if no event came for that long."""
+        self.idle_timer = None
+        if self.hibernate:
+            self._hibernate()             # a system request woke it meanwhile
+            return
+        assert self.hibernate_after is not None
+        left = self.idle_since + self.hibernate_after - _time.monotonic()
+        if left > 0.001:
+            self._arm_idle(left)
+        else:
+            self._hibernate()
+
+    def _hibernate(self) -> None:
+        """Shrinks the state machine until its next message, as OTP's
+        hibernate: state, data and postponed events (its live data) have
+        their built-in containers rebuilt at their exact size, and the
+        process drops what it kept for speed (_vm._hibernate).  What
+        cannot be rebuilt is kept as it is."""
+        try:
+            self.state, self.data, self.postponed = _vm._compact(
+                (self.state, self.data, self.postponed))
+        except Exception:
+            pass                          # a stale class in it: keep it as it is
+        _vm._hibernate()
 
     # -- timeouts -------------------------------------------------------------
 
@@ -991,7 +1067,7 @@ class _Statem(_sys.CodeChanging):
             gen.reply(from_, self._status())
         elif request == "suspend":
             gen.reply(from_, "ok")
-            return self._suspended()
+            return self._suspend()
         elif request == "resume":
             gen.reply(from_, "ok")
         elif _sys.code_request(request) is not None:
@@ -1005,6 +1081,13 @@ class _Statem(_sys.CodeChanging):
                 self.debug, answer = handled
                 gen.reply(from_, answer)
         return None
+
+    async def _suspend(self) -> None:
+        """Suspended: a hibernating state machine stays so (OTP)."""
+        if self.hibernate:
+            self._hibernate()
+        await self._suspended()
+        self._rest()
 
     def _debug_name(self) -> Any:
         return self.name if self.name is not None else self.pid
@@ -1136,6 +1219,17 @@ def _listify(actions: Any) -> Iterable[Any]:
     return (actions,)
 
 
+def _hibernate_after(value: Any) -> float | None:
+    """The hibernate_after start option, checked: None or seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"hibernate_after is None or seconds, not {value!r}")
+    if not value >= 0:
+        raise ValueError(f"hibernate_after cannot be negative: {value!r}")
+    return float(value)
+
+
 def _check_time(action: EventTimeout | StateTimeout | GenericTimeout) -> TimeoutTime:
     time = action.time
     if time is None or time == "update":
@@ -1165,7 +1259,7 @@ def _valid_event_type(event_type: Any) -> bool:
 
 
 async def start(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
-                timeout: float | None = None) -> Pid:
+                timeout: float | None = None, hibernate_after: float | None = None) -> Pid:
     """Starts a state machine and returns its pid once ``init`` has completed.
 
     With ``name`` (a str, or a ``registry.via(reg, key)`` name), the
@@ -1173,28 +1267,38 @@ async def start(cls: type[GenStatem] | str, args: Any = None, *, name: Any = Non
     ``StartError(('already_started', pid))`` is raised.
     Raises ``StartError`` if init fails, stops or returns InitError
     (``reason`` says why), ``Ignored`` if init returned Ignore.
+
+    ``hibernate_after`` (seconds, OTP's start option): the state machine
+    hibernates (as the Hibernate action) whenever it has waited that long
+    for an event.
     """
-    pid: Pid = await gen.start(_Statem(cls, args, name), link=False, timeout=timeout)
+    pid: Pid = await gen.start(_Statem(cls, args, name, hibernate_after), link=False,
+                               timeout=timeout)
     return pid
 
 
 async def start_link(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
-                     timeout: float | None = None) -> Pid:
+                     timeout: float | None = None,
+                     hibernate_after: float | None = None) -> Pid:
     """Like start, and links the state machine to the caller (its parent)."""
-    pid: Pid = await gen.start(_Statem(cls, args, name), link=True, timeout=timeout)
+    pid: Pid = await gen.start(_Statem(cls, args, name, hibernate_after), link=True,
+                               timeout=timeout)
     return pid
 
 
 async def start_monitor(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
-                        timeout: float | None = None) -> tuple[Pid, Ref]:
+                        timeout: float | None = None,
+                        hibernate_after: float | None = None) -> tuple[Pid, Ref]:
     """Like start, and monitors the state machine: returns (pid, ref)."""
-    result: tuple[Pid, Ref] = await gen.start(_Statem(cls, args, name), link=False,
+    result: tuple[Pid, Ref] = await gen.start(_Statem(cls, args, name, hibernate_after),
+                                              link=False,
                                               timeout=timeout, monitor_child=True)
     return result
 
 
 def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions: Any = (), *,
-               name: Any = None, parent: Pid | None = None) -> NoReturn:
+               name: Any = None, parent: Pid | None = None,
+               hibernate_after: float | None = None) -> NoReturn:
     """Makes the calling coroutine process a state machine, in ``state``
     with ``data``, after ``actions`` (OTP's ``enter_loop/4,5,6``): for a
     process that set itself up (registered a name, acknowledged its own
@@ -1209,7 +1313,8 @@ def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions: Any =
     registry)``).  ``parent`` is the process whose exit signal, when the
     process traps exits, stops the state machine with that reason (as from
     a supervisor): otpvm keeps no record of who started a process, so
-    pass the pid of the starter (None: no parent).
+    pass the pid of the starter (None: no parent).  ``hibernate_after``
+    is start's.
     """
     if name is not None:
         if not (isinstance(name, str) or _is_via(name)):
@@ -1218,7 +1323,7 @@ def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions: Any =
         if gen.resolve(name) != _me():
             exit("process_not_registered" if isinstance(name, str)
                  else ("process_not_registered_via", name.registry))
-    handler = _Statem(cls, None, name)
+    handler = _Statem(cls, None, name, hibernate_after)
     handler.parent = parent
     handler.entered = (state, data, actions)
     _vm._enter_loop(handler)

@@ -19,6 +19,9 @@ Translation conventions:
   after the events that would have sent them are known to be over.
 * Times are in seconds and shorter than OTP's milliseconds where only their
   order matters.
+* OTP's ``process_info(Pid, current_function) == {erlang,hibernate,3}`` is
+  ``process_info(pid)['hibernating']``; like OTP's wait_erlang_hibernate,
+  the tests poll it, a hibernation following the reply that announces it.
 """
 
 import logging
@@ -86,8 +89,6 @@ LEFT_OUT = {
     "stop9": "stops a registered state machine on another node: needs distribution",
     "stop10": "stops a globally registered state machine on another node: needs "
               "distribution",
-    "auto_hibernate": "the hibernate_after start option: otpvm has no automatic "
-                      "hibernation (hibernation itself is being made real in the core)",
     "format_log_1": "gen_statem:format_log/1: the report callback of Erlang's logger "
                     "(io format strings and depth limits); otpvm logs with Python's logging",
     "format_log_2": "gen_statem:format_log/2 (single_line, depth, chars_limit): Erlang "
@@ -332,6 +333,11 @@ class Stm(GenStatem):
                 return KeepState(data)
             case ("call", from_), "hping":
                 return KeepStateAndData([Reply(from_, "hpong")])
+            case ("call", from_), ("start_htimer", pid, t):
+                return KeepStateAndData([Reply(from_, "ok"), EventTimeout(t, ("htimer", pid))])
+            case "timeout", ("htimer", pid):
+                send(pid, (me, "htimer_timeout"))
+                return KeepStateAndData()
             case "cast", ("connect", pid):
                 send(pid, "accept")
                 return NextState("wfor_conf", data, EventTimeout(None))  # no-op timeout
@@ -1567,38 +1573,140 @@ def test_replace_state(run, mode):
 # -- hibernation, enter_loop ----------------------------------------------------
 
 
-def test_hibernate(run):
+def _hibernating(pid):
+    """OTP's ``process_info(Pid, current_function) == {erlang,hibernate,3}``."""
+    return otpvm.process_info(pid)["hibernating"]
+
+
+async def wait_hibernate(pid, limit=2.0):
+    """OTP's wait_erlang_hibernate: polls until the process hibernates
+    (a hibernation follows the reply that announces it); returns when it
+    was seen."""
+    deadline = time.monotonic() + limit
+    while not _hibernating(pid):
+        assert time.monotonic() < deadline, f"{pid!r} should be hibernating"
+        await otpvm.sleep(0.005)
+    return time.monotonic()
+
+
+async def is_not_hibernating(pid, limit=2.0):
+    """OTP's is_not_in_erlang_hibernate: polls until the process is awake
+    (a cast wakes it when it gets there)."""
+    deadline = time.monotonic() + limit
+    while _hibernating(pid):
+        assert time.monotonic() < deadline, f"{pid!r} should not be hibernating"
+        await otpvm.sleep(0.005)
+
+
+def test_hibernate(run, mode):
     """The hibernate action, from init, calls, casts, infos and timers: the
-    state machine goes on answering across it, and across suspend/resume.
-    (OTP also checks that the process sits in erlang:hibernate/3; otpvm's
-    Hibernate action does not shrink the process yet.)"""
+    state machine hibernates until its next event (process_info's
+    'hibernating', OTP's current_function erlang:hibernate/3), goes on
+    answering across it, and stays hibernating across suspend/resume."""
     async def main():
         otpvm.process_flag("trap_exit", True)
-        pid0 = await gen_statem.start_link(Stm, "hiber_now")
+        pid0 = await gen_statem.start_link(Stm, start_arg(mode, "hiber_now"))
+        await wait_hibernate(pid0)
         await stop_it(pid0)
         await receive(Exit(pid0, "normal"), timeout=5)
 
-        pid = await gen_statem.start_link(Stm, "hiber")
+        pid = await gen_statem.start_link(Stm, start_arg(mode, "hiber"))
+        assert not _hibernating(pid)
         for _ in range(2):
             assert await gen_statem.call(pid, "hibernate_sync") == "hibernating"
+            await wait_hibernate(pid)
             assert await gen_statem.call(pid, "wakeup_sync") == "good_morning"
+            await is_not_hibernating(pid)
             assert await gen_statem.call(pid, "hibernate_sync") == "hibernating"
+            await wait_hibernate(pid)
             assert await gen_statem.call(pid, "snooze_sync") == "please_just_five_more"
+            await wait_hibernate(pid)
             assert await gen_statem.call(pid, "wakeup_sync") == "good_morning"
+            await is_not_hibernating(pid)
             gen_statem.cast(pid, "hibernate_async")
+            await wait_hibernate(pid)
             gen_statem.cast(pid, "wakeup_async")
+            await is_not_hibernating(pid)
             gen_statem.cast(pid, "hibernate_async")
+            await wait_hibernate(pid)
             gen_statem.cast(pid, "snooze_async")
+            await wait_hibernate(pid)
             gen_statem.cast(pid, "wakeup_async")
+            await is_not_hibernating(pid)
             await check_state(pid, "hiber_idle")
+            assert not _hibernating(pid)
+
             send(pid, ("hibernate_later", 0.05))
+            assert not _hibernating(pid)
+            await wait_hibernate(pid)
             assert await gen_statem.call(pid, "alive?") == "alive!"
+            assert not _hibernating(pid)
             send(pid, "hibernate_now")
+            await wait_hibernate(pid)
             assert await gen_statem.call(pid, "alive?") == "alive!"
+            assert not _hibernating(pid)
+
         assert await gen_statem.call(pid, "hibernate_sync") == "hibernating"
+        await wait_hibernate(pid)
         await sys.suspend(pid)
+        assert _hibernating(pid)
+        await sys.get_state(pid)            # a system request while suspended
+        assert _hibernating(pid)
         await sys.resume(pid)
+        await wait_hibernate(pid)
+        await sys.get_state(pid)            # and awake: it hibernates again
+        await wait_hibernate(pid)
         assert await gen_statem.call(pid, "wakeup_sync") == "good_morning"
+        assert not _hibernating(pid)
+        await stop_it(pid)
+        await receive(Exit(pid, "normal"), timeout=5)
+        await verify_empty_msgq()
+    run(main)
+
+
+def test_auto_hibernate(run, mode):
+    """The hibernate_after start option: the state machine hibernates once
+    it has waited that long for an event -- after init, an info, a cast, a
+    call, an event timeout -- and not while an event timeout shorter than
+    that is pending."""
+    after = 0.2                             # OTP: 500 ms
+    me = otpvm.self
+
+    async def rests_then_hibernates(pid, since, at_least=after):
+        await is_not_hibernating(pid)
+        seen = await wait_hibernate(pid, limit=10 * after)
+        assert seen - since >= at_least     # not before hibernate_after
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        t0 = time.monotonic()
+        pid = await gen_statem.start_link(Stm, start_arg(mode), hibernate_after=after)
+        await rests_then_hibernates(pid, t0)
+        t0 = time.monotonic()
+        send(pid, ("hping", me()))
+        await wfor((pid, "hpong"))
+        await rests_then_hibernates(pid, t0)
+        t0 = time.monotonic()
+        gen_statem.cast(pid, ("hping", me()))
+        await wfor((pid, "hpong"))
+        await rests_then_hibernates(pid, t0)
+        t0 = time.monotonic()
+        assert await gen_statem.call(pid, "hping") == "hpong"
+        await rests_then_hibernates(pid, t0)
+        # an event timeout before hibernate_after: no hibernation until
+        # hibernate_after has passed after it
+        short = after / 4
+        t0 = time.monotonic()
+        assert await gen_statem.call(pid, ("start_htimer", me(), short)) == "ok"
+        await wfor((pid, "htimer_timeout"))
+        await rests_then_hibernates(pid, t0, short + after)
+        # one after hibernate_after: it hibernates, the timeout wakes it
+        long = after * 2
+        t0 = time.monotonic()
+        assert await gen_statem.call(pid, ("start_htimer", me(), long)) == "ok"
+        await rests_then_hibernates(pid, t0)
+        await wfor((pid, "htimer_timeout"))
+        await rests_then_hibernates(pid, t0, long + after)
         await stop_it(pid)
         await receive(Exit(pid, "normal"), timeout=5)
         await verify_empty_msgq()
