@@ -95,12 +95,6 @@ LEFT_OUT = {
                     "logger formatting; otpvm logs with Python's logging",
     "format_log_with_process_label": "gen_statem:format_log with proc_lib process labels: "
                                      "Erlang logger formatting",
-    "send_request_receive_reqid_collection": "PENDING-REQ: send_request/receive_response "
-                                             "and request-id collections",
-    "send_request_wait_reqid_collection": "PENDING-REQ: send_request/wait_response and "
-                                          "request-id collections",
-    "send_request_check_reqid_collection": "PENDING-REQ: send_request/check_response and "
-                                           "request-id collections",
 }
 
 
@@ -170,10 +164,22 @@ async def do_func_test(stm):
     gen_statem.cast(stm, ("alive?", me))
     await wfor("yes")
     await do_disconnect(stm)
+    # OTP counts on the state machine not having answered a request sent
+    # just before a wait of 0; suspending it makes that sure (the cast and
+    # the request wait in its mailbox, in order, until resume).
+    await sys.suspend(stm)
     gen_statem.cast(stm, ("alive?", me))
+    p0 = gen_statem.send_request(stm, "alive?")
+    with pytest.raises(TimeoutError):
+        await gen_statem.wait_response(p0, 0)
+    await sys.resume(stm)
     await wfor("yes")
-    # PENDING-REQ: OTP goes on with send_request, wait_response(P0, 0) == timeout,
-    # wait_response(P0, infinity) and check_response on the next message.
+    assert await gen_statem.wait_response(p0, None) == "yes"
+    await flush()
+    p1 = gen_statem.send_request(stm, "alive?")
+    msg = await receive(timeout=1)
+    assert gen_statem.check_response(msg, p0) is gen_statem.NO_REPLY
+    assert gen_statem.check_response(msg, p1) == "yes"
 
 
 async def do_connect(stm):
@@ -1914,4 +1920,183 @@ def test_reply_by_alias_with_payload(run):
         alias = otpvm.alias()
         otpvm.spawn_link(replier, From(otpvm.self(), alias), value)
         assert await receive((alias, ANY), timeout=5) == (alias, value)
+    run(main)
+
+
+# -- send_request and request-id collections ------------------------------------
+#
+# OTP's delays (1, 200, 400 ms; 1, 500, 1000 ms and a 100 ms deadline for the
+# timeouts) keep their order here, shorter: the replies come req2, req3, req1.
+
+FAST, MID, SLOW = 0.001, 0.15, 0.3
+LATE_MID, LATE_SLOW, DEADLINE = 0.3, 0.5, 0.1
+
+
+async def three_stms():
+    return [await gen_statem.start(Stm) for _ in range(3)]
+
+
+async def stop_three(pid1, pid2, pid3):
+    assert await gen_statem.call(pid1, ("stop", "shutdown")) == "stopped"
+    assert await gen_statem.call(pid3, ("stop", "shutdown")) == "stopped"
+    for pid in (pid1, pid2, pid3):
+        await check_stopped(pid)
+
+
+def three_requests(pid1, pid2, pid3, add_first):
+    """req1 (slow) on pid1, req2 (fast) on pid2, req3 on pid3, in a
+    collection; OTP adds them by send_request/4 or reqids_add, as here."""
+    c0 = gen_statem.reqids_new()
+    if add_first:
+        r1 = gen_statem.send_request(pid1, ("delayed_answer", SLOW))
+        c1 = gen_statem.reqids_add(r1, "req1", c0)
+    else:
+        c1 = gen_statem.send_request(pid1, ("delayed_answer", SLOW), "req1", c0)
+    assert gen_statem.reqids_size(c1) == 1
+    c2 = gen_statem.send_request(pid2, ("delayed_answer", FAST), "req2", c1)
+    assert gen_statem.reqids_size(c2) == 2
+    c3 = gen_statem.send_request(pid3, ("delayed_answer", MID), "req3", c2)
+    assert gen_statem.reqids_size(c3) == 3
+    return c3
+
+
+def reply_of(result, label, size):
+    """OTP's {{reply, delayed}, Label, C}: the label and size checked, C returned."""
+    response, got_label, collection = result
+    assert (response, got_label) == (gen_statem.Response("delayed"), label)
+    assert gen_statem.reqids_size(collection) == size
+    return collection
+
+
+def noproc_of(result, label, size):
+    """OTP's {{error, {noproc, _}}, Label, C}."""
+    response, got_label, collection = result
+    assert response.error is not None and response.error.reason == "noproc"
+    assert got_label == label and gen_statem.reqids_size(collection) == size
+    return collection
+
+
+async def killed(pid):
+    """exit(Pid2, kill), and its death seen.  OTP sends the request right
+    after the kill: Erlang's signal order makes the monitor answer noproc
+    (`P = spawn(...), exit(P, kill), monitor(process, P)` gives noproc on
+    erl); otpvm's monitor can still find the process alive and answer
+    'killed', so the test waits for the death first."""
+    ref = otpvm.monitor(pid)
+    otpvm.exit(pid, "kill")
+    await receive(Down(ref, pid, "killed"), timeout=5)
+
+
+def errors_setup(pid1):
+    """OTP's *_error preamble: req1, and adding it again is badarg (ValueError)."""
+    r1 = gen_statem.send_request(pid1, ("delayed_answer", SLOW))
+    c1 = gen_statem.reqids_add(r1, "req1", gen_statem.reqids_new())
+    with pytest.raises(ValueError):
+        gen_statem.reqids_add(r1, "req2", c1)
+    return c1
+
+
+async def _collection_then_timeout_then_errors(respond, abandons):
+    """send_request_{receive,wait}_reqid_collection: respond is
+    receive_response or wait_response."""
+    pid1, pid2, pid3 = await three_stms()
+    # the plain case
+    r0 = gen_statem.send_request(pid1, "alive?")
+    c3 = three_requests(pid1, pid2, pid3, add_first=True)
+    c4 = reply_of(await respond(c3, None, True), "req2", 2)
+    c5 = reply_of(await respond(c4, 5.678, True), "req3", 1)
+    c6 = reply_of(await respond(c5, 5, True), "req1", 0)
+    assert await respond(c6, 5, True) is gen_statem.NO_REQUEST
+    assert await gen_statem.receive_response(r0, None) == "yes"
+
+    # the timeout case
+    r0 = gen_statem.send_request(pid1, "alive?")
+    r1 = gen_statem.send_request(pid1, ("delayed_answer", LATE_SLOW))
+    c1 = gen_statem.reqids_add(r1, "req1", gen_statem.reqids_new())
+    c2 = gen_statem.send_request(pid2, ("delayed_answer", FAST), "req2", c1)
+    r3 = gen_statem.send_request(pid3, ("delayed_answer", LATE_MID))
+    c3 = gen_statem.reqids_add(r3, "req3", c2)
+    deadline = ("abs", time.monotonic() + DEADLINE)
+    c4 = reply_of(await respond(c3, deadline, True), "req2", 2)
+    with pytest.raises(TimeoutError):
+        await respond(c4, deadline, True)
+    assert set(gen_statem.reqids_to_list(c4)) == {(r1, "req1"), (r3, "req3")}
+    later = ("abs", deadline[1] + LATE_SLOW + 0.3)
+    if abandons:
+        # receive_response gave them up: their replies never come
+        with pytest.raises(TimeoutError):
+            await respond(c4, later, True)
+    else:
+        # wait_response did not: both replies come, the collection kept
+        assert reply_of(await respond(c4, later, False), "req3", 2) is c4
+        assert reply_of(await respond(c4, later, False), "req1", 2) is c4
+    assert await gen_statem.receive_response(r0) == "yes"
+
+    # the error case
+    r0 = gen_statem.send_request(pid1, "alive?")
+    c1 = errors_setup(pid1)
+    await killed(pid2)
+    c2 = gen_statem.send_request(pid2, ("delayed_answer", FAST), "req2", c1)
+    c3 = gen_statem.send_request(pid3, ("delayed_answer", MID), "req3", c2)
+    assert gen_statem.reqids_size(c3) == 3
+    c4 = noproc_of(await respond(c3, 2, True), "req2", 2)
+    assert reply_of(await respond(c4, None, False), "req3", 2) is c4
+    assert reply_of(await respond(c4, None, False), "req1", 2) is c4
+    assert await gen_statem.receive_response(r0, None) == "yes"
+
+    await stop_three(pid1, pid2, pid3)
+    await verify_empty_msgq()
+
+
+def test_send_request_receive_reqid_collection(run):
+    """receive_response on a request-id collection: replies in the order
+    they come with their labels, no_request when empty, a timeout gives
+    every request up, a dead server's noproc as an error response."""
+    run(_collection_then_timeout_then_errors, gen_statem.receive_response, True)
+
+
+def test_send_request_wait_reqid_collection(run):
+    """wait_response on a request-id collection: as receive_response, but
+    a timeout gives nothing up (the replies still come)."""
+    run(_collection_then_timeout_then_errors, gen_statem.wait_response, False)
+
+
+def test_send_request_check_reqid_collection(run):
+    """check_response of received messages against a request-id
+    collection: no_reply for another message, the responses with their
+    labels, no_request when empty; a dead server's noproc."""
+    async def reply_to_alive(pid1):
+        # OTP sleeps 100 ms, then takes the reply to the first request
+        # after sending the others: here it is taken first, which is the same.
+        r0 = gen_statem.send_request(pid1, "alive?")
+        return r0, await receive(timeout=5)
+
+    async def main():
+        pid1, pid2, pid3 = await three_stms()
+        r0, msg0 = await reply_to_alive(pid1)
+        c3 = three_requests(pid1, pid2, pid3, add_first=False)
+        assert gen_statem.check_response(msg0, c3, True) is gen_statem.NO_REPLY
+        c4 = reply_of(gen_statem.check_response(await receive(timeout=5), c3, True), "req2", 2)
+        c5 = reply_of(gen_statem.check_response(await receive(timeout=5), c4, True), "req3", 1)
+        c6 = reply_of(gen_statem.check_response(await receive(timeout=5), c5, True), "req1", 0)
+        assert gen_statem.check_response(msg0, c6, True) is gen_statem.NO_REQUEST
+        assert gen_statem.check_response(msg0, r0) == "yes"
+
+        r0, msg0 = await reply_to_alive(pid1)
+        c1 = errors_setup(pid1)
+        await killed(pid2)
+        c2 = gen_statem.send_request(pid2, ("delayed_answer", FAST), "req2", c1)
+        c3 = gen_statem.send_request(pid3, ("delayed_answer", MID), "req3", c2)
+        assert gen_statem.reqids_size(c3) == 3
+        assert gen_statem.check_response(msg0, c3, True) is gen_statem.NO_REPLY
+        c4 = noproc_of(gen_statem.check_response(await receive(timeout=5), c3, True),
+                       "req2", 2)
+        assert reply_of(gen_statem.check_response(await receive(timeout=5), c4, False),
+                        "req3", 2) is c4
+        assert reply_of(gen_statem.check_response(await receive(timeout=5), c4, False),
+                        "req1", 2) is c4
+        assert gen_statem.check_response(msg0, r0) == "yes"
+
+        await stop_three(pid1, pid2, pid3)
+        await verify_empty_msgq()
     run(main)
