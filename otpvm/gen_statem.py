@@ -110,7 +110,7 @@ from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, Literal, NoReturn, TypeAlias
 
-from otpvm import _vm, code, gen
+from otpvm import _idle, _vm, code, gen
 from otpvm import sys as _sys
 from otpvm.gen import CallError, From, Ignored, StartError, ack
 from otpvm.kernel import (
@@ -118,7 +118,6 @@ from otpvm.kernel import (
     Ref,
     cancel_timer,
     exit,
-    make_ref,
     register,
     send_after,
     whereis,
@@ -468,7 +467,6 @@ class GenStatem:
 # -- the engine -------------------------------------------------------------------
 
 _TIMEOUT = "$statem_timeout"
-_IDLE = "$statem_idle"               # hibernate_after's timer
 _STATE_FUNCTIONS = "state_functions"
 _HANDLE_EVENT_FUNCTION = "handle_event_function"
 _STATE_ENTER = "state_enter"
@@ -573,9 +571,8 @@ class _Statem(_sys.CodeChanging):
         self.module_stack: list[tuple[type, GenStatem]] = []  # push_callback_module's
         self.entered: tuple[Any, Any, Any] | None = None   # enter_loop's state, data, actions
         self.hibernate = False              # the last transition hibernated: until an event
-        self.hibernate_after = _hibernate_after(hibernate_after)
-        self.idle_since = 0.0               # monotonic time it last began to wait
-        self.idle_timer: Ref | None = None  # the tag of hibernate_after's timer on its way
+        after = _idle.check(hibernate_after)
+        self.idle = None if after is None else _idle.IdleTimer(after)   # hibernate_after's
 
     # -- start ------------------------------------------------------------
 
@@ -690,7 +687,7 @@ class _Statem(_sys.CodeChanging):
             elif size == 2:
                 if tag == gen.CAST:
                     return _drive(self._run(("cast", msg[1])))
-                if tag == _IDLE and msg[1] == self.idle_timer:
+                if tag == _idle.TAG and self.idle is not None and self.idle.is_mine(msg):
                     self._idle_timeout()
                     return None
         elif type(msg) is Exit and msg.pid == self.parent:
@@ -886,29 +883,14 @@ class _Statem(_sys.CodeChanging):
         system_continue), else hibernate_after's wait starts again."""
         if self.hibernate:
             self._hibernate()
-        elif self.hibernate_after is not None:
-            self.idle_since = _time.monotonic()
-            if self.idle_timer is None:
-                self._arm_idle(self.hibernate_after)
-
-    def _arm_idle(self, delay: float) -> None:
-        # One timer on its way at most: an event does not restart it, it
-        # moves idle_since, and the timer, when it comes, waits for the rest.
-        assert self.pid is not None
-        self.idle_timer = make_ref()
-        send_after(delay, self.pid, (_IDLE, self.idle_timer))
+        elif self.idle is not None:
+            assert self.pid is not None
+            self.idle.rest(self.pid)
 
     def _idle_timeout(self) -> None:
         """hibernate_after's timer: hibernates if no event came for that long."""
-        self.idle_timer = None
-        if self.hibernate:
-            self._hibernate()             # a system request woke it meanwhile
-            return
-        assert self.hibernate_after is not None
-        left = self.idle_since + self.hibernate_after - _time.monotonic()
-        if left > 0.001:
-            self._arm_idle(left)
-        else:
+        assert self.idle is not None and self.pid is not None
+        if self.idle.fired(self.pid) or self.hibernate:
             self._hibernate()
 
     def _hibernate(self) -> None:
@@ -1217,17 +1199,6 @@ def _listify(actions: Any) -> Iterable[Any]:
     if isinstance(actions, (list, tuple)):
         return actions
     return (actions,)
-
-
-def _hibernate_after(value: Any) -> float | None:
-    """The hibernate_after start option, checked: None or seconds."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"hibernate_after is None or seconds, not {value!r}")
-    if not value >= 0:
-        raise ValueError(f"hibernate_after cannot be negative: {value!r}")
-    return float(value)
 
 
 def _check_time(action: EventTimeout | StateTimeout | GenericTimeout) -> TimeoutTime:
