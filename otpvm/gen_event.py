@@ -65,7 +65,8 @@ hibernate=True)`` (from ``handle_call``) makes the manager hibernate once
 the message is handled, as OTP's ``{ok, ..., hibernate}``: but not after an
 exit signal, nor after ``delete_handler`` or ``which_handlers``, as in OTP.
 A ``SwapHandler``'s new handler may hibernate from ``init`` too (OTP takes
-``{ok, State, hibernate}`` for an error there, and only there).
+``{ok, State, hibernate}`` for an error there, and only there).  The
+``hibernate_after`` start option hibernates a manager idle that long.
 
 Callbacks may be ``async def``: the manager then waits for them (handling no
 other request meanwhile, as in OTP, where a callback may block).
@@ -86,7 +87,7 @@ from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
 
-from otpvm import _vm, code, gen
+from otpvm import _idle, _vm, code, gen
 from otpvm import sys as _sys
 from otpvm.gen import CallError, From, StartError
 from otpvm.kernel import (
@@ -369,7 +370,10 @@ class _Installed:
 class _Manager(_sys.CodeChanging):
     """The event manager: a callback process whose state is its handlers."""
 
-    def __init__(self, name: Any, parent: Pid | None) -> None:
+    def __init__(self, name: Any, parent: Pid | None,
+                 hibernate_after: float | None = None) -> None:
+        after = _idle.check(hibernate_after)
+        self.idle = None if after is None else _idle.IdleTimer(after)   # hibernate_after's
         self.name = name
         self.parent = parent
         self.handlers: list[_Installed] = []    # newest first, as in OTP
@@ -393,6 +397,7 @@ class _Manager(_sys.CodeChanging):
         elif self.name is not None:
             return self._start_via(self.name)
         gen.ack(self.starter)
+        self._rest()
         return None
 
     async def _start_via(self, name: Any) -> None:
@@ -405,6 +410,7 @@ class _Manager(_sys.CodeChanging):
             gen.ack(self.starter, ("already_started", exc.pid))
             exit("normal")
         gen.ack(self.starter)
+        self._rest()
 
     def handle_message(self, msg: Any) -> Any:
         """Runs the request as a coroutine; returns it only if it suspended."""
@@ -421,15 +427,26 @@ class _Manager(_sys.CodeChanging):
         if (type(msg) is tuple and len(msg) == 3 and msg[0] == gen.SYSTEM
                 and type(msg[1]) is From):
             await self._system(msg[1], msg[2])
-            if self.hibernate:
-                self._hibernate()       # again: OTP's system_continue keeps Hib
+            self._rest()                # hibernating: again (OTP's system_continue)
+            return
+        if (self.idle is not None and type(msg) is tuple and len(msg) == 2
+                and msg[0] == _idle.TAG and self.idle.is_mine(msg)):
+            if self.idle.fired(_me()) or self.hibernate:
+                self._hibernate()
             return
         self.asked = False
         await self._message(msg)
         # OTP: an exit signal's handle_info never hibernates the manager
         self.hibernate = self.asked and type(msg) is not Exit
+        self._rest()
+
+    def _rest(self) -> None:
+        """The manager waits for its next message: it hibernates if a
+        handler asked to, else hibernate_after's wait starts again."""
         if self.hibernate:
             self._hibernate()
+        elif self.idle is not None:
+            self.idle.rest(_me())
 
     def _hibernate(self) -> None:
         """Shrinks the manager until its next message, as OTP's hibernate:
@@ -909,27 +926,34 @@ def _same_id(a: Any, b: Any) -> bool:
 # -- the API ----------------------------------------------------------------------
 
 
-async def start(name: Any = None, *, timeout: float | None = None) -> Pid:
+async def start(name: Any = None, *, timeout: float | None = None,
+                hibernate_after: float | None = None) -> Pid:
     """Starts an event manager with no handlers, registered as ``name``: a
     str, or a ``registry.via(reg, key)`` name (OTP's ``{via, Module, Name}``).
+    ``hibernate_after`` (seconds, OTP's start option): the manager
+    hibernates whenever it has waited that long for a message.
 
     Raises ``StartError(('already_started', pid))`` if the name is taken.
     """
-    pid: Pid = await gen.start(_Manager(_check_name(name), None), link=False, timeout=timeout)
+    pid: Pid = await gen.start(_Manager(_check_name(name), None, hibernate_after),
+                               link=False, timeout=timeout)
     return pid
 
 
-async def start_link(name: Any = None, *, timeout: float | None = None) -> Pid:
+async def start_link(name: Any = None, *, timeout: float | None = None,
+                     hibernate_after: float | None = None) -> Pid:
     """Like start, and links the manager to the caller, its parent: an exit
     signal from the parent stops the manager (handlers get ``'stop'``)."""
-    pid: Pid = await gen.start(_Manager(_check_name(name), _me()), link=True, timeout=timeout)
+    pid: Pid = await gen.start(_Manager(_check_name(name), _me(), hibernate_after),
+                               link=True, timeout=timeout)
     return pid
 
 
-async def start_monitor(name: Any = None, *,
-                        timeout: float | None = None) -> tuple[Pid, Ref]:
+async def start_monitor(name: Any = None, *, timeout: float | None = None,
+                        hibernate_after: float | None = None) -> tuple[Pid, Ref]:
     """Like start, and monitors the manager: returns ``(pid, ref)``."""
-    result: tuple[Pid, Ref] = await gen.start(_Manager(_check_name(name), None), link=False,
+    result: tuple[Pid, Ref] = await gen.start(_Manager(_check_name(name), None,
+                                                       hibernate_after), link=False,
                                               timeout=timeout, monitor_child=True)
     return result
 
