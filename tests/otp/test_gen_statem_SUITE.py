@@ -1675,7 +1675,7 @@ def test_auto_hibernate(run, mode):
     it has waited that long for an event -- after init, an info, a cast, a
     call, an event timeout -- and not while an event timeout shorter than
     that is pending."""
-    after = 0.2                             # OTP: 500 ms
+    after = 0.15                            # OTP: 500 ms
     me = otpvm.self
 
     async def rests_then_hibernates(pid, since, at_least=after):
@@ -1701,7 +1701,7 @@ def test_auto_hibernate(run, mode):
         await rests_then_hibernates(pid, t0)
         # an event timeout before hibernate_after: no hibernation until
         # hibernate_after has passed after it
-        short = after / 4
+        short = after / 3
         t0 = time.monotonic()
         assert await gen_statem.call(pid, ("start_htimer", me(), short)) == "ok"
         await wfor((pid, "htimer_timeout"))
@@ -2021,7 +2021,7 @@ async def _collection_then_timeout_then_errors(respond, abandons):
     with pytest.raises(TimeoutError):
         await respond(c4, deadline, True)
     assert set(gen_statem.reqids_to_list(c4)) == {(r1, "req1"), (r3, "req3")}
-    later = ("abs", deadline[1] + LATE_SLOW + 0.3)
+    later = ("abs", deadline[1] + LATE_SLOW + 0.15)
     if abandons:
         # receive_response gave them up: their replies never come
         with pytest.raises(TimeoutError):
