@@ -995,6 +995,18 @@ def _hibernating(pid):
     return otpvm.process_info(pid)["hibernating"]
 
 
+async def _asleep(pid):
+    """Whether pid hibernates within 5 s: it does so after the reply that
+    tells, and another scheduler thread (the VM adds one while a process
+    runs long) may read before.  'Not hibernating' needs no wait: the
+    message that wakes the process clears it before its reply."""
+    for _ in range(1000):
+        if _hibernating(pid):
+            return True
+        await otpvm.sleep(0.005)
+    return False
+
+
 class _Hoarder(GenStatem):
     """Its data grows to a big dict, then shrinks to one key: the table
     stays big until hibernation rebuilds it."""
@@ -1026,8 +1038,8 @@ def test_hibernate_shrinks_the_data_until_the_next_event():
         awake = _hibernating(pid)
         await gen_statem.call(pid, "hibernate")
         await otpvm.sys.get_state(pid)    # a system request: it hibernates again
+        asleep = await _asleep(pid)
         after = tracemalloc.get_traced_memory()[0]
-        asleep = _hibernating(pid)
         assert await gen_statem.call(pid, "size") == 1    # the data is intact
         return before - after, (awake, asleep, _hibernating(pid))
 
@@ -1075,10 +1087,12 @@ def test_hibernate_is_the_last_transitions_before_waiting():
     async def main():
         pid = await gen_statem.start(_Sleeper)
         got = []
-        for request in ("then_event", "event_hibernates", "nothing", "enter", "enter",
-                        "enter"):
+        for request, asleep in (("then_event", False), ("event_hibernates", True),
+                                ("nothing", False), ("enter", True), ("enter", False),
+                                ("enter", True)):
             await gen_statem.call(pid, request)
-            got.append(_hibernating(pid))
+            # (a hibernation comes after the reply: waited for)
+            got.append(await _asleep(pid) if asleep else _hibernating(pid))
         return got
 
     assert run(main) == [False, True, False, True, False, True]

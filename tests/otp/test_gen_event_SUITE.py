@@ -786,9 +786,9 @@ def test_hibernate(run):
         await gen_event.add_handler(MGR, DummyH, [me, "hibernate"])   # from init
         await is_in_hibernate(pid2)
         await otp_sys.suspend(MGR)
-        assert _hibernating(pid2)
+        await is_in_hibernate(pid2)         # each: after the reply
         await otp_sys.resume(MGR)
-        assert _hibernating(pid2)
+        await is_in_hibernate(pid2)
         send(pid2, "wake")
         await is_not_in_hibernate(pid2)
         await gen_event.stop(MGR)

@@ -1655,7 +1655,7 @@ def test_hibernate(run, mode):
         assert await gen_statem.call(pid, "hibernate_sync") == "hibernating"
         await wait_hibernate(pid)
         await sys.suspend(pid)
-        assert _hibernating(pid)
+        await wait_hibernate(pid)           # (after the reply to suspend)
         await sys.get_state(pid)            # a system request while suspended
         assert _hibernating(pid)
         await sys.resume(pid)
