@@ -57,7 +57,16 @@ Differences, deliberate: OTP hands a supervising owner and ``call`` the bare
 bad value, otpvm ``BadReturn(value)`` (a bare value could read as
 ``'normal'``); OTP's ``{Module, Id, State}`` triples are ``(handler_id,
 state)`` pairs; an unlinked manager's ``get_status`` parent is None (OTP:
-the manager itself); there is no hibernation.
+the manager itself).
+
+Hibernation: a handler's ``Hibernate(state)`` (from ``init``,
+``handle_event``, ``handle_info``) or ``Reply(value, state,
+hibernate=True)`` (from ``handle_call``) makes the manager hibernate once
+the message is handled, as OTP's ``{ok, ..., hibernate}``: but not after an
+exit signal, nor after ``delete_handler`` or ``which_handlers``, as in OTP.
+A ``SwapHandler``'s new handler may hibernate from ``init`` too (OTP takes
+``{ok, State, hibernate}`` for an error there, and only there).  The
+``hibernate_after`` start option hibernates a manager idle that long.
 
 Callbacks may be ``async def``: the manager then waits for them (handling no
 other request meanwhile, as in OTP, where a callback may block).
@@ -78,7 +87,7 @@ from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
 
-from otpvm import _vm, code, gen
+from otpvm import _idle, _vm, code, gen
 from otpvm import sys as _sys
 from otpvm.gen import CallError, From, StartError
 from otpvm.kernel import (
@@ -97,6 +106,7 @@ from otpvm.terms import Exit, NameRegistrationError, ProcessExit
 
 __all__ = [
     "BadReturn", "CallError", "Crash", "EventHandler", "GenEventExit", "HandlerError", "HandlerId",
+    "Hibernate",
     "HandlerNotFound", "Refuse", "RemoveHandler", "Reply", "StartError", "Stop", "SwapHandler",
     "Swapped", "add_handler", "add_sup_handler", "call", "delete_handler", "notify",
     "start", "start_link", "start_monitor", "stop", "swap_handler", "swap_sup_handler",
@@ -120,9 +130,24 @@ NOTIFY = "$gen_event_notify"
 @dataclass(slots=True)
 class Reply(Generic[S]):
     """``handle_call``: answer ``value`` and go on with ``state`` (a plain
-    ``(value, state)`` tuple means the same)."""
+    ``(value, state)`` tuple means the same); ``hibernate=True``: the
+    manager hibernates after the call (OTP's ``{ok, Reply, State,
+    hibernate}``)."""
 
     value: Any
+    state: S
+    hibernate: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class Hibernate(Generic[S]):
+    """``init``, ``handle_event``, ``handle_info``: go on with ``state``,
+    and the manager hibernates once the message is handled (OTP's ``{ok,
+    State, hibernate}``): every handler's state has its built-in
+    containers rebuilt at their exact size, and ``process_info(pid)
+    ['hibernating']`` is True until the next message (system requests
+    leave it hibernating)."""
+
     state: S
 
 
@@ -345,7 +370,10 @@ class _Installed:
 class _Manager(_sys.CodeChanging):
     """The event manager: a callback process whose state is its handlers."""
 
-    def __init__(self, name: Any, parent: Pid | None) -> None:
+    def __init__(self, name: Any, parent: Pid | None,
+                 hibernate_after: float | None = None) -> None:
+        after = _idle.check(hibernate_after)
+        self.idle = None if after is None else _idle.IdleTimer(after)   # hibernate_after's
         self.name = name
         self.parent = parent
         self.handlers: list[_Installed] = []    # newest first, as in OTP
@@ -354,6 +382,8 @@ class _Manager(_sys.CodeChanging):
         self.debug: _sys.Debug | None = None    # sys.trace, log, statistics...: None while off
         # change_code's undo, until commit/abort/resume: (handler, id, snapshot)
         self.undo: list[tuple[_Installed, Any, _sys.CodeUndo]] | None = None
+        self.hibernate = False                  # hibernating, until the next message
+        self.asked = False                      # a handler asked to, for this message
 
     def start(self) -> Any:
         process_flag("trap_exit", True)
@@ -367,6 +397,7 @@ class _Manager(_sys.CodeChanging):
         elif self.name is not None:
             return self._start_via(self.name)
         gen.ack(self.starter)
+        self._rest()
         return None
 
     async def _start_via(self, name: Any) -> None:
@@ -379,6 +410,7 @@ class _Manager(_sys.CodeChanging):
             gen.ack(self.starter, ("already_started", exc.pid))
             exit("normal")
         gen.ack(self.starter)
+        self._rest()
 
     def handle_message(self, msg: Any) -> Any:
         """Runs the request as a coroutine; returns it only if it suspended."""
@@ -392,10 +424,45 @@ class _Manager(_sys.CodeChanging):
     async def _handle(self, msg: Any) -> None:
         if self.epoch != _vm.code_epoch():
             self._code_epoch_changed()
+        if (type(msg) is tuple and len(msg) == 3 and msg[0] == gen.SYSTEM
+                and type(msg[1]) is From):
+            await self._system(msg[1], msg[2])
+            self._rest()                # hibernating: again (OTP's system_continue)
+            return
+        if (self.idle is not None and type(msg) is tuple and len(msg) == 2
+                and msg[0] == _idle.TAG and self.idle.is_mine(msg)):
+            if self.idle.fired(_me()) or self.hibernate:
+                self._hibernate()
+            return
+        self.asked = False
+        await self._message(msg)
+        # OTP: an exit signal's handle_info never hibernates the manager
+        self.hibernate = self.asked and type(msg) is not Exit
+        self._rest()
+
+    def _rest(self) -> None:
+        """The manager waits for its next message: it hibernates if a
+        handler asked to, else hibernate_after's wait starts again."""
+        if self.hibernate:
+            self._hibernate()
+        elif self.idle is not None:
+            self.idle.rest(_me())
+
+    def _hibernate(self) -> None:
+        """Shrinks the manager until its next message, as OTP's hibernate:
+        each handler's state has its built-in containers rebuilt at their
+        exact size (one that cannot be is kept as it is), and the process
+        drops what it kept for speed (_vm._hibernate)."""
+        for h in self.handlers:
+            try:
+                h.state = _vm._compact(h.state)
+            except Exception:
+                pass                    # a stale class in it: keep it as it is
+        self.handlers = list(self.handlers)
+        _vm._hibernate()
+
+    async def _message(self, msg: Any) -> None:
         if type(msg) is tuple:
-            if len(msg) == 3 and msg[0] == gen.SYSTEM and type(msg[1]) is From:
-                await self._system(msg[1], msg[2])
-                return
             if self.debug is not None:
                 self._debug_in(msg)
             if len(msg) == 2 and msg[0] == NOTIFY:
@@ -462,6 +529,9 @@ class _Manager(_sys.CodeChanging):
             return _reason(exc)
         if type(state) is Refuse:
             return state.reason
+        if type(state) is Hibernate:
+            state = state.state
+            self.asked = True
         return _Installed(handler, mod, state, owner)
 
     async def _delete(self, handler: Any, args: Any) -> tuple[bool, Any]:
@@ -502,6 +572,7 @@ class _Manager(_sys.CodeChanging):
                 result = await result
             if isinstance(result, Reply):
                 h.state = result.state
+                self.asked = self.asked or result.hibernate
                 return True, result.value
             if type(result) is tuple and len(result) == 2:
                 h.state = result[1]
@@ -541,6 +612,9 @@ class _Manager(_sys.CodeChanging):
                 await self._swap_in_place(h, result)
             elif _bad_event_result(result):
                 await self._bad_return(h, result, event)
+            elif type(result) is Hibernate:
+                h.state = result.state
+                self.asked = True
             else:
                 h.state = result
 
@@ -640,6 +714,8 @@ class _Manager(_sys.CodeChanging):
             gen.reply(from_, self._status())
         elif op == "suspend":
             gen.reply(from_, "ok")
+            if self.hibernate:
+                self._hibernate()       # suspended, it stays hibernating (OTP)
             await self._suspended()
         elif op == "resume":
             gen.reply(from_, "ok")
@@ -850,27 +926,34 @@ def _same_id(a: Any, b: Any) -> bool:
 # -- the API ----------------------------------------------------------------------
 
 
-async def start(name: Any = None, *, timeout: float | None = None) -> Pid:
+async def start(name: Any = None, *, timeout: float | None = None,
+                hibernate_after: float | None = None) -> Pid:
     """Starts an event manager with no handlers, registered as ``name``: a
     str, or a ``registry.via(reg, key)`` name (OTP's ``{via, Module, Name}``).
+    ``hibernate_after`` (seconds, OTP's start option): the manager
+    hibernates whenever it has waited that long for a message.
 
     Raises ``StartError(('already_started', pid))`` if the name is taken.
     """
-    pid: Pid = await gen.start(_Manager(_check_name(name), None), link=False, timeout=timeout)
+    pid: Pid = await gen.start(_Manager(_check_name(name), None, hibernate_after),
+                               link=False, timeout=timeout)
     return pid
 
 
-async def start_link(name: Any = None, *, timeout: float | None = None) -> Pid:
+async def start_link(name: Any = None, *, timeout: float | None = None,
+                     hibernate_after: float | None = None) -> Pid:
     """Like start, and links the manager to the caller, its parent: an exit
     signal from the parent stops the manager (handlers get ``'stop'``)."""
-    pid: Pid = await gen.start(_Manager(_check_name(name), _me()), link=True, timeout=timeout)
+    pid: Pid = await gen.start(_Manager(_check_name(name), _me(), hibernate_after),
+                               link=True, timeout=timeout)
     return pid
 
 
-async def start_monitor(name: Any = None, *,
-                        timeout: float | None = None) -> tuple[Pid, Ref]:
+async def start_monitor(name: Any = None, *, timeout: float | None = None,
+                        hibernate_after: float | None = None) -> tuple[Pid, Ref]:
     """Like start, and monitors the manager: returns ``(pid, ref)``."""
-    result: tuple[Pid, Ref] = await gen.start(_Manager(_check_name(name), None), link=False,
+    result: tuple[Pid, Ref] = await gen.start(_Manager(_check_name(name), None,
+                                                       hibernate_after), link=False,
                                               timeout=timeout, monitor_child=True)
     return result
 

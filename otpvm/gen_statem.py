@@ -51,7 +51,7 @@ The semantics are OTP's (``gen_statem(3)``):
   everything already queued, in the order given), ``EventTimeout``
   (cancelled by any event), ``StateTimeout`` (cancelled by a state change),
   ``GenericTimeout`` (named; cancelled only explicitly), ``Hibernate``
-  (accepted; a no-op here), ``ChangeCallbackModule``/``PushCallbackModule``/
+  (see below), ``ChangeCallbackModule``/``PushCallbackModule``/
   ``PopCallbackModule`` (go on with another GenStatem class: a new instance
   of it, no ``init``; a pop goes back to the instance pushed).  For timeouts
   the last action of each kind wins; a time of ``None`` (infinity) cancels,
@@ -63,6 +63,14 @@ The semantics are OTP's (``gen_statem(3)``):
   quietly.  ``enter_loop`` turns a coroutine process that set itself up
   into a state machine; unlike OTP (which reads proc_lib's record of the
   starter), it is given its parent.
+* **Hibernation**: after a transition with the ``Hibernate`` action (the
+  last one before the state machine waits for its next event), or once it
+  has waited ``hibernate_after`` seconds (a start option), it hibernates:
+  the built-in containers of its state, data and postponed events are
+  rebuilt at their exact size (keep no other reference to them across it)
+  and the process drops what it kept for speed, until its next event;
+  ``process_info(pid)['hibernating']`` says so.  A system request leaves a
+  hibernating state machine hibernating.
 * **sys**: ``get_state``/``replace_state`` see ``(state, data)``;
   ``get_status`` gives a dict with ``state``, ``data``, ``queue`` (events
   inserted, not handled yet), ``postponed``, ``timeouts`` (``[(kind,
@@ -102,16 +110,14 @@ from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any, Literal, NoReturn, TypeAlias
 
-from otpvm import _vm, code, gen
+from otpvm import _idle, _vm, code, gen
 from otpvm import sys as _sys
 from otpvm.gen import CallError, From, Ignored, StartError, ack
 from otpvm.kernel import (
     Pid,
     Ref,
-    become,
     cancel_timer,
     exit,
-    receive,
     register,
     send_after,
     whereis,
@@ -233,7 +239,11 @@ class Postpone:
 
 @dataclass(frozen=True, slots=True)
 class Hibernate:
-    """Accepted for compatibility; otpvm processes keep no stack to shed."""
+    """Shrinks the state machine once it waits for its next event (if this
+    transition is the last before it waits): the state, the data and the
+    postponed events have their built-in containers rebuilt at their exact
+    size, as OTP's hibernate, and ``process_info(pid)['hibernating']`` is
+    True until the next event (system requests leave it hibernating)."""
 
     hibernate: bool = True
 
@@ -477,12 +487,13 @@ class _Stopping(Exception):
 class _Transition:
     """What the callbacks of one event asked for, applied all at once."""
 
-    __slots__ = ("state", "data", "postpone", "next_events", "timeouts")
+    __slots__ = ("state", "data", "postpone", "next_events", "timeouts", "hibernate")
 
     def __init__(self, state: Any, data: Any) -> None:
         self.state = state
         self.data = data
         self.postpone = False
+        self.hibernate = False
         self.next_events: list[Event] = []
         self.timeouts: list[tuple[Any, TimeoutTime, Any, bool]] = []
 
@@ -528,7 +539,8 @@ async def _drive_async(step: _Step, pending: Any) -> None:
 class _Statem(_sys.CodeChanging):
     """The callback-process handler that runs a GenStatem."""
 
-    def __init__(self, cls: type[GenStatem] | str, args: Any, name: Any) -> None:
+    def __init__(self, cls: type[GenStatem] | str, args: Any, name: Any,
+                 hibernate_after: float | None = None) -> None:
         if isinstance(cls, str) and ":" in cls:
             cls = code.ref(cls).resolve()         # a late-bound "pkg.mod:Name"
         if not (isinstance(cls, type) and issubclass(cls, GenStatem)):
@@ -558,6 +570,9 @@ class _Statem(_sys.CodeChanging):
         self.debug: _sys.Debug | None = None   # sys.trace / sys.log, None while off
         self.module_stack: list[tuple[type, GenStatem]] = []  # push_callback_module's
         self.entered: tuple[Any, Any, Any] | None = None   # enter_loop's state, data, actions
+        self.hibernate = False              # the last transition hibernated: until an event
+        after = _idle.check(hibernate_after)
+        self.idle = None if after is None else _idle.IdleTimer(after)   # hibernate_after's
 
     # -- start ------------------------------------------------------------
 
@@ -660,13 +675,21 @@ class _Statem(_sys.CodeChanging):
                 if tag == _TIMEOUT:
                     entry = self.timers.get(msg[1])
                     if entry is None or entry[1] != msg[2] or entry[0] is None:
-                        return None         # a cancelled timer's late message
+                        self._rest()        # a cancelled timer's late message
+                        return None
                     del self.timers[msg[1]]
                     return _drive(self._run((msg[1], entry[2])))
                 if tag == gen.SYSTEM:
-                    return self._system(msg[1], msg[2])
-            elif size == 2 and tag == gen.CAST:
-                return _drive(self._run(("cast", msg[1])))
+                    more = self._system(msg[1], msg[2])
+                    if more is None:
+                        self._rest()
+                    return more
+            elif size == 2:
+                if tag == gen.CAST:
+                    return _drive(self._run(("cast", msg[1])))
+                if tag == _idle.TAG and self.idle is not None and self.idle.is_mine(msg):
+                    self._idle_timeout()
+                    return None
         elif type(msg) is Exit and msg.pid == self.parent:
             return _drive(self._shutdown(msg.reason))   # the parent's exit, trapped
         return _drive(self._run(("info", msg)))
@@ -684,6 +707,7 @@ class _Statem(_sys.CodeChanging):
             while event is not None:
                 yield from self._handle(event)
                 event = self._next_event()
+            self._rest()
         except _Stopping as stopping:
             for item in _listify(stopping.replies):
                 if type(item) is not Reply:
@@ -793,7 +817,7 @@ class _Statem(_sys.CodeChanging):
                     raise StatemError("bad_action_from_state_function", action)
                 tr.next_events.append((action.event_type, action.content))
             elif kind is Hibernate or action is Hibernate:
-                pass                              # nothing to shed: no stack between events
+                tr.hibernate = action is Hibernate or action.hibernate
             elif kind in _MODULE_ACTIONS or action is PopCallbackModule:
                 if not state_call:
                     raise StatemError("bad_state_enter_action_from_state_function", action)
@@ -839,6 +863,7 @@ class _Statem(_sys.CodeChanging):
             self.queue.extendleft(reversed(tr.next_events))
         self.state = tr.state
         self.data = tr.data
+        self.hibernate = tr.hibernate
         if tr.timeouts:
             self._start_timeouts(tr.timeouts)
 
@@ -849,6 +874,37 @@ class _Statem(_sys.CodeChanging):
             kind = self.t0q.pop(0)
             return kind, self.timers.pop(kind)[2]
         return None
+
+    # -- waiting: hibernation ----------------------------------------------------
+
+    def _rest(self) -> None:
+        """The state machine waits for its next event: it hibernates if its
+        last transition asked to (again after a system request, as OTP's
+        system_continue), else hibernate_after's wait starts again."""
+        if self.hibernate:
+            self._hibernate()
+        elif self.idle is not None:
+            assert self.pid is not None
+            self.idle.rest(self.pid)
+
+    def _idle_timeout(self) -> None:
+        """hibernate_after's timer: hibernates if no event came for that long."""
+        assert self.idle is not None and self.pid is not None
+        if self.idle.fired(self.pid) or self.hibernate:
+            self._hibernate()
+
+    def _hibernate(self) -> None:
+        """Shrinks the state machine until its next message, as OTP's
+        hibernate: state, data and postponed events (its live data) have
+        their built-in containers rebuilt at their exact size, and the
+        process drops what it kept for speed (_vm._hibernate).  What
+        cannot be rebuilt is kept as it is."""
+        try:
+            self.state, self.data, self.postponed = _vm._compact(
+                (self.state, self.data, self.postponed))
+        except Exception:
+            pass                          # a stale class in it: keep it as it is
+        _vm._hibernate()
 
     # -- timeouts -------------------------------------------------------------
 
@@ -993,7 +1049,7 @@ class _Statem(_sys.CodeChanging):
             gen.reply(from_, self._status())
         elif request == "suspend":
             gen.reply(from_, "ok")
-            return self._suspended()
+            return self._suspend()
         elif request == "resume":
             gen.reply(from_, "ok")
         elif _sys.code_request(request) is not None:
@@ -1007,6 +1063,13 @@ class _Statem(_sys.CodeChanging):
                 self.debug, answer = handled
                 gen.reply(from_, answer)
         return None
+
+    async def _suspend(self) -> None:
+        """Suspended: a hibernating state machine stays so (OTP)."""
+        if self.hibernate:
+            self._hibernate()
+        await self._suspended()
+        self._rest()
 
     def _debug_name(self) -> Any:
         return self.name if self.name is not None else self.pid
@@ -1167,7 +1230,7 @@ def _valid_event_type(event_type: Any) -> bool:
 
 
 async def start(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
-                timeout: float | None = None) -> Pid:
+                timeout: float | None = None, hibernate_after: float | None = None) -> Pid:
     """Starts a state machine and returns its pid once ``init`` has completed.
 
     With ``name`` (a str, or a ``registry.via(reg, key)`` name), the
@@ -1175,28 +1238,38 @@ async def start(cls: type[GenStatem] | str, args: Any = None, *, name: Any = Non
     ``StartError(('already_started', pid))`` is raised.
     Raises ``StartError`` if init fails, stops or returns InitError
     (``reason`` says why), ``Ignored`` if init returned Ignore.
+
+    ``hibernate_after`` (seconds, OTP's start option): the state machine
+    hibernates (as the Hibernate action) whenever it has waited that long
+    for an event.
     """
-    pid: Pid = await gen.start(_Statem(cls, args, name), link=False, timeout=timeout)
+    pid: Pid = await gen.start(_Statem(cls, args, name, hibernate_after), link=False,
+                               timeout=timeout)
     return pid
 
 
 async def start_link(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
-                     timeout: float | None = None) -> Pid:
+                     timeout: float | None = None,
+                     hibernate_after: float | None = None) -> Pid:
     """Like start, and links the state machine to the caller (its parent)."""
-    pid: Pid = await gen.start(_Statem(cls, args, name), link=True, timeout=timeout)
+    pid: Pid = await gen.start(_Statem(cls, args, name, hibernate_after), link=True,
+                               timeout=timeout)
     return pid
 
 
 async def start_monitor(cls: type[GenStatem] | str, args: Any = None, *, name: Any = None,
-                        timeout: float | None = None) -> tuple[Pid, Ref]:
+                        timeout: float | None = None,
+                        hibernate_after: float | None = None) -> tuple[Pid, Ref]:
     """Like start, and monitors the state machine: returns (pid, ref)."""
-    result: tuple[Pid, Ref] = await gen.start(_Statem(cls, args, name), link=False,
+    result: tuple[Pid, Ref] = await gen.start(_Statem(cls, args, name, hibernate_after),
+                                              link=False,
                                               timeout=timeout, monitor_child=True)
     return result
 
 
 def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions: Any = (), *,
-               name: Any = None, parent: Pid | None = None) -> NoReturn:
+               name: Any = None, parent: Pid | None = None,
+               hibernate_after: float | None = None) -> NoReturn:
     """Makes the calling coroutine process a state machine, in ``state``
     with ``data``, after ``actions`` (OTP's ``enter_loop/4,5,6``): for a
     process that set itself up (registered a name, acknowledged its own
@@ -1211,7 +1284,8 @@ def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions: Any =
     registry)``).  ``parent`` is the process whose exit signal, when the
     process traps exits, stops the state machine with that reason (as from
     a supervisor): otpvm keeps no record of who started a process, so
-    pass the pid of the starter (None: no parent).
+    pass the pid of the starter (None: no parent).  ``hibernate_after``
+    is start's.
     """
     if name is not None:
         if not (isinstance(name, str) or _is_via(name)):
@@ -1220,20 +1294,11 @@ def enter_loop(cls: type[GenStatem] | str, state: Any, data: Any, actions: Any =
         if gen.resolve(name) != _me():
             exit("process_not_registered" if isinstance(name, str)
                  else ("process_not_registered_via", name.registry))
-    handler = _Statem(cls, None, name)
+    handler = _Statem(cls, None, name, hibernate_after)
     handler.parent = parent
     handler.entered = (state, data, actions)
-    become(_entered, handler)
-
-
-async def _entered(handler: _Statem) -> None:
-    """enter_loop's process body: the handler, fed from the mailbox as a
-    callback process's would be (its start first)."""
-    more = handler.start()
-    while True:
-        if more is not None:
-            await more
-        more = handler.handle_message(await receive())
+    _vm._enter_loop(handler)
+    raise AssertionError("unreachable: _enter_loop raises")
 
 
 async def call(dest: Pid | str, request: Any, timeout: float | None = 5.0) -> Any:

@@ -899,3 +899,82 @@ def test_a_manager_can_be_started_under_a_via_name(run):
 
     mgr, got, reason, after = run(main)
     assert got == 2 and reason == ("already_started", mgr) and after is None
+
+
+# -- hibernation --------------------------------------------------------------
+
+
+class _Hoarder(gen_event.EventHandler):
+    """Its state grows to a big dict, then shrinks to one key; hibernates
+    on request, and on any info (exit signals included)."""
+
+    def init(self, test):
+        self.test = test
+        return {}
+
+    def handle_event(self, event, state):
+        if event == "grow":
+            state.update((i, None) for i in range(200_000))
+        elif event == "shrink":
+            for i in range(1, 200_000):
+                del state[i]
+        elif event == "hibernate":
+            return gen_event.Hibernate(state)
+        return state
+
+    def handle_call(self, request, state):
+        return len(state), state
+
+    def handle_info(self, info, state):
+        send(self.test, ("info", info))
+        return gen_event.Hibernate(state)
+
+
+def test_hibernate_shrinks_the_handler_states_until_the_next_message():
+    import tracemalloc
+
+    def hibernating(pid):
+        return otpvm.process_info(pid)["hibernating"]
+
+    async def until_hibernating(pid):
+        # it hibernates after its reply (or report): another scheduler
+        # thread (the VM adds one while a process runs long) may look first
+        for _ in range(1000):
+            if hibernating(pid):
+                return True
+            await otpvm.sleep(0.005)
+        return False
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        mgr = await gen_event.start_link()
+        await gen_event.add_handler(mgr, _Hoarder, otpvm.self())
+        await gen_event.sync_notify(mgr, "grow")
+        await gen_event.sync_notify(mgr, "shrink")
+        before = tracemalloc.get_traced_memory()[0]
+        awake = hibernating(mgr)
+        gen_event.notify(mgr, "hibernate")
+        await otp_sys.get_state(mgr)    # after the event; a sys request: again
+        asleep = await until_hibernating(mgr)
+        after = tracemalloc.get_traced_memory()[0]
+        assert await gen_event.call(mgr, _Hoarder, "size") == 1    # intact
+        woken = hibernating(mgr)
+        send(mgr, "info")               # handle_info asks
+        await receive(("info", "info"), timeout=T)
+        by_info = await until_hibernating(mgr)
+        # an exit signal's handle_info never hibernates the manager (OTP)
+        async def linked():
+            otpvm.link(mgr)
+            otpvm.exit("bye")
+        pid = otpvm.spawn(linked)
+        await receive(("info", Exit(pid, "bye")), timeout=T)
+        by_exit = hibernating(mgr)
+        return before - after, (awake, asleep, woken, by_info, by_exit)
+
+    tracemalloc.start()
+    try:
+        freed, states = otpvm.run(main, schedulers=1)   # no other scheduler races the checks
+    finally:
+        tracemalloc.stop()
+    assert states == (False, True, False, True, False)
+    assert freed > 4_000_000        # the 200 000-key table (about 10 MB) is gone

@@ -986,3 +986,154 @@ def test_enter_loop_runs_the_enter_call_and_actions_first():
 
     assert run(main) == (["unwound", ("enter", "s", "s"), ("internal", 1, "s"),
                           ("cast", "stop", "s")], "done")
+
+
+# -- hibernation --------------------------------------------------------------
+
+
+def _hibernating(pid):
+    return otpvm.process_info(pid)["hibernating"]
+
+
+async def _asleep(pid):
+    """Whether pid hibernates within 5 s: it does so after the reply that
+    tells, and another scheduler thread (the VM adds one while a process
+    runs long) may read before.  'Not hibernating' needs no wait: the
+    message that wakes the process clears it before its reply."""
+    for _ in range(1000):
+        if _hibernating(pid):
+            return True
+        await otpvm.sleep(0.005)
+    return False
+
+
+class _Hoarder(GenStatem):
+    """Its data grows to a big dict, then shrinks to one key: the table
+    stays big until hibernation rebuilds it."""
+
+    def init(self, _):
+        return "s", {}
+
+    def s(self, event_type, content, data):
+        from_ = event_type[1]
+        match content:
+            case "grow":
+                data.update((i, None) for i in range(200_000))
+            case "shrink":
+                for i in range(1, 200_000):
+                    del data[i]
+            case "hibernate":
+                return KeepStateAndData([Reply(from_, "ok"), Hibernate()])
+        return KeepStateAndData(Reply(from_, len(data)))
+
+
+def test_hibernate_shrinks_the_data_until_the_next_event():
+    import tracemalloc
+
+    async def main():
+        pid = await gen_statem.start(_Hoarder)
+        await gen_statem.call(pid, "grow")
+        await gen_statem.call(pid, "shrink")
+        before = tracemalloc.get_traced_memory()[0]
+        awake = _hibernating(pid)
+        await gen_statem.call(pid, "hibernate")
+        await otpvm.sys.get_state(pid)    # a system request: it hibernates again
+        asleep = await _asleep(pid)
+        after = tracemalloc.get_traced_memory()[0]
+        assert await gen_statem.call(pid, "size") == 1    # the data is intact
+        return before - after, (awake, asleep, _hibernating(pid))
+
+    tracemalloc.start()
+    try:
+        freed, states = run(main)
+    finally:
+        tracemalloc.stop()
+    assert states == (False, True, False)
+    assert freed > 4_000_000        # the 200 000-key table (about 10 MB) is gone
+
+
+class _Sleeper(GenStatem):
+    """Hibernates as its calls say: 'then_event' hibernates and inserts an
+    event that does not, 'event_hibernates' the reverse, 'enter' changes
+    state and its state enter call hibernates."""
+
+    def callback_mode(self):
+        return ("handle_event_function", "state_enter")
+
+    def init(self, _):
+        return "a", None
+
+    def handle_event(self, event_type, content, state, data):
+        if event_type == "enter":
+            return KeepStateAndData([Hibernate()] if state == "b" else [])
+        if event_type == "internal":
+            return KeepStateAndData([Hibernate(content)])
+        from_ = event_type[1]
+        match content:
+            case "then_event":
+                return KeepStateAndData([Reply(from_, "ok"), Hibernate(),
+                                         NextEvent("internal", False)])
+            case "event_hibernates":
+                return KeepStateAndData([Reply(from_, "ok"), NextEvent("internal", True)])
+            case "enter":
+                return NextState("b" if state == "a" else "a", data, Reply(from_, "ok"))
+        return KeepStateAndData(Reply(from_, "ok"))
+
+
+def test_hibernate_is_the_last_transitions_before_waiting():
+    """As OTP's: only the transition after which the state machine waits
+    for an event decides (an inserted event's own transition overrides),
+    and a state enter call's Hibernate counts for its transition."""
+    async def main():
+        pid = await gen_statem.start(_Sleeper)
+        got = []
+        for request, asleep in (("then_event", False), ("event_hibernates", True),
+                                ("nothing", False), ("enter", True), ("enter", False),
+                                ("enter", True)):
+            await gen_statem.call(pid, request)
+            # (a hibernation comes after the reply: waited for)
+            got.append(await _asleep(pid) if asleep else _hibernating(pid))
+        return got
+
+    assert run(main) == [False, True, False, True, False, True]
+
+
+def test_hibernate_after_hibernates_an_idle_state_machine_once():
+    """hibernate_after: an idle state machine hibernates after that long
+    (from enter_loop too), an event wakes it, and it hibernates again after
+    that long idle."""
+    async def body(parent):
+        send(parent, "ready")
+        gen_statem.enter_loop(_Sleeper, "a", None, hibernate_after=0.05)
+
+    async def main():
+        async def asleep(pid):
+            for _ in range(1000):
+                if _hibernating(pid):
+                    return
+                await otpvm.sleep(0.005)
+            raise AssertionError(f"{pid!r} did not hibernate")
+
+        pids = [await gen_statem.start(_Sleeper, hibernate_after=0.05),
+                otpvm.spawn(body, otpvm.self())]
+        await receive("ready", timeout=5)
+        got = []
+        for pid in pids:
+            await asleep(pid)
+            await gen_statem.call(pid, "nothing")
+            got.append(_hibernating(pid))
+            await asleep(pid)
+            got.append(_hibernating(pid))
+        return got
+
+    assert run(main) == [False, True, False, True]
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), ("1", TypeError),
+                                        (True, TypeError)])
+def test_hibernate_after_must_be_seconds(bad, error):
+    async def main():
+        with pytest.raises(error, match="hibernate_after"):
+            await gen_statem.start(_Sleeper, hibernate_after=bad)
+
+    run(main)

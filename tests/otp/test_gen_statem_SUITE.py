@@ -19,6 +19,9 @@ Translation conventions:
   after the events that would have sent them are known to be over.
 * Times are in seconds and shorter than OTP's milliseconds where only their
   order matters.
+* OTP's ``process_info(Pid, current_function) == {erlang,hibernate,3}`` is
+  ``process_info(pid)['hibernating']``; like OTP's wait_erlang_hibernate,
+  the tests poll it, a hibernation following the reply that announces it.
 """
 
 import logging
@@ -86,20 +89,12 @@ LEFT_OUT = {
     "stop9": "stops a registered state machine on another node: needs distribution",
     "stop10": "stops a globally registered state machine on another node: needs "
               "distribution",
-    "auto_hibernate": "the hibernate_after start option: otpvm has no automatic "
-                      "hibernation (hibernation itself is being made real in the core)",
     "format_log_1": "gen_statem:format_log/1: the report callback of Erlang's logger "
                     "(io format strings and depth limits); otpvm logs with Python's logging",
     "format_log_2": "gen_statem:format_log/2 (single_line, depth, chars_limit): Erlang "
                     "logger formatting; otpvm logs with Python's logging",
     "format_log_with_process_label": "gen_statem:format_log with proc_lib process labels: "
                                      "Erlang logger formatting",
-    "send_request_receive_reqid_collection": "PENDING-REQ: send_request/receive_response "
-                                             "and request-id collections",
-    "send_request_wait_reqid_collection": "PENDING-REQ: send_request/wait_response and "
-                                          "request-id collections",
-    "send_request_check_reqid_collection": "PENDING-REQ: send_request/check_response and "
-                                           "request-id collections",
 }
 
 
@@ -169,10 +164,22 @@ async def do_func_test(stm):
     gen_statem.cast(stm, ("alive?", me))
     await wfor("yes")
     await do_disconnect(stm)
+    # OTP counts on the state machine not having answered a request sent
+    # just before a wait of 0; suspending it makes that sure (the cast and
+    # the request wait in its mailbox, in order, until resume).
+    await sys.suspend(stm)
     gen_statem.cast(stm, ("alive?", me))
+    p0 = gen_statem.send_request(stm, "alive?")
+    with pytest.raises(TimeoutError):
+        await gen_statem.wait_response(p0, 0)
+    await sys.resume(stm)
     await wfor("yes")
-    # PENDING-REQ: OTP goes on with send_request, wait_response(P0, 0) == timeout,
-    # wait_response(P0, infinity) and check_response on the next message.
+    assert await gen_statem.wait_response(p0, None) == "yes"
+    await flush()
+    p1 = gen_statem.send_request(stm, "alive?")
+    msg = await receive(timeout=1)
+    assert gen_statem.check_response(msg, p0) is gen_statem.NO_REPLY
+    assert gen_statem.check_response(msg, p1) == "yes"
 
 
 async def do_connect(stm):
@@ -332,6 +339,11 @@ class Stm(GenStatem):
                 return KeepState(data)
             case ("call", from_), "hping":
                 return KeepStateAndData([Reply(from_, "hpong")])
+            case ("call", from_), ("start_htimer", pid, t):
+                return KeepStateAndData([Reply(from_, "ok"), EventTimeout(t, ("htimer", pid))])
+            case "timeout", ("htimer", pid):
+                send(pid, (me, "htimer_timeout"))
+                return KeepStateAndData()
             case "cast", ("connect", pid):
                 send(pid, "accept")
                 return NextState("wfor_conf", data, EventTimeout(None))  # no-op timeout
@@ -1567,38 +1579,140 @@ def test_replace_state(run, mode):
 # -- hibernation, enter_loop ----------------------------------------------------
 
 
-def test_hibernate(run):
+def _hibernating(pid):
+    """OTP's ``process_info(Pid, current_function) == {erlang,hibernate,3}``."""
+    return otpvm.process_info(pid)["hibernating"]
+
+
+async def wait_hibernate(pid, limit=2.0):
+    """OTP's wait_erlang_hibernate: polls until the process hibernates
+    (a hibernation follows the reply that announces it); returns when it
+    was seen."""
+    deadline = time.monotonic() + limit
+    while not _hibernating(pid):
+        assert time.monotonic() < deadline, f"{pid!r} should be hibernating"
+        await otpvm.sleep(0.005)
+    return time.monotonic()
+
+
+async def is_not_hibernating(pid, limit=2.0):
+    """OTP's is_not_in_erlang_hibernate: polls until the process is awake
+    (a cast wakes it when it gets there)."""
+    deadline = time.monotonic() + limit
+    while _hibernating(pid):
+        assert time.monotonic() < deadline, f"{pid!r} should not be hibernating"
+        await otpvm.sleep(0.005)
+
+
+def test_hibernate(run, mode):
     """The hibernate action, from init, calls, casts, infos and timers: the
-    state machine goes on answering across it, and across suspend/resume.
-    (OTP also checks that the process sits in erlang:hibernate/3; otpvm's
-    Hibernate action does not shrink the process yet.)"""
+    state machine hibernates until its next event (process_info's
+    'hibernating', OTP's current_function erlang:hibernate/3), goes on
+    answering across it, and stays hibernating across suspend/resume."""
     async def main():
         otpvm.process_flag("trap_exit", True)
-        pid0 = await gen_statem.start_link(Stm, "hiber_now")
+        pid0 = await gen_statem.start_link(Stm, start_arg(mode, "hiber_now"))
+        await wait_hibernate(pid0)
         await stop_it(pid0)
         await receive(Exit(pid0, "normal"), timeout=5)
 
-        pid = await gen_statem.start_link(Stm, "hiber")
+        pid = await gen_statem.start_link(Stm, start_arg(mode, "hiber"))
+        assert not _hibernating(pid)
         for _ in range(2):
             assert await gen_statem.call(pid, "hibernate_sync") == "hibernating"
+            await wait_hibernate(pid)
             assert await gen_statem.call(pid, "wakeup_sync") == "good_morning"
+            await is_not_hibernating(pid)
             assert await gen_statem.call(pid, "hibernate_sync") == "hibernating"
+            await wait_hibernate(pid)
             assert await gen_statem.call(pid, "snooze_sync") == "please_just_five_more"
+            await wait_hibernate(pid)
             assert await gen_statem.call(pid, "wakeup_sync") == "good_morning"
+            await is_not_hibernating(pid)
             gen_statem.cast(pid, "hibernate_async")
+            await wait_hibernate(pid)
             gen_statem.cast(pid, "wakeup_async")
+            await is_not_hibernating(pid)
             gen_statem.cast(pid, "hibernate_async")
+            await wait_hibernate(pid)
             gen_statem.cast(pid, "snooze_async")
+            await wait_hibernate(pid)
             gen_statem.cast(pid, "wakeup_async")
+            await is_not_hibernating(pid)
             await check_state(pid, "hiber_idle")
+            assert not _hibernating(pid)
+
             send(pid, ("hibernate_later", 0.05))
+            assert not _hibernating(pid)
+            await wait_hibernate(pid)
             assert await gen_statem.call(pid, "alive?") == "alive!"
+            assert not _hibernating(pid)
             send(pid, "hibernate_now")
+            await wait_hibernate(pid)
             assert await gen_statem.call(pid, "alive?") == "alive!"
+            assert not _hibernating(pid)
+
         assert await gen_statem.call(pid, "hibernate_sync") == "hibernating"
+        await wait_hibernate(pid)
         await sys.suspend(pid)
+        await wait_hibernate(pid)           # (after the reply to suspend)
+        await sys.get_state(pid)            # a system request while suspended
+        assert _hibernating(pid)
         await sys.resume(pid)
+        await wait_hibernate(pid)
+        await sys.get_state(pid)            # and awake: it hibernates again
+        await wait_hibernate(pid)
         assert await gen_statem.call(pid, "wakeup_sync") == "good_morning"
+        assert not _hibernating(pid)
+        await stop_it(pid)
+        await receive(Exit(pid, "normal"), timeout=5)
+        await verify_empty_msgq()
+    run(main)
+
+
+def test_auto_hibernate(run, mode):
+    """The hibernate_after start option: the state machine hibernates once
+    it has waited that long for an event -- after init, an info, a cast, a
+    call, an event timeout -- and not while an event timeout shorter than
+    that is pending."""
+    after = 0.15                            # OTP: 500 ms
+    me = otpvm.self
+
+    async def rests_then_hibernates(pid, since, at_least=after):
+        await is_not_hibernating(pid)
+        seen = await wait_hibernate(pid, limit=10 * after)
+        assert seen - since >= at_least     # not before hibernate_after
+
+    async def main():
+        otpvm.process_flag("trap_exit", True)
+        t0 = time.monotonic()
+        pid = await gen_statem.start_link(Stm, start_arg(mode), hibernate_after=after)
+        await rests_then_hibernates(pid, t0)
+        t0 = time.monotonic()
+        send(pid, ("hping", me()))
+        await wfor((pid, "hpong"))
+        await rests_then_hibernates(pid, t0)
+        t0 = time.monotonic()
+        gen_statem.cast(pid, ("hping", me()))
+        await wfor((pid, "hpong"))
+        await rests_then_hibernates(pid, t0)
+        t0 = time.monotonic()
+        assert await gen_statem.call(pid, "hping") == "hpong"
+        await rests_then_hibernates(pid, t0)
+        # an event timeout before hibernate_after: no hibernation until
+        # hibernate_after has passed after it
+        short = after / 3
+        t0 = time.monotonic()
+        assert await gen_statem.call(pid, ("start_htimer", me(), short)) == "ok"
+        await wfor((pid, "htimer_timeout"))
+        await rests_then_hibernates(pid, t0, short + after)
+        # one after hibernate_after: it hibernates, the timeout wakes it
+        long = after * 2
+        t0 = time.monotonic()
+        assert await gen_statem.call(pid, ("start_htimer", me(), long)) == "ok"
+        await rests_then_hibernates(pid, t0)
+        await wfor((pid, "htimer_timeout"))
+        await rests_then_hibernates(pid, t0, long + after)
         await stop_it(pid)
         await receive(Exit(pid, "normal"), timeout=5)
         await verify_empty_msgq()
@@ -1806,4 +1920,183 @@ def test_reply_by_alias_with_payload(run):
         alias = otpvm.alias()
         otpvm.spawn_link(replier, From(otpvm.self(), alias), value)
         assert await receive((alias, ANY), timeout=5) == (alias, value)
+    run(main)
+
+
+# -- send_request and request-id collections ------------------------------------
+#
+# OTP's delays (1, 200, 400 ms; 1, 500, 1000 ms and a 100 ms deadline for the
+# timeouts) keep their order here, shorter: the replies come req2, req3, req1.
+
+FAST, MID, SLOW = 0.001, 0.15, 0.3
+LATE_MID, LATE_SLOW, DEADLINE = 0.3, 0.5, 0.1
+
+
+async def three_stms():
+    return [await gen_statem.start(Stm) for _ in range(3)]
+
+
+async def stop_three(pid1, pid2, pid3):
+    assert await gen_statem.call(pid1, ("stop", "shutdown")) == "stopped"
+    assert await gen_statem.call(pid3, ("stop", "shutdown")) == "stopped"
+    for pid in (pid1, pid2, pid3):
+        await check_stopped(pid)
+
+
+def three_requests(pid1, pid2, pid3, add_first):
+    """req1 (slow) on pid1, req2 (fast) on pid2, req3 on pid3, in a
+    collection; OTP adds them by send_request/4 or reqids_add, as here."""
+    c0 = gen_statem.reqids_new()
+    if add_first:
+        r1 = gen_statem.send_request(pid1, ("delayed_answer", SLOW))
+        c1 = gen_statem.reqids_add(r1, "req1", c0)
+    else:
+        c1 = gen_statem.send_request(pid1, ("delayed_answer", SLOW), "req1", c0)
+    assert gen_statem.reqids_size(c1) == 1
+    c2 = gen_statem.send_request(pid2, ("delayed_answer", FAST), "req2", c1)
+    assert gen_statem.reqids_size(c2) == 2
+    c3 = gen_statem.send_request(pid3, ("delayed_answer", MID), "req3", c2)
+    assert gen_statem.reqids_size(c3) == 3
+    return c3
+
+
+def reply_of(result, label, size):
+    """OTP's {{reply, delayed}, Label, C}: the label and size checked, C returned."""
+    response, got_label, collection = result
+    assert (response, got_label) == (gen_statem.Response("delayed"), label)
+    assert gen_statem.reqids_size(collection) == size
+    return collection
+
+
+def noproc_of(result, label, size):
+    """OTP's {{error, {noproc, _}}, Label, C}."""
+    response, got_label, collection = result
+    assert response.error is not None and response.error.reason == "noproc"
+    assert got_label == label and gen_statem.reqids_size(collection) == size
+    return collection
+
+
+async def killed(pid):
+    """exit(Pid2, kill), and its death seen.  OTP sends the request right
+    after the kill: Erlang's signal order makes the monitor answer noproc
+    (`P = spawn(...), exit(P, kill), monitor(process, P)` gives noproc on
+    erl); otpvm's monitor can still find the process alive and answer
+    'killed', so the test waits for the death first."""
+    ref = otpvm.monitor(pid)
+    otpvm.exit(pid, "kill")
+    await receive(Down(ref, pid, "killed"), timeout=5)
+
+
+def errors_setup(pid1):
+    """OTP's *_error preamble: req1, and adding it again is badarg (ValueError)."""
+    r1 = gen_statem.send_request(pid1, ("delayed_answer", SLOW))
+    c1 = gen_statem.reqids_add(r1, "req1", gen_statem.reqids_new())
+    with pytest.raises(ValueError):
+        gen_statem.reqids_add(r1, "req2", c1)
+    return c1
+
+
+async def _collection_then_timeout_then_errors(respond, abandons):
+    """send_request_{receive,wait}_reqid_collection: respond is
+    receive_response or wait_response."""
+    pid1, pid2, pid3 = await three_stms()
+    # the plain case
+    r0 = gen_statem.send_request(pid1, "alive?")
+    c3 = three_requests(pid1, pid2, pid3, add_first=True)
+    c4 = reply_of(await respond(c3, None, True), "req2", 2)
+    c5 = reply_of(await respond(c4, 5.678, True), "req3", 1)
+    c6 = reply_of(await respond(c5, 5, True), "req1", 0)
+    assert await respond(c6, 5, True) is gen_statem.NO_REQUEST
+    assert await gen_statem.receive_response(r0, None) == "yes"
+
+    # the timeout case
+    r0 = gen_statem.send_request(pid1, "alive?")
+    r1 = gen_statem.send_request(pid1, ("delayed_answer", LATE_SLOW))
+    c1 = gen_statem.reqids_add(r1, "req1", gen_statem.reqids_new())
+    c2 = gen_statem.send_request(pid2, ("delayed_answer", FAST), "req2", c1)
+    r3 = gen_statem.send_request(pid3, ("delayed_answer", LATE_MID))
+    c3 = gen_statem.reqids_add(r3, "req3", c2)
+    deadline = ("abs", time.monotonic() + DEADLINE)
+    c4 = reply_of(await respond(c3, deadline, True), "req2", 2)
+    with pytest.raises(TimeoutError):
+        await respond(c4, deadline, True)
+    assert set(gen_statem.reqids_to_list(c4)) == {(r1, "req1"), (r3, "req3")}
+    later = ("abs", deadline[1] + LATE_SLOW + 0.15)
+    if abandons:
+        # receive_response gave them up: their replies never come
+        with pytest.raises(TimeoutError):
+            await respond(c4, later, True)
+    else:
+        # wait_response did not: both replies come, the collection kept
+        assert reply_of(await respond(c4, later, False), "req3", 2) is c4
+        assert reply_of(await respond(c4, later, False), "req1", 2) is c4
+    assert await gen_statem.receive_response(r0) == "yes"
+
+    # the error case
+    r0 = gen_statem.send_request(pid1, "alive?")
+    c1 = errors_setup(pid1)
+    await killed(pid2)
+    c2 = gen_statem.send_request(pid2, ("delayed_answer", FAST), "req2", c1)
+    c3 = gen_statem.send_request(pid3, ("delayed_answer", MID), "req3", c2)
+    assert gen_statem.reqids_size(c3) == 3
+    c4 = noproc_of(await respond(c3, 2, True), "req2", 2)
+    assert reply_of(await respond(c4, None, False), "req3", 2) is c4
+    assert reply_of(await respond(c4, None, False), "req1", 2) is c4
+    assert await gen_statem.receive_response(r0, None) == "yes"
+
+    await stop_three(pid1, pid2, pid3)
+    await verify_empty_msgq()
+
+
+def test_send_request_receive_reqid_collection(run):
+    """receive_response on a request-id collection: replies in the order
+    they come with their labels, no_request when empty, a timeout gives
+    every request up, a dead server's noproc as an error response."""
+    run(_collection_then_timeout_then_errors, gen_statem.receive_response, True)
+
+
+def test_send_request_wait_reqid_collection(run):
+    """wait_response on a request-id collection: as receive_response, but
+    a timeout gives nothing up (the replies still come)."""
+    run(_collection_then_timeout_then_errors, gen_statem.wait_response, False)
+
+
+def test_send_request_check_reqid_collection(run):
+    """check_response of received messages against a request-id
+    collection: no_reply for another message, the responses with their
+    labels, no_request when empty; a dead server's noproc."""
+    async def reply_to_alive(pid1):
+        # OTP sleeps 100 ms, then takes the reply to the first request
+        # after sending the others: here it is taken first, which is the same.
+        r0 = gen_statem.send_request(pid1, "alive?")
+        return r0, await receive(timeout=5)
+
+    async def main():
+        pid1, pid2, pid3 = await three_stms()
+        r0, msg0 = await reply_to_alive(pid1)
+        c3 = three_requests(pid1, pid2, pid3, add_first=False)
+        assert gen_statem.check_response(msg0, c3, True) is gen_statem.NO_REPLY
+        c4 = reply_of(gen_statem.check_response(await receive(timeout=5), c3, True), "req2", 2)
+        c5 = reply_of(gen_statem.check_response(await receive(timeout=5), c4, True), "req3", 1)
+        c6 = reply_of(gen_statem.check_response(await receive(timeout=5), c5, True), "req1", 0)
+        assert gen_statem.check_response(msg0, c6, True) is gen_statem.NO_REQUEST
+        assert gen_statem.check_response(msg0, r0) == "yes"
+
+        r0, msg0 = await reply_to_alive(pid1)
+        c1 = errors_setup(pid1)
+        await killed(pid2)
+        c2 = gen_statem.send_request(pid2, ("delayed_answer", FAST), "req2", c1)
+        c3 = gen_statem.send_request(pid3, ("delayed_answer", MID), "req3", c2)
+        assert gen_statem.reqids_size(c3) == 3
+        assert gen_statem.check_response(msg0, c3, True) is gen_statem.NO_REPLY
+        c4 = noproc_of(gen_statem.check_response(await receive(timeout=5), c3, True),
+                       "req2", 2)
+        assert reply_of(gen_statem.check_response(await receive(timeout=5), c4, False),
+                        "req3", 2) is c4
+        assert reply_of(gen_statem.check_response(await receive(timeout=5), c4, False),
+                        "req1", 2) is c4
+        assert gen_statem.check_response(msg0, r0) == "yes"
+
+        await stop_three(pid1, pid2, pid3)
+        await verify_empty_msgq()
     run(main)
