@@ -42,6 +42,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "pairs",
             Figure("round_trips_per_s", True),
-            full={"pairs": 16, "round_trips": 10_000},
+            full={"pairs": 16, "round_trips": 20_000},
             quick={"pairs": 4, "round_trips": 500},
             describe=lambda s: f"{s['pairs']} ping-pong pairs x {s['round_trips']:,} round trips",
             work=lambda s: s["pairs"] * s["round_trips"],
@@ -103,7 +104,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "ring",
             Figure("messages_per_s", True),
-            full={"procs": 10_000, "tokens": 16, "rounds": 2},
+            full={"procs": 10_000, "tokens": 16, "rounds": 4},
             quick={"procs": 200, "tokens": 4, "rounds": 2},
             describe=lambda s: (
                 f"a ring of {s['procs']:,} processes, {s['tokens']} tokens "
@@ -124,7 +125,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "calls",
             Figure("calls_per_s", True),
-            full={"servers": 8, "clients": 128, "calls": 1_250},
+            full={"servers": 8, "clients": 128, "calls": 2_500},
             quick={"servers": 2, "clients": 8, "calls": 100},
             describe=lambda s: (
                 f"{s['clients']} clients x {s['calls']:,} gen_server calls "
@@ -136,7 +137,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "cpu",
             Figure("seconds", False),
-            full={"workers": 16, "iterations": 200_000},
+            full={"workers": 16, "iterations": 400_000},
             quick={"workers": 4, "iterations": 20_000},
             describe=lambda s: f"{s['workers']} CPU-bound workers x {s['iterations']:,} iterations",
             work=lambda s: s["workers"] * s["iterations"],
@@ -304,6 +305,9 @@ def measure(cmd: list[str]) -> dict[str, float]:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"exit status {proc.returncode}:\n{proc.stderr.strip()}")
+    if proc.stderr.strip():
+        # A long_schedule report, say: worth seeing beside the figure it spoils.
+        print(textwrap.indent(proc.stderr.strip(), "    | "), file=sys.stderr)
     lines = proc.stdout.strip().splitlines()
     if not lines:
         raise RuntimeError(f"no figures printed:\n{proc.stderr.strip()}")

@@ -8,6 +8,9 @@ runtime:
   ``asyncio.Task`` plus one ``asyncio.Queue`` mailbox per actor;
 * :mod:`peers.otpvm_peer` -- otpvm processes.
 
+:mod:`peers.otpvm_scaling` holds the other set, the five workloads of
+``scaling.py`` (across scheduler counts, beside the BEAM's ``scaling.erl``).
+
 Every workload is a plain synchronous function that boots its own runtime,
 runs the workload, tears the runtime down and returns a ``dict`` of figures
 (throughputs, seconds, bytes...).  Timing is taken inside the runtime, so the

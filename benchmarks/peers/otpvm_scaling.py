@@ -223,9 +223,10 @@ def calls(servers: int, clients: int, calls: int, schedulers: int) -> dict[str, 
 # --------------------------------------------------------------------------
 # cpu
 
-#: Iterations between two yields: well under the VM's 2 ms slice limit, so a
-#: worker never holds its run queue long enough to be reported or rescued.
-CHUNK = 2_000
+#: Iterations between two yields: about 0.1 ms, far under the VM's 2 ms slice
+#: limit even on a slow build, so a worker is never rescued (a rescue hands
+#: its run queue to a spare thread: one more thread running Python).
+CHUNK = 500
 MODULUS = 1_000_003
 
 
