@@ -5,7 +5,7 @@ Usage::
     python benchmarks/scaling.py [--schedulers 1,2,8] [--repeat N] [--quick]
                                  [--only NAME ...] [--no-beam]
                                  [--json FILE] [--plot FILE.png]
-    python benchmarks/scaling.py --plot FILE.png --from A.json [--from B.json ...]
+    python benchmarks/scaling.py --from A.json [--from B.json ...] [--plot FILE.png]
 
 Five workloads whose work can spread over cores (``peers/otpvm_scaling.py``
 and, for the BEAM, ``scaling.erl``): independent ping-pong pairs, a ring
@@ -13,7 +13,8 @@ with several tokens going round, skynet, a gen_server call storm (many
 clients, a few servers) and CPU-bound workers running a pure-Python loop.
 Each runs at 1, 2, 4, ... schedulers up to the core count, every measurement
 in a fresh process (a new VM: nothing warm carried over), the best of
-``--repeat`` runs (3; 1 with ``--quick``), the repetitions taken in turns so
+``--repeat`` runs (3; 1 with ``--quick``; ``--median`` for their median,
+steadier where other work shares the cores), the repetitions taken in turns so
 that a slow spell of a shared machine spreads over every column.  When
 ``erl`` is installed, ``scaling.erl`` is compiled into a temporary folder and
 each measurement is also run on the BEAM with ``erl +S N``.
@@ -21,9 +22,10 @@ each measurement is also run on the BEAM with ``erl +S N``.
 Prints a Markdown table per workload: schedulers | otpvm | speedup | BEAM |
 BEAM speedup, under a header naming the Python build (GIL or free-threaded),
 the machine and the date.  ``--json`` writes every run's figures; ``--plot``
-draws throughput against schedulers (needs matplotlib: the ``plot`` extra),
-from this run or, with ``--from``, from saved ``--json`` files (one otpvm
-line each, e.g. a GIL build and a free-threaded one, and the BEAM's).
+draws throughput against schedulers (needs matplotlib: the ``plot`` extra).
+``--from`` measures nothing: it prints one table of saved ``--json`` runs, an
+otpvm column each (e.g. a GIL build and a free-threaded one) and the BEAM's
+from the first that has it, and plots them with ``--plot``.
 A measurement that fails is reported on stderr and makes the exit status 1.
 """
 
@@ -38,6 +40,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -369,9 +372,15 @@ def run_all(
     return results, failures
 
 
-def best(workload: Workload, runs: list[dict[str, float]]) -> float:
-    """Return the best value of the workload's figure over ``runs`` (NaN if none)."""
-    return workload.figure.best(r[workload.figure.key] for r in runs)
+def summary(workload: Workload, runs: list[dict[str, float]], median: bool) -> float:
+    """Return the best (or the median) value of the workload's figure over ``runs``.
+
+    NaN if there are none.
+    """
+    values = [r[workload.figure.key] for r in runs]
+    if median:
+        return statistics.median(values) if values else math.nan
+    return workload.figure.best(values)
 
 
 def check_results(results: Results, quick: bool) -> list[str]:
@@ -400,7 +409,7 @@ def gil_came_back(results: Results) -> bool:
     )
 
 
-def markdown_tables(results: Results, quick: bool) -> str:
+def markdown_tables(results: Results, quick: bool, median: bool) -> str:
     """Render one Markdown table per workload: otpvm and BEAM, with speedups."""
     out = []
     for name, per_runtime in results.items():
@@ -412,7 +421,8 @@ def markdown_tables(results: Results, quick: bool) -> str:
         out.append(f"| schedulers | otpvm | speedup vs {base} | BEAM | BEAM speedup |")
         out.append("| ---: | ---: | ---: | ---: | ---: |")
         bests = {
-            rt: {s: best(workload, runs) for s, runs in per_runtime[rt].items()} for rt in RUNTIMES
+            rt: {s: summary(workload, runs, median) for s, runs in per_runtime[rt].items()}
+            for rt in RUNTIMES
         }
         for s in counts:
             cells = [str(s)]
@@ -426,14 +436,14 @@ def markdown_tables(results: Results, quick: bool) -> str:
     return "\n".join(out)
 
 
-def header(beam: Beam | None, counts: Sequence[int], repeat: int, quick: bool) -> str:
+def header(beam: Beam | None, counts: Sequence[int], repeat: int, quick: bool, median: bool) -> str:
     """The lines above the tables: the builds, the machine, the date, how it was run."""
     beam_text = beam.version if beam is not None else "not run (no erl)"
     return (
         f"otpvm {otpvm_version()} on {python_build()}; BEAM: {beam_text}\n"
         f"{os.cpu_count()} CPUs ({cpu_model()}), {platform.system()} {platform.machine()}; "
         f"{datetime.date.today().isoformat()}; schedulers {', '.join(map(str, counts))}; "
-        f"best of {repeat}{', quick sizes' if quick else ''}; "
+        f"{'median' if median else 'best'} of {repeat}{', quick sizes' if quick else ''}; "
         "each measurement in a fresh process\n"
     )
 
@@ -461,7 +471,52 @@ def as_saved(results: Results, beam: Beam | None, args: argparse.Namespace) -> d
     }
 
 
-def plot(path: Path, saved: Sequence[Mapping[str, Any]]) -> None:
+def short_build(saved: Mapping[str, Any]) -> str:
+    """Return a saved run's Python version, with a ``t`` if it ran free-threaded."""
+    version = saved["python"].split()[1]
+    return f"{version}t" if saved["gil_disabled"] else version
+
+
+def series(
+    saved: Sequence[Mapping[str, Any]], name: str
+) -> list[tuple[str, Mapping[str, Any], str]]:
+    """Return (label, saved run, runtime) for each line of a workload: otpvm per run, one BEAM."""
+    out: list[tuple[str, Mapping[str, Any], str]] = [
+        (f"otpvm {short_build(d)}", d, "otpvm") for d in saved if name in d["results"]
+    ]
+    with_beam = [d for d in saved if any(d["results"].get(name, {}).get("beam", {}).values())]
+    if with_beam:
+        out.append(("BEAM", with_beam[0], "beam"))
+    return out
+
+
+def combined_table(saved: Sequence[Mapping[str, Any]], median: bool) -> str:
+    """One Markdown table of saved runs: a row per workload and count, a column pair per line."""
+    names = [n for n in WORKLOADS if any(n in d["results"] for d in saved)]
+    labels = [label for label, _, _ in series(saved, names[0])] if names else []
+    lines = [
+        "| workload | figure | schedulers | "
+        + " | ".join(f"{lb} | speedup" for lb in labels)
+        + " |",
+        "| --- | --- | ---: | " + " | ".join("---: | ---:" for _ in labels) + " |",
+    ]
+    for name in names:
+        workload = WORKLOADS[name]
+        lines_of = series(saved, name)
+        counts = sorted({int(s) for _, d, rt in lines_of for s in d["results"][name][rt]})
+        for s in counts:
+            cells = [name, workload.figure.label, str(s)]
+            for _, d, rt in lines_of:
+                per_count = d["results"][name][rt]
+                value = summary(workload, per_count.get(str(s), []), median)
+                first = summary(workload, per_count.get(str(counts[0]), []), median)
+                speedup = workload.speedup(value, first)
+                cells += [_fmt(value), "-" if math.isnan(speedup) else f"{speedup:.2f}x"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(path: Path, saved: Sequence[Mapping[str, Any]], median: bool) -> None:
     """Plot throughput against schedulers per workload from saved JSON runs.
 
     One otpvm line per saved run (labelled with its Python build) and the
@@ -478,14 +533,10 @@ def plot(path: Path, saved: Sequence[Mapping[str, Any]]) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         workload = WORKLOADS[name]
-        series = [(f"otpvm, {d['python']}", d, "otpvm") for d in saved if name in d["results"]]
-        with_beam = [d for d in saved if name in d["results"] and d["results"][name].get("beam")]
-        if with_beam:
-            series.append((f"BEAM, {with_beam[0]['beam']}", with_beam[0], "beam"))
-        for label, data, rt in series:
+        for label, data, rt in series(saved, name):
             sizes = data["sizes"][name]
             points = sorted(
-                (int(s), workload.throughput(best(workload, runs), sizes))
+                (int(s), workload.throughput(summary(workload, runs, median), sizes))
                 for s, runs in data["results"][name][rt].items()
                 if runs
             )
@@ -519,6 +570,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="scheduler counts, e.g. 1,2,8 (default: 1, 2, 4, ... up to the core count)",
     )
     p.add_argument("--repeat", type=int, default=None, help="runs to take the best of (3)")
+    p.add_argument(
+        "--median",
+        action="store_true",
+        help="report the median of the runs, not the best (steadier on a shared machine)",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of seconds")
     p.add_argument(
         "--only",
@@ -537,13 +593,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         metavar="FILE",
-        help="with --plot: plot these saved --json runs instead of measuring",
+        help="measure nothing: one table (and --plot) of these saved --json runs",
     )
     args = p.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         p.error(f"--repeat must be 1 or more, got {args.repeat}")
-    if args.sources and args.plot is None:
-        p.error("--from only goes with --plot")
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         p.error("--plot needs matplotlib: pip install 'otpvm[plot]' (or pip install matplotlib)")
     if args.repeat is None:
@@ -555,7 +609,10 @@ def main(argv: list[str] | None = None) -> int:
     """Measure, print the tables, write the JSON and plot; return the exit status."""
     args = parse_args(argv)
     if args.sources:
-        plot(args.plot, [json.loads(path.read_text()) for path in args.sources])
+        runs = [json.loads(path.read_text()) for path in args.sources]
+        print(combined_table(runs, args.median))
+        if args.plot is not None:
+            plot(args.plot, runs, args.median)
         return 0
     counts = args.schedulers or default_schedulers()
     names = args.only or list(WORKLOADS)
@@ -565,15 +622,15 @@ def main(argv: list[str] | None = None) -> int:
         results, failures = run_all(names, counts, args.repeat, args.quick, beam)
         failures += check_results(results, args.quick)
         print(f"  total {time.perf_counter() - t0:.1f} s\n", file=sys.stderr)
-        print(header(beam, counts, args.repeat, args.quick))
-        print(markdown_tables(results, args.quick))
+        print(header(beam, counts, args.repeat, args.quick, args.median))
+        print(markdown_tables(results, args.quick, args.median))
         if gil_disabled() and gil_came_back(results):
             print("warning: the GIL was on in the VM's process (an extension turned it on)")
         saved = as_saved(results, beam, args)
         if args.json is not None:
             args.json.write_text(json.dumps(saved, indent=1) + "\n")
         if args.plot is not None:
-            plot(args.plot, [saved])
+            plot(args.plot, [saved], args.median)
     finally:
         if beam is not None:
             beam.close()

@@ -54,6 +54,18 @@ def test_quick_run_at_1_and_2_schedulers(tmp_path):
         assert [len(per_runtime["otpvm"][s]) for s in ("1", "2")] == [1, 1]
         assert [len(per_runtime["beam"][s]) for s in ("1", "2")] == ([1, 1] if HAS_BEAM else [0, 0])
 
+    # --from measures nothing: one table of the saved runs, a column pair per run.
+    proc = scaling("--from", str(out), "--from", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    columns = ["otpvm", "otpvm", "BEAM"] if HAS_BEAM else ["otpvm", "otpvm"]
+    assert [c.split()[0] for c in lines[0].strip("|").split("|")[3::2]] == columns
+    rows = [line.strip("|").split("|") for line in lines[2:]]
+    assert [(r[0].strip(), r[2].strip()) for r in rows] == [
+        (name, s) for name in WORKLOADS for s in ("1", "2")
+    ]
+    assert all(r[3] == r[5] for r in rows)          # the same run twice
+
 
 def test_bad_scheduler_counts_are_refused(tmp_path):
     proc = scaling("--schedulers", "1,two", cwd=tmp_path)
@@ -62,9 +74,3 @@ def test_bad_scheduler_counts_are_refused(tmp_path):
     proc = scaling("--schedulers", "0,2", cwd=tmp_path)
     assert proc.returncode == 2
     assert "scheduler counts must be 1 or more, got '0,2'" in proc.stderr
-
-
-def test_from_needs_plot(tmp_path):
-    proc = scaling("--from", "x.json", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "--from only goes with --plot" in proc.stderr
