@@ -545,6 +545,11 @@ def plot(path: Path, saved: Sequence[Mapping[str, Any]], median: bool) -> None:
         shown = next(d["sizes"][name] for d in saved if name in d["sizes"])
         ax.set_title(f"{name}: {workload.describe(shown)}", fontsize=8)
         ax.set_xscale("log", base=2)
+        counts = sorted(
+            {int(c) for _, d, rt in series(saved, name) for c in d["results"][name][rt]}
+        )
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.minorticks_off()
         ax.set_yscale("log")
         ax.set_xlabel("schedulers")
         ax.set_ylabel(workload.work_unit)
@@ -554,7 +559,11 @@ def plot(path: Path, saved: Sequence[Mapping[str, Any]], median: bool) -> None:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower right", fontsize=8)
     first = saved[0]
-    fig.suptitle(f"{first['cpus']} CPUs ({first['cpu_model']}), {first['date']}", fontsize=9)
+    fig.suptitle(
+        f"{first['cpus']} CPUs ({first['cpu_model']}), {first['date']}; "
+        f"{'median' if median else 'best'} of {first['repeat']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot written to {path}", file=sys.stderr)
