@@ -168,6 +168,6 @@ worker(Main, Iterations) ->
     receive go -> ok end,
     Main ! spin(Iterations, 0).
 
-%% The same loop as otpvm_scaling.spin: I from Iterations down to 1.
+%% The same loop as peers.spin (benchmarks/peers/__init__.py): I from Iterations down to 1.
 spin(0, Acc) -> Acc;
 spin(I, Acc) -> spin(I - 1, (Acc + I * I) rem 1000003).

@@ -387,7 +387,7 @@ def check_results(results: Results, quick: bool) -> list[str]:
     """Check what runs computed (the cpu loop's result); return the mismatches."""
     if "cpu" not in results:
         return []
-    from peers.otpvm_scaling import spin
+    from peers import spin
 
     expected = spin(WORKLOADS["cpu"].sizes(quick)["iterations"])
     return [
@@ -629,15 +629,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.perf_counter()
         results, failures = run_all(names, counts, args.repeat, args.quick, beam)
-        failures += check_results(results, args.quick)
         print(f"  total {time.perf_counter() - t0:.1f} s\n", file=sys.stderr)
+        saved = as_saved(results, beam, args)
+        if args.json is not None:  # first: the runs are kept whatever follows
+            args.json.write_text(json.dumps(saved, indent=1) + "\n")
+        failures += check_results(results, args.quick)
         print(header(beam, counts, args.repeat, args.quick, args.median))
         print(markdown_tables(results, args.quick, args.median))
         if gil_disabled() and gil_came_back(results):
             print("warning: the GIL was on in the VM's process (an extension turned it on)")
-        saved = as_saved(results, beam, args)
-        if args.json is not None:
-            args.json.write_text(json.dumps(saved, indent=1) + "\n")
         if args.plot is not None:
             plot(args.plot, [saved], args.median)
     finally:

@@ -62,3 +62,15 @@ def skynet_actors(size: int, div: int = 10) -> int:
         total += level
         level *= div
     return total
+
+
+#: The modulus of the CPU-bound loop of ``scaling.py``'s ``cpu`` workload.
+SPIN_MODULUS = 1_000_003
+
+
+def spin(iterations: int) -> int:
+    """Run the ``cpu`` workload's loop (``scaling.erl``'s ``spin/2``) and return its result."""
+    acc = 0
+    for i in range(iterations, 0, -1):
+        acc = (acc + i * i) % SPIN_MODULUS
+    return acc

@@ -25,9 +25,9 @@ import otpvm
 from otpvm import gen_server
 from otpvm.gen_server import From, GenServer, Ok, Reply
 
-from . import otpvm_peer
+from . import SPIN_MODULUS, otpvm_peer
 
-__all__ = ["WORKLOADS", "calls", "cpu", "pairs", "ring", "skynet", "spin"]
+__all__ = ["WORKLOADS", "calls", "cpu", "pairs", "ring", "skynet"]
 
 STOP = "stop"
 GO = "go"
@@ -227,19 +227,11 @@ def calls(servers: int, clients: int, calls: int, schedulers: int) -> dict[str, 
 #: limit even on a slow build, so a worker is never rescued (a rescue hands
 #: its run queue to a spare thread: one more thread running Python).
 CHUNK = 500
-MODULUS = 1_000_003
-
-
-def spin(iterations: int) -> int:
-    """The loop each worker runs, without yields (``scaling.erl``'s ``spin/2``)."""
-    acc = 0
-    for i in range(iterations, 0, -1):
-        acc = (acc + i * i) % MODULUS
-    return acc
+MODULUS = SPIN_MODULUS
 
 
 async def _worker(main: otpvm.Pid, iterations: int) -> None:
-    """On ``go``, run :func:`spin`'s loop in chunks, yielding between; send the result."""
+    """On ``go``, run :func:`peers.spin`'s loop in chunks, yielding between; send the result."""
     await otpvm.receive()
     acc = 0
     i = iterations
