@@ -8,6 +8,9 @@ runtime:
   ``asyncio.Task`` plus one ``asyncio.Queue`` mailbox per actor;
 * :mod:`peers.otpvm_peer` -- otpvm processes.
 
+:mod:`peers.otpvm_scaling` holds the other set, the five workloads of
+``scaling.py`` (across scheduler counts, beside the BEAM's ``scaling.erl``).
+
 Every workload is a plain synchronous function that boots its own runtime,
 runs the workload, tears the runtime down and returns a ``dict`` of figures
 (throughputs, seconds, bytes...).  Timing is taken inside the runtime, so the
@@ -59,3 +62,15 @@ def skynet_actors(size: int, div: int = 10) -> int:
         total += level
         level *= div
     return total
+
+
+#: The modulus of the CPU-bound loop of ``scaling.py``'s ``cpu`` workload.
+SPIN_MODULUS = 1_000_003
+
+
+def spin(iterations: int) -> int:
+    """Run the ``cpu`` workload's loop (``scaling.erl``'s ``spin/2``) and return its result."""
+    acc = 0
+    for i in range(iterations, 0, -1):
+        acc = (acc + i * i) % SPIN_MODULUS
+    return acc
