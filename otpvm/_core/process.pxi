@@ -110,7 +110,7 @@ cdef struct _Signals:
     # inbox lock is held: creating a Python object there could start the
     # garbage collector, which can run any finaliser and switch threads,
     # while a sender holding the GIL waits for the lock (a deadlock).
-    size_t n, cap
+    size_t n, cap, messages
     int *kinds
     PyObject **payloads
     bint out_of_memory
@@ -120,7 +120,10 @@ cdef void _collect_signal(void *out, int kind, void *payload) noexcept:
     cdef _Signals *seen = <_Signals *>out
     cdef size_t cap
     cdef void *grown
-    if ovm_sig_is_message(kind) or seen.out_of_memory:
+    if ovm_sig_is_message(kind):
+        seen.messages += 1
+        return
+    if seen.out_of_memory:
         return
     if seen.n == seen.cap:
         cap = seen.cap * 2 if seen.cap else 8
@@ -957,9 +960,10 @@ cdef class Process:
     # and a process with a kill on its way is already dead.  Here the reader
     # folds the signals still waiting in the inbox into what it reports.
 
-    cdef list pending_signals(self):
+    cdef list pending_signals(self, size_t *messages=NULL):
         """The link, monitor and exit signals on their way in the inbox, as
-        (kind, payload) pairs in order (messages are not listed)."""
+        (kind, payload) pairs in order (messages are not listed: their
+        number goes to ``messages``, when the inbox had signals)."""
         cdef list out = []
         cdef _Signals seen
         cdef size_t i
@@ -967,6 +971,8 @@ cdef class Process:
             return out
         memset(&seen, 0, sizeof(seen))
         ovm_inbox_visit(&self.inbox, _collect_signal, <void *>&seen)
+        if messages != NULL:
+            messages[0] = seen.messages
         try:
             for i in range(seen.n):
                 out.append((seen.kinds[i], <object>seen.payloads[i]))
@@ -1003,7 +1009,7 @@ cdef class Process:
         cdef size_t on_the_way = ovm_inbox_len(&self.inbox)
         # Only link and monitor signals on their way change what it says: a
         # mailbox of millions of messages is not walked for them.
-        cdef list pending = self.pending_signals()
+        cdef list pending = self.pending_signals(&on_the_way)   # signals do not count
         if not self.alive():
             return None
         if state & OVM_RUNNING:
@@ -1016,8 +1022,6 @@ cdef class Process:
         monitors_in = dict(self.monitors_in or {})
         self.fold_signals(pending, links, monitors_in)
         watchers = {ref: watcher for ref, (watcher, _) in monitors_in.items()}
-        if pending:                         # signals do not count, as in Erlang
-            on_the_way = sum(1 for kind, _ in pending if ovm_sig_is_message(kind))
         return {
             "pid": self.pid,
             "status": status,
