@@ -56,9 +56,30 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from otpvm import _vm, code, gen
+from otpvm import _idle, _vm, code, gen
 from otpvm import sys as _sys
-from otpvm.gen import CallError, From, Ignored, StartError, ack
+from otpvm.gen import (  # with OTP's send_request family, which this module exports too
+    NO_REPLY,
+    NO_REQUEST,
+    CallError,
+    From,
+    Ignored,
+    RequestId,
+    RequestIdCollection,
+    Response,
+    StartError,
+    abcast,
+    ack,
+    check_response,
+    multi_call,
+    receive_response,
+    reqids_add,
+    reqids_new,
+    reqids_size,
+    reqids_to_list,
+    send_request,
+    wait_response,
+)
 from otpvm.kernel import (
     Pid,
     Ref,
@@ -82,16 +103,6 @@ __all__ += [  # OTP's send_request family, multi_call and abcast (otpvm.gen)
     "reqids_to_list", "send_request", "wait_response",
 ]
 
-# OTP's send_request family, multi_call and abcast: otpvm.gen's, as gen_server exports them.
-NO_REPLY, NO_REQUEST = gen.NO_REPLY, gen.NO_REQUEST
-RequestId, RequestIdCollection, Response = gen.RequestId, gen.RequestIdCollection, gen.Response
-send_request = gen.send_request
-wait_response = gen.wait_response
-receive_response = gen.receive_response
-check_response = gen.check_response
-reqids_new, reqids_add = gen.reqids_new, gen.reqids_add
-reqids_size, reqids_to_list = gen.reqids_size, gen.reqids_to_list
-multi_call, abcast = gen.multi_call, gen.abcast
 
 _log = logging.getLogger("otpvm")
 
@@ -161,17 +172,6 @@ Ignore: Any = _IgnoreType()
 _TIMEOUT = "$gen_timeout"
 _HIBERNATE_AFTER = "$gen_hibernate_after"
 _Killed = _vm._ProcessKilled          # a kill (never trapped): terminate does not run
-
-
-def _idle_time(seconds: Any) -> float | None:
-    """hibernate_after's value, checked: None or seconds >= 0."""
-    if seconds is None:
-        return None
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise TypeError(f"hibernate_after is None or a number of seconds, not {seconds!r}")
-    if not seconds >= 0:
-        raise ValueError(f"hibernate_after cannot be negative: {seconds!r}")
-    return float(seconds)
 
 
 def _abnormal(reason: Any) -> bool:
@@ -262,7 +262,7 @@ class _Server(_sys.CodeChanging, _vm._ServerCore):
         self.undo: _sys.CodeUndo | None = None   # change_code's, until commit/abort/resume
         self.refused: Any = None          # the code.Version it failed to switch to
         self.entered: Ok | None = None    # enter_loop's state and what follows it
-        self.hibernate_after = _idle_time(hibernate_after)
+        self.hibernate_after = _idle.check(hibernate_after)
         self.hib_token = 0                # which hibernate_after timer is the live one
 
     # -- start ------------------------------------------------------------

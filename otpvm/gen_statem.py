@@ -112,7 +112,26 @@ from typing import Any, Literal, NoReturn, TypeAlias
 
 from otpvm import _idle, _vm, code, gen
 from otpvm import sys as _sys
-from otpvm.gen import CallError, From, Ignored, StartError, ack
+from otpvm.gen import (  # with OTP's send_request family, which this module exports too
+    NO_REPLY,
+    NO_REQUEST,
+    CallError,
+    From,
+    Ignored,
+    RequestId,
+    RequestIdCollection,
+    Response,
+    StartError,
+    ack,
+    check_response,
+    receive_response,
+    reqids_add,
+    reqids_new,
+    reqids_size,
+    reqids_to_list,
+    send_request,
+    wait_response,
+)
 from otpvm.kernel import (
     Pid,
     Ref,
@@ -139,15 +158,6 @@ __all__ += [  # OTP's send_request family (otpvm.gen)
     "send_request", "wait_response",
 ]
 
-# OTP's send_request family: otpvm.gen's, re-exported as OTP's gen_statem does.
-NO_REPLY, NO_REQUEST = gen.NO_REPLY, gen.NO_REQUEST
-RequestId, RequestIdCollection, Response = gen.RequestId, gen.RequestIdCollection, gen.Response
-send_request = gen.send_request
-wait_response = gen.wait_response
-receive_response = gen.receive_response
-check_response = gen.check_response
-reqids_new, reqids_add = gen.reqids_new, gen.reqids_add
-reqids_size, reqids_to_list = gen.reqids_size, gen.reqids_to_list
 
 _log = logging.getLogger("otpvm")
 
