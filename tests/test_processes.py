@@ -704,3 +704,25 @@ def test_reading_an_inbox_never_runs_python_under_its_lock(tmp_path):
         pytest.fail("process_info deadlocked with a sender on the inbox lock")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok\n"
+
+
+@pytest.mark.parametrize("schedulers", [1, 2])
+def test_halt_never_returns_and_its_caller_is_killed(schedulers):
+    # erl: halt() does not return.  Here the stop runs on another thread;
+    # if halt() returned, main raced the kill coming from that thread, and
+    # run() either returned main's value or raised ProcessExit('killed').
+    after_halt = []
+
+    async def main():
+        otpvm.spawn(otpvm.receive)            # something else to kill
+        otpvm.halt()
+        after_halt.append("ran")              # never
+        return "main's value"
+
+    for _ in range(20):
+        with otpvm.VM(schedulers=schedulers) as vm:
+            with pytest.raises(otpvm.ProcessExit) as info:
+                vm.run(main)
+            assert info.value.reason == "killed"
+    assert after_halt == []
+

@@ -355,8 +355,13 @@ def process_flag(flag, value):
 
 def halt():
     """Stops the caller's VM, like ``erlang:halt()``: every process is killed
-    and the ``run()`` or ``VM.run()`` waiting on the VM returns."""
+    and the ``run()`` or ``VM.run()`` waiting on the VM ends (raising
+    ``ProcessExit('killed')`` if its main process was one of them).  Like
+    erlang:halt() it does not return: the caller is killed at once (no
+    ``terminate`` runs), rather than racing the stop that kills it from
+    another thread."""
     _me("halt").vm.stop()
+    raise _ProcessKilled()
 
 
 def register(name, pid):
