@@ -163,8 +163,11 @@ void ovm_sched_destroy(ovm_sched *s) {
     s->workers = NULL;
 }
 
+static void wake_thief(ovm_sched *s, uint32_t busy);
+
 void ovm_runq_push(ovm_sched *s, uint32_t q, ovm_proc *p) {
     ovm_runq *rq = &s->runqs[q % s->nrunqs];
+    int waiting;
     p->rq_next = NULL;
     pthread_mutex_lock(&rq->lock);
     if (rq->tail != NULL)
@@ -175,7 +178,12 @@ void ovm_runq_push(ovm_sched *s, uint32_t q, ovm_proc *p) {
     rq->len++;
     if (rq->sleeping)
         pthread_cond_signal(&rq->cond);
+    /* More than its worker can start on now (woken or not): a sleeper of
+     * another queue could take some. */
+    waiting = s->steal && rq->len >= 2;
     pthread_mutex_unlock(&rq->lock);
+    if (waiting)
+        wake_thief(s, q % s->nrunqs);
 }
 
 /* Pops the head of rq; the caller holds rq->lock. */
@@ -187,6 +195,7 @@ static ovm_proc *pop_locked(ovm_runq *rq) {
             rq->tail = NULL;
         rq->len--;
         p->rq_next = NULL;
+        atomic_fetch_add_explicit(&rq->taken, 1, memory_order_relaxed);
     }
     return p;
 }
@@ -220,20 +229,83 @@ int ovm_sched_start_io(ovm_sched *s) {
     return err;
 }
 
-/* Takes a process from a busy run queue other than `mine` (free-threaded
- * builds only: with a GIL, moving work between threads only adds GIL
- * hand-offs). */
-static ovm_proc *steal(ovm_sched *s, uint32_t mine) {
+/* Wakes one worker sleeping on an idle run queue, other than `busy`, to
+ * steal (free-threaded builds only: with a GIL, moving work between threads
+ * only adds GIL hand-offs).  At most one such thief searches at a time, as
+ * Go's spinning Ms: a burst of pushes wakes one worker, not all of them, and
+ * costs one atomic load while every worker is awake. */
+static void wake_thief(ovm_sched *s, uint32_t busy) {
+    uint32_t k, none = 0;
+    if (atomic_load_explicit(&s->awake, memory_order_relaxed) >= (int)s->nrunqs ||
+        atomic_load_explicit(&s->searching, memory_order_relaxed) != 0 ||
+        !atomic_compare_exchange_strong(&s->searching, &none, 1))
+        return;
+    for (k = 1; k < s->nrunqs; k++) {
+        ovm_runq *rq = &s->runqs[(busy + k) % s->nrunqs];
+        pthread_mutex_lock(&rq->lock);
+        if (rq->sleeping && !rq->thief) {
+            rq->thief = 1;          /* its worker takes over the search count */
+            pthread_cond_signal(&rq->cond);
+            pthread_mutex_unlock(&rq->lock);
+            atomic_fetch_add_explicit(&s->thief_wakeups, 1, memory_order_relaxed);
+            return;
+        }
+        pthread_mutex_unlock(&rq->lock);
+    }
+    atomic_fetch_sub(&s->searching, 1);    /* every worker woke meanwhile */
+}
+
+/* A worker woken to steal stops searching: it found work, or found none. */
+static void stop_searching(ovm_sched *s, ovm_worker *w) {
+    if (w->searching) {
+        w->searching = 0;
+        atomic_fetch_sub(&s->searching, 1);
+    }
+}
+
+/* Takes half of the processes waiting on a busy run queue other than `mine`
+ * (only from a queue with two or more waiting: a lone one is likely its
+ * worker's next) and queues them on `mine`; returns the first, to run now,
+ * with the queue it came from (*victim) and how many are left there. */
+static ovm_proc *steal(ovm_sched *s, uint32_t mine, uint32_t *victim_out, size_t *left_out) {
     uint32_t k;
     for (k = 1; k < s->nrunqs; k++) {
-        ovm_runq *rq = &s->runqs[(mine + k) % s->nrunqs];
-        ovm_proc *p = NULL;
+        uint32_t victim = (mine + k) % s->nrunqs;
+        ovm_runq *rq = &s->runqs[victim], *own = &s->runqs[mine];
+        ovm_proc *first, *last;
+        size_t n, i, left;
         pthread_mutex_lock(&rq->lock);
-        if (rq->len >= 2)
-            p = pop_locked(rq);
+        n = rq->len >= 2 ? rq->len / 2 : 0;
+        first = last = rq->head;
+        for (i = 1; i < n; i++)
+            last = last->rq_next;
+        if (n > 0) {
+            rq->head = last->rq_next;
+            if (rq->head == NULL)
+                rq->tail = NULL;
+            rq->len -= n;
+            last->rq_next = NULL;
+        }
+        left = rq->len;
         pthread_mutex_unlock(&rq->lock);
-        if (p != NULL)
-            return p;
+        if (n == 0)
+            continue;
+        atomic_fetch_add_explicit(&s->stolen, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&own->taken, 1, memory_order_relaxed);    /* `first` */
+        if (n > 1) {
+            pthread_mutex_lock(&own->lock);
+            if (own->tail != NULL)
+                own->tail->rq_next = first->rq_next;
+            else
+                own->head = first->rq_next;
+            own->tail = last;
+            own->len += n - 1;
+            pthread_mutex_unlock(&own->lock);
+            first->rq_next = NULL;
+        }
+        *victim_out = victim;
+        *left_out = left;
+        return first;
     }
     return NULL;
 }
@@ -317,8 +389,9 @@ int ovm_worker_poll(ovm_sched *s, uint32_t wi, ovm_proc **out) {
     return OVM_NEXT_NONE;
 }
 
-int ovm_worker_next(ovm_sched *s, uint32_t wi, ovm_proc **out) {
-    ovm_worker *w = &s->workers[wi];
+/* ovm_worker_next, which also ends the search of a worker woken to steal
+ * however it returns. */
+static int worker_next(ovm_sched *s, ovm_worker *w, ovm_proc **out) {
     for (;;) {
         uint32_t q;
         ovm_runq *rq;
@@ -351,9 +424,18 @@ int ovm_worker_next(ovm_sched *s, uint32_t wi, ovm_proc **out) {
             return OVM_NEXT_IO;
         }
         if (s->steal) {
+            uint32_t victim;
+            size_t left;
             pthread_mutex_unlock(&rq->lock);
-            if ((*out = steal(s, q)) != NULL)
+            if ((*out = steal(s, q, &victim, &left)) != NULL) {
+                w->io_turn_done = 0;
+                /* Work is left there: the next sleeper joins in. */
+                stop_searching(s, w);
+                if (left >= 2)
+                    wake_thief(s, victim);
                 return OVM_NEXT_PROC;
+            }
+            stop_searching(s, w);       /* before sleeping: the next push may wake another */
             pthread_mutex_lock(&rq->lock);
             if (rq->head != NULL) {
                 pthread_mutex_unlock(&rq->lock);
@@ -373,9 +455,20 @@ int ovm_worker_next(ovm_sched *s, uint32_t wi, ovm_proc **out) {
             }
         }
         rq->sleeping = 0;
+        if (rq->thief) {
+            rq->thief = 0;
+            w->searching = 1;
+        }
         pthread_mutex_unlock(&rq->lock);
         set_awake(s, +1);
     }
+}
+
+int ovm_worker_next(ovm_sched *s, uint32_t wi, ovm_proc **out) {
+    ovm_worker *w = &s->workers[wi];
+    int next = worker_next(s, w, out);
+    stop_searching(s, w);
+    return next;
 }
 
 /* The worker the calling thread is, for ovm_housekeeping. */

@@ -19,6 +19,18 @@
  * which bounds how many threads there can be; threads started this way
  * retire when their stuck slice is over and enough spares are parked.
  *
+ * Where processes run.  A process is queued on the run queue it last ran
+ * from, and one woken by a message goes to its sender's run queue (the layer
+ * above passes that queue), so processes that talk to each other gather on
+ * one queue and a reply needs no other thread.  With a GIL that is all: one
+ * queue at a time runs Python anyway, and spreading work would only add GIL
+ * hand-offs.  On free-threaded builds (`steal`) the work spreads as on the
+ * BEAM and in Go: a push that leaves a busy queue with a process waiting
+ * while some queue's worker sleeps wakes one sleeper (one at a time: the
+ * `searching` count), which steals half of a busy queue; a thief that found
+ * work wakes the next sleeper if work is left, so N idle workers join in
+ * log N rounds instead of never.
+ *
  * Ownership of a run queue is decided by one atomic word, `slice`: even while
  * no slice runs, odd during a slice, with OVM_SLICE_LOST set by the monitor
  * when it took the queue away.  Both sides change it by compare-and-swap, so
@@ -73,7 +85,9 @@ typedef struct {
     ovm_proc *head, *tail;
     size_t len;
     int sleeping;                   /* its worker waits on cond */
+    int thief;                      /* ... and was woken to steal (wake_thief) */
     _Atomic uint64_t slice;
+    _Atomic uint64_t taken;         /* processes taken from it to run (statistics) */
 } ovm_runq;
 
 typedef struct {
@@ -83,6 +97,7 @@ typedef struct {
     int parked;                     /* counted in sched->parked (under its lock) */
     uint64_t slice;                 /* value of runq->slice in our slice */
     int io_turn_done;               /* took I/O last: a process goes next */
+    int searching;                  /* woken to steal, counted in sched->searching */
     /* What the monitor reads about this worker (it never writes to them but
      * `stuck`). */
     _Atomic uint64_t pid;           /* id of the process of the current slice */
@@ -141,6 +156,11 @@ typedef struct {
     ovm_runq *runqs;
     ovm_worker *workers;
     int steal;                      /* idle workers steal (free-threaded) */
+    /* Workers woken to steal that have not found work yet: at most one is
+     * woken at a time (see wake_thief in ovm_sched.c). */
+    _Atomic uint32_t searching;
+    _Atomic uint64_t stolen;        /* processes moved by stealing */
+    _Atomic uint64_t thief_wakeups; /* sleeping workers woken to steal */
     int64_t slice_limit_ns;         /* CPU + blocked time a slice may take */
     /* Wall-clock time after which a run queue is handed over whatever the
      * reason, without blaming the process (see monitor_judge). */
@@ -215,6 +235,14 @@ int ovm_worker_next(ovm_sched *s, uint32_t w, ovm_proc **out);
 /* The same without blocking: OVM_NEXT_NONE when there is nothing to do now
  * (the caller then releases the GIL and calls ovm_worker_next). */
 int ovm_worker_poll(ovm_sched *s, uint32_t w, ovm_proc **out);
+/* How many processes were taken from run queue q to run (stolen ones count
+ * for the thief's queue), and how many were moved by stealing in all. */
+static inline uint64_t ovm_runq_taken(ovm_sched *s, uint32_t q) {
+    return atomic_load_explicit(&s->runqs[q].taken, memory_order_relaxed);
+}
+static inline uint64_t ovm_sched_stolen(ovm_sched *s) {
+    return atomic_load_explicit(&s->stolen, memory_order_relaxed);
+}
 /* The run queue the worker serves now, or OVM_NO_RUNQ. */
 static inline uint32_t ovm_worker_runq(ovm_sched *s, uint32_t w) {
     return atomic_load_explicit(&s->workers[w].runq, memory_order_acquire);

@@ -188,6 +188,48 @@ def test_ring_of_processes_on_several_schedulers(schedulers):
     assert otpvm.run(main, 500, 5, schedulers=schedulers) == "ok"
 
 
+FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+async def _ponger():
+    while (msg := await receive()) != "stop":
+        sender, n = msg
+        send(sender, n)
+
+
+async def _pinger(main, round_trips):
+    peer = otpvm.spawn(_ponger)
+    for i in range(round_trips):
+        send(peer, (self(), i))
+        assert await receive(timeout=PATIENCE) == i
+    send(peer, "stop")
+    send(main, "done")
+
+
+async def _pairs(pairs, round_trips):
+    for _ in range(pairs):
+        otpvm.spawn(_pinger, self(), round_trips)
+    for _ in range(pairs):
+        await receive("done", timeout=PATIENCE)
+
+
+def test_where_ping_pong_pairs_run_on_two_schedulers():
+    """Free-threaded: a sleeping scheduler is woken to steal from the busy one,
+    so both run a fair share (before, the second slept through the whole run:
+    pairs ran at 1.0 core).  With a GIL: the work stays on the run queue it
+    was woken on (a reply goes to its sender's queue), so no GIL hand-offs."""
+    with otpvm.VM(schedulers=2) as vm:
+        vm.run(_pairs, 8, 2000)
+        slices, steals = vm.run_queue_slices, vm.steals
+    assert sum(slices) > 8 * 2 * 2000
+    if FREE_THREADED:
+        assert steals > 0
+        assert min(slices) > 0.1 * sum(slices), slices
+    else:
+        assert steals == 0
+        assert slices[1] == 0, slices
+
+
 def test_many_senders_one_receiver_across_threads():
     async def sender(to, base, n):
         for i in range(n):

@@ -195,6 +195,8 @@ cdef extern from "ovm_sched.h" nogil:
     int ovm_worker_next(ovm_sched *s, uint32_t w, ovm_proc **out)
     int ovm_worker_poll(ovm_sched *s, uint32_t w, ovm_proc **out)
     uint32_t ovm_worker_runq(ovm_sched *s, uint32_t w)
+    uint64_t ovm_runq_taken(ovm_sched *s, uint32_t q)
+    uint64_t ovm_sched_stolen(ovm_sched *s)
     ovm_worker *ovm_sched_worker(ovm_sched *s, uint32_t w)
     bint ovm_slice_overdue(ovm_worker *w, int used, int *next)
     int ovm_worker_register(ovm_sched *s, uint32_t w)

@@ -268,6 +268,18 @@ cdef class VM:
         return self.sched.handoffs
 
     @property
+    def run_queue_slices(self):
+        """How many slices each run queue has run: where the work went."""
+        return tuple(ovm_runq_taken(&self.sched, q) for q in range(self.schedulers))
+
+    @property
+    def steals(self):
+        """How many processes idle schedulers took from busy run queues
+        (free-threaded builds; always 0 with a GIL, where work stays where
+        it is woken)."""
+        return ovm_sched_stolen(&self.sched)
+
+    @property
     def long_schedules(self):
         """How many slices overran ``slice_limit`` (each one logged, or counted
         in a burst's summary line)."""

@@ -573,6 +573,40 @@ static void test_sched_steal(void) {
     free(c);
 }
 
+/* A burst of processes pushed on one run queue while the other's worker
+ * sleeps wakes that worker to steal (free-threaded builds): without the
+ * wake, it would sleep until something was pushed on its own queue. */
+static void test_sched_sleeper_woken_to_steal(void) {
+    enum { N = 32 };
+    ctx *c = calloc(1, sizeof(*c));
+    tproc *ts = calloc(N, sizeof(*ts));
+    pthread_t th[NWORKERS];
+    warg wa[NWORKERS];
+    uint64_t off_home;
+    CHECK(c != NULL && ts != NULL);
+    sched_start(c, th, wa, NRUNQS, NWORKERS, SLICE_LIMIT, 1);
+    for (int i = 0; i < 2000 && atomic_load(&c->s.awake) > 0; i++)
+        sleep_ns(MS);
+    CHECKF(atomic_load(&c->s.awake) == 0, "the workers never went to sleep");
+    for (size_t i = 0; i < N; i++) {
+        tproc_init(&ts[i], 0);
+        ts[i].spin_ns = MS;         /* keeps run queue 0's worker busy */
+    }
+    for (size_t i = 0; i < N; i++)
+        CHECK_EQ(send_msg(c, &ts[i]), 1);
+    wait_quiescent(ts, N, "burst");
+    off_home = atomic_load(&c->stolen);
+    printf(" [%llu of %d stolen, %llu thief wake-ups]", (unsigned long long)off_home, N,
+           (unsigned long long)atomic_load(&c->s.thief_wakeups));
+    CHECK(atomic_load(&c->s.thief_wakeups) >= 1);
+    /* A stolen process may be stolen back before it runs: moves >= runs away. */
+    CHECK(off_home >= 1 && atomic_load(&c->s.stolen) >= off_home);
+    sched_finish(c, th, NWORKERS);
+    CHECK_EQ(atomic_load(&c->s.searching), 0);     /* every search ended */
+    free(ts);
+    free(c);
+}
+
 /* No spare worker: the monitor notices but cannot hand anything off. */
 static void test_sched_no_spare(void) {
     ctx *c = calloc(1, sizeof(*c));
@@ -719,6 +753,7 @@ int main(int argc, char **argv) {
     RUN(test_sched_init_errors);
     RUN(test_sched_2_runqs_4_workers);
     RUN(test_sched_steal);
+    RUN(test_sched_sleeper_woken_to_steal);
     RUN(test_sched_no_spare);
     RUN(test_sched_stop_under_load);
     printf("test_sched: all passed in %.2f s\n", (double)(ovm_now_ns() - t0) / 1e9);
