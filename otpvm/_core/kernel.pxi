@@ -498,10 +498,11 @@ cdef int _shrink(Process me) except -1:
                 me.vm.cancel_timer(t)
             me.rcv_timer = None
         me.rcv_match = None
-    me.links = set(me.links) if me.links else None
-    me.aliases = set(me.aliases) if me.aliases else None
-    me.monitors_in = dict(me.monitors_in) if me.monitors_in else None
-    me.monitors_out = dict(me.monitors_out) if me.monitors_out else None
+    with cython.critical_section(me):          # see "shared fields" (process.pxi)
+        me.links = set(me.links) if me.links else None
+        me.aliases = set(me.aliases) if me.aliases else None
+        me.monitors_in = dict(me.monitors_in) if me.monitors_in else None
+        me.monitors_out = dict(me.monitors_out) if me.monitors_out else None
     me.hibernating = True
     return 0
 

@@ -572,11 +572,17 @@ cdef class VM:
         self.procs.pop(p.pid.key, None)
         if self.stopping and not self.procs:
             self.emptied.set()
-        if p.name is not None:
+        # Its exit flag is set: a register() that checks it from now on
+        # refuses, and one that checked it before has set p.name by the time
+        # its lock lets us read it (both under the process's lock).
+        with cython.critical_section(p):
+            name = p.name
+        if name is not None:
             with self.lock:
-                if self.names.get(p.name) is p:
-                    del self.names[p.name]
-            p.name = None
+                if self.names.get(name) is p:
+                    del self.names[name]
+                with cython.critical_section(p):
+                    p.name = None
 
     cdef int deliver_to(self, Pid pid, int kind, object payload, uint32_t q) except -1:
         """Queues a signal for pid if it is alive."""
@@ -613,13 +619,18 @@ cdef class VM:
             if name in self.names:
                 raise _NameRegistrationError(
                     f"{name!r} is already registered to {(<Process>self.names[name]).pid!r}")
-            if p is None or ovm_proc_exited(&p.c):
+            if p is None:
                 raise _NameRegistrationError(f"cannot register {name!r}: {pid!r} is not alive")
-            if p.name is not None:
-                raise _NameRegistrationError(
-                    f"{pid!r} is already registered as {p.name!r}")
+            # Its exit flag and its name under its lock, against forget().
+            with cython.critical_section(p):
+                exited, old = ovm_proc_exited(&p.c), p.name
+                if not exited and old is None:
+                    p.name = name
+            if exited:
+                raise _NameRegistrationError(f"cannot register {name!r}: {pid!r} is not alive")
+            if old is not None:
+                raise _NameRegistrationError(f"{pid!r} is already registered as {old!r}")
             self.names[name] = p
-            p.name = name
         return 0
 
     cdef int unregister(self, object name) except -1:
@@ -627,7 +638,8 @@ cdef class VM:
             p = self.names.pop(name, None)
             if p is None:
                 raise _NameRegistrationError(f"{name!r} is not a registered name")
-            (<Process>p).name = None
+            with cython.critical_section(p):
+                (<Process>p).name = None
         return 0
 
     # -- sockets: the hooks of the I/O layer (otpvm.net) ----------------------
@@ -725,17 +737,24 @@ cdef class VM:
         """Makes pid the owner of port: terminate() will call its
         _owner_exited(reason).  False if pid is not alive."""
         cdef Process p = self.procs.get(pid.key)
-        if p is None or ovm_proc_exited(&p.c):
+        if p is None:
             return False
-        if p.ports is None:
-            p.ports = set()
-        p.ports.add(port)
+        # Under its lock, against its end taking its sockets (take_ports):
+        # a socket given to it after that would never be closed.
+        with cython.critical_section(p):
+            if ovm_proc_exited(&p.c):
+                return False
+            if p.ports is None:
+                p.ports = set()
+            p.ports.add(port)
         return True
 
     def _disown(self, Pid pid, port):
         cdef Process p = self.procs.get(pid.key)
-        if p is not None and p.ports is not None:
-            p.ports.discard(port)
+        if p is not None:
+            with cython.critical_section(p):
+                if p.ports is not None:
+                    p.ports.discard(port)
 
     @property
     def open_sockets(self):

@@ -223,10 +223,10 @@ cdef class _LongSchedules:
         p = vm.procs.get(inc.pid)
         name = initial = ""
         if p is not None:
-            with vm.lock:
+            with cython.critical_section(p):   # see "shared fields" (process.pxi)
                 name = (<Process>p).name
+                initial = (<Process>p).initial_call()
             name = f" registered as {name!r}" if name is not None else ""
-            initial = (<Process>p).initial_call()
         if inc.cpu_ns < 0:
             what = (f"has held its scheduler thread for {_duration(inc.wall_ns)} without awaiting "
                     f"(its CPU time cannot be measured here)")

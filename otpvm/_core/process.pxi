@@ -27,6 +27,18 @@
 # after the copies, and frees its mailbox.  A thread inside a C call that
 # never returns to Python cannot be interrupted: the process is dead for
 # everyone, but its thread stays there (VM.stop says so).
+#
+# Shared fields.  A few fields are read by other threads: process_info,
+# long_schedule reports, otpvm.code's scan, an exit signal's check of the
+# links, a stuck process's take-over, a socket handed to it (VM._own).  On
+# free-threaded Python nothing serialises those readers with the owner, and
+# loading an object field while the owner replaces it could touch a freed
+# object; so the owner replaces them (release, hibernation, its name, its
+# sockets, its first start) under the process's own lock
+# (cython.critical_section: a per-object mutex on free-threaded builds,
+# nothing with a GIL), and the readers load them under it.  Changes made in
+# place (adding to a set of links) need nothing: the containers of
+# free-threaded Python have locks of their own.
 
 import logging as _logging
 import traceback as _traceback
@@ -299,7 +311,8 @@ cdef class Process:
         if self.trap_exit or _is(reason, "normal"):
             return NOTHING
         if kind == OVM_SIG_EXIT_LINKED:
-            links = self.links
+            with cython.critical_section(self):
+                links = self.links
             if links is None or sender not in links:
                 return NOTHING
         return reason
@@ -312,11 +325,12 @@ cdef class Process:
         if not ovm_proc_take(&self.c):
             return False
         self.exit_reason = reason
-        links = set(self.links or ())
-        monitors_in = dict(self.monitors_in or {})
+        with cython.critical_section(self):     # its own thread still runs
+            links = set(self.links or ())
+            monitors_in = dict(self.monitors_in or {})
+            monitors_out = dict(self.monitors_out or {})
+        ports = self.take_ports()
         self.fold_signals(self.pending_signals(), links, monitors_in)   # it never looked
-        monitors_out = dict(self.monitors_out or {})
-        ports = set(self.ports or ())
         self.vm.zombies[self.pid.id] = [self, ovm_now_ns() + _NAG_NS, _NAG_NS]
         self.vm.forget(self)                # first, as terminate does
         self.tell_end(reason, links, monitors_in, monitors_out, q)
@@ -352,9 +366,6 @@ cdef class Process:
                       {r: w for r, w in (self.monitors_in or {}).items() if r not in monitors_in},
                       {r: p for r, p in (self.monitors_out or {}).items() if r not in monitors_out},
                       q)
-        late_ports = {port for port in self.ports or () if port not in ports}
-        if late_ports:
-            self.close_ports(reason, late_ports)
         self.release(reason, q, links, monitors_in)
         self.vm.zombies.pop(self.pid.id, None)
         return 0
@@ -638,8 +649,9 @@ cdef class Process:
         # Erlang: a supervisor restarting a named child must find the name free.
         self.vm.forget(self)
         self.tell_end(reason, self.links, self.monitors_in, self.monitors_out, q)
-        if self.ports:
-            self.close_ports(reason, self.ports)
+        ports = self.take_ports()
+        if ports:
+            self.close_ports(reason, ports)
         self.release(reason, q)
         if self.on_exit is not None:
             hook, self.on_exit = self.on_exit, None
@@ -684,8 +696,9 @@ cdef class Process:
             self.answer_queued(ovm_inbox_close(&self.inbox), reason, q, told_links,
                                told_monitors)
             _free_nodes(ovm_queue_take_all(&self.mq))
-        self.links = self.monitors_in = self.monitors_out = self.ports = None
-        self.coro = self.ctx = self.fn = self.args = self.on_message = None
+        with cython.critical_section(self):     # see "shared fields"
+            self.links = self.monitors_in = self.monitors_out = self.ports = None
+            self.coro = self.ctx = self.fn = self.args = self.on_message = None
         self.rcv_match = self.rcv_msg = self.mark_ref = self.aliases = None
         return 0
 
@@ -709,6 +722,14 @@ cdef class Process:
         _answer_queued(self.vm, self.pid, reason, q, told_links, told_monitors, node,
                        &all_of_them)
         return 0
+
+    cdef set take_ports(self):
+        """Its sockets, which it no longer owns: once it has exited,
+        VM._own refuses to give it more (both under its lock), so none can
+        arrive after this and be left open."""
+        with cython.critical_section(self):
+            ports, self.ports = self.ports, None
+        return ports
 
     cdef int close_ports(self, object reason, set ports) except -1:
         """An owner's death closes its sockets, like an Erlang port's."""
@@ -891,14 +912,17 @@ cdef class Process:
         """What its code can be found from (otpvm.code's scan): the body
         function, the handler, the running coroutine, and the arguments of
         a body that has not started yet."""
-        handler = getattr(self.on_message, "__self__", None) if self.on_message is not None else None
-        return (self.fn, handler, self.coro, self.args)
+        with cython.critical_section(self):     # read from another thread
+            on_message, fn, coro, args = self.on_message, self.fn, self.coro, self.args
+        handler = getattr(on_message, "__self__", None) if on_message is not None else None
+        return (fn, handler, coro, args)
 
     cdef bint start_body(self) except -1:
         """First run: call the body.  A coroutine becomes the process; a
         plain function's return ends it; a handler's start may be either,
         and dispatching begins when it is done."""
-        args, self.args = self.args, None
+        with cython.critical_section(self):     # see "shared fields"
+            args, self.args = self.args, None
         body = self.fn(*args)
         if PyCoro_CheckExact(body) or isinstance(body, _Coroutine):
             self.coro = body
@@ -1018,8 +1042,15 @@ cdef class Process:
             status = "runnable"
         else:
             status = "waiting"
-        links = set(self.links or ())
-        monitors_in = dict(self.monitors_in or {})
+        # Another thread asks: the fields it reads are taken (and held) under
+        # the process's lock, as the owner replaces them under it (see
+        # "shared fields" above).
+        with cython.critical_section(self):
+            links = set(self.links or ())
+            monitors_in = dict(self.monitors_in or {})
+            monitors = list((self.monitors_out or {}).values())
+            name = self.name
+            initial_call = self.initial_call()
         self.fold_signals(pending, links, monitors_in)
         watchers = {ref: watcher for ref, (watcher, _) in monitors_in.items()}
         return {
@@ -1028,10 +1059,10 @@ cdef class Process:
             "message_queue_len": self.mq.len + on_the_way,
             "reductions": self.reductions,
             "links": sorted(links),
-            "monitors": list((self.monitors_out or {}).values()),
+            "monitors": monitors,
             "monitored_by": sorted(watchers.values()),
-            "registered_name": self.name,
+            "registered_name": name,
             "trap_exit": self.trap_exit,
-            "initial_call": self.initial_call(),
+            "initial_call": initial_call,
             "hibernating": self.hibernating,
         }
