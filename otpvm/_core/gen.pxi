@@ -117,7 +117,7 @@ cdef class _Call(_Receive):
             # receive(...)'s first step (_receive_advance), with the call's pattern.
             if p.out_of_budget():
                 p.budget = CONTEXT_REDS
-                return _give(_YIELD, out, 1)
+                return _to_scheduler(self, STEP_YIELD, out)
             p.budget -= 1
             p.reductions += 1
             if p.receive_now(self.pattern, self.timeout_ns == 0):
@@ -130,7 +130,7 @@ cdef class _Call(_Receive):
                 self.timed_out(p)
             p.begin_wait(self.pattern, self.timeout_ns)
             self.state = CALL_WAITING
-            return _give(_WAIT, out, 1)
+            return _to_scheduler(self, STEP_WAIT, out)
         if self.state == CALL_WAITING:
             self.state = CALL_DONE
             if p.rcv_error is not None:

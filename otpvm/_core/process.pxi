@@ -100,9 +100,6 @@ DEF CONTEXT_REDS = 4000
 # several slices instead of one of tens of milliseconds (drain_some).
 DEF DRAIN_BATCH = 64
 
-# The values a process's awaitable yields to the scheduler.
-cdef object _WAIT = object()
-cdef object _YIELD = object()
 cdef object NOTHING = object()
 
 
@@ -873,10 +870,8 @@ cdef class Process:
             self.result = value
             self.finish(self.kill_reason if self.kill_reason is not NOTHING else "normal")
             return STEP_DONE
-        if value is _WAIT:
-            return STEP_WAIT
-        if value is _YIELD:
-            return STEP_YIELD
+        if isinstance(value, _Receive):     # it waits, or yields its turn
+            return (<_Receive>value).step
         self.abandon(_foreign_await(self.pid, value))
         return STEP_DONE
 

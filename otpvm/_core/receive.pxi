@@ -1,12 +1,12 @@
 # The awaitables behind receive() and sleep().
 #
 # A message already in the mailbox costs no suspension: the awaitable
-# finishes at once.  Otherwise it yields _WAIT to the scheduler, which keeps
-# matching newly arrived messages against the pattern (without resuming the
-# coroutine) until one matches or the timeout fires, and only then resumes
-# the process.  After CONTEXT_REDS reductions the awaitable yields _YIELD
-# first, so that a process with a full mailbox still goes to the back of its
-# run queue.
+# finishes at once.  Otherwise it yields itself to the scheduler, asking to
+# wait (STEP_WAIT); the scheduler keeps matching newly arrived messages
+# against the pattern (without resuming the coroutine) until one matches or
+# the timeout fires, and only then resumes the process.  After CONTEXT_REDS
+# reductions the awaitable asks to yield (STEP_YIELD) first, so that a
+# process with a full mailbox still goes to the back of its run queue.
 
 cdef enum:
     RCV_FRESH = 0
@@ -38,6 +38,7 @@ cdef class _Receive:
     cdef object pattern
     cdef int64_t timeout_ns         # -1: wait forever
     cdef int state
+    cdef int step                   # what it asked of the scheduler: STEP_WAIT or STEP_YIELD
     cdef bint is_sleep
     cdef bint advanced              # awaited (or driven) at least once
 
@@ -104,10 +105,10 @@ cdef int _receive_advance(_Receive r, PyObject **out) except -1:
         raise RuntimeError("an otpvm receive() can be awaited only once")
     if r.is_sleep and r.timeout_ns == 0:
         r.state = RCV_YIELDED           # sleep(0): to the back of the queue
-        return _give(_YIELD, out, 1)
+        return _to_scheduler(r, STEP_YIELD, out)
     if p.out_of_budget():
         p.budget = CONTEXT_REDS
-        return _give(_YIELD, out, 1)
+        return _to_scheduler(r, STEP_YIELD, out)
     p.budget -= 1
     p.reductions += 1
     if p.receive_now(r.pattern, r.timeout_ns == 0):
@@ -120,7 +121,17 @@ cdef int _receive_advance(_Receive r, PyObject **out) except -1:
         raise TimeoutError("receive(timeout=0): no matching message")
     p.begin_wait(r.pattern, r.timeout_ns)
     r.state = RCV_WAITING
-    return _give(_WAIT, out, 1)
+    return _to_scheduler(r, STEP_WAIT, out)
+
+
+cdef inline int _to_scheduler(_Receive r, int step, PyObject **out):
+    """Yields the awaitable itself to the scheduler, which reads r.step.
+    Not a module-level sentinel: on free-threaded builds every scheduler
+    thread would update that one object's reference count at each receive,
+    a cache line bouncing between cores (a tenth of the time of ping-pong
+    pairs on two schedulers went to that one increment)."""
+    r.step = step
+    return _give(r, out, 1)
 
 
 cdef inline int _give(object value, PyObject **out, int status):
