@@ -131,7 +131,7 @@ static void *worker_main(void *arg) {
         CHECK_EQ(r, OVM_NEXT_PROC);
         CHECK(p != NULL);
         q = ovm_worker_runq(s, w);
-        CHECKF(q < NRUNQS, "worker %u got a process while serving no run queue", w);
+        CHECKF(q < s->nrunqs, "worker %u got a process while serving no run queue", w);
         if (p->home != q) {
             CHECKF(c->steal, "worker %u on run queue %u popped a process of run queue %u", w, q,
                    p->home);
@@ -607,6 +607,42 @@ static void test_sched_sleeper_woken_to_steal(void) {
     free(c);
 }
 
+/* With four run queues, the first thief that leaves work behind wakes the
+ * next sleeper, and so on: every worker ends up running some of a burst
+ * pushed on one queue (without the chain, one thief at most would). */
+static void test_sched_thieves_wake_each_other(void) {
+    enum { N = 64, Q = 4 };
+    ctx *c = calloc(1, sizeof(*c));
+    tproc *ts = calloc(N, sizeof(*ts));
+    pthread_t th[Q];
+    warg wa[Q];
+    CHECK(c != NULL && ts != NULL);
+    sched_start(c, th, wa, Q, Q, SLICE_LIMIT, 1);
+    for (int i = 0; i < 2000 && atomic_load(&c->s.awake) > 0; i++)
+        sleep_ns(MS);
+    CHECKF(atomic_load(&c->s.awake) == 0, "the workers never went to sleep");
+    for (size_t i = 0; i < N; i++) {
+        tproc_init(&ts[i], 0);
+        ts[i].spin_ns = MS;
+    }
+    for (size_t i = 0; i < N; i++)
+        CHECK_EQ(send_msg(c, &ts[i]), 1);
+    wait_quiescent(ts, N, "burst");
+    printf(" [runs per worker %llu/%llu/%llu/%llu, %llu thief wake-ups]",
+           (unsigned long long)atomic_load(&c->worker_runs[0]),
+           (unsigned long long)atomic_load(&c->worker_runs[1]),
+           (unsigned long long)atomic_load(&c->worker_runs[2]),
+           (unsigned long long)atomic_load(&c->worker_runs[3]),
+           (unsigned long long)atomic_load(&c->s.thief_wakeups));
+    for (int w = 0; w < Q; w++)
+        CHECKF(atomic_load(&c->worker_runs[w]) >= 1, "worker %d ran none of the burst", w);
+    CHECK(atomic_load(&c->s.thief_wakeups) >= Q - 1);
+    sched_finish(c, th, Q);
+    CHECK_EQ(atomic_load(&c->s.searching), 0);
+    free(ts);
+    free(c);
+}
+
 /* No spare worker: the monitor notices but cannot hand anything off. */
 static void test_sched_no_spare(void) {
     ctx *c = calloc(1, sizeof(*c));
@@ -754,6 +790,7 @@ int main(int argc, char **argv) {
     RUN(test_sched_2_runqs_4_workers);
     RUN(test_sched_steal);
     RUN(test_sched_sleeper_woken_to_steal);
+    RUN(test_sched_thieves_wake_each_other);
     RUN(test_sched_no_spare);
     RUN(test_sched_stop_under_load);
     printf("test_sched: all passed in %.2f s\n", (double)(ovm_now_ns() - t0) / 1e9);
