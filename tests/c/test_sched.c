@@ -573,6 +573,21 @@ static void test_sched_steal(void) {
     free(c);
 }
 
+/* Once every worker sleeps, pushes n processes on run queue 0, each
+ * spinning 1 ms (keeping that queue's worker busy), and waits until all ran. */
+static void burst_while_asleep(ctx *c, tproc *ts, size_t n) {
+    for (int i = 0; i < 2000 && atomic_load(&c->s.awake) > 0; i++)
+        sleep_ns(MS);
+    CHECKF(atomic_load(&c->s.awake) == 0, "the workers never went to sleep");
+    for (size_t i = 0; i < n; i++) {
+        tproc_init(&ts[i], 0);
+        ts[i].spin_ns = MS;
+    }
+    for (size_t i = 0; i < n; i++)
+        CHECK_EQ(send_msg(c, &ts[i]), 1);
+    wait_quiescent(ts, n, "burst");
+}
+
 /* A burst of processes pushed on one run queue while the other's worker
  * sleeps wakes that worker to steal (free-threaded builds): without the
  * wake, it would sleep until something was pushed on its own queue. */
@@ -585,16 +600,7 @@ static void test_sched_sleeper_woken_to_steal(void) {
     uint64_t off_home;
     CHECK(c != NULL && ts != NULL);
     sched_start(c, th, wa, NRUNQS, NWORKERS, SLICE_LIMIT, 1);
-    for (int i = 0; i < 2000 && atomic_load(&c->s.awake) > 0; i++)
-        sleep_ns(MS);
-    CHECKF(atomic_load(&c->s.awake) == 0, "the workers never went to sleep");
-    for (size_t i = 0; i < N; i++) {
-        tproc_init(&ts[i], 0);
-        ts[i].spin_ns = MS;         /* keeps run queue 0's worker busy */
-    }
-    for (size_t i = 0; i < N; i++)
-        CHECK_EQ(send_msg(c, &ts[i]), 1);
-    wait_quiescent(ts, N, "burst");
+    burst_while_asleep(c, ts, N);
     off_home = atomic_load(&c->stolen);
     printf(" [%llu of %d stolen, %llu thief wake-ups]", (unsigned long long)off_home, N,
            (unsigned long long)atomic_load(&c->s.thief_wakeups));
@@ -618,16 +624,7 @@ static void test_sched_thieves_wake_each_other(void) {
     warg wa[Q];
     CHECK(c != NULL && ts != NULL);
     sched_start(c, th, wa, Q, Q, SLICE_LIMIT, 1);
-    for (int i = 0; i < 2000 && atomic_load(&c->s.awake) > 0; i++)
-        sleep_ns(MS);
-    CHECKF(atomic_load(&c->s.awake) == 0, "the workers never went to sleep");
-    for (size_t i = 0; i < N; i++) {
-        tproc_init(&ts[i], 0);
-        ts[i].spin_ns = MS;
-    }
-    for (size_t i = 0; i < N; i++)
-        CHECK_EQ(send_msg(c, &ts[i]), 1);
-    wait_quiescent(ts, N, "burst");
+    burst_while_asleep(c, ts, N);
     printf(" [runs per worker %llu/%llu/%llu/%llu, %llu thief wake-ups]",
            (unsigned long long)atomic_load(&c->worker_runs[0]),
            (unsigned long long)atomic_load(&c->worker_runs[1]),
