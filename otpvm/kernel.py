@@ -6,6 +6,7 @@ as they are so that ``send`` and ``receive`` pay no extra Python call.
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
@@ -73,6 +74,29 @@ async def run_blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
     return value
 
 
+async def wait_future(fut: concurrent.futures.Future[Any], timeout: float | None = None) -> Any:
+    """Waits for a ``concurrent.futures.Future`` that another thread
+    completes (an executor's job, a plain thread's work), as for a message:
+    no scheduler thread is held.  Returns its result or raises its exception
+    (``CancelledError`` if it was cancelled); ``TimeoutError`` after
+    ``timeout`` seconds, leaving the future as it is.  The wake-up comes
+    through an alias, so one that arrives after a timeout is dropped instead
+    of lingering in the mailbox."""
+    vm, me = _current_vm("wait_future"), self()
+    if not isinstance(fut, concurrent.futures.Future):
+        raise TypeError(f"wait_future() takes a concurrent.futures.Future, not {fut!r}")
+    if not fut.done():
+        ref = alias()
+        fut.add_done_callback(lambda _: vm._post_alias(me, ref, ref))
+        try:
+            await receive(ref, timeout=timeout)
+        except TimeoutError:
+            raise TimeoutError(f"wait_future: {fut!r} is not done after {timeout:g} s") from None
+        finally:
+            unalias(ref)
+    return fut.result()
+
+
 class _Pacer:
     """For a process working through a long list (10,000 processes to scan
     or ask): ``await pacer.tick()`` after each item yields once the slice
@@ -137,5 +161,6 @@ __all__ = [
     "unalias",
     "unlink",
     "unregister",
+    "wait_future",
     "whereis",
 ]

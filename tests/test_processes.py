@@ -1,6 +1,7 @@
 """Processes: spawning, ending, crash reports, run() and the embeddable VM."""
 
 import asyncio
+import concurrent.futures
 import logging
 import re
 import subprocess
@@ -528,6 +529,48 @@ def test_run_blocking_holds_no_scheduler_thread():
 
     with otpvm.VM(1, slice_limit=30.0) as vm:
         assert vm.run(main) == ("still scheduling", True, 7)
+
+
+def test_wait_future_waits_for_another_threads_future_as_for_a_message():
+    """A concurrent.futures.Future completed by a plain thread: its result,
+    its exception, its cancellation; a timeout leaves the future alone and a
+    wake-up arriving after it is dropped (the alias is gone), so nothing is
+    left in the mailbox; the scheduler stays free meanwhile."""
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    gate = threading.Event()
+
+    async def echo():
+        caller, msg = await otpvm.receive()
+        otpvm.send(caller, msg)
+
+    async def main():
+        late = concurrent.futures.Future()
+        with pytest.raises(TimeoutError, match="is not done after 0.05 s"):
+            await otpvm.wait_future(late, timeout=0.05)
+        late.set_result("too late")             # its wake-up is dropped
+        waiting = pool.submit(gate.wait, 10)
+        pid = otpvm.spawn(echo)                 # runs while we wait below
+        otpvm.send(pid, (otpvm.self(), "still scheduling"))
+        echoed = await otpvm.receive("still scheduling", timeout=5)
+        gate.set()
+        got = [await otpvm.wait_future(waiting, timeout=5),
+               await otpvm.wait_future(pool.submit(pow, 2, 10)), echoed]
+        with pytest.raises(ZeroDivisionError):
+            await otpvm.wait_future(pool.submit(lambda: 1 / 0))
+        cancelled = concurrent.futures.Future()
+        cancelled.cancel()
+        with pytest.raises(concurrent.futures.CancelledError):
+            await otpvm.wait_future(cancelled)
+        with pytest.raises(TypeError, match="takes a concurrent.futures.Future"):
+            await otpvm.wait_future(asyncio.Future)
+        got.append(otpvm.process_info(otpvm.self())["message_queue_len"])
+        return got
+
+    try:
+        with otpvm.VM(1, slice_limit=30.0) as vm:
+            assert vm.run(main) == [True, 1024, "still scheduling", 0]
+    finally:
+        pool.shutdown()
 
 
 def test_process_info_works_outside_a_process_and_processes_names_what_does():

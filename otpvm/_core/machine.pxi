@@ -727,6 +727,15 @@ cdef class VM:
         away); False if the process is gone."""
         return self.post(pid, msg)
 
+    def _post_alias(self, Pid pid, Ref ref, msg):
+        """Delivers msg as it is through pid's alias ref, from any thread:
+        dropped unless the alias is still active when it arrives (see
+        kernel.wait_future).  False if the process is gone."""
+        target = self.procs.get(pid.key)
+        if target is None:
+            return False
+        return (<Process>target).deliver(OVM_SIG_ALIAS, (ref, msg), (<Process>target).home())
+
     cdef bint post(self, Pid pid, object msg) except -1:
         target = self.procs.get(pid.key)
         if target is None:
