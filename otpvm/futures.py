@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from otpvm._vm import VM, Pid, make_ref, receive
+from otpvm._vm import VM, Pid, make_ref, receive, sleep
 from otpvm._vm import self as _self_pid
 from otpvm.kernel import default_vm
 from otpvm.terms import ANY, ProcessExit
@@ -103,51 +103,69 @@ class _Job:
         self.kwargs = {}
 
     async def run(self) -> None:
-        """The job's process: runs the call and settles the future.  Who
-        settles it lets go of it first (``self.future = None``, locals
-        deleted), so that a result read from the future is not kept alive
-        by the job (CPython's test_free_reference)."""
+        """The job's process: runs the job, then frees its place."""
         ex = self.executor
         try:
-            if self.is_async:
-                fut = self.future
-                assert fut is not None and self.fn is not None
-                if not fut.set_running_or_notify_cancel():
-                    return
-                try:
-                    coro = self.fn(*self.args, **self.kwargs)
-                except BaseException as exc:
-                    self.future = None
-                    fut.set_exception(exc)
-                    return
-                finally:
-                    self.drop()
-            else:
-                ref = make_ref()
-                if not ex._queue_call(self, _self_pid(), ref):
-                    return
-                _, reply = await receive((ref, ANY))    # the thread's reply
-                if reply is None:                       # the thread settled the future
-                    return
-                coro, fut = reply                       # fn returned a coroutine
-                del reply
-            self.future = None
+            await self.settle()
+        except BaseException:
+            # Ended by a kill or exit (GeneratorExit, ProcessExit): no await
+            # from here, so the place is freed the blocking way.
+            ex._run_queue([self])
+            raise
+        await ex._run_queue_in_process(self)
+
+    async def settle(self) -> None:
+        """Runs the call and settles the future.  Who settles it lets go of
+        it first (``self.future = None``, locals deleted), so that a result
+        read from the future is not kept alive by the job (CPython's
+        test_free_reference)."""
+        ex = self.executor
+        if self.is_async:
+            fut = self.future
+            assert fut is not None and self.fn is not None
+            if not fut.set_running_or_notify_cancel():
+                return
             try:
-                value = await coro
-            except (GeneratorExit, ProcessExit) as exc:
-                # The process is being ended (a kill, the VM stopping, or
-                # otpvm.exit() in the job): the future says so; the process
-                # ends as asked.
-                fut.set_exception(exc if isinstance(exc, ProcessExit) else ProcessExit("killed"))
-                raise
+                coro = self.fn(*self.args, **self.kwargs)
             except BaseException as exc:
+                self.future = None
                 fut.set_exception(exc)
-            else:
-                fut.set_result(value)
-                del value
-            del fut, coro
-        finally:
-            ex._run_queue(finished=self)
+                return
+            finally:
+                self.drop()
+        else:
+            ref = make_ref()
+            if not await ex._queue_call(self, _self_pid(), ref):
+                return
+            _, reply = await receive((ref, ANY))    # the thread's reply
+            if reply is None:                       # the thread settled the future
+                return
+            coro, fut = reply                       # fn returned a coroutine
+            del reply
+        self.future = None
+        try:
+            value = await coro
+        except (GeneratorExit, ProcessExit) as exc:
+            # The process is being ended (a kill, the VM stopping, or
+            # otpvm.exit() in the job): the future says so; the process
+            # ends as asked.
+            fut.set_exception(exc if isinstance(exc, ProcessExit) else ProcessExit("killed"))
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)
+            del value
+        del fut, coro
+
+
+async def _acquire(lock: threading.Lock) -> None:
+    """Takes the executor's lock from a process without blocking its
+    scheduler thread: a thread holding it may be waiting for the GIL, and a
+    blocked scheduler thread is a long_schedule.  The process yields to the
+    others between tries."""
+    while not lock.acquire(blocking=False):
+        await sleep(0)
 
 
 def _fail(job: _Job, exc: BaseException) -> None:
@@ -208,13 +226,16 @@ class Executor(concurrent.futures.Executor):
         self._pending: deque[_Job] = deque()    # jobs waiting for their turn
         self._live: set[_Job] = set()           # jobs whose process was started
         self._active = 0                        # jobs counted against max_workers
+        # The blocking threads' own lock (order: _lock, then _tlock), so that
+        # sync jobs queueing their calls do not contend with submit().
+        self._tlock = threading.Lock()          # guards the four below
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()  # sync calls for threads
         self._threads: list[threading.Thread] = []
         self._idle = 0                          # blocking threads free for a call
         self._gate_open = initializer is None   # jobs may start (initializer ran once)
         self._shutdown = False
         self._threads_told = False              # exit sentinels sent
-        self._broken: str | bool = False
+        self._broken: str | bool = False        # set under both locks
 
     # -- the concurrent.futures.Executor interface ---------------------------
 
@@ -231,9 +252,11 @@ class Executor(concurrent.futures.Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._pending.append(job)
-            if not self._gate_open and not self._threads:
-                self._start_thread(claimed=False)      # it runs the initializer
-        self._run_queue(finished=None)
+            if not self._gate_open:
+                with self._tlock:
+                    if not self._threads:
+                        self._start_thread(claimed=False)   # it runs the initializer
+        self._run_queue([])
         return fut
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -251,7 +274,7 @@ class Executor(concurrent.futures.Executor):
         for job in waiting:
             if job.future is not None:
                 job.future.cancel()
-        self._run_queue(finished=None)
+        self._run_queue([])
         if not wait:
             return
         with self._lock:
@@ -260,61 +283,88 @@ class Executor(concurrent.futures.Executor):
                     self._fail_all_locked("the executor's VM was stopped")
                     break
                 self._idle_cond.wait(0.1)
+        with self._tlock:
             threads = list(self._threads)
         for t in threads:
             t.join()
 
     # -- dispatch --------------------------------------------------------------
 
-    def _run_queue(self, finished: _Job | None) -> None:
-        """Starts the pending jobs that may start now; ``finished``: a job
-        that just ended, whose place is free."""
-        done = 0 if finished is None else 1
-        if finished is not None:
-            with self._lock:
-                self._live.discard(finished)
+    def _run_queue(self, ended: list[_Job]) -> None:
+        """Starts the pending jobs that may start now; ``ended``: jobs that
+        just ended, whose places are free.  From a thread; a process that
+        can await uses ``_run_queue_in_process``."""
         while True:
             with self._lock:
-                self._active -= done
-                jobs: list[_Job] = []
-                while (self._pending and self._gate_open
-                       and (self._max is None or self._active < self._max)):
-                    job = self._pending.popleft()
-                    self._active += 1
-                    self._live.add(job)
-                    jobs.append(job)
-                if not jobs:
-                    if not self._active and not self._pending:
-                        self._idle_cond.notify_all()
-                        if self._shutdown:
-                            self._tell_threads_locked()
-                    return
-            done = 0
-            for job in jobs:
-                fut = job.future
-                assert fut is not None
-                if fut.cancelled():             # cancelled while it waited: no process
-                    failed = None
-                else:
-                    try:
-                        pid = self._vm.spawn(_job_process)
-                    except RuntimeError as exc:   # the VM has stopped
-                        failed = exc
-                    else:
-                        fut.pid = pid
-                        _give(self._vm, pid, job)
-                        continue
-                with self._lock:
-                    self._live.discard(job)
-                if failed is not None:
-                    _fail(job, BrokenExecutor(f"cannot start the job: {failed}"))
-                done += 1
-            if not done:
+                jobs = self._take_locked(ended)
+            if not jobs:
                 return
+            ended = self._start_jobs(jobs)
+            if not ended:
+                return
+
+    async def _run_queue_in_process(self, finished: _Job) -> None:
+        """``_run_queue`` for a process that ended its job: it never blocks
+        its scheduler thread on the lock (see ``_acquire``)."""
+        ended = [finished]
+        while True:
+            try:
+                await _acquire(self._lock)
+            except BaseException:               # killed meanwhile: no more awaits
+                self._run_queue(ended)
+                raise
+            try:
+                jobs = self._take_locked(ended)
+            finally:
+                self._lock.release()
+            if not jobs:
+                return
+            ended = self._start_jobs(jobs)
+            if not ended:
+                return
+
+    def _take_locked(self, ended: list[_Job]) -> list[_Job]:
+        """Under the lock: frees the places of the jobs that ended, and takes
+        the pending jobs that may start now."""
+        for job in ended:
+            self._live.discard(job)
+            self._active -= 1
+        jobs: list[_Job] = []
+        while (self._pending and self._gate_open
+               and (self._max is None or self._active < self._max)):
+            job = self._pending.popleft()
+            self._active += 1
+            self._live.add(job)
+            jobs.append(job)
+        if not jobs and not self._active and not self._pending:
+            self._idle_cond.notify_all()
+            if self._shutdown:
+                self._tell_threads_locked()
+        return jobs
+
+    def _start_jobs(self, jobs: list[_Job]) -> list[_Job]:
+        """Outside the lock: starts a process for each job; returns those
+        that got none (cancelled meanwhile, or the VM stopped)."""
+        ended = []
+        for job in jobs:
+            fut = job.future
+            assert fut is not None
+            if not fut.cancelled():             # cancelled while it waited: no process
+                try:
+                    pid = self._vm.spawn(_job_process)
+                except RuntimeError as exc:     # the VM has stopped
+                    _fail(job, BrokenExecutor(f"cannot start the job: {exc}"))
+                else:
+                    fut.pid = pid
+                    _give(self._vm, pid, job)
+                    continue
+            ended.append(job)
+        return ended
 
     def _fail_all_locked(self, why: str) -> None:
         """Fails every job not yet ended (the VM stopped under them)."""
-        self._broken = why
+        with self._tlock:
+            self._broken = why
         jobs = list(self._pending) + list(self._live)
         self._pending.clear()
         self._live.clear()
@@ -333,11 +383,12 @@ class Executor(concurrent.futures.Executor):
 
     # -- blocking threads, for sync jobs ---------------------------------------
 
-    def _queue_call(self, job: _Job, pid: Pid, ref: Any) -> bool:
+    async def _queue_call(self, job: _Job, pid: Pid, ref: Any) -> bool:
         """From a sync job's process: queues its call for a blocking thread,
         starting one if none is free.  False if the executor is broken (the
         future failed)."""
-        with self._lock:
+        await _acquire(self._tlock)
+        try:
             if not self._broken:
                 self._calls.put((job, pid, ref))
                 if self._idle:
@@ -346,11 +397,13 @@ class Executor(concurrent.futures.Executor):
                     self._start_thread(claimed=True)
                 return True
             why = self._broken
+        finally:
+            self._tlock.release()
         _fail(job, BrokenExecutor(why))
         return False
 
     def _start_thread(self, claimed: bool) -> None:
-        """Starts a blocking thread (under the lock); ``claimed``: a call was
+        """Starts a blocking thread (under ``_tlock``); ``claimed``: a call was
         queued for it (else it counts as idle once initialized)."""
         t = threading.Thread(target=self._blocking_thread, args=(claimed,), daemon=True,
                              name=f"otpvm-futures-{id(self):x}_{len(self._threads)}")
@@ -358,10 +411,12 @@ class Executor(concurrent.futures.Executor):
         t.start()
 
     def _tell_threads_locked(self) -> None:
-        if not self._threads_told:
-            self._threads_told = True
-            for _ in self._threads:
-                self._calls.put(None)
+        """Tells the blocking threads to exit (under ``_lock``)."""
+        with self._tlock:
+            if not self._threads_told:
+                self._threads_told = True
+                for _ in self._threads:
+                    self._calls.put(None)
 
     def _blocking_thread(self, claimed: bool) -> None:
         if self._initializer is not None:
@@ -371,19 +426,20 @@ class Executor(concurrent.futures.Executor):
                 _LOGGER.critical("Exception in initializer:", exc_info=True)
                 self._initializer_failed()
                 return
-        with self._lock:
-            if not claimed:
+        if not claimed:
+            with self._tlock:
                 self._idle += 1
+        with self._lock:
             opened = not self._gate_open
             self._gate_open = True
         if opened:
-            self._run_queue(finished=None)
+            self._run_queue([])
         calls = self._calls
         while True:
             try:
                 item = calls.get(timeout=_IDLE_S)
             except queue.Empty:
-                with self._lock:
+                with self._tlock:
                     if self._idle > 0:      # more free threads than queued calls
                         self._idle -= 1
                         self._threads.remove(threading.current_thread())
@@ -395,7 +451,7 @@ class Executor(concurrent.futures.Executor):
             item = None
             self._call(job, pid, ref)
             job = None
-            with self._lock:
+            with self._tlock:
                 self._idle += 1
 
     def _call(self, job: _Job, pid: Pid, ref: Any) -> None:
@@ -435,7 +491,7 @@ class Executor(concurrent.futures.Executor):
         jobs it holds fail (ThreadPoolExecutor's BrokenThreadPool)."""
         why = "A thread initializer failed, the executor is not usable anymore"
         queued = []
-        with self._lock:
+        with self._lock, self._tlock:
             self._broken = why
             self._threads.remove(threading.current_thread())
             pending = list(self._pending)
@@ -456,4 +512,4 @@ class Executor(concurrent.futures.Executor):
         for job, pid, ref in queued:
             _fail(job, BrokenExecutor(why))
             self._vm._post(pid, (ref, None))
-        self._run_queue(finished=None)
+        self._run_queue([])
