@@ -270,3 +270,18 @@ def test_default_vm_is_shared_and_replaced_once_stopped():
     assert fresh is not vm and not fresh.stopped
     with Executor() as ex:
         assert ex.submit(async_add, 1, 2).result(T) == 3
+
+
+def test_benchmark_runs_quick():
+    """benchmarks/futures_bench.py end to end, small sizes: nothing timed,
+    only that every row is there."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "futures_bench.py"
+    out = subprocess.run([sys.executable, str(bench), "--quick", "--runs", "1"],
+                         capture_output=True, text=True, timeout=100, check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows[1:]] == [
+        "sync", "sync", "async", "async", "async_sleep", "async_sleep"]
