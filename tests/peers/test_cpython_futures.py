@@ -86,6 +86,15 @@ for _cls in OTPVM_CLASSES:
 del _cls, _mixin, _name, _reason     # a TestCase left in globals would be collected
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _stop_default_vm():
+    """The default VM lives until exit; stopped after this module, so that
+    other modules' VMs get the node numbers they expect (<0.N.0>)."""
+    yield
+    if otpvm.kernel._default is not None:
+        otpvm.kernel._default.stop()
+
+
 def _run(classes):
     """(passed, skipped, problems) of the classes' tests, run by unittest."""
     loader = unittest.TestLoader()
