@@ -5,16 +5,18 @@ from mixins with ``util.create_executor_tests``; here they are built twice:
 with ``OtpvmMixin`` (the executor under test) and with CPython's
 ``ThreadPoolMixin`` (the reference run, same machine, same Python).  pytest
 ``test_counts`` runs both sets (``Otpvm*Test`` and ``ThreadPool*Test``)
-through unittest, names every failing test, and checks the numbers against
-``expected.json``: otpvm must pass at least as many as the reference minus
-the named exclusions.
+through unittest and names every failing test: otpvm must pass at least as
+many as the reference minus the named exclusions, and for the 3.13 releases
+listed in ``expected.json`` exactly the counts recorded there.
 
 Only Python 3.13 is used: its pyenv build ships the ``test`` package, and
 the suite differs between versions (the counts are 3.13's).
 """
 
 import json
+import platform
 import sys
+import threading
 import unittest
 from pathlib import Path
 
@@ -54,6 +56,9 @@ EXCLUDED = {
         "the same subprocess import of `concurrent.futures.<executor_type.__name__>`",
 }
 assert set(EXCLUDED) == set(EXPECTED["excluded"]), "expected.json and EXCLUDED disagree"
+# The suite changes between 3.13 releases (3.13.15's has one test more):
+# exact counts for the releases measured, the relative check for any.
+COUNTS = EXPECTED["counts"].get(platform.python_version())
 
 MIXINS = (ExecutorTest, WaitTests, AsCompletedTests, ExecutorShutdownTest,
           InitializerMixin, FailingInitializerMixin)
@@ -63,6 +68,11 @@ class OtpvmMixin(util.ExecutorMixin):
     """CPython's executor fixture, with otpvm's Executor (on the default VM)."""
 
     executor_type = otpvm.futures.Executor
+
+    def create_event(self):
+        # Later 3.13 releases' WaitTests ask the mixin for an event its jobs
+        # can wait on: the tests' jobs are sync, run on threads.
+        return threading.Event()
 
 
 # Built into a private namespace, not this module's globals: pytest would
@@ -117,7 +127,7 @@ def test_counts():
     print(f"\nreference (ThreadPoolExecutor): {ref_passed} passed, {ref_skipped} skipped; "
           f"otpvm: {passed} passed, {skipped} skipped ({len(EXCLUDED)} excluded)")
     assert not ref_problems, ref_problems
-    assert ref_passed == EXPECTED["reference_passed"]
     assert not problems, problems
     assert passed >= ref_passed - len(EXCLUDED)
-    assert passed == EXPECTED["otpvm_passed"]
+    if COUNTS is not None:
+        assert (ref_passed, passed) == (COUNTS["reference_passed"], COUNTS["otpvm_passed"])
