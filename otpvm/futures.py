@@ -168,6 +168,18 @@ async def _acquire(lock: threading.Lock) -> None:
         await sleep(0)
 
 
+def _settle(fut: Future, value: Any, failed: bool) -> None:
+    """A blocking thread settles a future, unless something settled it
+    meanwhile (its VM stopped: see ``Executor.shutdown``)."""
+    try:
+        if failed:
+            fut.set_exception(value)
+        else:
+            fut.set_result(value)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
 def _fail(job: _Job, exc: BaseException) -> None:
     """Fails a job that has not run (unless it was cancelled)."""
     fut, job.future = job.future, None
@@ -277,12 +289,20 @@ class Executor(concurrent.futures.Executor):
         self._run_queue([])
         if not wait:
             return
+        why = "the executor's VM was stopped"
+        orphans: list[Future] = []
         with self._lock:
             while self._active or self._pending:
                 if self._vm.stopped:
-                    self._fail_all_locked("the executor's VM was stopped")
+                    orphans = self._orphans_locked(why)
                     break
                 self._idle_cond.wait(0.1)
+        for fut in orphans:                         # outside the lock: callbacks run
+            try:
+                if fut.running() or fut.set_running_or_notify_cancel():
+                    fut.set_exception(BrokenExecutor(why))
+            except (RuntimeError, concurrent.futures.InvalidStateError):
+                pass                                # it finished meanwhile
         with self._tlock:
             threads = list(self._threads)
         for t in threads:
@@ -361,25 +381,18 @@ class Executor(concurrent.futures.Executor):
             ended.append(job)
         return ended
 
-    def _fail_all_locked(self, why: str) -> None:
-        """Fails every job not yet ended (the VM stopped under them)."""
+    def _orphans_locked(self, why: str) -> list[Future]:
+        """The VM stopped under the jobs: breaks the executor, forgets every
+        job not yet ended and returns their futures, to be failed."""
         with self._tlock:
             self._broken = why
         jobs = list(self._pending) + list(self._live)
         self._pending.clear()
         self._live.clear()
         self._active = 0
-        for job in jobs:
-            fut = job.future
-            if fut is None:
-                continue
-            try:
-                if fut.running() or fut.set_running_or_notify_cancel():
-                    fut.set_exception(BrokenExecutor(why))
-            except (RuntimeError, concurrent.futures.InvalidStateError):
-                pass                                # it finished meanwhile
         self._idle_cond.notify_all()
         self._tell_threads_locked()
+        return [job.future for job in jobs if job.future is not None]
 
     # -- blocking threads, for sync jobs ---------------------------------------
 
@@ -469,13 +482,13 @@ class Executor(concurrent.futures.Executor):
                 value = job.fn(*job.args, **job.kwargs)
             except BaseException as exc:
                 job.future = None
-                fut.set_exception(exc)
+                _settle(fut, exc, True)
             else:
                 if inspect.iscoroutine(value):
                     reply = (value, fut)
                 else:
                     job.future = None
-                    fut.set_result(value)
+                    _settle(fut, value, False)
                 del value
             job.drop()
         else:

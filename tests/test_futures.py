@@ -270,6 +270,21 @@ def test_own_vm_and_stopping_it_fails_running_jobs():
     ex.shutdown()
 
 
+def test_a_sync_call_outlives_its_stopped_vm(monkeypatch):
+    # The job's process is killed with its VM; the call, already on its
+    # blocking thread, still completes the future, and the thread ends cleanly.
+    release, errors = threading.Event(), []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args))
+    with otpvm.VM() as vm:
+        ex = Executor(vm=vm)
+        fut = ex.submit(release.wait, T)
+        wait_until(fut.running, "the job to run")
+    release.set()
+    assert fut.result(T) is True
+    ex.shutdown(wait=True)
+    assert errors == []
+
+
 def test_default_vm_is_shared_and_replaced_once_stopped():
     vm = otpvm.default_vm()
     assert otpvm.default_vm() is vm and not vm.stopped
