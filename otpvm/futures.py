@@ -31,8 +31,11 @@ Jobs beyond the bound wait in the executor, pending and cancellable.
 Share-nothing: otpvm copies every message, and a Future, a lock or a
 closure's cell cannot travel in one.  This module hands each job (the
 function, its arguments and its Future) to its process by reference, through
-``VM._post`` -- the one by-reference path, in ``_give`` below.  The job's
-arguments are therefore *not* copied, exactly as with ThreadPoolExecutor.
+``VM._post`` (``grep _post``): ``_give`` below, and a blocking thread's reply
+to the job's process, which may carry the coroutine a sync function returned
+and its Future.  Nothing else reaches a job's process by reference.  The
+job's arguments and result are therefore *not* copied, exactly as with
+ThreadPoolExecutor.
 """
 
 from __future__ import annotations
