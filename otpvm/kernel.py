@@ -6,6 +6,7 @@ as they are so that ``send`` and ``receive`` pay no extra Python call.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import threading
 import time
@@ -126,7 +127,41 @@ def run(main: Callable[..., Any], *args: Any, schedulers: int | None = None) -> 
         return vm.run(main, *args)
 
 
+_default_lock = threading.Lock()
+_default: VM | None = None
+_default_hooked = False
+
+
+def default_vm() -> VM:
+    """The VM shared by otpvm's facades (``otpvm.futures.Executor(vm=None)``),
+    started on the first call with the default settings and stopped at
+    interpreter exit (``atexit``).
+
+    Every caller gets the same VM, so processes started through different
+    facades can link to, monitor and message each other.  If it has been
+    stopped (``default_vm().stop()``), the next call starts a fresh one:
+    that is how a program replaces it, e.g. after a test.  Thread-safe."""
+    global _default, _default_hooked
+    with _default_lock:
+        if _default is None or _default.stopped:
+            _default = VM()
+            if not _default_hooked:
+                atexit.register(_stop_default)
+                _default_hooked = True
+        return _default
+
+
+def _stop_default() -> None:
+    """atexit: stops the default VM, if one was started (its processes are
+    killed: their ``finally`` blocks run)."""
+    with _default_lock:
+        vm = _default
+    if vm is not None:
+        vm.stop()
+
+
 __all__ = [
+    "default_vm",
     "Pid",
     "Ref",
     "TimerRef",

@@ -253,6 +253,12 @@ cdef class VM:
         else:
             self.stopped.wait(timeout + 1.0)
 
+    @property
+    def stopped(self):
+        """True once ``stop()`` has begun: the VM takes no more processes
+        (a stopped VM cannot be restarted; start another)."""
+        return self.stopping
+
     def processes(self):
         """The pids of the live processes."""
         return [(<Process>p).pid for p in list(self.procs.values())]
