@@ -51,6 +51,7 @@ from otpvm.terms import (
     NoProcError,
     NotInProcessError,
     ProcessExit,
+    Shared,
     StaleClassError,
     UnknownNameError,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "NoProcError",
     "NotInProcessError",
     "ProcessExit",
+    "Shared",
     "StaleClassError",
     "UnknownNameError",
     *kernel.__all__,

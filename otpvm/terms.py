@@ -43,6 +43,44 @@ class AnyOf(tuple[Any, ...]):
         return f"AnyOf{tuple.__repr__(self)}"
 
 
+class Shared:
+    """A box whose content travels in messages by reference: the receiver
+    gets ``box.value`` as the very object the sender put in, not a copy.
+
+    Messages are copied (share-nothing), and objects that cannot be copied
+    (a ``threading.Lock``, a ``concurrent.futures.Future``, an open file) fail
+    to send.  ``send(pid, Shared(obj))`` is the explicit, greppable way to
+    share one anyway: the sender and the receiver then touch the same object
+    from different scheduler threads, so it must be thread-safe.  The box
+    itself cannot be changed.
+    """
+
+    __slots__ = ("value",)
+    value: Any
+
+    def __init__(self, value: Any) -> None:
+        object.__setattr__(self, "value", value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a Shared box cannot be changed (its {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Shared box cannot be changed (its {name!r})")
+
+    def __repr__(self) -> str:
+        return f"Shared({self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Shared and other.value is self.value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("a Shared box cannot be pickled: it stands for one object in this "
+                        "process")
+
+
 class Down(NamedTuple):
     """Sent to a monitoring process when the monitored one ends."""
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import enum
+import pickle
 import re
 import sys
 import threading
@@ -10,7 +11,7 @@ from dataclasses import InitVar, field
 import pytest
 
 import otpvm
-from otpvm import receive, self, send
+from otpvm import ANY, Shared, receive, self, send
 
 
 class Color(enum.Enum):
@@ -118,6 +119,35 @@ def test_unpicklable_message_is_a_clear_error_and_nothing_is_sent():
         return "ok"
 
     assert otpvm.run(main) == "ok"
+
+
+def test_a_shared_box_carries_its_object_by_reference():
+    """Shared(obj) is the explicit way to send what cannot be copied (a lock)
+    or must not be (a list both sides append to): the receiver gets the very
+    object; everything else in the message is still copied; the box itself
+    cannot be changed or pickled."""
+    lock, items = threading.Lock(), ["sender"]
+
+    async def child(parent, box, plain):
+        with box.value[0]:
+            box.value[1].append("receiver")
+        plain.append("lost")
+        send(parent, ("done", box, Shared(plain)))
+
+    async def main():
+        plain = ["copied"]
+        otpvm.spawn(child, self(), Shared((lock, items)), plain)
+        _, box, theirs = await receive(("done", ANY, ANY), timeout=5)
+        return box.value[0] is lock, box.value[1] is items, plain, theirs.value
+
+    assert otpvm.run(main) == (True, True, ["copied"], ["copied", "lost"])
+    assert items == ["sender", "receiver"]
+    box = Shared(items)
+    assert box == Shared(items) and box != Shared(list(items)) and repr(box) == f"Shared({items!r})"
+    with pytest.raises(AttributeError, match="a Shared box cannot be changed"):
+        box.value = []
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(box)
 
 
 def test_spawn_arguments_are_copied_too():

@@ -39,6 +39,8 @@ import pickle as _pickle
 import sys as _sys
 import types as _types
 
+from otpvm.terms import Shared as _Shared
+
 cdef object _Enum = _enum.Enum
 cdef object _object_new = object.__new__
 cdef object _object_setattr = object.__setattr__
@@ -46,9 +48,10 @@ cdef object _slotnames = _copyreg._slotnames
 # Functions travel by reference, like Erlang funs (sys.replace_state takes
 # one): code is immutable; a closure over mutable data would share it, which
 # the README warns about.
+# otpvm.Shared is the sender's explicit "share this object".
 cdef set _ATOMIC_TYPES = {
     type(None), bool, int, float, complex, str, bytes, range, type(Ellipsis),
-    _types.FunctionType, _types.BuiltinFunctionType,
+    _types.FunctionType, _types.BuiltinFunctionType, _Shared,
 }
 
 # Classes of old versions of hot-loaded modules (otpvm.code keeps this set):
