@@ -9,6 +9,8 @@ process's signals are ordered with its messages, so a reply to a message
 sent after a signal proves the signal was handled.
 """
 
+import threading
+
 import pytest
 
 import otpvm
@@ -943,6 +945,30 @@ def test_exit_signal_arrives_after_earlier_messages(run):
 
     run(main)
 
+
+# A kill that arrives while the process's code runs (here from VM.stop, on
+# the test's thread) is handled by its next look at its mailbox, before any
+# message: Erlang's receive handles signals first.  The process spins (no
+# await) until the kill is queued, so the receive or process_info after it
+# finds the kill and a message both waiting.
+
+@pytest.mark.parametrize("look", ["receive", "process_info"])
+def test_a_kill_queued_while_running_ends_the_process_at_its_next_look(look):
+    started = threading.Event()
+    went_on = []
+
+    async def victim():
+        me = self()
+        send(me, "already here")
+        started.set()
+        while is_alive(me):     # false as soon as the kill is queued
+            pass
+        went_on.append(await receive(timeout=0) if look == "receive" else process_info(me))
+
+    with otpvm.VM(schedulers=1, slice_limit=T) as vm:     # never judged stuck: see test_stuck
+        vm.spawn(victim)
+        assert started.wait(T)
+    assert went_on == []
 
 def test_ten_thousand_messages_keep_their_order(run):
     async def sender(dest, n):

@@ -521,4 +521,10 @@ def process_info(pid):
     if target is None:
         vm.check_own(p, "cannot get process_info of")
         return None
+    if <void *>target == cur:
+        # About itself: its signals are handled first, so a process with a
+        # kill on its way ends here instead of reading itself as dead.
+        (<Process>target).drain()
+        if (<Process>target).kill_reason is not NOTHING:
+            raise _ProcessExit((<Process>target).kill_reason)
     return (<Process>target).info()

@@ -543,13 +543,21 @@ cdef class Process:
         look_at_all=False first takes only a batch of what arrived: without a
         match the caller waits, and the scheduler goes through the rest a
         batch at a time (step), so a burst of signals does not make one long
-        slice.  A receive that must answer now (timeout=0) looks at all."""
+        slice.  A receive that must answer now (timeout=0) looks at all.
+
+        An exit signal that kills the process ends it here, as in Erlang,
+        where a receive handles the signals before it looks at a message: a
+        process with its kill in hand does not go on to act on a message (a
+        supervisor stopped with the VM reported the children it was shutting
+        down as 'noproc')."""
         cdef ovm_node *prev
         cdef ovm_node *node
         if look_at_all:
             self.drain()
         else:
             self.drain_some(DRAIN_BATCH)
+        if self.kill_reason is not NOTHING:
+            raise _ProcessExit(self.kill_reason)
         self.rcv_marked = self.mark_ref is not None and mentions(pattern, self.mark_ref)
         node = self.scan_start(&prev)
         node = self.scan(pattern, prev, node)
