@@ -555,6 +555,18 @@ void ovm_kernel_io(int starting) {
         excuse_end();
 }
 
+void ovm_blocking(int starting) {
+    ovm_worker *w = this_worker;
+    if (w == NULL)
+        return;                 /* not a worker: nothing to hand over */
+    if (starting) {
+        if (atomic_fetch_add(&w->blocking, 1) == 0)
+            atomic_store(&w->blocking_since_ns, ovm_now_ns());
+    } else if (atomic_load(&w->blocking) > 0 && atomic_fetch_sub(&w->blocking, 1) == 1) {
+        atomic_store(&w->blocking_since_ns, 0);
+    }
+}
+
 /* The hot path: a slice can be a few hundred nanoseconds, so this reads no
  * clock (the monitor times slices with the worker's CPU clock, from its own
  * thread).  The process id is stored before the slice word, with release, so
@@ -638,6 +650,14 @@ int ovm_worker_slice_end(ovm_sched *s, uint32_t wi) {
  *   waits, so the thread was preempted (an accept storm on a busy machine
  *   had acceptors charged 2 ms "blocked in accept4").
  *
+ *   Blocking sections.  A process that calls something it knows may wait
+ *   says so (ovm_blocking; otpvm.blocking() in Python): once the section has
+ *   lasted OVM_BLOCKING_GRACE_NS the monitor hands the run queue over at its
+ *   next look, without judging, and the looks that find the worker inside
+ *   the section count neither its CPU nor its wall-clock time.  Erlang runs
+ *   such calls on dirty schedulers; here the worker itself becomes the
+ *   dirty one, and a spare takes its run queue.
+ *
  *   (A process that awaits between short steps ends its slice by itself
  *   after a quarter of the limit: ovm_slice_overdue in ovm_sched.h.  What the
  *   monitor finds overrunning is code that does not get to an await.)
@@ -670,7 +690,8 @@ typedef struct {
     int rescued;                /* its run queue was handed to a spare */
     int reported;               /* an incident was queued */
     uint64_t pid;
-    int64_t first_seen, last_seen;  /* monotonic clock at the first and last look */
+    int64_t first_seen, last_seen;  /* monotonic clock at the first and last look
+                                       (first_seen moved on past blocking sections) */
     int64_t cpu0, cpu;          /* the worker's CPU clock then; -1: unreadable */
     int64_t house0, house;      /* its housekeeping time by then */
     int64_t cpu_moved;          /* when its CPU clock was last seen moving */
@@ -934,6 +955,27 @@ static int still_in_slice(ovm_sched *s, const watch *ws, uint32_t wi) {
     return atomic_load(&s->runqs[ws->runq].slice) == ws->slice;
 }
 
+/* A look that finds the worker in a blocking section (ovm_blocking): the
+ * time since the last look is not the slice's (neither its CPU time nor its
+ * wall-clock time), so the watch moves its starting points by as much.
+ * What the slice did before the section, and does after it, still counts;
+ * the part of one period just before the section is forgiven with it. */
+static void skip_blocking_section(watch *ws, ovm_worker *w, int64_t now) {
+    int64_t house = worker_house_ns(w, now);
+    if (ws->cpu0 >= 0) {
+        int64_t cpu = worker_cpu_ns(w);
+        if (cpu >= 0) {
+            ws->cpu0 += cpu - ws->cpu;
+            ws->cpu = cpu;
+        }
+    }
+    ws->house0 += house - ws->house;
+    ws->house = house;
+    ws->first_seen += now - ws->last_seen;
+    ws->last_seen = ws->cpu_moved = now;
+    ws->futex_ns = 0;
+}
+
 /* Another look at the slice worker wi runs (see the rules above). */
 static void monitor_judge(monitor *m, uint32_t wi, int64_t now) {
     ovm_sched *s = m->s;
@@ -943,6 +985,10 @@ static void monitor_judge(monitor *m, uint32_t wi, int64_t now) {
     int kind = 0;
     if (since <= 0)
         return;                         /* looked at already in this tick */
+    if (atomic_load(&w->blocking) > 0) {
+        skip_blocking_section(ws, w, now);
+        return;
+    }
     ws->last_seen = now;
     if (ws->cpu0 >= 0) {
         int64_t cpu = worker_cpu_ns(w), step;
@@ -997,6 +1043,13 @@ static void monitor_judge(monitor *m, uint32_t wi, int64_t now) {
     }
 }
 
+/* Whether the worker has been in a blocking section for the grace time
+ * (ovm_blocking): its run queue goes to a spare at once, unreported. */
+static int in_blocking_section(ovm_worker *w, int64_t now) {
+    int64_t since = atomic_load(&w->blocking_since_ns);
+    return since > 0 && now - since >= OVM_BLOCKING_GRACE_NS;
+}
+
 static void monitor_tick(monitor *m, int64_t now) {
     ovm_sched *s = m->s;
     uint32_t q, wi;
@@ -1014,6 +1067,11 @@ static void monitor_tick(monitor *m, int64_t now) {
             open_watch(m, wi, q, v, now);
         } else {
             monitor_judge(m, wi, now);
+        }
+        if (ws->slice == v && !ws->rescued && in_blocking_section(&s->workers[wi], now) &&
+            rescue(m, q, v)) {
+            ws->rescued = 1;
+            m->stuck++;
         }
     }
     /* Rescued slices: their workers no longer own a run queue. */

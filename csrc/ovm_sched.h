@@ -76,6 +76,9 @@
 /* Incidents the reporter may fall behind by before the monitor drops some
  * (and counts them: ovm_sched_take_dropped). */
 #define OVM_INCIDENTS 64
+/* A blocking section shorter than this is left its run queue (a hand-over
+ * wakes a spare thread: not worth it for a lock taken at once). */
+#define OVM_BLOCKING_GRACE_NS 200000LL
 /* What a non-blocking socket send may take on its own (ovm_kernel_io). */
 #define OVM_IO_ALLOWANCE_NS 100000LL
 
@@ -115,6 +118,10 @@ typedef struct {
     _Atomic int64_t house_since_ns;
     _Atomic int64_t house_allow_ns; /* ... of which this much is not excused */
     int house_depth;                /* the thread's own: nesting */
+    /* A blocking section (ovm_blocking) in progress: its depth, and when
+     * the outermost began (monotonic ns). */
+    _Atomic int blocking;
+    _Atomic int64_t blocking_since_ns;
     int64_t yield_after_ns;         /* ovm_slice_overdue: a quarter of the limit */
     int64_t checked_since;          /* ... its first look in this slice, or 0 */
     int64_t checked_last;           /* ... its last look */
@@ -316,6 +323,14 @@ void ovm_housekeeping(int starting);
  * milliseconds of it under load (ovm_sched.c).  Two monotonic clock reads
  * (vDSO) per send. */
 void ovm_kernel_io(int starting);
+/* A blocking section begins (1) or ends (0) on the calling thread: a call
+ * the process makes knowing it may wait (a lock, a file, a thread's result),
+ * like a call on Erlang's dirty schedulers.  Once such a section has lasted
+ * OVM_BLOCKING_GRACE_NS the monitor hands the worker's run queue to a spare
+ * at its next look (within a millisecond), and the section's time is not
+ * charged to the slice: nothing is reported.  Nests.  Two clock reads and a
+ * few atomic stores on a worker thread, nothing on other threads. */
+void ovm_blocking(int starting);
 /* Opens a slice for the process with id `pid` (named in incident reports). */
 void ovm_worker_slice_begin(ovm_sched *s, uint32_t w, uint64_t pid);
 /* Ends the slice.  Returns 1 when the monitor handed the run queue to

@@ -401,6 +401,42 @@ def test_a_process_blocked_in_time_sleep_is_rescued_and_reported_as_blocked(long
     assert "run_blocking" in text
 
 
+def test_a_blocking_section_hands_the_run_queue_over_at_once_unreported(long_schedules):
+    woke = threading.Event()
+
+    def sleeper(main):
+        send(main, "sleeping")
+        with otpvm.blocking(), otpvm.blocking():    # nested, as libraries may
+            time.sleep(0.3)
+        woke.set()
+
+    async def main():
+        otpvm.spawn(sleeper, self())
+        other = otpvm.spawn(echo)
+        await receive("sleeping", timeout=PATIENCE)
+        started = time.monotonic()
+        await round_trips(other, 1)
+        first_turn = time.monotonic() - started
+        await round_trips(other, 20)
+        return first_turn, not woke.is_set()
+
+    with otpvm.VM(schedulers=1) as vm:
+        first_turn, others_ran_meanwhile = vm.run(main)
+        assert woke.wait(PATIENCE)
+    assert others_ran_meanwhile
+    # Handed over within a millisecond or so (the monitor's next look), not
+    # after slice_limit of judging; generous for a loaded machine.
+    assert first_turn < 0.1
+    assert vm.rescues >= 1
+    assert vm.long_schedules == 0
+    assert long_schedules.records == []
+
+
+def test_blocking_outside_a_process_does_nothing():
+    with otpvm.blocking() as section:
+        assert isinstance(section, otpvm.blocking)
+
+
 @pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(),
                     reason="free-threaded Python: there is no GIL to wait for")
 def test_slices_that_wait_for_the_gil_are_not_reported(long_schedules):

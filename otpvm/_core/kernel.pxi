@@ -440,6 +440,34 @@ def become(fn, *args):
 
 
 @cython.final
+cdef class blocking:
+    """``with otpvm.blocking(): ...`` around a call that may wait (a lock, a
+    file, ``time.sleep``, another thread's result): Erlang's dirty
+    schedulers.  Once the call has waited 0.2 ms, the monitor hands the
+    scheduler thread's run queue to a spare thread at its next look (within
+    a millisecond), so the other processes run on while it waits, and
+    nothing is reported: a ``long_schedule`` is for code that overran
+    without saying so.  The calling process still holds its thread until the
+    call returns (Python cannot suspend it mid-call); the thread becomes a
+    spare afterwards.  Time spent inside is not charged to the slice.
+
+    Costs two clock reads and a few atomic stores; outside a process (a
+    plain thread) it does nothing.  Nests.  For work that can be awaited
+    instead, awaiting is better: ``otpvm.run_blocking(fn)`` runs fn on a
+    thread of its own while the process waits as for a message, and
+    ``otpvm.wait_future(fut)`` waits for a ``concurrent.futures.Future``.
+    """
+
+    def __enter__(self):
+        ovm_blocking(1)
+        return self
+
+    def __exit__(self, *exc_info):
+        ovm_blocking(0)
+        return False
+
+
+@cython.final
 cdef class _EnterLoop:
     """_enter_loop's request to Process.become."""
     cdef object handler

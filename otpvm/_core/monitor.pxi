@@ -29,7 +29,8 @@ cdef str _LS_FIX_RUNNING = (
     "await in long loops (`await otpvm.sleep(0)` lets the others run), or split the "
     "work into several messages")
 cdef str _LS_FIX_BLOCKED = (
-    "make blocking calls with `await otpvm.run_blocking(fn, *args)`; use "
+    "make blocking calls with `await otpvm.run_blocking(fn, *args)`, or inside "
+    "`with otpvm.blocking():` where the process cannot await; use "
     "`await otpvm.sleep(seconds)` instead of time.sleep() and otpvm.net for sockets")
 
 

@@ -33,14 +33,14 @@
 #define LIMIT (10 * MS)
 #define NQUICK 5
 
-enum { QUICK, SPIN, SLEEP, GIL_WAIT, LOCK_WAIT, HOUSEKEEPING };
+enum { QUICK, SPIN, SLEEP, GIL_WAIT, LOCK_WAIT, HOUSEKEEPING, BLOCKING, BLOCKING_THEN_SPIN };
 
 typedef struct {
     ovm_proc p;
     int body;
     int64_t ns;                     /* how long the body takes */
     _Atomic int started, done;
-    _Atomic int64_t done_at;
+    _Atomic int64_t started_at, done_at;
 } tproc;
 
 typedef struct {
@@ -48,6 +48,7 @@ typedef struct {
     int reg;                        /* workers register their CPU clock */
     pthread_mutex_t held;           /* LOCK_WAIT blocks on it */
     _Atomic int quick_done;
+    _Atomic int64_t first_quick_at; /* when the first quick one ran */
     uint32_t max_workers;           /* worker slots (0: the two started) */
     _Atomic int retired;            /* workers told OVM_NEXT_RETIRE */
 } ctx;
@@ -85,17 +86,32 @@ static void gil_like_wait(int64_t ns) {
     pthread_cond_destroy(&cv);
 }
 
+/* At least ns of CPU, and on until the quick ones ran. */
+static void spin(ctx *c, int64_t ns) {
+    int64_t start = thread_cpu_ns(), deadline = ovm_now_ns() + 5000 * MS;
+    while (thread_cpu_ns() - start < ns ||
+           (atomic_load(&c->quick_done) < NQUICK && ovm_now_ns() < deadline))
+        ;
+}
+
 static void run_body(ctx *c, tproc *t) {
+    atomic_store(&t->started_at, ovm_now_ns());
     atomic_store(&t->started, 1);
     switch (t->body) {
-    case SPIN: {
-        /* At least t->ns of CPU, and on until the quick ones ran. */
-        int64_t start = thread_cpu_ns(), deadline = ovm_now_ns() + 5000 * MS;
-        while (thread_cpu_ns() - start < t->ns ||
-               (atomic_load(&c->quick_done) < NQUICK && ovm_now_ns() < deadline))
-            ;
+    case SPIN:
+        spin(c, t->ns);
         break;
-    }
+    case BLOCKING:
+    case BLOCKING_THEN_SPIN:
+        /* A wait the process announces, nested as a library's might be. */
+        ovm_blocking(1);
+        ovm_blocking(1);
+        sleep_ns(t->ns);
+        ovm_blocking(0);
+        ovm_blocking(0);
+        if (t->body == BLOCKING_THEN_SPIN)
+            spin(c, t->ns);
+        break;
     case SLEEP:
         sleep_ns(t->ns);
         break;
@@ -118,8 +134,11 @@ static void run_body(ctx *c, tproc *t) {
         ovm_housekeeping(0);
         break;
     }
-    default:
+    default: {
+        int64_t none = 0;
+        atomic_compare_exchange_strong(&c->first_quick_at, &none, ovm_now_ns());
         atomic_fetch_add(&c->quick_done, 1);
+    }
     }
     atomic_store(&t->done_at, ovm_now_ns());
 }
@@ -425,6 +444,40 @@ static void test_monitor_housekeeping(void) {
     finish(&c, th);
 }
 
+/* A blocking section loses its run queue at once, unreported; the slice's
+ * own CPU time after it is still judged. */
+static void test_monitor_blocking(void) {
+    ctx c;
+    pthread_t th[2];
+    warg wa[2];
+    tproc t = {.body = BLOCKING, .ns = 3 * LIMIT};
+    ovm_incident got[8];
+    int n, overtaken;
+    int64_t handed_after;
+    start(&c, th, wa, 1);
+    n = scenario(&c, &t, got, 8, &overtaken);
+    CHECKF(n == 0, "a blocking section was reported (kind %d)", got[0].kind);
+    CHECK_EQ(atomic_load(&c.s.handoffs), 1);
+    CHECK_EQ(atomic_load(&c.s.overruns), 0);
+    CHECKF(overtaken, "the processes behind it waited for its slice to end");
+    /* Handed over at once, not after a slice limit of judging: the first
+     * quick one ran well inside that limit. */
+    handed_after = atomic_load(&c.first_quick_at) - atomic_load(&t.started_at);
+    CHECKF(handed_after < LIMIT, "the run queue was handed over after %.1f ms",
+           handed_after / 1e6);
+    finish(&c, th);
+    printf(" [handed over after %.2f ms]", handed_after / 1e6);
+    /* Blocked, then 3 limits of CPU in the same slice: one overrun. */
+    start(&c, th, wa, 1);
+    t = (tproc){.body = BLOCKING_THEN_SPIN, .ns = 3 * LIMIT};
+    n = scenario(&c, &t, got, 8, &overtaken);
+    CHECKF(n == 2 && got[0].kind == OVM_LS_RUNNING, "%d incidents, the first of kind %d", n,
+           n ? got[0].kind : 0);
+    CHECK(got[0].cpu_ns >= LIMIT && got[0].blocked_ns < LIMIT);
+    CHECK_EQ(atomic_load(&c.s.handoffs), 1);
+    finish(&c, th);
+}
+
 static void test_monitor_still(void) {
     ctx c;
     pthread_t th[2];
@@ -503,6 +556,7 @@ int main(int argc, char **argv) {
     RUN(test_monitor_gil_wait);
     RUN(test_monitor_more_stuck_than_spares);
     RUN(test_monitor_housekeeping);
+    RUN(test_monitor_blocking);
     RUN(test_monitor_still);
     RUN(test_monitor_unregistered);
     printf("test_monitor: all passed in %.2f s\n", (double)(ovm_now_ns() - t0) / 1e9);
