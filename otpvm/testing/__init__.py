@@ -1,0 +1,8 @@
+"""pytest plugins that run other projects' own test suites on otpvm.
+
+Each plugin is loaded with ``-p`` (before the peer's ``conftest.py``) and
+rebinds the one name through which the peer's suite picks its runtime, so
+the suite runs unchanged: ``pytest -p otpvm.testing.pykka_swap tests``.
+Tests that inspect the reference implementation's internals are
+deselected by name, each with its reason (``EXCLUDED`` in each plugin).
+"""
