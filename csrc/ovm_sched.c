@@ -567,6 +567,15 @@ void ovm_blocking(int starting) {
     }
 }
 
+int ovm_sched_in_blocking(ovm_sched *s, uint64_t pid) {
+    uint32_t i;
+    for (i = 0; i < s->nworkers; i++)
+        if (atomic_load(&s->workers[i].blocking) > 0 &&
+            atomic_load_explicit(&s->workers[i].pid, memory_order_acquire) == pid)
+            return 1;
+    return 0;
+}
+
 /* The hot path: a slice can be a few hundred nanoseconds, so this reads no
  * clock (the monitor times slices with the worker's CPU clock, from its own
  * thread).  The process id is stored before the slice word, with release, so

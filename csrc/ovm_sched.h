@@ -331,6 +331,10 @@ void ovm_kernel_io(int starting);
  * charged to the slice: nothing is reported.  Nests.  Two clock reads and a
  * few atomic stores on a worker thread, nothing on other threads. */
 void ovm_blocking(int starting);
+/* Whether the process `pid` (as given to ovm_worker_slice_begin) is inside
+ * a blocking section now; any thread.  An exit signal that kills it need
+ * not wait for the call to return (the layer above ends it at once). */
+int ovm_sched_in_blocking(ovm_sched *s, uint64_t pid);
 /* Opens a slice for the process with id `pid` (named in incident reports). */
 void ovm_worker_slice_begin(ovm_sched *s, uint32_t w, uint64_t pid);
 /* Ends the slice.  Returns 1 when the monitor handed the run queue to

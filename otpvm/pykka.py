@@ -62,7 +62,7 @@ from otpvm._vm import VM, Pid, _current_vm, blocking, exit, link, make_ref, rece
 from otpvm._vm import self as _self_pid
 from otpvm.kernel import default_vm, run_blocking
 from otpvm.supervisor import ChildSpec
-from otpvm.terms import ANY, NotInProcessError, ProcessExit
+from otpvm.terms import ANY, NotInProcessError, ProcessExit, Shared
 
 __all__ = [
     "Actor",
@@ -358,17 +358,20 @@ def child_spec(actor_class: type[ThreadingActor], *args: Any, id: Any = None,
     with ``stop()`` stays stopped.  ``id`` defaults to the class's name.
     A supervisor's shutdown kills the actor's process: its ``on_stop`` does
     not run (as when a pykka actor fails), and pending asks are answered
-    with ActorDeadError."""
+    with ActorDeadError.  The arguments are handed to each start by
+    reference, as pykka hands them to the constructor."""
     if not (isinstance(actor_class, type) and issubclass(actor_class, ThreadingActor)):
         raise TypeError(f"child_spec() needs a subclass of otpvm.pykka.ThreadingActor, "
                         f"not {actor_class!r}")
-    return ChildSpec(id if id is not None else actor_class.__name__,
-                     (_start_linked, (actor_class, args, kwargs)),
+    # By reference, as pykka passes them (a ref, an event...): the spec
+    # travels in the supervisor's messages, which would copy them.
+    start = Shared((actor_class, args, kwargs))
+    return ChildSpec(id if id is not None else actor_class.__name__, (_start_linked, (start,)),
                      restart=restart, shutdown=shutdown)
 
 
-async def _start_linked(actor_class: type[ThreadingActor], args: tuple[Any, ...],
-                        kwargs: dict[str, Any]) -> Pid:
+async def _start_linked(start: Shared) -> Pid:
+    actor_class, args, kwargs = start.value
     pid = actor_class.start(*args, **kwargs).pid
     link(pid)
     return pid

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import otpvm
-from otpvm import ANY, Exit, gen_server, receive, self, send
+from otpvm import ANY, Down, Exit, gen_server, receive, self, send
 from otpvm.gen_server import GenServer, NoReply, Ok
 
 LIMIT = 0.002           # the default slice_limit
@@ -430,6 +430,36 @@ def test_a_blocking_section_hands_the_run_queue_over_at_once_unreported(long_sch
     assert vm.rescues >= 1
     assert vm.long_schedules == 0
     assert long_schedules.records == []
+
+
+def test_a_process_killed_in_a_blocking_section_ends_at_once(long_schedules):
+    release, came_back = threading.Event(), threading.Event()
+
+    def waiter(main):
+        send(main, "waiting")
+        try:
+            with otpvm.blocking():
+                release.wait(PATIENCE)
+        finally:
+            came_back.set()
+        send(main, "went on")                   # never: it was killed
+
+    async def main():
+        pid = otpvm.spawn(waiter, self())
+        ref = otpvm.monitor(pid)
+        await receive("waiting", timeout=PATIENCE)
+        otpvm.exit(pid, "kill")
+        down = await receive(Down(ref, ANY, ANY), timeout=PATIENCE)
+        ended_while_waiting = not release.is_set()
+        release.set()
+        assert came_back.wait(PATIENCE)
+        await otpvm.sleep(0.05)                 # time enough for a wrong "went on"
+        return down.reason, ended_while_waiting, otpvm.process_info(self())["message_queue_len"]
+
+    with otpvm.VM(schedulers=1) as vm:
+        reason, ended_while_waiting, left = vm.run(main)
+    assert (reason, ended_while_waiting, left) == ("killed", True, 0)
+    assert vm.long_schedules == 0
 
 
 def test_blocking_outside_a_process_does_nothing():

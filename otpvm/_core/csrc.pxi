@@ -203,6 +203,7 @@ cdef extern from "ovm_sched.h" nogil:
     void ovm_housekeeping(int starting)
     void ovm_kernel_io(int starting)
     void ovm_blocking(int starting)
+    int ovm_sched_in_blocking(ovm_sched *s, uint64_t pid)
     void ovm_worker_slice_begin(ovm_sched *s, uint32_t w, uint64_t pid)
     int ovm_worker_slice_end(ovm_sched *s, uint32_t w)
     int ovm_sched_next_incident(ovm_sched *s, ovm_incident *out, int64_t timeout_ns)

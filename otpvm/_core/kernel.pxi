@@ -449,7 +449,9 @@ cdef class blocking:
     nothing is reported: a ``long_schedule`` is for code that overran
     without saying so.  The calling process still holds its thread until the
     call returns (Python cannot suspend it mid-call); the thread becomes a
-    spare afterwards.  Time spent inside is not charged to the slice.
+    spare afterwards.  Time spent inside is not charged to the slice.  A
+    process killed while inside is ended at once (links and monitors hear of
+    it), as a stuck one is; its code is interrupted when the call returns.
 
     Costs two clock reads and a few atomic stores; outside a process (a
     plain thread) it does nothing.  Nests.  For work that can be awaited
@@ -459,6 +461,9 @@ cdef class blocking:
     """
 
     def __enter__(self):
+        cdef void *cur = ovm_get_current()
+        if cur != NULL and ovm_proc_state(&(<Process>cur).c) & OVM_KILL:
+            raise _ProcessExit("killed")    # a kill came first: no waiting then
         ovm_blocking(1)
         return self
 

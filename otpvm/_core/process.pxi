@@ -293,8 +293,10 @@ cdef class Process:
         to observers at once, and one that kills a stuck process is acted on
         now (see "killing a stuck process" above)."""
         reason = self.killing_reason(kind, payload)
-        if reason is not NOTHING and self.vm.stuck and self.pid.id in self.vm.stuck:
-            self.take_over(reason)
+        if reason is not NOTHING and (
+                (self.vm.stuck and self.pid.id in self.vm.stuck)
+                or ovm_sched_in_blocking(&self.vm.sched, self.pid.id)):
+            self.take_over(reason)          # stuck, or waiting in otpvm.blocking()
         return 0
 
     cdef object killing_reason(self, int kind, tuple payload):
