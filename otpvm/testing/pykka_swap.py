@@ -10,6 +10,7 @@ runtime-parametrized test runs on otpvm processes.  The tests listed in
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import version
 
 import pykka
@@ -29,6 +30,28 @@ EXCLUDED = {
 
 pykka.ThreadingActor = otpvm.pykka.ThreadingActor        # type: ignore[misc, assignment]
 pykka.ThreadingFuture = otpvm.pykka.ThreadingFuture      # type: ignore[misc, assignment]
+
+
+class _LongSchedules(logging.Handler):
+    """Counts otpvm's long_schedule reports: a pykka handler that blocks is
+    in a blocking section, so none is expected."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("long_schedule"):
+            self.count += 1
+
+
+_long_schedules = _LongSchedules()
+logging.getLogger("otpvm").addHandler(_long_schedules)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Says how many long_schedule reports otpvm made during the run."""
+    terminalreporter.write_line(f"otpvm: {_long_schedules.count} long_schedule reports")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

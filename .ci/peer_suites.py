@@ -1,0 +1,111 @@
+"""The peers' own test suites, as shipped and on otpvm, in one job.
+
+    python .ci/peer_suites.py WORKDIR
+
+Run with the Python of a virtual environment where otpvm (with its ``test``
+extra) is installed.  For each peer pinned in ``tests/peers/suites.json``:
+its sdist is downloaded (``pip download --no-binary :all:``; never
+committed), unpacked in WORKDIR, its test dependencies installed, and its
+suite run twice from its own folder: as shipped (the reference) and with
+otpvm swapped in by the peer's plugin (``-p otpvm.testing.<peer>_swap``).
+The step fails when otpvm's run has a failure or an error, passes fewer
+tests than the reference less the plugin's named exclusions, or differs from
+the counts recorded in suites.json.  CPython's concurrent.futures suite runs
+with the tests (tests/peers/test_cpython_futures.py): it needs no download.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import tarfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+SUITES = json.loads((HERE / "tests/peers/suites.json").read_text())
+
+
+def run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    print("$", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=cwd, text=True, capture_output=True)
+
+
+def fetch(name: str, version: str, work: Path) -> Path:
+    """The peer's sdist, downloaded and unpacked: its folder."""
+    got = run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+               "--no-binary", ":all:", "-d", str(work), f"{name}=={version}"])
+    if got.returncode:
+        sys.exit(f"cannot download {name}=={version}: {got.stderr.strip()}")
+    [sdist] = work.glob(f"{name}-{version}.tar.gz")
+    with tarfile.open(sdist) as tar:
+        tar.extractall(work, filter="data")
+    return work / f"{name}-{version}"
+
+
+def counts(junit: Path) -> dict[str, int]:
+    """passed, failed, errors and skipped, from pytest's JUnit XML."""
+    root = ET.parse(junit).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    assert suite is not None
+    tests, failed, errors, skipped = (int(suite.get(k, 0))
+                                      for k in ("tests", "failures", "errors", "skipped"))
+    return {"passed": tests - failed - errors - skipped, "failed": failed,
+            "errors": errors, "skipped": skipped}
+
+
+def pytest_run(folder: Path, label: str, args: list[str]) -> dict[str, int]:
+    junit = folder / f"junit-{label}.xml"
+    done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                f"--junitxml={junit}", *args], cwd=folder)
+    print("\n".join(done.stdout.strip().splitlines()[-15:]))
+    if not junit.exists():
+        sys.exit(f"{label}: pytest did not run ({done.returncode}):\n{done.stderr[-3000:]}")
+    return counts(junit)
+
+
+def check_peer(name: str, spec: dict, work: Path) -> list[str]:
+    """Runs one peer's suite both ways; returns what is wrong (nothing: ok)."""
+    folder = fetch(name, spec["version"], work)
+    if spec.get("test_requires"):
+        got = run([sys.executable, "-m", "pip", "install", "-q", *spec["test_requires"]])
+        if got.returncode:
+            sys.exit(f"cannot install {name}'s test requirements: {got.stderr.strip()}")
+    plugin = importlib.import_module(spec["plugin"])
+    excluded = sorted(plugin.EXCLUDED)
+    reference = pytest_run(folder, "reference", spec["args"])
+    otpvm = pytest_run(folder, "otpvm", ["-p", spec["plugin"], *spec["args"]])
+    print(f"{name} {spec['version']}: reference {reference}; otpvm {otpvm}; "
+          f"{len(excluded)} excluded for otpvm")
+    for test in excluded:
+        print(f"  excluded {test}: {plugin.EXCLUDED[test]}")
+    problems = []
+    if otpvm["failed"] or otpvm["errors"]:
+        problems.append(f"{name}: {otpvm['failed']} failed and {otpvm['errors']} errors on otpvm")
+    if otpvm["passed"] < reference["passed"] - len(excluded):
+        problems.append(f"{name}: otpvm passed {otpvm['passed']}, fewer than the reference's "
+                        f"{reference['passed']} less {len(excluded)} excluded")
+    if sorted(spec["excluded"]) != excluded:
+        problems.append(f"{name}: suites.json's exclusions differ from {spec['plugin']}'s")
+    expected = (spec["reference_passed"], spec["otpvm_passed"])
+    if (reference["passed"], otpvm["passed"]) != expected:
+        problems.append(f"{name}: passed {reference['passed']} (reference) and "
+                        f"{otpvm['passed']} (otpvm); suites.json records {expected}")
+    return problems
+
+
+def main() -> None:
+    work = Path(sys.argv[1]).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for name, spec in SUITES["peers"].items():
+        problems += check_peer(name, spec, work / name)
+    if problems:
+        sys.exit("peer suites:\n  " + "\n  ".join(problems))
+    print("peer suites: every count as recorded")
+
+
+if __name__ == "__main__":
+    main()
