@@ -29,6 +29,7 @@ SUITES = json.loads((HERE / "tests/peers/suites.json").read_text())
 
 
 def run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs cmd (shown first), its output captured."""
     print("$", " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=cwd, text=True, capture_output=True)
 
@@ -57,6 +58,7 @@ def counts(junit: Path) -> dict[str, int]:
 
 
 def pytest_run(folder: Path, label: str, args: list[str]) -> dict[str, int]:
+    """The peer's suite, run from its folder: the counts; the tail is shown."""
     junit = folder / f"junit-{label}.xml"
     done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                 f"--junitxml={junit}", *args], cwd=folder)
@@ -97,6 +99,7 @@ def check_peer(name: str, spec: dict, work: Path) -> list[str]:
 
 
 def main() -> None:
+    """Every peer of suites.json, both ways; exits non-zero on a problem."""
     work = Path(sys.argv[1]).resolve()
     work.mkdir(parents=True, exist_ok=True)
     problems = []

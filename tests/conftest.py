@@ -2,6 +2,7 @@
 
 import pytest
 
+import otpvm
 from otpvm import gen, gen_server
 
 
@@ -34,3 +35,13 @@ def net_impl(request):
     assert port._framer_class is (_vm.Framer if compiled else framing.Framer)
     yield request.param
     port.use_compiled(True)
+
+
+@pytest.fixture(scope="module")
+def stop_default_vm():
+    """For modules whose facades run on otpvm.default_vm(): it lives until
+    interpreter exit, so it is stopped after the module, and other modules'
+    VMs get the node numbers they expect (<0.N.0>)."""
+    yield
+    if otpvm.kernel._default is not None:
+        otpvm.kernel._default.stop()

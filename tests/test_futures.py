@@ -46,13 +46,8 @@ def wait_until(cond, what):
         time.sleep(0.005)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _stop_default_vm():
-    """The default VM lives until exit; stopped after this module, so that
-    other modules' VMs get the node numbers they expect (<0.N.0>)."""
-    yield
-    if otpvm.kernel._default is not None:
-        otpvm.kernel._default.stop()
+# The default VM lives until exit: stopped after this module (conftest.py).
+pytestmark = pytest.mark.usefixtures("stop_default_vm")
 
 
 @pytest.fixture

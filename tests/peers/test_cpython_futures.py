@@ -96,13 +96,8 @@ for _cls in OTPVM_CLASSES:
 del _cls, _mixin, _name, _reason     # a TestCase left in globals would be collected
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _stop_default_vm():
-    """The default VM lives until exit; stopped after this module, so that
-    other modules' VMs get the node numbers they expect (<0.N.0>)."""
-    yield
-    if otpvm.kernel._default is not None:
-        otpvm.kernel._default.stop()
+# The default VM lives until exit: stopped after this module (conftest.py).
+pytestmark = pytest.mark.usefixtures("stop_default_vm")
 
 
 def _run(classes):
