@@ -358,7 +358,7 @@ cdef class Process:
         while self.announced is None:       # the taker is still at it
             with nogil:
                 sched_yield()
-        links, monitors_in, monitors_out, ports = self.announced
+        links, monitors_in, monitors_out, _ = self.announced     # its ports were closed
         reason = self.exit_reason
         self.tell_end(reason,
                       {pid for pid in self.links or () if pid not in links},
