@@ -219,3 +219,20 @@ def test_messages_travel_by_reference_as_in_pykka(vm):
 def test_child_spec_checks_its_class():
     with pytest.raises(TypeError, match="subclass of otpvm.pykka.ThreadingActor"):
         pykka.child_spec(object)
+
+
+def test_benchmark_runs_quick():
+    """benchmarks/pykka_bench.py end to end, small sizes: nothing timed,
+    only that every row is there for both runtimes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "pykka_bench.py"
+    out = subprocess.run([sys.executable, str(bench), "--quick", "--runs", "1"],
+                         capture_output=True, text=True, timeout=100, check=True).stdout
+    rows = [line.split(" | ") for line in out.splitlines()
+            if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 9
+    assert all(row[2].strip() not in ("", "n/a") for row in rows)   # otpvm: every figure
+    assert sum(row[3].strip() == "n/a" for row in rows) == 1        # pykka: no async handler
