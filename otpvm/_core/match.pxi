@@ -102,3 +102,9 @@ cdef bint mentions(object pattern, Ref ref):
             if item is ref:
                 return True
     return False
+
+
+def _matches(pattern, msg):
+    """Whether msg matches a receive pattern (None: anything), for code
+    that keeps messages outside a process's mailbox (otpvm.aio)."""
+    return matches(pattern, msg)

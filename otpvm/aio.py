@@ -1,0 +1,345 @@
+"""asyncio on otpvm: an event loop that runs as an otpvm process.
+
+Select it as uvloop is selected::
+
+    asyncio.run(main(), loop_factory=otpvm.aio.new_event_loop)       # 3.12+
+    with asyncio.Runner(loop_factory=otpvm.aio.new_event_loop) as r:  # 3.11+
+        r.run(main())
+
+The loop is asyncio's own selector loop (``asyncio.SelectorEventLoop``), so
+asyncio code behaves as on asyncio's default loop, with two changes of
+engine underneath:
+
+* ``run_forever`` runs the loop as a process of an otpvm VM (the default VM
+  unless ``new_event_loop(vm)`` names one), and the calling thread waits for
+  it.  Between two iterations, where asyncio's loop would block in
+  ``select``, the process waits in ``otpvm.receive``: readiness of the
+  loop's sockets comes from otpvm's own poller, as messages.  So the loop
+  holds no scheduler thread while it waits, and one that overruns in a
+  callback is reported and handed over like any process.
+* asyncio code running in the loop is inside that process: it may call
+  ``otpvm.self()``, ``send``, ``spawn``, ``link`` and ``monitor``, and
+  ``await otpvm.aio.receive(pattern, timeout)`` takes a message from the
+  loop process's mailbox as an asyncio future.  Other processes send to the
+  loop's pid (``otpvm.aio.loop_pid()`` inside the loop).
+
+Not here yet: asyncio tasks as processes of their own (a task factory), so
+that a task that spins without awaiting cannot delay the others.  The
+whole loop is one process: a callback that spins holds all of asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import selectors
+import sys
+import threading
+from asyncio import events
+from collections.abc import Mapping
+from typing import Any
+
+from otpvm._vm import VM, Pid, _matches, receive
+from otpvm._vm import self as _self_pid
+from otpvm.kernel import default_vm
+from otpvm.terms import ANY, NotInProcessError, Shared
+
+__all__ = ["Loop", "loop_pid", "new_event_loop", "receive_message"]
+
+# Readiness bits of otpvm's poller (csrc/ovm_poll.h), as otpvm.net.port has them.
+_IN, _OUT, _ERR, _HUP = 1, 2, 4, 8
+_WAKE = ("$otpvm.aio", "ready")     # a readiness report came: the events are in the selector
+
+
+class _Watch:
+    """One fd registered with otpvm's poller for the selector."""
+
+    __slots__ = ("fd", "selector", "token")
+
+    def __init__(self, selector: _Selector, fd: int) -> None:
+        self.selector, self.fd, self.token = selector, fd, 0
+
+    def _io_ready(self, events: int) -> None:
+        """Called by a scheduler thread, outside any process (see VM._io_add)."""
+        self.selector.report(self.fd, events)
+
+    def close(self) -> None:
+        """The VM stops: the fd is asyncio's, which closes it."""
+
+
+class _Selector(selectors.BaseSelector):
+    """The selector asyncio's loop is given: registrations live in otpvm's
+    poller (one-shot there: re-armed at each ``select``), and readiness is
+    collected here as it is reported, from any scheduler thread.  ``select``
+    never blocks: the loop process waits for a wake-up message before it
+    calls it (``_loop_body``)."""
+
+    def __init__(self, vm: VM) -> None:
+        self.vm = vm
+        self.keys: dict[int, selectors.SelectorKey] = {}
+        self.watches: dict[int, _Watch] = {}
+        self.lock = threading.Lock()
+        self.ready: dict[int, int] = {}         # fd -> poller events, not yet selected
+        self.disarmed: set[int] = set()
+        self.waiter: Pid | None = None          # the loop process, while it runs
+
+    # -- the poller's side (any thread) ------------------------------------
+
+    def report(self, fd: int, events: int) -> None:
+        with self.lock:
+            if fd not in self.keys:
+                return
+            self.ready[fd] = self.ready.get(fd, 0) | events
+            self.disarmed.add(fd)
+            waiter = self.waiter
+        if waiter is not None:
+            self.vm._post(waiter, _WAKE)
+
+    def has_ready(self) -> bool:
+        with self.lock:
+            return bool(self.ready)
+
+    # -- selectors.BaseSelector ----------------------------------------------
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+        if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
+            raise ValueError(f"Invalid events: {events!r}")
+        if fd in self.keys:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        watch = _Watch(self, fd)
+        with self.lock:
+            self.keys[fd] = key
+            self.watches[fd] = watch
+        try:
+            watch.token = self.vm._io_add(watch, fd, _interest(events))
+        except BaseException:
+            with self.lock:
+                del self.keys[fd], self.watches[fd]
+            raise
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+        with self.lock:
+            key = self.keys.pop(fd, None)
+            if key is None:
+                raise KeyError(f"{fileobj!r} is not registered")
+            watch = self.watches.pop(fd)
+            self.ready.pop(fd, None)
+            self.disarmed.discard(fd)
+        self.vm._io_remove(fd, watch.token)
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+        key = self.keys.get(fd)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        if events == key.events:
+            key = key._replace(data=data)
+            with self.lock:
+                self.keys[fd] = key
+            return key
+        self.unregister(fileobj)
+        return self.register(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        """What was reported since the last call (never waits), after which
+        every fd reported is armed again: a socket still readable is
+        reported anew, as by a level-triggered select."""
+        with self.lock:
+            ready, self.ready = self.ready, {}
+            rearm, self.disarmed = self.disarmed, set()
+            out = []
+            for fd, events in ready.items():
+                key = self.keys.get(fd)
+                if key is None:
+                    continue
+                mask = 0
+                if events & (_IN | _ERR | _HUP):
+                    mask |= selectors.EVENT_READ
+                if events & (_OUT | _ERR | _HUP):
+                    mask |= selectors.EVENT_WRITE
+                mask &= key.events
+                if mask:
+                    out.append((key, mask))
+            arm = [(fd, self.watches[fd].token, _interest(self.keys[fd].events))
+                   for fd in rearm if fd in self.keys]
+        for fd, token, interest in arm:
+            self.vm._io_arm(fd, token, interest)
+        return out
+
+    def close(self) -> None:
+        for key in list(self.keys.values()):
+            self.unregister(key.fileobj)
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self.keys
+
+
+def _interest(events: int) -> int:
+    return ((_IN if events & selectors.EVENT_READ else 0)
+            | (_OUT if events & selectors.EVENT_WRITE else 0))
+
+
+class Loop(asyncio.SelectorEventLoop):
+    """asyncio's selector event loop, run as an otpvm process (see the module)."""
+
+    def __init__(self, vm: VM | None = None) -> None:
+        self._otpvm_vm = vm if vm is not None else default_vm()
+        self._otpvm_selector = _Selector(self._otpvm_vm)
+        self._otpvm_mailbox: collections.deque[Any] = collections.deque()
+        self._otpvm_waiters: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._otpvm_pid: Pid | None = None
+        super().__init__(self._otpvm_selector)
+
+    def run_forever(self) -> None:
+        """Runs the loop as a process of its VM until ``stop()``; the calling
+        thread (a plain thread, not a process) waits for it."""
+        self._check_closed()  # type: ignore[attr-defined]
+        self._check_running()  # type: ignore[attr-defined]
+        try:
+            _self_pid()
+        except NotInProcessError:
+            pass
+        else:
+            raise RuntimeError("an otpvm.aio loop runs from a plain thread: inside a process, "
+                               "await otpvm's own calls instead")
+        self._otpvm_vm.run(_loop_body, Shared(self))
+
+
+def new_event_loop(vm: VM | None = None) -> Loop:
+    """A new otpvm.aio loop on ``vm`` (default: ``otpvm.default_vm()``): the
+    ``loop_factory`` for ``asyncio.run`` and ``asyncio.Runner``."""
+    return Loop(vm)
+
+
+def loop_pid() -> Pid:
+    """The pid of the running otpvm.aio loop (call it from asyncio code)."""
+    loop = events.get_running_loop()
+    if not isinstance(loop, Loop) or loop._otpvm_pid is None:
+        raise RuntimeError("loop_pid() is for asyncio code running on an otpvm.aio loop")
+    return loop._otpvm_pid
+
+
+def receive_message(pattern: Any = None, timeout: float | None = None) -> asyncio.Future[Any]:
+    """An asyncio future of the first message of the loop process's mailbox
+    that matches ``pattern`` (otpvm's patterns; None: any), as
+    ``otpvm.receive`` takes it: ``await otpvm.aio.receive_message(...)``.
+    After ``timeout`` seconds it fails with TimeoutError."""
+    loop = events.get_running_loop()
+    if not isinstance(loop, Loop):
+        raise RuntimeError("receive_message() is for asyncio code on an otpvm.aio loop")
+    pattern = ANY if pattern is None else pattern
+    fut = loop.create_future()
+    for i, msg in enumerate(loop._otpvm_mailbox):
+        if _matches(pattern, msg):
+            del loop._otpvm_mailbox[i]
+            fut.set_result(msg)
+            return fut
+    entry = (pattern, fut)
+    loop._otpvm_waiters.append(entry)
+    if timeout is not None:
+        def expire() -> None:
+            if not fut.done():
+                loop._otpvm_waiters.remove(entry)
+                fut.set_exception(TimeoutError(f"no matching message after {timeout:g} s"))
+        loop.call_later(timeout, expire)
+    def forget(f: asyncio.Future[Any]) -> None:
+        if f.cancelled() and entry in loop._otpvm_waiters:
+            loop._otpvm_waiters.remove(entry)
+    fut.add_done_callback(forget)
+    return fut
+
+
+def _deliver(loop: Loop, msg: Any) -> None:
+    """A message for asyncio code: to the first waiter it matches, else kept."""
+    for i, (pattern, fut) in enumerate(loop._otpvm_waiters):
+        if not fut.done() and _matches(pattern, msg):
+            del loop._otpvm_waiters[i]
+            fut.set_result(msg)
+            return
+    loop._otpvm_mailbox.append(msg)
+
+
+class _OnThisThread:
+    """What asyncio keeps per thread while a loop runs there (the running
+    loop, async generator hooks, coroutine origin tracking): the loop
+    process may resume on another scheduler thread after each wait, so it
+    takes them along, and leaves each thread as it found it."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.saved_hooks: Any = None
+
+    def enter(self) -> None:
+        loop = self.loop
+        loop._thread_id = threading.get_ident()  # type: ignore[attr-defined]
+        self.saved_hooks = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(firstiter=loop._asyncgen_firstiter_hook,  # type: ignore[attr-defined]
+                               finalizer=loop._asyncgen_finalizer_hook)  # type: ignore[attr-defined]
+        loop._set_coroutine_origin_tracking(loop._debug)  # type: ignore[attr-defined]
+        events._set_running_loop(loop)
+
+    def leave(self) -> None:
+        events._set_running_loop(None)
+        self.loop._set_coroutine_origin_tracking(False)  # type: ignore[attr-defined]
+        sys.set_asyncgen_hooks(*self.saved_hooks)
+
+
+async def _loop_body(box: Shared) -> None:
+    """The loop's process: asyncio's run_forever, with the wait for I/O and
+    timers done by ``otpvm.receive`` between iterations."""
+    loop: Loop = box.value
+    selector = loop._otpvm_selector
+    here = _OnThisThread(loop)
+    loop._otpvm_pid = _self_pid()
+    with selector.lock:
+        selector.waiter = loop._otpvm_pid
+    here.enter()
+    try:
+        while True:
+            timeout = _timeout(loop, selector)
+            here.leave()
+            try:
+                await _take_messages(loop, timeout)
+            finally:
+                here.enter()
+            loop._run_once()  # type: ignore[attr-defined]
+            if loop._stopping:  # type: ignore[attr-defined]
+                break
+    finally:
+        with selector.lock:
+            selector.waiter = None
+        loop._otpvm_pid = None
+        loop._stopping = False  # type: ignore[attr-defined]
+        here.leave()
+        loop._thread_id = None  # type: ignore[attr-defined]
+
+
+def _timeout(loop: Loop, selector: _Selector) -> float | None:
+    """How long the loop may wait before its next iteration, as
+    ``BaseEventLoop._run_once`` reckons it (0: it has work now)."""
+    if loop._ready or loop._stopping or selector.has_ready():  # type: ignore[attr-defined]
+        return 0.0
+    if loop._scheduled:  # type: ignore[attr-defined]
+        return max(0.0, loop._scheduled[0]._when - loop.time())  # type: ignore[attr-defined]
+    return None
+
+
+async def _take_messages(loop: Loop, timeout: float | None) -> None:
+    """Waits up to timeout for a message (a wake-up, or one for asyncio
+    code), then takes whatever else has come, without waiting."""
+    try:
+        msg = await receive(ANY, timeout=timeout)
+    except TimeoutError:
+        return
+    while True:
+        if msg is not _WAKE:
+            _deliver(loop, msg)
+        try:
+            msg = await receive(ANY, timeout=0)
+        except TimeoutError:
+            return

@@ -1,0 +1,125 @@
+"""otpvm.aio: asyncio's loop run as an otpvm process (CPython's own per-loop
+tests cover asyncio's behaviour: tests/peers/test_cpython_asyncio.py).
+Here: how it is selected, and what otpvm adds: asyncio code that sends,
+receives, links and monitors, and a loop that holds no scheduler thread
+while it waits."""
+
+import asyncio
+import sys
+import threading
+
+import pytest
+
+import otpvm
+import otpvm.aio
+from otpvm import ANY, Down
+
+T = 10                  # generous: a correct run never waits this long
+
+
+@pytest.fixture
+def vm():
+    with otpvm.VM(schedulers=1) as vm:
+        yield vm
+
+
+def run(vm, main):
+    with asyncio.Runner(loop_factory=lambda: otpvm.aio.new_event_loop(vm)) as runner:
+        return runner.run(main())
+
+
+def test_the_loop_is_a_process_and_asyncio_runs_on_it(vm):
+    async def main():
+        assert isinstance(asyncio.get_running_loop(), otpvm.aio.Loop)
+        await asyncio.sleep(0.01)
+        results = await asyncio.gather(*(asyncio.sleep(0.01, i) for i in range(100)))
+        return otpvm.self(), otpvm.aio.loop_pid(), results
+
+    me, pid, results = run(vm, main)
+    assert me == pid and results == list(range(100))
+    assert not otpvm.is_alive(pid)      # the loop's process ends with run_forever
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.run(loop_factory=) is 3.12+")
+def test_asyncio_run_takes_it_as_loop_factory():
+    async def main():
+        return type(asyncio.get_running_loop())
+
+    assert asyncio.run(main(), loop_factory=otpvm.aio.new_event_loop) is otpvm.aio.Loop
+    otpvm.default_vm().stop()
+
+
+def test_asyncio_code_sends_receives_and_monitors_processes(vm):
+    async def echo():
+        sender, msg = await otpvm.receive(timeout=T)
+        otpvm.send(sender, ("echo", msg))
+
+    async def main():
+        pid = otpvm.spawn(echo)
+        ref = otpvm.monitor(pid)
+        otpvm.send(pid, (otpvm.self(), "hi"))
+        reply = await otpvm.aio.receive_message(("echo", ANY), timeout=T)
+        down = await otpvm.aio.receive_message(Down(ref, ANY, ANY), timeout=T)
+        with pytest.raises(TimeoutError):
+            await otpvm.aio.receive_message("never", timeout=0.01)
+        return reply, down.reason
+
+    assert run(vm, main) == (("echo", "hi"), "normal")
+
+
+def test_a_message_kept_until_asyncio_code_asks_for_it(vm):
+    async def main():
+        otpvm.send(otpvm.self(), "first")
+        otpvm.send(otpvm.self(), "second")
+        await asyncio.sleep(0.01)           # both arrive while nobody waits
+        second = await otpvm.aio.receive_message("second", timeout=T)
+        first = await otpvm.aio.receive_message(timeout=T)
+        return first, second
+
+    assert run(vm, main) == ("first", "second")
+
+
+def test_the_waiting_loop_holds_no_scheduler_thread(vm):
+    """On one scheduler, other processes run while asyncio code waits."""
+    async def counter(n):
+        for _ in range(n):
+            await otpvm.sleep(0.001)
+        return n
+
+    async def main():
+        pid, ref = otpvm.spawn_monitor(counter, 50)
+        await asyncio.sleep(0.2)            # the loop waits in otpvm.receive
+        return await otpvm.aio.receive_message(Down(ref, pid, ANY), timeout=T)
+
+    assert run(vm, main).reason == "normal"
+    assert vm.rescues == 0 and vm.long_schedules == 0
+
+
+def test_call_soon_threadsafe_wakes_the_loop(vm):
+    async def main():
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        threading.Timer(0.05, loop.call_soon_threadsafe, (fut.set_result, "woken")).start()
+        return await asyncio.wait_for(fut, T)
+
+    assert run(vm, main) == "woken"
+
+
+def test_run_forever_inside_a_process_is_refused(vm):
+    async def main():
+        loop = otpvm.aio.new_event_loop(vm)
+        try:
+            with pytest.raises(RuntimeError, match="plain thread"):
+                loop.run_forever()
+        finally:
+            loop.close()
+
+    vm.run(main)
+
+
+def test_loop_pid_outside_an_otpvm_loop_is_an_error():
+    async def main():
+        with pytest.raises(RuntimeError, match="otpvm.aio loop"):
+            otpvm.aio.loop_pid()
+
+    asyncio.run(main())
