@@ -155,7 +155,7 @@ class _Inbox:
     killed by a supervisor), every ask still pending is answered with
     ActorDeadError, as pykka's teardown answers those left in its queue."""
 
-    __slots__ = ("_asks", "_closed", "_early", "_lock", "pid", "vm")
+    __slots__ = ("_asks", "_closed", "_early", "_lock", "owner", "pid", "vm")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -164,6 +164,7 @@ class _Inbox:
         self._closed = False
         self.vm: VM | None = None
         self.pid: Pid | None = None
+        self.owner = "the actor"
 
     def put(self, envelope: Any, /) -> None:
         with self._lock:
@@ -174,8 +175,12 @@ class _Inbox:
                 if self._early is not None:
                     self._early.append(envelope)
                     return
-        if closed or not cast(VM, self.vm)._post(cast(Pid, self.pid), envelope):
-            _answer_dead(envelope, self)
+        if not closed and cast(VM, self.vm)._post(cast(Pid, self.pid), envelope):
+            return
+        # The process is gone: answered here, unless its end (close, on its
+        # thread, which may come later) has taken the ask to answer it.
+        if closed or self.handled(envelope):
+            _answer_dead(envelope, self.owner)
 
     def get(self) -> Any:
         raise RuntimeError("an otpvm.pykka actor takes its messages in its own process")
@@ -191,7 +196,7 @@ class _Inbox:
             for envelope in self._early or ():
                 vm._post(pid, envelope)
             self._early = None
-            self.vm, self.pid = vm, pid
+            self.vm, self.pid, self.owner = vm, pid, str(actor.actor_ref)
 
     def handled(self, envelope: Any) -> bool:
         """The actor answers envelope; False if teardown answered it."""

@@ -139,7 +139,7 @@ class Slow(pykka.ThreadingActor):
         return message
 
 
-def test_asks_pending_when_a_supervisor_kills_the_actor_get_actordeaderror(vm):
+def test_asks_pending_when_a_supervisor_kills_the_actor_get_actordeaderror(vm, caplog):
     release = threading.Event()
 
     async def main():
@@ -150,10 +150,17 @@ def test_asks_pending_when_a_supervisor_kills_the_actor_get_actordeaderror(vm):
         busy = ref.ask("busy", block=False)
         pending = [ref.ask(i, block=False) for i in range(3)]
         await supervisor.terminate_child(sup, "Slow")
+        # Its thread is still in the handler: an ask now is answered at once,
+        # and once only (not again when the handler returns and the actor's
+        # end answers what it had).
+        late = ref.ask("late", block=False)
+        with pytest.raises(pykka.ActorDeadError):
+            await late
         release.set()
-        return ref, busy, pending
+        return ref, busy, pending + [late]
 
-    ref, busy, pending = vm.run(main)
+    with caplog.at_level(logging.ERROR):
+        ref, busy, pending = vm.run(main)
     for future in pending:
         with pytest.raises(pykka.ActorDeadError, match="stopped before handling"):
             future.get(timeout=T)
@@ -161,6 +168,7 @@ def test_asks_pending_when_a_supervisor_kills_the_actor_get_actordeaderror(vm):
     assert pykka.ActorRegistry.get_by_class(Slow) == []
     with pytest.raises(pykka.ActorDeadError):
         ref.ask("after", timeout=T)
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 class Forwarder(pykka.ThreadingActor):
