@@ -66,3 +66,35 @@ def test_a_script_whose_main_crashes_prints_one_traceback(tmp_path):
     assert done.stderr.count("Traceback (most recent call last)") == 1, done.stderr
     assert done.stderr.count("ValueError: main crashed") == 1, done.stderr
     assert "crash report" not in done.stderr
+
+
+def test_ctrl_c_given_to_a_scheduler_thread_still_interrupts_vm_run():
+    """The kernel may hand a process-wide SIGINT to any thread that does not
+    block it: here it is sent to a scheduler thread on purpose.  The thread
+    waiting in run() gets its KeyboardInterrupt all the same, at once."""
+    import signal
+    import threading
+    import time
+
+    idents = {}
+
+    async def main():
+        idents["scheduler"] = threading.get_ident()
+        await otpvm.sleep(30)
+
+    def interrupt():
+        while "scheduler" not in idents:
+            time.sleep(0.01)
+        signal.pthread_kill(idents["scheduler"], signal.SIGINT)
+
+    # Python's own handler, whatever this run inherited (a shell's background
+    # job starts with SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        started = time.monotonic()
+        with otpvm.VM(schedulers=1) as vm, pytest.raises(KeyboardInterrupt):
+            vm.run(main)
+        assert time.monotonic() - started < 10
+    finally:
+        signal.signal(signal.SIGINT, previous)

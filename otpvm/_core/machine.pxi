@@ -13,6 +13,9 @@ from otpvm.terms import ForeignPidError as _ForeignPidError, \
 # hand-offs, so one run queue (plus spare threads for rescues) is the default.
 cdef bint _FREE_THREADED = not getattr(_sys, "_is_gil_enabled", lambda: True)()
 
+# How often a thread waiting in VM.run looks for a signal's handler to run.
+cdef double _SIGNAL_LOOK_S = 0.05
+
 cdef enum:
     _STOP_GRACE_MS = 5000
     _IO_BATCH = 256         # socket events handled per scheduler turn
@@ -215,7 +218,12 @@ cdef class VM:
         done = _threading.Event()
         cdef Process p = self.start_process(main, args, None, False, done.set, None, None,
                                             True)
-        done.wait()
+        # In short waits: a signal the kernel gave to another thread (a
+        # scheduler thread, say) interrupts no wait of this one, and Python
+        # runs its handler (Ctrl-C's KeyboardInterrupt) only when this thread
+        # runs Python again.
+        while not done.wait(_SIGNAL_LOOK_S):
+            pass
         reason = p.exit_reason
         if _is(reason, "normal"):
             return p.result
