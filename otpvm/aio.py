@@ -246,16 +246,19 @@ def receive_message(pattern: Any = None, timeout: float | None = None) -> asynci
             return fut
     entry = (pattern, fut)
     loop._otpvm_waiters.append(entry)
+    timer: asyncio.TimerHandle | None = None
     if timeout is not None:
         def expire() -> None:
             if not fut.done():
-                loop._otpvm_waiters.remove(entry)
                 fut.set_exception(TimeoutError(f"no matching message after {timeout:g} s"))
-        loop.call_later(timeout, expire)
-    def forget(f: asyncio.Future[Any]) -> None:
-        if f.cancelled() and entry in loop._otpvm_waiters:
+        timer = loop.call_later(timeout, expire)
+
+    def done(_: asyncio.Future[Any]) -> None:     # answered, timed out or cancelled
+        if timer is not None:
+            timer.cancel()
+        if entry in loop._otpvm_waiters:
             loop._otpvm_waiters.remove(entry)
-    fut.add_done_callback(forget)
+    fut.add_done_callback(done)
     return fut
 
 

@@ -62,6 +62,12 @@ def test_asyncio_code_sends_receives_and_monitors_processes(vm):
         down = await otpvm.aio.receive_message(Down(ref, ANY, ANY), timeout=T)
         with pytest.raises(TimeoutError):
             await otpvm.aio.receive_message("never", timeout=0.01)
+        # An answered receive leaves no timer behind.
+        otpvm.send(otpvm.self(), "now")
+        await otpvm.aio.receive_message("now", timeout=60)
+        loop = asyncio.get_running_loop()
+        assert not [h for h in loop._scheduled if not h.cancelled()]
+        assert loop._otpvm_waiters == []
         return reply, down.reason
 
     assert run(vm, main) == (("echo", "hi"), "normal")
