@@ -559,5 +559,5 @@ def process_info(pid):
         # kill on its way ends here instead of reading itself as dead.
         (<Process>target).drain()
         if (<Process>target).kill_reason is not NOTHING:
-            raise _ProcessExit((<Process>target).kill_reason)
+            raise _ProcessKilled((<Process>target).kill_reason)
     return (<Process>target).info()

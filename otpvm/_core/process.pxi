@@ -559,7 +559,7 @@ cdef class Process:
         else:
             self.drain_some(DRAIN_BATCH)
         if self.kill_reason is not NOTHING:
-            raise _ProcessExit(self.kill_reason)
+            raise _ProcessKilled(self.kill_reason)   # it does nothing more (no terminate)
         self.rcv_marked = self.mark_ref is not None and mentions(pattern, self.mark_ref)
         node = self.scan_start(&prev)
         node = self.scan(pattern, prev, node)
