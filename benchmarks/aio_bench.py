@@ -8,11 +8,14 @@ The asyncio versions of the benchmark workloads (``peers/asyncio_peer.py``:
 tasks with ``asyncio.Queue`` mailboxes: pingpong, flood, ring, skynet, a
 request/response "gen_call", casts) plus ``tcp_echo`` (a client and a
 server in the same loop, one line out and back at a time over loopback
-TCP: the loop's I/O path), each run to completion under
-``asyncio.Runner(loop_factory=...)`` with asyncio's default loop, uvloop
-(when installed) and ``otpvm.aio.new_event_loop`` on a one-scheduler VM,
-in this one process.  Best of ``--runs`` (default 3).  Prints a Markdown
-table with the ratio otpvm.aio / asyncio.  ``--quick``: small sizes.
+TCP: the loop's I/O path) and ``spin_ticker`` (how late a 1 ms ticker
+task gets while another task spins 100 ms without awaiting), each run to
+completion under ``asyncio.Runner(loop_factory=...)`` with asyncio's
+default loop, uvloop (when installed), ``otpvm.aio.new_event_loop`` and
+``otpvm.aio.new_process_task_loop`` (tasks as processes) on a
+one-scheduler VM, in this one process.  Best of ``--runs`` (default 3).
+Prints a Markdown table with the ratios to asyncio's loop.  ``--quick``:
+small sizes.
 """
 
 from __future__ import annotations
@@ -70,6 +73,33 @@ def tcp_echo(n: int, loop_factory: Callable[[], asyncio.AbstractEventLoop] | Non
         return runner.run(_tcp_echo(n))
 
 
+async def _spin_ticker(spin: float) -> dict[str, float]:
+    late: list[float] = []
+
+    async def spinner() -> None:
+        await asyncio.sleep(0.005)
+        start = time.perf_counter()
+        while time.perf_counter() - start < spin:
+            pass
+
+    async def ticker() -> None:
+        end = time.perf_counter() + spin + 0.02
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            await asyncio.sleep(0.001)
+            late.append(time.perf_counter() - start - 0.001)
+
+    await asyncio.gather(spinner(), ticker())
+    return {"max_late_ms": max(late) * 1000, "ticks": len(late)}
+
+
+def spin_ticker(spin: float, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+                ) -> dict[str, float]:
+    """How late a 1 ms ticker task gets while another task spins ``spin`` s."""
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_spin_ticker(spin))
+
+
 def loops() -> dict[str, Callable[[], asyncio.AbstractEventLoop] | None]:
     out: dict[str, Callable[[], asyncio.AbstractEventLoop] | None] = {"asyncio": None}
     try:
@@ -80,6 +110,7 @@ def loops() -> dict[str, Callable[[], asyncio.AbstractEventLoop] | None]:
         out["uvloop"] = uvloop.new_event_loop
     vm = otpvm.VM(schedulers=1)
     out["otpvm.aio"] = lambda: otpvm.aio.new_event_loop(vm)
+    out["otpvm.aio tasks"] = lambda: otpvm.aio.new_process_task_loop(vm)
     return out
 
 
@@ -99,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
          [(f.key, f.higher_is_better) for f in WORKLOADS[name].figures])
         for name, fn in asyncio_peer.WORKLOADS.items() if name != "spawn_idle"]
     jobs.append(("tcp_echo", tcp_echo, ECHO_SIZES[size], [("round_trips_per_s", True)]))
+    jobs.append(("spin_ticker", spin_ticker, {"spin": 0.1}, [("max_late_ms", False)]))
     for name, fn, sizes, figures in jobs:
         figs: dict[str, dict[str, float]] = {}
         for loop_name, factory in factories.items():
@@ -112,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
           f"best of {args.runs}; otpvm.aio on a VM with 1 scheduler\n")
     names = list(factories)
-    print("| workload | figure | " + " | ".join(names) + " | ratio otpvm.aio/asyncio |")
-    print("| --- | --- | " + " | ".join("---:" for _ in names) + " | ---: |")
+    ours = [n for n in names if n.startswith("otpvm")]
+    print("| workload | figure | " + " | ".join(names) + " | "
+          + " | ".join(f"{n} / asyncio" for n in ours) + " |")
+    print("| --- | --- | " + " | ".join("---:" for _ in names + ours) + " |")
     for name, key, higher, vals in rows:
         arrow = "↑" if higher else "↓"
         cells = " | ".join(_fmt(vals[n]) for n in names)
-        print(f"| {name} | {key} {arrow} | {cells} | {vals['otpvm.aio'] / vals['asyncio']:.2f}x |")
+        ratios = " | ".join(f"{vals[n] / vals['asyncio']:.2f}x" for n in ours)
+        print(f"| {name} | {key} {arrow} | {cells} | {ratios} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

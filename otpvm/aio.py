@@ -32,19 +32,32 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import selectors
 import sys
 import threading
 from asyncio import events
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from otpvm._aio_tasks import (
+    _BATON,
+    _LOOP,
+    _QUIT,
+    Baton,
+    ProcessTask,
+    iterate,
+    start_task_link,
+    task_factory,
+)
 from otpvm._vm import VM, Pid, _matches, receive
 from otpvm._vm import self as _self_pid
 from otpvm.kernel import default_vm
+from otpvm.supervisor import ChildSpec
 from otpvm.terms import ANY, NotInProcessError, Shared
 
-__all__ = ["Loop", "loop_pid", "new_event_loop", "receive_message"]
+__all__ = ["Loop", "ProcessTask", "ProcessTaskLoop", "loop_pid", "new_event_loop",
+           "new_process_task_loop", "receive_message", "task_child_spec"]
 
 # Readiness bits of otpvm's poller (csrc/ovm_poll.h), as otpvm.net.port has them.
 _IN, _OUT, _ERR, _HUP = 1, 2, 4, 8
@@ -198,6 +211,8 @@ class Loop(asyncio.SelectorEventLoop):
         self._otpvm_mailbox: collections.deque[Any] = collections.deque()
         self._otpvm_waiters: list[tuple[Any, asyncio.Future[Any]]] = []
         self._otpvm_pid: Pid | None = None
+        self._otpvm_baton: Baton | None = None          # a ProcessTaskLoop's
+        self._otpvm_tasks: dict[Pid, ProcessTask] = {}  # its live tasks, by pid
         super().__init__(self._otpvm_selector)
 
     def run_forever(self) -> None:
@@ -215,10 +230,103 @@ class Loop(asyncio.SelectorEventLoop):
         self._otpvm_vm.run(_loop_body, Shared(self))
 
 
+class ProcessTaskLoop(Loop):
+    """An otpvm.aio loop whose tasks are otpvm processes (see
+    ``otpvm._aio_tasks``): asyncio code runs one piece at a time, as on any
+    loop, except that a task step running longer than ``preempt_after``
+    seconds without awaiting no longer holds up the loop and the other
+    tasks."""
+
+    def __init__(self, vm: VM | None = None, *, preempt_after: float = 0.002) -> None:
+        super().__init__(vm)
+        if not (isinstance(preempt_after, (int, float)) and preempt_after > 0):
+            super().close()
+            raise ValueError(f"preempt_after must be a positive number of seconds, "
+                             f"not {preempt_after!r}")
+        self._otpvm_baton = Baton(self, preempt_after)
+        self.set_task_factory(task_factory)  # type: ignore[arg-type]
+
+    # Callbacks and timers may come from a task step that lost the baton
+    # (or from a plain thread): those are handed to the loop's process,
+    # which alone touches its queues then.
+
+    def call_soon(self, callback: Any, *args: Any,  # type: ignore[override]
+                  context: Any = None) -> asyncio.Handle:
+        baton = self._otpvm_baton
+        assert baton is not None
+        if not baton.held_here():
+            return self.call_soon_threadsafe(callback, *args, context=context)
+        if baton.holder is not _LOOP:
+            baton.dirty = True
+        return super().call_soon(callback, *args, context=context)
+
+    def call_at(self, when: float, callback: Any, *args: Any,  # type: ignore[override]
+                context: Any = None) -> asyncio.TimerHandle:
+        baton = self._otpvm_baton
+        assert baton is not None
+        if baton.held_here():
+            if baton.holder is not _LOOP:
+                baton.dirty = True
+            return super().call_at(when, callback, *args, context=context)
+        self._check_closed()  # type: ignore[attr-defined]
+        timer = events.TimerHandle(when, callback, args, self, context)
+        timer._scheduled = True  # type: ignore[attr-defined]
+        self.call_soon_threadsafe(heapq.heappush, self._scheduled, timer)  # type: ignore[attr-defined]
+        return timer
+
+    def stop(self) -> None:
+        super().stop()
+        self._write_to_self()       # a task's process may have called it
+
+    def _write_to_self(self) -> None:
+        pid = self._otpvm_pid
+        if pid is None or not self._otpvm_vm._post(pid, _WAKE):
+            super()._write_to_self()  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Closes the loop; the processes of tasks still pending end, their
+        coroutines closed and the tasks cancelled."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        for pid, task in list(self._otpvm_tasks.items()):
+            if not task.done():
+                task._otpvm_abandon()   # the loop is stopped: nothing else runs
+            self._otpvm_vm._post(pid, _QUIT)
+        super().close()
+
+
 def new_event_loop(vm: VM | None = None) -> Loop:
     """A new otpvm.aio loop on ``vm`` (default: ``otpvm.default_vm()``): the
     ``loop_factory`` for ``asyncio.run`` and ``asyncio.Runner``."""
     return Loop(vm)
+
+
+def new_process_task_loop(vm: VM | None = None, *, preempt_after: float = 0.002) -> ProcessTaskLoop:
+    """A new otpvm.aio loop whose tasks are otpvm processes (each with a
+    ``pid``, supervisable), so that one spinning without awaiting delays
+    the others by about ``preempt_after`` plus, with a GIL, CPython's
+    switch interval: ``asyncio.run(main(),
+    loop_factory=otpvm.aio.new_process_task_loop)``."""
+    return ProcessTaskLoop(vm, preempt_after=preempt_after)
+
+
+def task_child_spec(loop: Loop, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any,
+                    id: Any = None, restart: str = "transient",
+                    shutdown: Any = None) -> ChildSpec:
+    """A supervisor child that is the asyncio task ``fn(*args)`` on ``loop``
+    (a process-task loop, running), started (and restarted) linked to the
+    supervisor.  ``restart`` defaults to ``'transient'``: a task that raised
+    is restarted, one that returned or was cancelled is not.  ``id``
+    defaults to the function's name.  The function and its arguments are
+    handed over by reference."""
+    if not isinstance(loop, ProcessTaskLoop):
+        raise TypeError(f"task_child_spec() needs a loop from otpvm.aio.new_process_task_loop(), "
+                        f"not {loop!r}")
+    if not callable(fn):
+        raise TypeError(f"task_child_spec() needs a coroutine function, not {fn!r}")
+    start = Shared((loop, fn, args))
+    return ChildSpec(id if id is not None else getattr(fn, "__name__", repr(fn)),
+                     (start_task_link, (start,)), restart=restart, shutdown=shutdown)
 
 
 def loop_pid() -> Pid:
@@ -237,15 +345,18 @@ def receive_message(pattern: Any = None, timeout: float | None = None) -> asynci
     loop = events.get_running_loop()
     if not isinstance(loop, Loop):
         raise RuntimeError("receive_message() is for asyncio code on an otpvm.aio loop")
+    owner: Loop | ProcessTask = loop
+    if loop._otpvm_tasks:
+        owner = loop._otpvm_tasks.get(_self_pid(), loop)
     pattern = ANY if pattern is None else pattern
     fut = loop.create_future()
-    for i, msg in enumerate(loop._otpvm_mailbox):
+    for i, msg in enumerate(owner._otpvm_mailbox):
         if _matches(pattern, msg):
-            del loop._otpvm_mailbox[i]
+            del owner._otpvm_mailbox[i]
             fut.set_result(msg)
             return fut
     entry = (pattern, fut)
-    loop._otpvm_waiters.append(entry)
+    owner._otpvm_waiters.append(entry)
     timer: asyncio.TimerHandle | None = None
     if timeout is not None:
         def expire() -> None:
@@ -256,20 +367,21 @@ def receive_message(pattern: Any = None, timeout: float | None = None) -> asynci
     def done(_: asyncio.Future[Any]) -> None:     # answered, timed out or cancelled
         if timer is not None:
             timer.cancel()
-        if entry in loop._otpvm_waiters:
-            loop._otpvm_waiters.remove(entry)
+        if entry in owner._otpvm_waiters:
+            owner._otpvm_waiters.remove(entry)
     fut.add_done_callback(done)
     return fut
 
 
-def _deliver(loop: Loop, msg: Any) -> None:
-    """A message for asyncio code: to the first waiter it matches, else kept."""
-    for i, (pattern, fut) in enumerate(loop._otpvm_waiters):
+def _deliver(owner: Loop | ProcessTask, msg: Any) -> None:
+    """A message for asyncio code (of the loop's process, or of a process
+    task's): to the first waiter it matches, else kept."""
+    for i, (pattern, fut) in enumerate(owner._otpvm_waiters):
         if not fut.done() and _matches(pattern, msg):
-            del loop._otpvm_waiters[i]
+            del owner._otpvm_waiters[i]
             fut.set_result(msg)
             return
-    loop._otpvm_mailbox.append(msg)
+    owner._otpvm_mailbox.append(msg)
 
 
 class _OnThisThread:
@@ -299,18 +411,23 @@ class _OnThisThread:
 
 async def _loop_body(box: Shared) -> None:
     """The loop's process: asyncio's run_forever, with the wait for I/O and
-    timers done by ``otpvm.receive`` between iterations."""
+    timers done by ``otpvm.receive`` between iterations (and, on a
+    process-task loop, each iteration run holding the baton)."""
     loop: Loop = box.value
     selector = loop._otpvm_selector
+    baton = loop._otpvm_baton
     here = _OnThisThread(loop)
     loop._otpvm_pid = _self_pid()
     with selector.lock:
         selector.waiter = loop._otpvm_pid
     here.enter()
     busy = 0
+    timeout: float | None = 0.0
+    holding = baton is not None         # a stopped loop keeps its baton (parked)
+    if baton is not None:
+        baton.resume()
     try:
         while True:
-            timeout = _timeout(loop, selector)
             if timeout == 0 and busy < _BUSY_ITERATIONS:
                 busy += 1
             else:
@@ -320,10 +437,26 @@ async def _loop_body(box: Shared) -> None:
                     await _take_messages(loop, timeout)
                 finally:
                     here.enter()
-            loop._run_once()  # type: ignore[attr-defined]
+            if baton is not None and not holding:
+                here.leave()
+                try:
+                    await baton.acquire(_LOOP)
+                finally:
+                    here.enter()
+                holding = True
+            if baton is None:
+                loop._run_once()  # type: ignore[attr-defined]
+            else:
+                await iterate(loop, baton, here)
+            timeout = _timeout(loop, selector)
             if loop._stopping:  # type: ignore[attr-defined]
                 break
+            if baton is not None:
+                baton.release(_LOOP)
+                holding = False
     finally:
+        if baton is not None:
+            baton.park(holding)
         with selector.lock:
             selector.waiter = None
         loop._otpvm_pid = None
@@ -350,7 +483,7 @@ async def _take_messages(loop: Loop, timeout: float | None) -> None:
     except TimeoutError:
         return
     while True:
-        if msg is not _WAKE:
+        if msg is not _WAKE and msg is not _BATON:
             _deliver(loop, msg)
         try:
             msg = await receive(ANY, timeout=0)

@@ -28,6 +28,9 @@ cdef int _LS_REPORTED_MAX = 64                  # then forget incidents whose en
 cdef str _LS_FIX_RUNNING = (
     "await in long loops (`await otpvm.sleep(0)` lets the others run), or split the "
     "work into several messages")
+cdef str _LS_FIX_ASYNCIO = (     # the process runs asyncio code (otpvm.aio)
+    "await in long loops (`await asyncio.sleep(0)` lets the other tasks run), or run "
+    "CPU-bound work with `await loop.run_in_executor(None, fn, *args)`")
 cdef str _LS_FIX_BLOCKED = (
     "make blocking calls with `await otpvm.run_blocking(fn, *args)`, or inside "
     "`with otpvm.blocking():` where the process cannot await; use "
@@ -257,7 +260,11 @@ cdef class _LongSchedules:
         else:
             lines.append(f"  meanwhile: every spare scheduler thread is in use, so {waiting} "
                          f"wait{verb} (VM(max_spare_threads=...) sets how many there may be)")
-        lines.append(f"  fix: {_LS_FIX_RUNNING if inc.kind == OVM_LS_RUNNING else _LS_FIX_BLOCKED}")
+        if initial.startswith(("otpvm._aio_tasks.", "otpvm.aio.")) and inc.kind == OVM_LS_RUNNING:
+            fix = _LS_FIX_ASYNCIO
+        else:
+            fix = _LS_FIX_RUNNING if inc.kind == OVM_LS_RUNNING else _LS_FIX_BLOCKED
+        lines.append(f"  fix: {fix}")
         return "\n".join(lines)
 
     cdef list where(self, ovm_incident *inc):

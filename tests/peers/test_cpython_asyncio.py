@@ -66,16 +66,19 @@ def _run(case):
     return result.testsRun - len(result.skipped) - len(problems), problems
 
 
+LOOPS = {"loop": otpvm.aio.new_event_loop, "process_task_loop": otpvm.aio.new_process_task_loop}
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
 @pytest.mark.parametrize("name", sorted(MIXINS))
-def test_otpvm_loop_passes_what_asyncio_selector_loop_passes(name):
+def test_otpvm_loop_passes_what_asyncio_selector_loop_passes(name, loop):
     otpvm.default_vm()      # its threads exist before the tests count threads
     reference, reference_problems = _run(_case(f"Selector{name}", MIXINS[name],
                                                asyncio.SelectorEventLoop))
     excluded = EXCLUDED_FREE_THREADED if FREE_THREADED else {}
-    passed, problems = _run(_case(f"Otpvm{name}", MIXINS[name], otpvm.aio.new_event_loop,
-                                  excluded))
+    passed, problems = _run(_case(f"Otpvm{name}", MIXINS[name], LOOPS[loop], excluded))
     skipped = sum(any(hasattr(m, t) for m in MIXINS[name]) for t in excluded)
-    print(f"{name}: asyncio.SelectorEventLoop passed {reference}, otpvm.aio {passed} "
+    print(f"{name}: asyncio.SelectorEventLoop passed {reference}, otpvm.aio's {loop} {passed} "
           f"({skipped} excluded)")
     assert reference > 0 and not reference_problems, reference_problems
     assert problems == []
