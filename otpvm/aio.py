@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import selectors
 import sys
 import threading
 from asyncio import events
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from otpvm._vm import VM, Pid, _matches, receive
@@ -106,8 +107,20 @@ class _Selector(selectors.BaseSelector):
 
     # -- selectors.BaseSelector ----------------------------------------------
 
+    def _fd(self, fileobj: Any) -> int:
+        """The fd of fileobj, as selectors' ``_fileobj_lookup`` finds it: a file
+        object closed since it was registered (its fileno() is -1) is found
+        by identity among the keys, so that it can still be unregistered."""
+        try:
+            return selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined, no-any-return]
+        except ValueError:
+            for key in self.keys.values():
+                if key.fileobj is fileobj:
+                    return key.fd
+            raise
+
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+        fd = self._fd(fileobj)
         if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
             raise ValueError(f"Invalid events: {events!r}")
         if fd in self.keys:
@@ -126,7 +139,10 @@ class _Selector(selectors.BaseSelector):
         return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+        try:
+            fd = self._fd(fileobj)
+        except ValueError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
         with self.lock:
             key = self.keys.pop(fd, None)
             if key is None:
@@ -134,18 +150,24 @@ class _Selector(selectors.BaseSelector):
             watch = self.watches.pop(fd)
             self.ready.pop(fd, None)
             self.disarmed.discard(fd)
-        self.vm._io_remove(fd, watch.token)
+        # A file object closed while registered left the poller then (the
+        # kernel drops a closed fd from epoll), and its fd number may be
+        # another's now, maybe an otpvm.net socket's in the same poller: only
+        # the token is dropped (fd -1 names no fd).
+        self.vm._io_remove(fd if _open(key) else -1, watch.token)
         return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
-        key = self.keys.get(fd)
+        try:
+            key = self.keys.get(self._fd(fileobj))
+        except ValueError:
+            key = None
         if key is None:
             raise KeyError(f"{fileobj!r} is not registered")
         if events == key.events:
             key = key._replace(data=data)
             with self.lock:
-                self.keys[fd] = key
+                self.keys[key.fd] = key
             return key
         self.unregister(fileobj)
         return self.register(fileobj, events, data)
@@ -171,17 +193,56 @@ class _Selector(selectors.BaseSelector):
                 if mask:
                     out.append((key, mask))
             arm = [(fd, self.watches[fd].token, _interest(self.keys[fd].events))
-                   for fd in rearm if fd in self.keys]
+                   for fd in rearm if fd in self.keys and _open(self.keys[fd])]
         for fd, token, interest in arm:
-            self.vm._io_arm(fd, token, interest)
+            try:
+                self.vm._io_arm(fd, token, interest)
+            except OSError as e:
+                # Closed since it was reported (EBADF), or closed and its
+                # number reused (ENOENT): it is watched no more, as epoll
+                # forgets a closed fd; unregister drops it.
+                if e.errno not in (errno.EBADF, errno.ENOENT):
+                    raise
         return out
 
     def close(self) -> None:
-        for key in list(self.keys.values()):
-            self.unregister(key.fileobj)
+        for fd in list(self.keys):
+            self.unregister(fd)
 
     def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return self.keys
+        """The keys, by file object or fd, as selectors' own map has them."""
+        return _Map(self)
+
+
+class _Map(Mapping[Any, selectors.SelectorKey]):
+    """A _Selector's keys, looked up by file object or fd (``get_key`` and
+    asyncio's ``_add_reader`` pass either)."""
+
+    def __init__(self, selector: _Selector) -> None:
+        self.selector = selector
+
+    def __len__(self) -> int:
+        return len(self.selector.keys)
+
+    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
+        try:
+            return self.selector.keys[self.selector._fd(fileobj)]
+        except (KeyError, ValueError):
+            raise KeyError(f"{fileobj!r} is not registered") from None
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.selector.keys)
+
+
+def _open(key: selectors.SelectorKey) -> bool:
+    """Whether key's file object still has key's fd: False once a file
+    object (not a bare fd) registered has been closed."""
+    if isinstance(key.fileobj, int):
+        return True
+    try:
+        return bool(key.fileobj.fileno() == key.fd)
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _interest(events: int) -> int:

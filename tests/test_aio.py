@@ -5,8 +5,10 @@ receives, links and monitors, and a loop that holds no scheduler thread
 while it waits."""
 
 import asyncio
+import socket
 import sys
 import threading
+import time
 
 import pytest
 
@@ -129,3 +131,53 @@ def test_loop_pid_outside_an_otpvm_loop_is_an_error():
             otpvm.aio.loop_pid()
 
     asyncio.run(main())
+
+
+def test_a_socket_is_watched_by_its_object_as_by_its_fd(vm):
+    """asyncio's add_reader and add_writer take a socket object as well as
+    an fd: the second finds the key the first made (get_key by object)."""
+    a, b = socket.socketpair()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        readable, writable = loop.create_future(), loop.create_future()
+        loop.add_reader(a, lambda: readable.done() or readable.set_result(True))
+        loop.add_writer(a, lambda: writable.done() or writable.set_result(True))
+        key = loop._selector.get_key(a)
+        assert key.fd == a.fileno() and key is loop._selector.get_key(a.fileno())
+        b.send(b"x")
+        await asyncio.wait_for(asyncio.gather(readable, writable), T)
+        assert loop.remove_reader(a) and loop.remove_writer(a)
+
+    try:
+        run(vm, main)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_socket_closed_while_watched_is_let_go(vm):
+    """Code may close a socket a reader still watches (AnyIO's tests close
+    one during a receive).  epoll forgets a closed fd; so does the loop: a
+    readiness report already taken for it is not re-armed (that failed with
+    EBADF), and the loop still unregisters it, found by its object, when it
+    closes (that failed with ValueError: its fileno() is -1)."""
+    a, b = socket.socketpair()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        selector = loop._selector
+        loop.add_reader(a, lambda: None)
+        b.send(b"x")
+        deadline = time.monotonic() + T
+        while not selector.has_ready():     # reported; not yet selected
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        a.close()
+        await asyncio.sleep(0.01)           # iterations: select re-arms what was reported
+        assert selector.get_key(a).fd >= 0  # still registered, found by its object
+
+    try:
+        run(vm, main)                       # the runner closes the loop
+    finally:
+        b.close()
