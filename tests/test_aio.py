@@ -5,6 +5,9 @@ receives, links and monitors, and a loop that holds no scheduler thread
 while it waits."""
 
 import asyncio
+import concurrent.futures
+import os
+import signal
 import socket
 import sys
 import threading
@@ -181,3 +184,38 @@ def test_a_socket_closed_while_watched_is_let_go(vm):
         run(vm, main)                       # the runner closes the loop
     finally:
         b.close()
+
+
+def test_asyncio_code_adds_a_signal_handler(vm):
+    """loop.add_signal_handler from asyncio code (AnyIO's
+    open_signal_receiver, aiohttp's run_app): asyncio does it with
+    signal.set_wakeup_fd and signal.signal, which only the main thread may
+    call, and the code runs on a scheduler thread (it failed: "set_wakeup_fd
+    only works in main thread").  run_forever's thread, the main one here,
+    does it for the loop; the signal wakes the loop through its self-pipe."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = loop.create_future()
+        loop.add_signal_handler(signal.SIGUSR1, got.set_result, "usr1")
+        try:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return await asyncio.wait_for(got, T)
+        finally:
+            assert loop.remove_signal_handler(signal.SIGUSR1)
+
+    assert threading.current_thread() is threading.main_thread()
+    assert run(vm, main) == "usr1"
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+def test_a_loop_run_off_the_main_thread_refuses_signal_handlers(vm):
+    """As asyncio's loop does, when run_forever's thread is not the main one."""
+    def off_main():
+        async def main():
+            with pytest.raises(RuntimeError, match="main thread"):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, print)
+            return "refused"
+        return run(vm, main)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(off_main).result(T) == "refused"
