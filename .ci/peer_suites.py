@@ -16,7 +16,9 @@ why: they check what only the reference has) are deselected in otpvm's run
 only.  The step fails when either run has a failure or an error, when
 otpvm's passes fewer tests than the reference less those exclusions, or
 when a count differs from the one recorded in suites.json.  Each run's whole
-output is kept in the peer's folder (``pytest-<run>.log``).  CPython's
+output is kept in the peer's folder (``pytest-<run>.log``).  A peer whose
+``not_free_threaded`` says why (its test requirements do not build there)
+is not run on a free-threaded build.  CPython's
 concurrent.futures suite runs with the tests
 (tests/peers/test_cpython_futures.py): it needs no download.
 """
@@ -28,6 +30,7 @@ import json
 import shlex
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import time
 import xml.etree.ElementTree as ET
@@ -85,6 +88,9 @@ def pytest_run(folder: Path, label: str, args: list[str]) -> dict[str, int]:
 
 def check_peer(name: str, spec: dict, work: Path) -> list[str]:
     """Runs one peer's suite both ways; returns what is wrong (nothing: ok)."""
+    if spec.get("not_free_threaded") and sysconfig.get_config_var("Py_GIL_DISABLED"):
+        print(f"{name}: not run on a free-threaded build: {spec['not_free_threaded']}")
+        return []
     folder = fetch(name, spec["version"], work)
     if spec.get("test_requires"):
         got = run([sys.executable, "-m", "pip", "install", "-q", *spec["test_requires"]])
