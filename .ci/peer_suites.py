@@ -8,19 +8,31 @@ its sdist is downloaded (``pip download --no-binary :all:``; never
 committed), unpacked in WORKDIR, its test dependencies installed, and its
 suite run twice from its own folder: as shipped (the reference) and with
 otpvm swapped in by the peer's plugin (``-p otpvm.testing.<peer>_swap``).
-The step fails when otpvm's run has a failure or an error, passes fewer
-tests than the reference less the plugin's named exclusions, or differs from
-the counts recorded in suites.json.  CPython's concurrent.futures suite runs
-with the tests (tests/peers/test_cpython_futures.py): it needs no download.
+Both runs take the same arguments, so they run the same test ids: ``args``,
+and a ``--deselect`` for each test of the peer's ``deselected`` in
+suites.json (tests that fail or flake here as shipped, each with why: they
+would tell nothing of otpvm).  The plugin's ``EXCLUDED`` tests (each with
+why: they check what only the reference has) are deselected in otpvm's run
+only.  The step fails when either run has a failure or an error, when
+otpvm's passes fewer tests than the reference less those exclusions, or
+when a count differs from the one recorded in suites.json.  Each run's whole
+output is kept in the peer's folder (``pytest-<run>.log``).  A peer whose
+``not_free_threaded`` says why (its test requirements do not build there)
+is not run on a free-threaded build.  CPython's
+concurrent.futures suite runs with the tests
+(tests/peers/test_cpython_futures.py): it needs no download.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import shlex
 import subprocess
 import sys
+import sysconfig
 import tarfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -30,7 +42,7 @@ SUITES = json.loads((HERE / "tests/peers/suites.json").read_text())
 
 def run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Runs cmd (shown first), its output captured."""
-    print("$", " ".join(cmd), flush=True)
+    print("$", shlex.join(cmd), flush=True)
     return subprocess.run(cmd, cwd=cwd, text=True, capture_output=True)
 
 
@@ -58,11 +70,17 @@ def counts(junit: Path) -> dict[str, int]:
 
 
 def pytest_run(folder: Path, label: str, args: list[str]) -> dict[str, int]:
-    """The peer's suite, run from its folder: the counts; the tail is shown."""
+    """The peer's suite, run from its folder: the counts.  Its output is kept
+    in the folder; its tail, less the skip reasons, is shown."""
     junit = folder / f"junit-{label}.xml"
+    started = time.monotonic()
     done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                 f"--junitxml={junit}", *args], cwd=folder)
-    print("\n".join(done.stdout.strip().splitlines()[-15:]))
+    (folder / f"pytest-{label}.log").write_text(done.stdout + done.stderr)
+    lines = [line for line in done.stdout.strip().splitlines()
+             if not line.startswith("SKIPPED")]
+    print("\n".join(lines[-25:]))
+    print(f"{label}: {time.monotonic() - started:.0f} s")
     if not junit.exists():
         sys.exit(f"{label}: pytest did not run ({done.returncode}):\n{done.stderr[-3000:]}")
     return counts(junit)
@@ -70,6 +88,9 @@ def pytest_run(folder: Path, label: str, args: list[str]) -> dict[str, int]:
 
 def check_peer(name: str, spec: dict, work: Path) -> list[str]:
     """Runs one peer's suite both ways; returns what is wrong (nothing: ok)."""
+    if spec.get("not_free_threaded") and sysconfig.get_config_var("Py_GIL_DISABLED"):
+        print(f"{name}: not run on a free-threaded build: {spec['not_free_threaded']}")
+        return []
     folder = fetch(name, spec["version"], work)
     if spec.get("test_requires"):
         got = run([sys.executable, "-m", "pip", "install", "-q", *spec["test_requires"]])
@@ -77,13 +98,22 @@ def check_peer(name: str, spec: dict, work: Path) -> list[str]:
             sys.exit(f"cannot install {name}'s test requirements: {got.stderr.strip()}")
     plugin = importlib.import_module(spec["plugin"])
     excluded = sorted(plugin.EXCLUDED)
-    reference = pytest_run(folder, "reference", spec["args"])
-    otpvm = pytest_run(folder, "otpvm", ["-p", spec["plugin"], *spec["args"]])
+    deselected = spec.get("deselected", {})
+    args = [*(arg for test in sorted(deselected) for arg in ("--deselect", test)),
+            *spec["args"]]
+    reference = pytest_run(folder, "reference", args)
+    otpvm = pytest_run(folder, "otpvm", ["-p", spec["plugin"], *args])
     print(f"{name} {spec['version']}: reference {reference}; otpvm {otpvm}; "
-          f"{len(excluded)} excluded for otpvm")
+          f"{len(deselected)} deselected in both runs, {len(excluded)} excluded for otpvm")
+    for test in sorted(deselected):
+        print(f"  deselected {test}: {deselected[test]}")
     for test in excluded:
         print(f"  excluded {test}: {plugin.EXCLUDED[test]}")
     problems = []
+    if reference["failed"] or reference["errors"]:
+        problems.append(f"{name}: {reference['failed']} failed and {reference['errors']} errors "
+                        "as shipped (the reference): a test that cannot pass here goes in "
+                        "suites.json's deselected, with why")
     if otpvm["failed"] or otpvm["errors"]:
         problems.append(f"{name}: {otpvm['failed']} failed and {otpvm['errors']} errors on otpvm")
     if otpvm["passed"] < reference["passed"] - len(excluded):
@@ -104,7 +134,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     problems = []
     for name, spec in SUITES["peers"].items():
+        started = time.monotonic()
         problems += check_peer(name, spec, work / name)
+        print(f"{name}: {time.monotonic() - started:.0f} s in all", flush=True)
     if problems:
         sys.exit("peer suites:\n  " + "\n  ".join(problems))
     print("peer suites: every count as recorded")

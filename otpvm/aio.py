@@ -7,7 +7,7 @@ Select it as uvloop is selected::
         r.run(main())
 
 The loop is asyncio's own selector loop (``asyncio.SelectorEventLoop``), so
-asyncio code behaves as on asyncio's default loop, with two changes of
+asyncio code behaves as on asyncio's default loop, with these changes of
 engine underneath:
 
 * ``run_forever`` runs the loop as a process of an otpvm VM (the default VM
@@ -17,6 +17,13 @@ engine underneath:
   loop's sockets comes from otpvm's own poller, as messages.  So the loop
   holds no scheduler thread while it waits, and one that overruns in a
   callback is reported and handed over like any process.
+* So asyncio code runs on otpvm's scheduler threads, not on the thread that
+  called ``run_forever``, and may resume on another one after a wait:
+  ``threading.current_thread()`` there is a scheduler thread, and a check
+  of "am I on the loop's thread" by thread ident does not hold.  What
+  asyncio itself does on the loop's thread only, the waiting thread does
+  for the loop: ``add_signal_handler``'s ``signal.set_wakeup_fd`` and
+  ``signal.signal`` (main thread only).
 * asyncio code running in the loop is inside that process: it may call
   ``otpvm.self()``, ``send``, ``spawn``, ``link`` and ``monitor``, and
   ``await otpvm.aio.receive(pattern, timeout)`` takes a message from the
@@ -32,13 +39,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
+import errno
 import heapq
+import os
+import queue
 import selectors
 import sys
 import threading
 from asyncio import events
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import Any, TypeVarTuple
 
 from otpvm._aio_tasks import (
     _BATON,
@@ -59,6 +70,8 @@ from otpvm.terms import ANY, NotInProcessError, Shared
 __all__ = ["Loop", "ProcessTask", "ProcessTaskLoop", "loop_pid", "new_event_loop",
            "new_process_task_loop", "receive_message", "task_child_spec"]
 
+_Ts = TypeVarTuple("_Ts")
+
 # Readiness bits of otpvm's poller (csrc/ovm_poll.h), as otpvm.net.port has them.
 _IN, _OUT, _ERR, _HUP = 1, 2, 4, 8
 _WAKE = ("$otpvm.aio", "ready")     # a readiness report came: the events are in the selector
@@ -67,6 +80,9 @@ _WAKE = ("$otpvm.aio", "ready")     # a readiness report came: the events are in
 # another process): a look per iteration cost asyncio's ping-pong two thirds
 # of its speed.
 _BUSY_ITERATIONS = 16
+# run_forever's thread waits in steps this long, as VM.run does (a signal the
+# kernel gave another thread runs Python's handler on this one at a step).
+_SIGNAL_LOOK_S = 0.05
 
 
 class _Watch:
@@ -119,8 +135,20 @@ class _Selector(selectors.BaseSelector):
 
     # -- selectors.BaseSelector ----------------------------------------------
 
+    def _fd(self, fileobj: Any) -> int:
+        """The fd of fileobj, as selectors' ``_fileobj_lookup`` finds it: a file
+        object closed since it was registered (its fileno() is -1) is found
+        by identity among the keys, so that it can still be unregistered."""
+        try:
+            return selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined, no-any-return]
+        except ValueError:
+            for key in self.keys.values():
+                if key.fileobj is fileobj:
+                    return key.fd
+            raise
+
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+        fd = self._fd(fileobj)
         if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
             raise ValueError(f"Invalid events: {events!r}")
         if fd in self.keys:
@@ -139,7 +167,10 @@ class _Selector(selectors.BaseSelector):
         return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+        try:
+            fd = self._fd(fileobj)
+        except ValueError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
         with self.lock:
             key = self.keys.pop(fd, None)
             if key is None:
@@ -147,18 +178,24 @@ class _Selector(selectors.BaseSelector):
             watch = self.watches.pop(fd)
             self.ready.pop(fd, None)
             self.disarmed.discard(fd)
-        self.vm._io_remove(fd, watch.token)
+        # A file object closed while registered left the poller then (the
+        # kernel drops a closed fd from epoll), and its fd number may be
+        # another's now, maybe an otpvm.net socket's in the same poller: only
+        # the token is dropped (fd -1 names no fd).
+        self.vm._io_remove(fd if _open(key) else -1, watch.token)
         return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
-        key = self.keys.get(fd)
+        try:
+            key = self.keys.get(self._fd(fileobj))
+        except ValueError:
+            key = None
         if key is None:
             raise KeyError(f"{fileobj!r} is not registered")
         if events == key.events:
             key = key._replace(data=data)
             with self.lock:
-                self.keys[fd] = key
+                self.keys[key.fd] = key
             return key
         self.unregister(fileobj)
         return self.register(fileobj, events, data)
@@ -184,17 +221,56 @@ class _Selector(selectors.BaseSelector):
                 if mask:
                     out.append((key, mask))
             arm = [(fd, self.watches[fd].token, _interest(self.keys[fd].events))
-                   for fd in rearm if fd in self.keys]
+                   for fd in rearm if fd in self.keys and _open(self.keys[fd])]
         for fd, token, interest in arm:
-            self.vm._io_arm(fd, token, interest)
+            try:
+                self.vm._io_arm(fd, token, interest)
+            except OSError as e:
+                # Closed since it was reported (EBADF), or closed and its
+                # number reused (ENOENT): it is watched no more, as epoll
+                # forgets a closed fd; unregister drops it.
+                if e.errno not in (errno.EBADF, errno.ENOENT):
+                    raise
         return out
 
     def close(self) -> None:
-        for key in list(self.keys.values()):
-            self.unregister(key.fileobj)
+        for fd in list(self.keys):
+            self.unregister(fd)
 
     def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return self.keys
+        """The keys, by file object or fd, as selectors' own map has them."""
+        return _Map(self)
+
+
+class _Map(Mapping[Any, selectors.SelectorKey]):
+    """A _Selector's keys, looked up by file object or fd (``get_key`` and
+    asyncio's ``_add_reader`` pass either)."""
+
+    def __init__(self, selector: _Selector) -> None:
+        self.selector = selector
+
+    def __len__(self) -> int:
+        return len(self.selector.keys)
+
+    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
+        try:
+            return self.selector.keys[self.selector._fd(fileobj)]
+        except (KeyError, ValueError):
+            raise KeyError(f"{fileobj!r} is not registered") from None
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.selector.keys)
+
+
+def _open(key: selectors.SelectorKey) -> bool:
+    """Whether key's file object still has key's fd: False once a file
+    object (not a bare fd) registered has been closed."""
+    if isinstance(key.fileobj, int):
+        return True
+    try:
+        return bool(key.fileobj.fileno() == key.fd)
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _interest(events: int) -> int:
@@ -211,13 +287,15 @@ class Loop(asyncio.SelectorEventLoop):
         self._otpvm_mailbox: collections.deque[Any] = collections.deque()
         self._otpvm_waiters: list[tuple[Any, asyncio.Future[Any]]] = []
         self._otpvm_pid: Pid | None = None
+        self._otpvm_caller: _Caller | None = None      # while run_forever runs
         self._otpvm_baton: Baton | None = None          # a ProcessTaskLoop's
         self._otpvm_tasks: dict[Pid, ProcessTask] = {}  # its live tasks, by pid
         super().__init__(self._otpvm_selector)
 
     def run_forever(self) -> None:
         """Runs the loop as a process of its VM until ``stop()``; the calling
-        thread (a plain thread, not a process) waits for it."""
+        thread (a plain thread, not a process) waits for it, and meanwhile
+        runs what asyncio may do on its own thread only (see ``_Caller``)."""
         self._check_closed()  # type: ignore[attr-defined]
         self._check_running()  # type: ignore[attr-defined]
         try:
@@ -227,7 +305,172 @@ class Loop(asyncio.SelectorEventLoop):
         else:
             raise RuntimeError("an otpvm.aio loop runs from a plain thread: inside a process, "
                                "await otpvm's own calls instead")
-        self._otpvm_vm.run(_loop_body, Shared(self))
+        self._otpvm_caller = caller = _Caller()
+        try:
+            caller.serve(self._otpvm_vm, Shared(self))
+        finally:
+            self._otpvm_caller = None
+
+    def add_signal_handler(self, sig: int, callback: Callable[[*_Ts], object],
+                           *args: *_Ts) -> None:
+        """asyncio's, done on the thread that runs the loop (run_forever's):
+        ``signal.set_wakeup_fd`` and ``signal.signal`` are for the main
+        thread only, and asyncio code runs on a scheduler thread.  The
+        signal then wakes the loop as on asyncio's loop, through its
+        self-pipe."""
+        self._otpvm_on_caller(super().add_signal_handler, sig, callback, *args)
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        """asyncio's, done on run_forever's thread (see add_signal_handler)."""
+        return bool(self._otpvm_on_caller(super().remove_signal_handler, sig))
+
+    def _otpvm_on_caller(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) on run_forever's thread, in the caller's context, when
+        called from the loop's process; else here."""
+        caller = self._otpvm_caller
+        if caller is None or threading.get_ident() == caller.ident:
+            return fn(*args)
+        return caller.call(contextvars.copy_context().run, fn, *args)
+
+
+class _Caller:
+    """The thread that called run_forever, while the loop runs.
+
+    The loop's process runs on scheduler threads, but asyncio expects a
+    few things of the loop's own thread, which is the main thread in most
+    programs: only there may ``add_signal_handler`` call
+    ``signal.set_wakeup_fd`` and ``signal.signal``.  So the calling thread
+    does not wait in ``VM.run`` itself: a helper thread does, and the
+    calling thread runs what the loop's process hands it until the process
+    ends.  It waits in short steps, as VM.run does, so that a Ctrl-C the
+    kernel gave another thread still runs Python's handler here at once."""
+
+    def __init__(self) -> None:
+        self.ident = threading.get_ident()
+        self.calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.serving = True
+
+    def serve(self, vm: VM, box: Shared) -> None:
+        """Runs the loop's process to its end, serving calls meanwhile."""
+        outcome: list[BaseException | None] = []
+        # VM.run starts the process in a copy of the context it is called
+        # in: this thread's, as when this thread called it.
+        context = contextvars.copy_context()
+
+        def wait() -> None:
+            try:
+                context.run(vm.run, _loop_body, box)
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+            finally:
+                self.calls.put(None)
+
+        try:
+            _Waiter.start(wait)
+            while True:
+                try:
+                    call = self.calls.get(timeout=_SIGNAL_LOOK_S)
+                except queue.Empty:
+                    continue
+                if call is None:
+                    break
+                call.run()
+        finally:
+            self.close()
+        if outcome[0] is not None:
+            try:
+                raise outcome[0]
+            finally:
+                outcome.clear()     # no cycle through the traceback
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) on the calling thread (from the loop's process): its
+        result, or its exception raised here."""
+        call = _Call(fn, args)
+        with self.lock:
+            if not self.serving:
+                raise RuntimeError("the thread that ran this otpvm.aio loop has left run_forever")
+            self.calls.put(call)
+        return call.result()
+
+    def close(self) -> None:
+        """Serves no more: a call still queued fails with RuntimeError."""
+        with self.lock:
+            self.serving = False
+        while True:
+            try:
+                call = self.calls.get_nowait()
+            except queue.Empty:
+                return
+            if call is not None:
+                call.fail(RuntimeError("the thread that ran this otpvm.aio loop has left "
+                                       "run_forever"))
+
+
+class _Waiter:
+    """A thread that waits in ``VM.run`` for run_forever's thread.  Kept for
+    the next run, once done (a thread started per run_forever made each
+    run_until_complete 2.5 times as long)."""
+
+    idle: list[_Waiter] = []
+    lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        threading.Thread(target=self.main, name="otpvm.aio waiter", daemon=True).start()
+
+    @classmethod
+    def start(cls, job: Callable[[], None]) -> None:
+        """Runs job (which raises nothing) on an idle waiter, or a new one."""
+        with cls.lock:
+            waiter = cls.idle.pop() if cls.idle else None
+        (waiter or cls()).jobs.put(job)
+
+    def main(self) -> None:
+        while True:
+            self.jobs.get()()
+            with self.lock:
+                self.idle.append(self)
+
+    @classmethod
+    def forget(cls) -> None:
+        """In a forked child: the parent's waiters are not there."""
+        cls.idle = []
+        cls.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_Waiter.forget)
+
+
+class _Call:
+    """One call handed to run_forever's thread, and its outcome."""
+
+    __slots__ = ("args", "done", "error", "fn", "value")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn(*self.args)
+        except BaseException as exc:
+            self.error = exc
+        self.done.set()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.done.set()
+
+    def result(self) -> Any:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 class ProcessTaskLoop(Loop):

@@ -5,8 +5,13 @@ receives, links and monitors, and a loop that holds no scheduler thread
 while it waits."""
 
 import asyncio
+import concurrent.futures
+import os
+import signal
+import socket
 import sys
 import threading
+import time
 
 import pytest
 
@@ -129,3 +134,88 @@ def test_loop_pid_outside_an_otpvm_loop_is_an_error():
             otpvm.aio.loop_pid()
 
     asyncio.run(main())
+
+
+def test_a_socket_is_watched_by_its_object_as_by_its_fd(vm):
+    """asyncio's add_reader and add_writer take a socket object as well as
+    an fd: the second finds the key the first made (get_key by object)."""
+    a, b = socket.socketpair()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        readable, writable = loop.create_future(), loop.create_future()
+        loop.add_reader(a, lambda: readable.done() or readable.set_result(True))
+        loop.add_writer(a, lambda: writable.done() or writable.set_result(True))
+        key = loop._selector.get_key(a)
+        assert key.fd == a.fileno() and key is loop._selector.get_key(a.fileno())
+        b.send(b"x")
+        await asyncio.wait_for(asyncio.gather(readable, writable), T)
+        assert loop.remove_reader(a) and loop.remove_writer(a)
+
+    try:
+        run(vm, main)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_socket_closed_while_watched_is_let_go(vm):
+    """Code may close a socket a reader still watches (AnyIO's tests close
+    one during a receive).  epoll forgets a closed fd; so does the loop: a
+    readiness report already taken for it is not re-armed (that failed with
+    EBADF), and the loop still unregisters it, found by its object, when it
+    closes (that failed with ValueError: its fileno() is -1)."""
+    a, b = socket.socketpair()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        selector = loop._selector
+        loop.add_reader(a, lambda: None)
+        b.send(b"x")
+        deadline = time.monotonic() + T
+        while not selector.has_ready():     # reported; not yet selected
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        a.close()
+        await asyncio.sleep(0.01)           # iterations: select re-arms what was reported
+        assert selector.get_key(a).fd >= 0  # still registered, found by its object
+
+    try:
+        run(vm, main)                       # the runner closes the loop
+    finally:
+        b.close()
+
+
+def test_asyncio_code_adds_a_signal_handler(vm):
+    """loop.add_signal_handler from asyncio code (AnyIO's
+    open_signal_receiver, aiohttp's run_app): asyncio does it with
+    signal.set_wakeup_fd and signal.signal, which only the main thread may
+    call, and the code runs on a scheduler thread (it failed: "set_wakeup_fd
+    only works in main thread").  run_forever's thread, the main one here,
+    does it for the loop; the signal wakes the loop through its self-pipe."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = loop.create_future()
+        loop.add_signal_handler(signal.SIGUSR1, got.set_result, "usr1")
+        try:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return await asyncio.wait_for(got, T)
+        finally:
+            assert loop.remove_signal_handler(signal.SIGUSR1)
+
+    assert threading.current_thread() is threading.main_thread()
+    assert run(vm, main) == "usr1"
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+def test_a_loop_run_off_the_main_thread_refuses_signal_handlers(vm):
+    """As asyncio's loop does, when run_forever's thread is not the main one."""
+    def off_main():
+        async def main():
+            with pytest.raises(RuntimeError, match="main thread"):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, print)
+            return "refused"
+        return run(vm, main)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(off_main).result(T) == "refused"
