@@ -82,6 +82,7 @@ class Baton:
         self.since = 0.0                 # time.monotonic() when it took it
         self.waiters: collections.deque[tuple[Pid, Any]] = collections.deque()
         self.due = 0                     # task steps posted and not yet run (nor detached)
+        self.sleeping: set[Pid] = set()  # waiters waiting for a wake-up message
         self.dirty = False               # a task added callbacks or timers for the loop
 
     def held_here(self) -> bool:
@@ -104,25 +105,35 @@ class Baton:
                             self.waiters.remove(entry)
                             queued = False
                         self._take(who)
-                        # The first waiter times our hold from now (see _wait_time).
-                        first = self.waiters[0][0] if self.waiters else None
-                        break
+                        if self.waiters and who is not _LOOP:
+                            self._wake(self.waiters[0][0])  # it times our hold from now
+                        return
                     if not queued:
                         self.waiters.append(entry)
                         queued = True
                         wait = self._wait_time(entry)
-                try:
-                    await receive(_BATON, timeout=wait)
-                except TimeoutError:
-                    pass
+                    self.sleeping.add(me)
+                await self._sleep(me, wait)
         finally:
             if queued:      # killed while waiting: the next one must not wait for us
                 with self.lock:
                     self.waiters.remove(entry)
-                    successor = self._next_waiter()
-                self._notify(successor)
-        if isinstance(who, ProcessTask):
-            self._notify(first)
+                    self.sleeping.discard(me)
+                    self._wake(self._next_waiter())
+
+    async def _sleep(self, me: Pid, wait: float | None) -> None:
+        """Until woken by _wake, or for ``wait`` seconds; either way no
+        wake-up message is left behind in the mailbox."""
+        try:
+            await receive(_BATON, timeout=wait)
+            return
+        except TimeoutError:
+            pass
+        with self.lock:
+            woken = me not in self.sleeping     # _wake posted under the lock
+            self.sleeping.discard(me)
+        if woken:
+            await receive(_BATON, timeout=0)
 
     def release(self, who: Any) -> None:
         """``who`` is done with the baton (nothing if it lost it meanwhile)."""
@@ -130,10 +141,9 @@ class Baton:
             if self.holder is not who:
                 return
             self.holder = None
-            successor = self._next_waiter()
+            self._wake(self._next_waiter())
             wake_loop = self.dirty and who is not _LOOP
             self.dirty = False
-        self._notify(successor)
         pid = self.loop._otpvm_pid
         if wake_loop and pid is not None:
             from otpvm.aio import _WAKE
@@ -153,8 +163,8 @@ class Baton:
                 return
             task._otpvm_due = False
             self.due -= 1
-            successor = self._next_waiter() if self.due == 0 and self.holder is None else None
-        self._notify(successor)
+            if self.due == 0 and self.holder is None:
+                self._wake(self._next_waiter())
 
     def resume(self) -> None:
         """The loop starts running: its process holds the baton it kept."""
@@ -222,8 +232,10 @@ class Baton:
             self.due -= 1
         self.holder = None
 
-    def _notify(self, pid: Pid | None) -> None:
-        if pid is not None:
+    def _wake(self, pid: Pid | None) -> None:
+        """Wakes a waiter that sleeps (one message per sleep)."""
+        if pid is not None and pid in self.sleeping:
+            self.sleeping.discard(pid)
             self.loop._otpvm_vm._post(pid, _BATON)
 
 
@@ -323,8 +335,10 @@ class ProcessTask(asyncio.Future):  # type: ignore[type-arg]
         """A step is due (the task starts, or what it awaited is done): a
         callback, run by the loop's process."""
         loop: Loop = self._loop  # type: ignore[attr-defined, assignment]
-        loop._otpvm_baton.step_posted(self)  # type: ignore[union-attr]
-        loop._otpvm_vm._post(self.pid, _STEP)
+        baton: Baton = loop._otpvm_baton  # type: ignore[assignment]
+        baton.step_posted(self)
+        if not loop._otpvm_vm._post(self.pid, _STEP):
+            baton.step_over(self)   # its process has ended: no step will come
 
     async def _otpvm_step(self) -> None:
         """One step, as asyncio's Task.__step: resume the coroutine with what
@@ -357,7 +371,8 @@ class ProcessTask(asyncio.Future):  # type: ignore[type-arg]
         except asyncio.CancelledError as e:
             outcome = ("cancelled", e)
         except ProcessExit:
-            self._otpvm_end_step(baton, here)
+            if self._otpvm_end_step(baton, here):
+                baton.release(self)
             raise                     # the process is ending (killed, or otpvm.exit)
         except BaseException as e:  # noqa: BLE001 - the task's outcome
             outcome = ("exception", e)

@@ -30,9 +30,11 @@ engine underneath:
   loop process's mailbox as an asyncio future.  Other processes send to the
   loop's pid (``otpvm.aio.loop_pid()`` inside the loop).
 
-Not here yet: asyncio tasks as processes of their own (a task factory), so
-that a task that spins without awaiting cannot delay the others.  The
-whole loop is one process: a callback that spins holds all of asyncio.
+On this loop the whole of asyncio is one process: a callback or task that
+spins holds all of it.  ``new_process_task_loop`` gives a loop whose tasks
+are otpvm processes of their own (``otpvm._aio_tasks`` says how): one that
+spins no longer delays the others, and a task can be linked to, monitored
+and supervised.
 """
 
 from __future__ import annotations

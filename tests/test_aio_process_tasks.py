@@ -161,6 +161,23 @@ def test_a_killed_task_process_cancels_the_task_and_closes_its_coroutine(vm):
     assert len(entered) == 1            # closed in the loop's process, the loop running
 
 
+def test_a_task_that_exits_its_process_is_cancelled_and_the_loop_goes_on(vm):
+    async def leave():
+        await asyncio.sleep(0)
+        otpvm.exit("done here")         # the process ends, the baton is given back
+
+    async def main():
+        task = asyncio.create_task(leave())
+        ref = otpvm.monitor(task.pid)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        down = await otpvm.aio.receive_message(Down(ref, ANY, ANY), timeout=T)
+        await asyncio.gather(*(asyncio.sleep(0.001) for _ in range(10)))
+        return down
+
+    assert run(vm, main).reason == "done here"
+
+
 def test_a_task_receives_from_its_own_mailbox(vm):
     async def echo():
         sender, msg = await otpvm.aio.receive_message((ANY, ANY), timeout=T)
