@@ -98,15 +98,13 @@ class Baton:
             while True:
                 with self.lock:
                     wait = self._wait_time(entry)
-                    if wait is not None and wait <= 0:
+                    if wait is not None and wait <= 0 and isinstance(self.holder, ProcessTask):
                         self._detach()
                     if self._may_take(entry):
                         if queued:
                             self.waiters.remove(entry)
                             queued = False
                         self._take(who)
-                        if self.waiters and who is not _LOOP:
-                            self._wake(self.waiters[0][0])  # it times our hold from now
                         return
                     if not queued:
                         self.waiters.append(entry)
@@ -209,10 +207,14 @@ class Baton:
         return None
 
     def _wait_time(self, entry: tuple[Pid, Any]) -> float | None:
-        """How long the first waiter waits before taking the baton from the
-        holding task (None: no such wait)."""
-        if not (self.waiters and self.waiters[0] == entry and isinstance(self.holder, ProcessTask)):
+        """How long the first waiter sleeps at most: until it may take the
+        baton from the holding task, or, while nobody holds it, ``limit``
+        (a task may take it meanwhile, and nobody tells the first waiter
+        so: it then looks again).  None: until woken."""
+        if not (self.waiters and self.waiters[0] == entry) or self.holder is _LOOP:
             return None
+        if self.holder is None:
+            return self.limit
         return self.since + self.limit - time.monotonic()
 
     def _take(self, who: Any) -> None:
