@@ -24,6 +24,16 @@ engine underneath:
   asyncio itself does on the loop's thread only, the waiting thread does
   for the loop: ``add_signal_handler``'s ``signal.set_wakeup_fd`` and
   ``signal.signal`` (main thread only).
+* Python runs signal handlers on the main thread only.  While run_forever
+  waits there, the handlers set in Python run in the loop's process
+  instead, between two iterations: where asyncio's loop, on the main
+  thread, runs them.  So Ctrl-C's KeyboardInterrupt stops the loop and
+  comes out of run_forever, which can then be run again or closed, and
+  asyncio.Runner's Ctrl-C handler cancels the main task from inside the
+  loop.  A callback blocked in a system call is not interrupted, as on
+  asyncio's loop it would be: the handler runs when it returns, and the
+  same signal again meanwhile runs its handler on the main thread (a
+  second Ctrl-C leaves the loop running and comes out at once).
 * asyncio code running in the loop is inside that process: it may call
   ``otpvm.self()``, ``send``, ``spawn``, ``link`` and ``monitor``, and
   ``await otpvm.aio.receive(pattern, timeout)`` takes a message from the
@@ -47,9 +57,10 @@ import heapq
 import os
 import queue
 import selectors
+import signal
 import sys
 import threading
-from asyncio import events
+from asyncio import events, unix_events
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVarTuple
 
@@ -85,6 +96,9 @@ _BUSY_ITERATIONS = 16
 # run_forever's thread waits in steps this long, as VM.run does (a signal the
 # kernel gave another thread runs Python's handler on this one at a step).
 _SIGNAL_LOOK_S = 0.05
+# The handler asyncio's add_signal_handler sets (its loop then reads the
+# signal from its wakeup fd): not relayed (see _SignalRelay).
+_ASYNCIO_SIGNAL_NOOP = unix_events._sighandler_noop  # type: ignore[attr-defined]
 
 
 class _Watch:
@@ -290,6 +304,9 @@ class Loop(asyncio.SelectorEventLoop):
         self._otpvm_waiters: list[tuple[Any, asyncio.Future[Any]]] = []
         self._otpvm_pid: Pid | None = None
         self._otpvm_caller: _Caller | None = None      # while run_forever runs
+        # Python signal handlers called while run_forever waits on the main
+        # thread, for the loop's process to run (_SignalRelay).
+        self._otpvm_signals: collections.deque[tuple[Any, int, Any]] = collections.deque()
         self._otpvm_baton: Baton | None = None          # a ProcessTaskLoop's
         self._otpvm_tasks: dict[Pid, ProcessTask] = {}  # its live tasks, by pid
         super().__init__(self._otpvm_selector)
@@ -308,10 +325,18 @@ class Loop(asyncio.SelectorEventLoop):
             raise RuntimeError("an otpvm.aio loop runs from a plain thread: inside a process, "
                                "await otpvm's own calls instead")
         self._otpvm_caller = caller = _Caller()
+        relay = _SignalRelay(self) if threading.current_thread() is threading.main_thread() \
+            else None
+        self._otpvm_signals.clear()
         try:
+            if relay is not None:
+                relay.install()
             caller.serve(self._otpvm_vm, Shared(self))
         finally:
             self._otpvm_caller = None
+            if relay is not None:
+                relay.restore()
+        _run_signal_handlers(self)      # relayed as the loop ended: run here
 
     def add_signal_handler(self, sig: int, callback: Callable[[*_Ts], object],
                            *args: *_Ts) -> None:
@@ -333,6 +358,63 @@ class Loop(asyncio.SelectorEventLoop):
         if caller is None or threading.get_ident() == caller.ident:
             return fn(*args)
         return caller.call(contextvars.copy_context().run, fn, *args)
+
+
+class _SignalRelay:
+    """While run_forever waits on the main thread, where Python runs signal
+    handlers: each handler set in Python is replaced by a relay that has the
+    loop's process run it between two iterations, as asyncio's loop, on the
+    main thread, would have (asyncio.Runner's SIGINT handler cancels the
+    main task: run here, on another thread than the loop's code, in debug
+    mode its call_soon raised half-way through, and the task was never
+    woken).  A signal that comes again before the loop has run its handler
+    (the loop is blocked in a callback) has it run here: a second Ctrl-C's
+    KeyboardInterrupt comes out of run_forever at once."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.originals: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in signal.valid_signals():
+            try:
+                handler = signal.getsignal(sig)
+            except (OSError, ValueError):
+                continue
+            if not callable(handler) or handler is _ASYNCIO_SIGNAL_NOOP:
+                continue                        # SIG_DFL, SIG_IGN, C's; asyncio's own
+            try:
+                signal.signal(sig, self.relay)
+            except (OSError, ValueError):
+                continue
+            self.originals[sig] = handler
+
+    def restore(self) -> None:
+        for sig, handler in self.originals.items():
+            if signal.getsignal(sig) == self.relay:     # else set anew meanwhile: kept
+                signal.signal(sig, handler)
+
+    def relay(self, signum: int, frame: Any) -> None:
+        handler = self.originals[signum]
+        pending = self.loop._otpvm_signals
+        if any(sig == signum for _, sig, _ in list(pending)):
+            handler(signum, frame)              # the loop has not run the last one
+            return
+        pending.append((handler, signum, frame))
+        selector = self.loop._otpvm_selector
+        with selector.lock:
+            waiter = selector.waiter
+        if waiter is not None:
+            self.loop._otpvm_vm._post(waiter, _WAKE)
+
+
+def _run_signal_handlers(loop: Loop) -> None:
+    """The relayed signal handlers (see _SignalRelay), in the loop's
+    process: what one raises comes out of the loop, as out of asyncio's."""
+    pending = loop._otpvm_signals
+    while pending:
+        handler, signum, frame = pending.popleft()
+        handler(signum, frame)
 
 
 class _Caller:
@@ -689,6 +771,8 @@ async def _loop_body(box: Shared) -> None:
                 finally:
                     here.enter()
                 holding = True
+            if loop._otpvm_signals:
+                _run_signal_handlers(loop)
             if baton is None:
                 loop._run_once()  # type: ignore[attr-defined]
             else:

@@ -219,3 +219,56 @@ def test_a_loop_run_off_the_main_thread_refuses_signal_handlers(vm):
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         assert pool.submit(off_main).result(T) == "refused"
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_signal_handler_runs_in_the_loop_and_what_it_raises_stops_it(vm):
+    """Python runs signal handlers on the main thread, which waits in
+    run_forever: the handler (here SIGUSR2's, raising Interrupt as Ctrl-C's
+    raises KeyboardInterrupt) runs in the loop's process, as on asyncio's
+    loop in the loop's code, and run_forever raises what it raised once the
+    loop has stopped.  It used to come out of run_forever at once, leaving
+    the loop running: not closable, not runnable again."""
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(asyncio.get_running_loop())
+        raise Interrupt
+    previous = signal.signal(signal.SIGUSR2, handler)
+    loop = otpvm.aio.new_event_loop(vm)
+    try:
+        threading.Timer(0.05, signal.pthread_kill,
+                        (threading.get_ident(), signal.SIGUSR2)).start()
+        with pytest.raises(Interrupt):
+            loop.run_until_complete(asyncio.sleep(T))
+        assert seen == [loop] and not loop.is_running()
+        assert loop.run_until_complete(asyncio.sleep(0, "again")) == "again"
+        assert signal.getsignal(signal.SIGUSR2) is handler     # restored
+    finally:
+        loop.close()
+        signal.signal(signal.SIGUSR2, previous)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_under_asyncio_runner_in_debug_mode(vm):
+    """asyncio.Runner's SIGINT handler cancels the main task.  Run on the
+    main thread while the loop's code ran on a scheduler thread, in debug
+    mode its call_soon raised ('Non-thread-safe operation'), and the
+    Runner's cleanup then found the loop still running.  Run in the loop,
+    as on asyncio's: the task is cancelled, and run() raises
+    KeyboardInterrupt."""
+    async def main():
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+        await asyncio.sleep(T)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), \
+                asyncio.Runner(loop_factory=lambda: otpvm.aio.new_event_loop(vm),
+                               debug=True) as runner:
+            runner.run(main())
+    finally:
+        signal.signal(signal.SIGINT, previous)
