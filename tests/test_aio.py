@@ -272,3 +272,21 @@ def test_ctrl_c_under_asyncio_runner_in_debug_mode(vm):
             runner.run(main())
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_an_otpvm_process_awaits_asyncio_work_on_the_loop(vm):
+    async def double_later(x):
+        await asyncio.sleep(0.01)
+        return 2 * x
+
+    async def process(box, parent):
+        # run_coroutine_threadsafe gives a concurrent.futures.Future: a
+        # process awaits it with otpvm.wait_future, holding no thread.
+        fut = asyncio.run_coroutine_threadsafe(double_later(21), box.value)
+        otpvm.send(parent, ("doubled", await otpvm.wait_future(fut, timeout=T)))
+
+    async def main():
+        otpvm.spawn(process, otpvm.Shared(asyncio.get_running_loop()), otpvm.self())
+        return await otpvm.aio.receive_message(("doubled", ANY), timeout=T)
+
+    assert run(vm, main) == ("doubled", 42)
