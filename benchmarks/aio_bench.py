@@ -119,13 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes (a few seconds)")
     p.add_argument("--runs", type=int, default=3, help="best of this many runs")
-    p.add_argument("--task-runs", type=int, default=1,
-                   help="runs on the process-task loop (slow at full size: skynet is "
-                        "1,000,000 task processes)")
+    p.add_argument("--loops", default=None,
+                   help="comma-separated loops to run (default: all; the process-task loop, "
+                        "'otpvm.aio tasks', takes many minutes at full size)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to FILE")
     args = p.parse_args(argv)
     size = "quick" if args.quick else "full"
     factories = loops()
+    if args.loops:
+        chosen = ["asyncio", *(n.strip() for n in args.loops.split(",") if n.strip() != "asyncio")]
+        unknown = [n for n in chosen if n not in factories]
+        if unknown:
+            p.error(f"unknown loop(s) {unknown}: choose among {list(factories)}")
+        factories = {n: factories[n] for n in chosen}
     rows: list[tuple[str, str, bool, dict[str, float]]] = []
     results: dict[str, Any] = {}
     jobs: list[tuple[str, Any, dict[str, int], list[tuple[str, bool]]]] = [
@@ -137,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn, sizes, figures in jobs:
         figs: dict[str, dict[str, float]] = {}
         for loop_name, factory in factories.items():
-            count = args.task_runs if loop_name == "otpvm.aio tasks" else args.runs
-            runs = [fn(**sizes, loop_factory=factory) for _ in range(count)]
+            runs = [fn(**sizes, loop_factory=factory) for _ in range(args.runs)]
             key, higher = figures[0]
             figs[loop_name] = (max if higher else min)(runs, key=lambda r: r[key])
         results[name] = {"sizes": sizes, "figures": figs}
@@ -146,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             if all(key in f for f in figs.values()):
                 rows.append((name, key, higher, {n: f[key] for n, f in figs.items()}))
     print(f"Python {platform.python_version()} ({platform.python_implementation()}), "
-          f"best of {args.runs} (of {args.task_runs} for otpvm.aio tasks); otpvm.aio on a VM "
-          f"with 1 scheduler\n")
+          f"best of {args.runs}; otpvm.aio on a VM with 1 scheduler\n")
     names = list(factories)
     ours = [n for n in names if n.startswith("otpvm")]
     print("| workload | figure | " + " | ".join(names) + " | "

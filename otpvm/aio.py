@@ -146,8 +146,9 @@ class _Selector(selectors.BaseSelector):
             self.vm._post(waiter, _WAKE)
 
     def has_ready(self) -> bool:
-        with self.lock:
-            return bool(self.ready)
+        """Whether a report waits (read without the lock: one that comes
+        just after is followed by its wake-up message)."""
+        return bool(self.ready)
 
     # -- selectors.BaseSelector ----------------------------------------------
 
@@ -220,6 +221,8 @@ class _Selector(selectors.BaseSelector):
         """What was reported since the last call (never waits), after which
         every fd reported is armed again: a socket still readable is
         reported anew, as by a level-triggered select."""
+        if not self.ready:      # the common case, without the lock (see has_ready)
+            return []
         with self.lock:
             ready, self.ready = self.ready, {}
             rearm, self.disarmed = self.disarmed, set()
