@@ -30,6 +30,7 @@ import importlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -49,7 +50,17 @@ def run(cmd: list[str], cwd: Path | None = None,
     print("$", *(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()), shlex.join(cmd),
           flush=True)
     return subprocess.run(cmd, cwd=cwd, text=True, capture_output=True,
-                          env={**os.environ, **env} if env else None)
+                          env={**os.environ, **env} if env else None,
+                          preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default.  A job started in the
+    background by a shell (``bash .ci/run &``) inherits SIGINT ignored, and
+    a Python started so installs no KeyboardInterrupt handler: the peers'
+    tests that interrupt themselves with SIGINT (AnyIO's, uvloop's) then
+    fail in both runs."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def fetch(name: str, version: str, work: Path) -> Path:
