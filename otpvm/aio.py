@@ -13,10 +13,11 @@ engine underneath:
 * ``run_forever`` runs the loop as a process of an otpvm VM (the default VM
   unless ``new_event_loop(vm)`` names one), and the calling thread waits for
   it.  Between two iterations, where asyncio's loop would block in
-  ``select``, the process waits in ``otpvm.receive``: readiness of the
-  loop's sockets comes from otpvm's own poller, as messages.  So the loop
-  holds no scheduler thread while it waits, and one that overruns in a
-  callback is reported and handed over like any process.
+  ``select``, the loop looks at its selector without waiting, and when
+  nothing is ready, the process waits in ``otpvm.receive``: the readiness
+  of the loop's sockets then comes from otpvm's own poller, as a message.
+  So the loop holds no scheduler thread while it waits, and one that
+  overruns in a callback is reported and handed over like any process.
 * So asyncio code runs on otpvm's scheduler threads, not on the thread that
   called ``run_forever``, and may resume on another one after a wait:
   ``threading.current_thread()`` there is a scheduler thread, and a check
@@ -52,16 +53,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
-import errno
 import heapq
 import os
 import queue
+import select
 import selectors
 import signal
 import sys
 import threading
 from asyncio import events, unix_events
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVarTuple
 
 from otpvm._aio_tasks import (
@@ -85,9 +86,8 @@ __all__ = ["Loop", "ProcessTask", "ProcessTaskLoop", "loop_pid", "new_event_loop
 
 _Ts = TypeVarTuple("_Ts")
 
-# Readiness bits of otpvm's poller (csrc/ovm_poll.h), as otpvm.net.port has them.
-_IN, _OUT, _ERR, _HUP = 1, 2, 4, 8
-_WAKE = ("$otpvm.aio", "ready")     # a readiness report came: the events are in the selector
+_IN = 1     # readable, in otpvm's poller (csrc/ovm_poll.h), as otpvm.net.port has it
+_WAKE = ("$otpvm.aio", "ready")     # the selector has an fd ready (or: look at the loop)
 # A loop with work waiting runs this many iterations between two looks at its
 # mailbox (each look is an await, where otpvm may also give its thread to
 # another process): a look per iteration cost asyncio's ping-pong two thirds
@@ -101,200 +101,107 @@ _SIGNAL_LOOK_S = 0.05
 _ASYNCIO_SIGNAL_NOOP = unix_events._sighandler_noop  # type: ignore[attr-defined]
 
 
-class _Watch:
-    """One fd registered with otpvm's poller for the selector."""
+class _Selector(selectors.EpollSelector):
+    """The selector asyncio's loop is given: asyncio's own (epoll, level-
+    triggered), except that ``select`` never waits.  The loop's process
+    looks at it before it waits (``has_ready``): on loopback, or whenever
+    I/O keeps up with the loop, the answer is there already and the loop
+    goes on at once, as asyncio's would from ``epoll_wait``.  Only when
+    nothing is ready does the process wait in ``otpvm.receive``, and then
+    the selector's epoll fd (readable when one of its fds is ready) is
+    armed, one-shot, in otpvm's poller, whose report is the wake-up
+    message.
 
-    __slots__ = ("fd", "selector", "token")
+    A process task that lost the baton (see ``otpvm._aio_tasks``) may
+    register or unregister an fd while the loop selects: with epoll level-
+    triggered, the worst that comes of it is an fd reported one iteration
+    later, or reported while its key was just dropped (and then not at
+    all), as when asyncio's own selector is used from two threads."""
 
-    def __init__(self, selector: _Selector, fd: int) -> None:
-        self.selector, self.fd, self.token = selector, fd, 0
-
-    def _io_ready(self, events: int) -> None:
-        """Called by a scheduler thread, outside any process (see VM._io_add)."""
-        self.selector.report(self.fd, events)
-
-    def close(self) -> None:
-        """The VM stops: the fd is asyncio's, which closes it."""
-
-
-class _Selector(selectors.BaseSelector):
-    """The selector asyncio's loop is given: registrations live in otpvm's
-    poller (one-shot there: re-armed at each ``select``), and readiness is
-    collected here as it is reported, from any scheduler thread.  ``select``
-    never blocks: the loop process waits for a wake-up message before it
-    calls it (``_loop_body``)."""
+    # selectors' own (private) attributes, which typeshed does not declare
+    _fd_to_key: dict[int, selectors.SelectorKey]
+    _selector: select.epoll
 
     def __init__(self, vm: VM) -> None:
+        super().__init__()
         self.vm = vm
-        self.keys: dict[int, selectors.SelectorKey] = {}
-        self.watches: dict[int, _Watch] = {}
-        self.lock = threading.Lock()
-        self.ready: dict[int, int] = {}         # fd -> poller events, not yet selected
-        self.disarmed: set[int] = set()
+        self.lock = threading.Lock()            # for armed and waiter
         self.waiter: Pid | None = None          # the loop process, while it runs
+        self.watch: _Watch | None = None        # the epoll fd in otpvm's poller
+        self.armed = False                      # a report of it is asked for
+        self.polled: list[tuple[int, int]] | None = None    # by has_ready, for select
 
-    # -- the poller's side (any thread) ------------------------------------
+    def has_ready(self) -> bool:
+        """Whether an fd is ready now.  What epoll said is kept for the next
+        ``select``, unless ``forget`` is called first (asyncio code ran
+        meanwhile, which may have closed or unregistered an fd)."""
+        if not self._fd_to_key:
+            return False
+        self.polled = self._selector.poll(0, len(self._fd_to_key))
+        return bool(self.polled)
 
-    def report(self, fd: int, events: int) -> None:
+    def forget(self) -> None:
+        """What has_ready saw is stale: select asks epoll again."""
+        self.polled = None
+
+    def arm(self) -> None:
+        """Asks otpvm's poller for one report when an fd is ready (the loop
+        process is about to wait): a wake-up message to the waiter."""
+        if self.armed or not self._fd_to_key:
+            return      # the report asked for is still to come; or nothing to wait for
+        self.armed = True
+        if self.watch is None:
+            self.watch = _Watch(self)
+            self.watch.token = self.vm._io_add(self.watch, self.fileno(), _IN)
+        else:
+            self.vm._io_arm(self.fileno(), self.watch.token, _IN)
+
+    def report(self) -> None:
+        """From otpvm's poller (a scheduler thread): an fd is ready."""
         with self.lock:
-            if fd not in self.keys:
-                return
-            self.ready[fd] = self.ready.get(fd, 0) | events
-            self.disarmed.add(fd)
+            self.armed = False
             waiter = self.waiter
         if waiter is not None:
             self.vm._post(waiter, _WAKE)
 
-    def has_ready(self) -> bool:
-        """Whether a report waits (read without the lock: one that comes
-        just after is followed by its wake-up message)."""
-        return bool(self.ready)
-
-    # -- selectors.BaseSelector ----------------------------------------------
-
-    def _fd(self, fileobj: Any) -> int:
-        """The fd of fileobj, as selectors' ``_fileobj_lookup`` finds it: a file
-        object closed since it was registered (its fileno() is -1) is found
-        by identity among the keys, so that it can still be unregistered."""
-        try:
-            return selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined, no-any-return]
-        except ValueError:
-            for key in self.keys.values():
-                if key.fileobj is fileobj:
-                    return key.fd
-            raise
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = self._fd(fileobj)
-        if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
-            raise ValueError(f"Invalid events: {events!r}")
-        if fd in self.keys:
-            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
-        key = selectors.SelectorKey(fileobj, fd, events, data)
-        watch = _Watch(self, fd)
-        with self.lock:
-            self.keys[fd] = key
-            self.watches[fd] = watch
-        try:
-            watch.token = self.vm._io_add(watch, fd, _interest(events))
-        except BaseException:
-            with self.lock:
-                del self.keys[fd], self.watches[fd]
-            raise
-        return key
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        try:
-            fd = self._fd(fileobj)
-        except ValueError:
-            raise KeyError(f"{fileobj!r} is not registered") from None
-        with self.lock:
-            key = self.keys.pop(fd, None)
-            if key is None:
-                raise KeyError(f"{fileobj!r} is not registered")
-            watch = self.watches.pop(fd)
-            self.ready.pop(fd, None)
-            self.disarmed.discard(fd)
-        # A file object closed while registered left the poller then (the
-        # kernel drops a closed fd from epoll), and its fd number may be
-        # another's now, maybe an otpvm.net socket's in the same poller: only
-        # the token is dropped (fd -1 names no fd).
-        self.vm._io_remove(fd if _open(key) else -1, watch.token)
-        return key
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        try:
-            key = self.keys.get(self._fd(fileobj))
-        except ValueError:
-            key = None
-        if key is None:
-            raise KeyError(f"{fileobj!r} is not registered")
-        if events == key.events:
-            key = key._replace(data=data)
-            with self.lock:
-                self.keys[key.fd] = key
-            return key
-        self.unregister(fileobj)
-        return self.register(fileobj, events, data)
-
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        """What was reported since the last call (never waits), after which
-        every fd reported is armed again: a socket still readable is
-        reported anew, as by a level-triggered select."""
-        if not self.ready:      # the common case, without the lock (see has_ready)
-            return []
-        with self.lock:
-            ready, self.ready = self.ready, {}
-            rearm, self.disarmed = self.disarmed, set()
-            out = []
-            for fd, events in ready.items():
-                key = self.keys.get(fd)
-                if key is None:
-                    continue
-                mask = 0
-                if events & (_IN | _ERR | _HUP):
-                    mask |= selectors.EVENT_READ
-                if events & (_OUT | _ERR | _HUP):
-                    mask |= selectors.EVENT_WRITE
-                mask &= key.events
-                if mask:
-                    out.append((key, mask))
-            arm = [(fd, self.watches[fd].token, _interest(self.keys[fd].events))
-                   for fd in rearm if fd in self.keys and _open(self.keys[fd])]
-        for fd, token, interest in arm:
-            try:
-                self.vm._io_arm(fd, token, interest)
-            except OSError as e:
-                # Closed since it was reported (EBADF), or closed and its
-                # number reused (ENOENT): it is watched no more, as epoll
-                # forgets a closed fd; unregister drops it.
-                if e.errno not in (errno.EBADF, errno.ENOENT):
-                    raise
-        return out
+        """What is ready now (or was, when has_ready looked just before):
+        never waits (the loop process waited before)."""
+        polled, self.polled = self.polled, None
+        if polled is None:
+            if not self._fd_to_key:
+                return []
+            polled = self._selector.poll(0, len(self._fd_to_key))
+        ready = []
+        for fd, event in polled:        # as selectors.EpollSelector.select
+            key = self._fd_to_key.get(fd)
+            if key:
+                events = ((selectors.EVENT_WRITE if event & ~select.EPOLLIN else 0)
+                          | (selectors.EVENT_READ if event & ~select.EPOLLOUT else 0))
+                ready.append((key, events & key.events))
+        return ready
 
     def close(self) -> None:
-        for fd in list(self.keys):
-            self.unregister(fd)
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        """The keys, by file object or fd, as selectors' own map has them."""
-        return _Map(self)
+        if self.watch is not None:      # out of the poller before the fd is closed
+            self.vm._io_remove(self.fileno(), self.watch.token)
+            self.watch = None
+        super().close()
 
 
-class _Map(Mapping[Any, selectors.SelectorKey]):
-    """A _Selector's keys, looked up by file object or fd (``get_key`` and
-    asyncio's ``_add_reader`` pass either)."""
+class _Watch:
+    """A _Selector's epoll fd, as otpvm's poller watches it."""
+
+    __slots__ = ("selector", "token")
 
     def __init__(self, selector: _Selector) -> None:
-        self.selector = selector
+        self.selector, self.token = selector, 0
 
-    def __len__(self) -> int:
-        return len(self.selector.keys)
+    def _io_ready(self, events: int) -> None:
+        """Called by a scheduler thread, outside any process (see VM._io_add)."""
+        self.selector.report()
 
-    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
-        try:
-            return self.selector.keys[self.selector._fd(fileobj)]
-        except (KeyError, ValueError):
-            raise KeyError(f"{fileobj!r} is not registered") from None
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.selector.keys)
-
-
-def _open(key: selectors.SelectorKey) -> bool:
-    """Whether key's file object still has key's fd: False once a file
-    object (not a bare fd) registered has been closed."""
-    if isinstance(key.fileobj, int):
-        return True
-    try:
-        return bool(key.fileobj.fileno() == key.fd)
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
-def _interest(events: int) -> int:
-    return ((_IN if events & selectors.EVENT_READ else 0)
-            | (_OUT if events & selectors.EVENT_WRITE else 0))
+    def close(self) -> None:
+        """The VM stops: the fd is the selector's, which closes it."""
 
 
 class Loop(asyncio.SelectorEventLoop):
@@ -751,6 +658,7 @@ async def _loop_body(box: Shared) -> None:
     with selector.lock:
         selector.waiter = loop._otpvm_pid
     here.enter()
+    selector.forget()                   # what the last run saw
     busy = 0
     timeout: float | None = 0.0
     holding = baton is not None         # a stopped loop keeps its baton (parked)
@@ -762,6 +670,8 @@ async def _loop_body(box: Shared) -> None:
                 busy += 1
             else:
                 busy = 0
+                if timeout != 0:
+                    selector.arm()
                 here.leave()
                 try:
                     await _take_messages(loop, timeout)
@@ -776,9 +686,11 @@ async def _loop_body(box: Shared) -> None:
                 holding = True
             if loop._otpvm_signals:
                 _run_signal_handlers(loop)
+                selector.forget()
             if baton is None:
                 loop._run_once()  # type: ignore[attr-defined]
             else:
+                selector.forget()       # tasks ran since _timeout looked
                 await iterate(loop, baton, here)
             timeout = _timeout(loop, selector)
             if loop._stopping:  # type: ignore[attr-defined]
