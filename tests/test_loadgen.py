@@ -149,6 +149,28 @@ def test_poisoned_connection_is_the_only_error(poison_port):
     assert p["sent_at_s"] >= 0.4
 
 
+@pytest.mark.parametrize("style", ["streams", "protocol"])
+def test_the_same_server_on_otpvm_aio(style):
+    """``asyncio_echo.py --loop otpvm.aio`` (compare.py's otpvm.aio rows):
+    the same traffic without an error, the poisoned connection alone
+    closed, and SIGTERM, whose handler the server set with
+    loop.add_signal_handler, stops it with status 0."""
+    proc, port = start_server("--loop", "otpvm.aio", "--style", style, "--poison", "crash")
+    try:
+        r = loadgen(port, "--poison", "crash")
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    check_traffic(r)
+    assert r["alive_at_end"] == N - 1
+    assert r["errors"]["total"] == 1 and r["errors"]["other_than_poisoned"] == 0
+    assert r["poison"]["outcome"] in ("eof", "reset")
+    assert status == 0, proc.stderr.read()
+
+
 def test_a_server_that_does_not_echo_the_poison_keeps_the_connection(echo_port):
     r = loadgen(echo_port, "--poison", "crash")
     check_traffic(r)

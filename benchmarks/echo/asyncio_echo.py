@@ -1,15 +1,18 @@
-"""A line echo server on asyncio (or uvloop), written the way most people write it.
+"""A line echo server on asyncio (or uvloop, or otpvm.aio), written the way most people write it.
 
 Usage::
 
     python benchmarks/echo/asyncio_echo.py [--port 0] [--host 127.0.0.1]
-        [--style streams|protocol] [--loop asyncio|uvloop] [--poison LINE]
+        [--style streams|protocol] [--loop asyncio|uvloop|otpvm.aio]
+        [--schedulers N] [--poison LINE]
 
 ``--style streams`` (default) is ``asyncio.start_server`` with a
 ``readline()`` / ``write()`` / ``await drain()`` loop per connection: the
 idiomatic version.  ``--style protocol`` is an ``asyncio.Protocol`` that
 echoes every complete line from ``data_received`` and pauses reading while the
-transport's write buffer is full: the common faster version.
+transport's write buffer is full: the common faster version.  ``--loop
+otpvm.aio`` runs the same code on ``otpvm.aio.new_event_loop`` (a VM of
+``--schedulers`` threads, default 1: the loop is one process).
 
 Protocol shared by every echo server in this folder: ``--port 0`` picks a free
 port; ``READY <port>`` is printed on stdout (flushed) once listening; the
@@ -128,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--style", choices=("streams", "protocol"), default="streams")
-    p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    p.add_argument("--loop", choices=("asyncio", "uvloop", "otpvm.aio"), default="asyncio")
+    p.add_argument("--schedulers", type=int, default=1, help="otpvm.aio's VM's scheduler threads")
     p.add_argument("--poison", default=None, help="close a connection that sends this line")
     args = p.parse_args(argv)
     raise_nofile()
@@ -145,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
             print("uvloop is not installed", file=sys.stderr)
             return 2
         uvloop.run(coro)
+    elif args.loop == "otpvm.aio":
+        import otpvm
+        import otpvm.aio
+
+        vm = otpvm.VM(schedulers=args.schedulers)
+        with asyncio.Runner(loop_factory=lambda: otpvm.aio.new_event_loop(vm)) as runner:
+            runner.run(coro)
+        vm.stop()
     else:
         asyncio.run(coro)
     return 0

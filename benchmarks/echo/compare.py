@@ -20,6 +20,8 @@ traffic and print one Markdown row per server.  Servers:
     asyncio-protocol  asyncio.Protocol
     uvloop-streams    the same two on uvloop, when uvloop is importable
     uvloop-protocol
+    otpvm.aio-streams the same two on otpvm.aio's loop (one scheduler thread)
+    otpvm.aio-protocol
     erl               gen_tcp, {packet, line}, {active, once}; all schedulers
     erl-s1            the same on one scheduler (+S 1:1), one core like the
                       Python servers
@@ -68,15 +70,17 @@ ALL_SERVERS = (
     "asyncio-protocol",
     "uvloop-streams",
     "uvloop-protocol",
+    "otpvm.aio-streams",
+    "otpvm.aio-protocol",
     "erl",
     "erl-s1",
 )
 
 
-def _probe_otpvm_net(env: dict[str, str] | None) -> str:
-    """'' if ``import otpvm.net`` works from this folder with ``env``, else why not."""
+def _probe_otpvm(env: dict[str, str] | None) -> str:
+    """'' if ``import otpvm.net, otpvm.aio`` works from this folder with ``env``, else why not."""
     probe = subprocess.run(
-        [sys.executable, "-c", "import otpvm.net"], cwd=HERE, env=env,
+        [sys.executable, "-c", "import otpvm.net, otpvm.aio"], cwd=HERE, env=env,
         capture_output=True, text=True,
     )
     if probe.returncode == 0:
@@ -84,23 +88,21 @@ def _probe_otpvm_net(env: dict[str, str] | None) -> str:
     return (probe.stderr.strip().splitlines() or ["?"])[-1]
 
 
-def server_command_otpvm() -> tuple[list[str] | None, dict[str, str] | None, str]:
-    """``server_command`` for otpvm_echo.py: an installed otpvm first (probed
-    from this folder, which is what the script's sys.path[0] will be); else
-    this clone's, if it is built in place."""
-    py = sys.executable
-    if not OTPVM_ECHO.exists():
-        return None, None, f"{OTPVM_ECHO.relative_to(REPO)} does not exist yet"
-    why = _probe_otpvm_net(None)
+def otpvm_environment() -> tuple[dict[str, str] | None, str]:
+    """The environment a server script finds otpvm in: None (an installed
+    otpvm, probed from this folder, which is what the script's sys.path[0]
+    will be); else one with this clone on PYTHONPATH, if it is built in
+    place.  Or (None, why not)."""
+    why = _probe_otpvm(None)
     if not why:
-        return [py, str(OTPVM_ECHO), "--port", "0"], None, ""
+        return None, ""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO), env.get("PYTHONPATH", "")) if p
     )
-    if not _probe_otpvm_net(env):
-        return [py, str(OTPVM_ECHO), "--port", "0"], env, ""
-    return None, None, f"otpvm.net is not importable ({why})"
+    if not _probe_otpvm(env):
+        return env, ""
+    return None, f"otpvm is not importable ({why})"
 
 
 def server_command(name: str) -> tuple[list[str] | None, dict[str, str] | None, str]:
@@ -108,16 +110,24 @@ def server_command(name: str) -> tuple[list[str] | None, dict[str, str] | None, 
     or (None, None, why not)."""
     py = sys.executable
     if name in ("otpvm", "otpvm-s1"):
-        cmd, env, why = server_command_otpvm()
-        if cmd is not None and name == "otpvm-s1":
+        env, why = otpvm_environment()
+        if why:
+            return None, None, why
+        cmd = [py, str(OTPVM_ECHO), "--port", "0"]
+        if name == "otpvm-s1":
             cmd += ["--schedulers", "1"]
-        return cmd, env, why
-    if name.startswith(("asyncio-", "uvloop-")):
+        return cmd, env, ""
+    if name.startswith(("asyncio-", "uvloop-", "otpvm.aio-")):
         loop, style = name.split("-")
+        env = None
         if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
             return None, None, "uvloop is not installed in this Python"
+        if loop == "otpvm.aio":
+            env, why = otpvm_environment()
+            if why:
+                return None, None, why
         return [py, str(HERE / "asyncio_echo.py"), "--port", "0", "--style", style,
-                "--loop", loop], None, ""
+                "--loop", loop], env, ""
     if name in ("erl", "erl-s1"):
         missing = [tool for tool in ("erl", "erlc") if shutil.which(tool) is None]
         if missing:
