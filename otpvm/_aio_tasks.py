@@ -43,7 +43,7 @@ from asyncio import tasks as _tasks
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from otpvm._vm import Pid, receive, spawn, spawn_link
+from otpvm._vm import Pid, _spend, receive, sleep, spawn, spawn_link
 from otpvm._vm import exit as _exit
 from otpvm._vm import self as _self_pid
 from otpvm.terms import ANY, NotInProcessError, ProcessExit, Shared
@@ -494,13 +494,12 @@ def _abandon(task: ProcessTask) -> None:
             pass
 
 
-async def iterate(loop: Loop, baton: Baton, here: Any) -> None:
-    """One iteration of a process-task loop, holding the baton: asyncio's
-    ``BaseEventLoop._run_once`` (3.11 to 3.13), whose select never waits
-    here (the loop's process waited before), except that a task step which
-    a callback makes due runs before the next callback, as on asyncio's loop
-    (the loop hands the baton over and takes it back once no step is due).
-    ``here`` is the loop's _OnThisThread."""
+def begin_iteration(loop: Loop) -> int:
+    """The first half of asyncio's ``BaseEventLoop._run_once`` (3.11 to
+    3.13), whose select never waits here (the loop's process waited
+    before): cancelled timers dropped, I/O events and due timers made
+    ready.  Returns how many ready callbacks this iteration runs (those
+    that callbacks add run in the next one, as on asyncio's loop)."""
     _drop_cancelled_timers(loop)
     loop._process_events(loop._selector.select(0))  # type: ignore[attr-defined]
     scheduled = loop._scheduled  # type: ignore[attr-defined]
@@ -510,7 +509,19 @@ async def iterate(loop: Loop, baton: Baton, here: Any) -> None:
         handle = heapq.heappop(scheduled)
         handle._scheduled = False
         ready.append(handle)
-    for _ in range(len(ready)):
+    return len(ready)
+
+
+def run_handles(loop: Loop, todo: int, baton: Baton | None) -> int:
+    """The second half of ``_run_once``: runs the first ``todo`` ready
+    callbacks, each charged to the loop's process as a reduction, and stops
+    early when its slice is over (it must yield, or otpvm would report the
+    whole iteration as one callback that overran) or, on a process-task
+    loop, when a callback made a task step due (on asyncio's loop that step
+    would run before the next callback).  Returns how many are left."""
+    ready = loop._ready  # type: ignore[attr-defined]
+    while todo:
+        todo -= 1
         handle = ready.popleft()
         if handle._cancelled:
             continue
@@ -518,13 +529,25 @@ async def iterate(loop: Loop, baton: Baton, here: Any) -> None:
             _run_timed(loop, handle)
         else:
             handle._run()
-        if baton.due:
+        if _spend(1) or (baton is not None and baton.due):
+            break
+    return todo
+
+
+async def pause(baton: Baton | None, here: Any) -> None:
+    """Between two callbacks of an iteration that run_handles stopped: the
+    due task steps run (the loop hands the baton over and takes it back
+    once no step is due), or the loop's process yields its thread.  ``here``
+    is the loop's _OnThisThread: the process may resume on another thread."""
+    here.leave()
+    try:
+        if baton is not None and baton.due:
             baton.release(_LOOP)
-            here.leave()            # the process may resume on another thread
-            try:
-                await baton.acquire(_LOOP)
-            finally:
-                here.enter()
+            await baton.acquire(_LOOP)
+        else:
+            await sleep(0)
+    finally:
+        here.enter()
 
 
 def _drop_cancelled_timers(loop: Any) -> None:

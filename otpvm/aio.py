@@ -71,7 +71,9 @@ from otpvm._aio_tasks import (
     _QUIT,
     Baton,
     ProcessTask,
-    iterate,
+    begin_iteration,
+    pause,
+    run_handles,
     start_task_link,
     task_factory,
 )
@@ -99,6 +101,10 @@ _BUSY_ITERATIONS = 16
 # loop asks at every iteration; no code can count on when the kernel makes
 # an fd ready, and a loop that has run out of work asks at once.
 _SELECT_EVERY = 4
+# At most this many fds are taken from epoll at a time (asyncio takes all):
+# making thousands of callbacks ready at once is a long stretch without a
+# yield.  epoll hands the rest out next time, each fd in its turn.
+_MAX_EVENTS = 1024
 # run_forever's thread waits in steps this long, as VM.run does (a signal the
 # kernel gave another thread runs Python's handler on this one at a step).
 _SIGNAL_LOOK_S = 0.05
@@ -144,8 +150,14 @@ class _Selector(selectors.EpollSelector):
         meanwhile, which may have closed or unregistered an fd)."""
         if not self._fd_to_key:
             return False
-        self.polled = self._selector.poll(0, len(self._fd_to_key))
+        self.polled = self._poll()
         return bool(self.polled)
+
+    def _poll(self) -> list[tuple[int, int]]:
+        polled = self._selector.poll(0, min(len(self._fd_to_key), _MAX_EVENTS))
+        # A full batch: more may be ready, so the next select asks again.
+        self.skips = 0 if len(polled) == _MAX_EVENTS else _SELECT_EVERY - 1
+        return polled
 
     def forget(self) -> None:
         """What has_ready saw is stale, or the loop waited: the next select
@@ -184,8 +196,7 @@ class _Selector(selectors.EpollSelector):
                 return []
             if not self._fd_to_key:
                 return []
-            self.skips = _SELECT_EVERY - 1
-            polled = self._selector.poll(0, len(self._fd_to_key))
+            polled = self._poll()
         ready = []
         for fd, event in polled:        # as selectors.EpollSelector.select
             key = self._fd_to_key.get(fd)
@@ -703,11 +714,11 @@ async def _loop_body(box: Shared) -> None:
             if loop._otpvm_signals:
                 _run_signal_handlers(loop)
                 selector.forget()
-            if baton is None:
-                loop._run_once()  # type: ignore[attr-defined]
-            else:
+            if baton is not None:
                 selector.forget()       # tasks ran since _timeout looked
-                await iterate(loop, baton, here)
+            todo = begin_iteration(loop)
+            while todo := run_handles(loop, todo, baton):
+                await pause(baton, here)
             timeout = _timeout(loop, selector)
             if loop._stopping:  # type: ignore[attr-defined]
                 break

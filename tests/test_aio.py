@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 import pytest
 
@@ -209,6 +210,37 @@ def test_the_loop_wakes_for_io_when_it_waited(vm):
     finally:
         a.close()
         b.close()
+
+
+def test_a_busy_loop_yields_its_thread_between_callbacks(vm):
+    """asyncio code that keeps the loop busy with short callbacks (here
+    0.1 s of them) is many slices, not one: each callback is charged to the
+    loop's process as a reduction, and the process yields its scheduler
+    thread when its slice is over.  Before, it held the thread until its
+    next wait: a long_schedule was reported, and a process beside it ran
+    only once the monitor handed their run queue to a spare thread."""
+    async def ticker(parent):
+        for _ in range(20):
+            await otpvm.sleep(0.001)
+        otpvm.send(parent, "ticked")
+
+    async def main():
+        otpvm.spawn(ticker, otpvm.self())
+        callbacks = 0
+        end = time.monotonic() + 0.1
+        while time.monotonic() < end:
+            await asyncio.sleep(0)      # never idle: a callback per iteration
+            callbacks += 1
+        got = await otpvm.aio.receive_message("ticked", timeout=T)
+        return got, callbacks, otpvm.process_info(otpvm.self())["reductions"]
+
+    overruns = vm.long_schedules
+    got, callbacks, reductions = run(vm, main)
+    assert got == "ticked"
+    assert reductions >= callbacks
+    assert vm.long_schedules == overruns
+    with pytest.raises(otpvm.NotInProcessError):
+        otpvm._vm._spend(1)
 
 
 def test_asyncio_code_adds_a_signal_handler(vm):

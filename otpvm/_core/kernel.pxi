@@ -152,6 +152,19 @@ def sleep(seconds):
     return _new_receive(_me("sleep"), _NEVER, ns, True)
 
 
+def _spend(int reductions):
+    """Charges the calling process ``reductions`` reductions, as its own
+    sends and receives are charged, for work otpvm does not see (an
+    otpvm.aio loop: one per asyncio callback): True once its slice should
+    end, when it must get to an await that yields (``sleep(0)``), as a
+    receive would have yielded there.  Erlang's ``bump_reductions``, telling
+    the caller when to yield."""
+    cdef Process me = _me("_spend")
+    me.budget -= reductions
+    me.reductions += reductions
+    return me.out_of_budget()
+
+
 def make_ref():
     """A new unique reference.  A receive whose pattern contains it starts
     scanning at the messages that arrived after it was made, so a call's
