@@ -123,7 +123,9 @@ class Baton:
         """Until woken by _wake, or for ``wait`` seconds; either way no
         wake-up message is left behind in the mailbox."""
         try:
-            await receive(_BATON, timeout=wait)
+            # A waiter that comes first after the holder overran has a wait
+            # below 0: it looks again at once, and takes the baton then.
+            await receive(_BATON, timeout=None if wait is None else max(0.0, wait))
             return
         except TimeoutError:
             pass

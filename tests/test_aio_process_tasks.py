@@ -39,6 +39,30 @@ async def _spin(seconds):
         pass
 
 
+def test_a_step_that_wakes_another_task_while_it_overruns(vm):
+    """A step puts 200,000 items in a queue without awaiting, far past
+    preempt_after: the first put wakes the consumer's step, which comes to
+    wait for the baton after the producer has overrun it (it failed: that
+    waiter slept with a negative timeout, a ValueError that ended the task
+    and then the loop).  Every item still arrives, in order."""
+    async def consume(queue):
+        got = []
+        while (item := await queue.get()) is not None:
+            got.append(item)
+        return got
+
+    async def main():
+        queue = asyncio.Queue()
+        consumer = asyncio.create_task(consume(queue))
+        await asyncio.sleep(0)          # the consumer waits on the queue
+        for i in range(200_000):
+            queue.put_nowait(i)
+        queue.put_nowait(None)
+        return await asyncio.wait_for(consumer, T)
+
+    assert run(vm, main) == list(range(200_000))
+
+
 def test_each_task_is_a_process_with_asyncios_task_api(vm):
     async def child():
         await asyncio.sleep(0)
