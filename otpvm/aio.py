@@ -146,8 +146,7 @@ class _Selector(selectors.EpollSelector):
 
     def has_ready(self) -> bool:
         """Whether an fd is ready now.  What epoll said is kept for the next
-        ``select``, unless ``forget`` is called first (asyncio code ran
-        meanwhile, which may have closed or unregistered an fd)."""
+        ``select``, unless ``forget`` is called first."""
         if not self._fd_to_key:
             return False
         self.polled = self._poll()
@@ -160,8 +159,15 @@ class _Selector(selectors.EpollSelector):
         return polled
 
     def forget(self) -> None:
-        """What has_ready saw is stale, or the loop waited: the next select
-        asks epoll."""
+        """What has_ready saw is stale: asyncio code ran since (task steps,
+        signal handlers), which may have closed or unregistered an fd.  The
+        next select asks epoll again, if has_ready had asked."""
+        if self.polled is not None:
+            self.polled = None
+            self.skips = 0
+
+    def look_now(self) -> None:
+        """The loop starts, or has waited: the next select asks epoll."""
         self.polled = None
         self.skips = 0
 
@@ -683,7 +689,7 @@ async def _loop_body(box: Shared) -> None:
     with selector.lock:
         selector.waiter = loop._otpvm_pid
     here.enter()
-    selector.forget()                   # what the last run saw
+    selector.look_now()
     busy = 0
     timeout: float | None = 0.0
     holding = baton is not None         # a stopped loop keeps its baton (parked)
@@ -703,7 +709,7 @@ async def _loop_body(box: Shared) -> None:
                 finally:
                     here.enter()
                 if timeout != 0:
-                    selector.forget()   # woken, maybe by an fd
+                    selector.look_now()     # woken, maybe by an fd
             if baton is not None and not holding:
                 here.leave()
                 try:
