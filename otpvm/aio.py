@@ -137,7 +137,7 @@ class _Selector(selectors.EpollSelector):
     def __init__(self, vm: VM) -> None:
         super().__init__()
         self.vm = vm
-        self.lock = threading.Lock()            # for armed and waiter
+        self.lock = threading.Lock()            # report's view of waiter and armed
         self.waiter: Pid | None = None          # the loop process, while it runs
         self.watch: _Watch | None = None        # the epoll fd in otpvm's poller
         self.armed = False                      # a report of it is asked for
@@ -174,6 +174,8 @@ class _Selector(selectors.EpollSelector):
     def arm(self) -> None:
         """Asks otpvm's poller for one report when an fd is ready (the loop
         process is about to wait): a wake-up message to the waiter."""
+        # Read without the lock: a report that clears armed just after is
+        # followed by its wake-up message, so skipping the arm loses nothing.
         if self.armed or not self._fd_to_key:
             return      # the report asked for is still to come; or nothing to wait for
         self.armed = True
